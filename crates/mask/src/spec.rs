@@ -1,0 +1,73 @@
+//! The shape of a built-in detector: the contract between the catalogue
+//! (`catalogue/`) and the engine. The catalogue is plain data; the engine
+//! compiles it once into one Aho-Corasick automaton and one DFA per detector.
+
+/// What kind of value a detector finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Category {
+    /// A credential: an API key, a token, a private key, a password.
+    Secret,
+    /// Personal data: an email address, a card number, a phone number.
+    Pii,
+}
+
+/// A check a candidate match must pass before it is masked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Validator {
+    /// The digits of the match pass the Luhn checksum (payment cards).
+    Luhn,
+    /// The digits of the match start with a known card issuer prefix and have
+    /// a length that issuer uses; rejects what is obviously not a card, such
+    /// as a 13-digit millisecond timestamp.
+    CardIssuer,
+    /// The match is an IBAN whose ISO 13616 mod-97 check holds and whose
+    /// length is the one its country uses.
+    IbanMod97,
+    /// The Shannon entropy of the masked part, in bits per byte, is at least
+    /// this floor (guards generic `password=` / `secret:` rules against
+    /// placeholders such as `password=changeme`).
+    MinEntropy(f32),
+    /// One of these words (ASCII, matched case-insensitively) occurs within
+    /// `window` bytes before the start of the match (e.g. `ssn` before a US
+    /// social security number).
+    ContextBefore {
+        /// The words; lowercase.
+        words: &'static [&'static str],
+        /// How many bytes before the match to look at.
+        window: usize,
+    },
+    /// The masked part is not one of these values (ASCII, case-insensitive):
+    /// well-known placeholders and examples.
+    NotPlaceholder(&'static [&'static str]),
+}
+
+/// One built-in detector, as plain data.
+///
+/// Patterns are compiled by `regex-automata` with Unicode mode off and on
+/// bytes (`unicode(false)`, `utf8(false)`): `\b`, `\w`, `\d` and `\s` are
+/// ASCII, which lets every pattern run as a DFA. Case-insensitivity is
+/// written in the pattern (`(?i)`). If the pattern has a capture group named
+/// `m`, only that group is masked; otherwise the whole match is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DetectorSpec {
+    /// Stable id, kebab-case (`aws-access-key-id`).
+    pub(crate) id: &'static str,
+    /// Secret or PII.
+    pub(crate) category: Category,
+    /// One line for humans: what it finds and where the format is documented.
+    pub(crate) description: &'static str,
+    /// Lowercase ASCII literals, matched case-insensitively by the prefilter;
+    /// every match of the pattern contains at least one of them. Empty for
+    /// detectors with no keyword (email, card, phone, ...): the engine gives
+    /// those a cheap prefilter of their own.
+    pub(crate) keywords: &'static [&'static str],
+    /// The pattern (see the type's doc for the dialect).
+    pub(crate) pattern: &'static str,
+    /// Checks a candidate must pass, all of them.
+    pub(crate) validators: &'static [Validator],
+    /// The longest match the pattern can produce, in bytes; patterns that
+    /// could match without bound are capped at this length.
+    pub(crate) max_len: usize,
+}
