@@ -12,3 +12,10 @@
 //!
 //! Status: the engine is not built yet, so the crate exposes nothing.
 #![deny(missing_docs)]
+
+#[allow(dead_code)] // Used by the engine, which is being written.
+mod catalogue;
+#[allow(dead_code)]
+mod spec;
+#[allow(dead_code)]
+mod validate;
