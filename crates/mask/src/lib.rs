@@ -19,3 +19,5 @@ mod catalogue;
 mod spec;
 #[allow(dead_code)]
 mod validate;
+
+pub use spec::{Category, Validator};
