@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Checks the dependency rules of DESIGN.md against `cargo metadata`.
+
+- portcullis-mask and portcullis-policy are embeddable without an async
+  runtime: they never depend on tokio, nor on another Portcullis crate.
+- A protocol crate (portcullis-pg, portcullis-k8s) knows nothing of policy,
+  masking or audit, and the library crates do not depend on each other.
+
+Only normal and build dependencies count (dev-dependencies may use the
+testkit). Prints one line per broken rule; exits 1 if any rule is broken.
+"""
+import json
+import subprocess
+import sys
+
+LIBS = {"portcullis-mask", "portcullis-policy", "portcullis-audit", "portcullis-pg", "portcullis-k8s"}
+FORBIDDEN = {lib: LIBS - {lib} for lib in LIBS}
+for runtime_free in ("portcullis-mask", "portcullis-policy"):
+    FORBIDDEN[runtime_free] = FORBIDDEN[runtime_free] | {"tokio"}
+
+def main() -> int:
+    meta = json.loads(subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        check=True, capture_output=True, text=True).stdout)
+    packages = {p["name"]: p for p in meta["packages"]}
+    broken = []
+    for lib, forbidden in sorted(FORBIDDEN.items()):
+        if lib not in packages:
+            broken.append(f"{lib}: missing from the workspace")
+            continue
+        for dep in packages[lib]["dependencies"]:
+            if dep.get("kind") in (None, "build") and dep["name"] in forbidden:
+                broken.append(f"{lib} depends on {dep['name']}, which DESIGN.md rules out")
+    expected = LIBS | {"portcullis", "portcullis-testkit", "portcullis-benches"}
+    for name in sorted(expected - packages.keys()):
+        if name not in LIBS:
+            broken.append(f"{name}: missing from the workspace")
+    for line in broken:
+        print(line)
+    print(f"dependency rules: {len(broken)} broken")
+    return 1 if broken else 0
+
+if __name__ == "__main__":
+    sys.exit(main())

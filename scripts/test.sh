@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every check the project has: the command README.md gives and CI runs.
+# On a fresh Debian/Ubuntu machine with Rust installed it first installs what
+# the tests need (PostgreSQL server and clients, asciinema) with apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+# --- What the tests need from the system -----------------------------------
+missing=()
+have_initdb=false
+if command -v initdb >/dev/null 2>&1; then have_initdb=true; fi
+for d in /usr/lib/postgresql/*/bin; do
+  if [ -x "$d/initdb" ]; then have_initdb=true; fi
+done
+$have_initdb || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
+command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- The checks ---------------------------------------------------------------
+step "cargo fmt"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "cargo bench --no-run"
+cargo bench --workspace --no-run --locked
+
+step "dependency rules"
+python3 scripts/check-deps.py
+
+step "all checks passed"
