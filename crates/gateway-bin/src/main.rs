@@ -1,11 +1,21 @@
 //! `portcullis`, the reference gateway.
 //!
-//! The gateway is not built yet: this binary parses its command line and
-//! says so plainly rather than pretending to serve.
+//! Built so far: the configuration file and its check, and the identity
+//! commands (`token keygen|issue|inspect|revoke|api-key`). The serving path
+//! (`serve`, `demo`) is not built yet and says so.
 
+mod config;
+mod identity;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::identity::{GatewayKey, TokenIssuer};
 
 /// Portcullis: an identity-aware data-path gateway for AI coding agents.
 #[derive(Debug, Parser)]
@@ -17,21 +27,350 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway with a configuration file (not built yet).
-    Serve,
+    /// Run the gateway (not built yet).
+    Serve {
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file; errors name file:line:column.
+    Check {
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Mint, inspect and revoke tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Start a throwaway PostgreSQL and a gateway in front of it (not built yet).
     Demo,
 }
 
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Write a new Ed25519 signing key (PKCS#8 PEM) for the gateway.
+    Keygen {
+        /// Where to write it (mode 0600); refuses to overwrite.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Mint a short-lived token for an agent, signed by the gateway's key.
+    Issue {
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// kind:name, e.g. agent:ci-bot (kind: human, agent or service).
+        #[arg(long)]
+        principal: String,
+        /// Groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime, e.g. 15m, 1h, 90s.
+        #[arg(long, default_value = "15m", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+    /// Print a token's header and claims, and whether this gateway accepts it.
+    Inspect {
+        token: String,
+        /// Also verify it against this configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Revoke a token by id (its `jti`); checked at connect and at every statement.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Make a new static API key; prints the key (give it to the client) and
+    /// the sha256 line for the configuration (the gateway keeps only that).
+    ApiKey,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?}: give a unit, e.g. 15m, 1h, 90s"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86400),
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("a token lifetime must be more than zero".to_owned());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let what = match cli.command {
-        Command::Serve => "serve",
-        Command::Demo => "demo",
-    };
-    eprintln!(
-        "portcullis {what}: not built yet. The gateway binary is the subject of a later \
-         issue; today the workspace holds the crates it will be made of."
-    );
-    ExitCode::from(2)
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("portcullis: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { .. } | Command::Demo => Err(
+            "not built yet: the serving path (PostgreSQL listener, policy, masking and audit \
+             glue) is the subject of the gateway issue"
+                .to_owned(),
+        ),
+        Command::Check { config } => check(&config),
+        Command::Token(t) => token(t),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+fn check(path: &Path) -> Result<(), String> {
+    let config = load(path)?;
+    let mut problems = Vec::new();
+    if let Some(key) = &config.identity.signing_key
+        && let Err(e) = read_signing_key(&config, key)
+    {
+        problems.push(e);
+    }
+    if let Some(p) = &config.policy {
+        let f = config.resolve(&p.file);
+        if !f.is_file() {
+            problems.push(format!("policy file {} does not exist", f.display()));
+        }
+    }
+    for c in &config.connections {
+        if let Some(f) = &c.password_file {
+            let f = config.resolve(f);
+            if !f.is_file() {
+                problems.push(format!(
+                    "connection {}: password_file {} does not exist",
+                    c.name.get_ref(),
+                    f.display()
+                ));
+            }
+        }
+        if let Some(var) = &c.password_env
+            && std::env::var_os(var).is_none()
+        {
+            problems.push(format!(
+                "connection {}: environment variable {var} is not set",
+                c.name.get_ref()
+            ));
+        }
+    }
+    for o in &config.identity.oidc {
+        if let Some(f) = &o.jwks_file {
+            let f = config.resolve(f);
+            match std::fs::read_to_string(&f) {
+                Ok(text) => {
+                    if let Err(e) = serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text) {
+                        problems.push(format!("{}: not a JWKS: {e}", f.display()));
+                    }
+                }
+                Err(e) => problems.push(format!("{}: {e}", f.display())),
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn read_signing_key(config: &Config, key: &Path) -> Result<GatewayKey, String> {
+    let path = config.resolve(key);
+    let pem = std::fs::read_to_string(&path)
+        .map_err(|e| format!("signing key {}: {e}", path.display()))?;
+    GatewayKey::from_pem(&pem).map_err(|e| format!("signing key {}: {e}", path.display()))
+}
+
+fn token(cmd: TokenCommand) -> Result<(), String> {
+    match cmd {
+        TokenCommand::Keygen { out } => {
+            let pem = GatewayKey::generate_pem()?;
+            write_new_private(&out, pem.as_bytes())?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        TokenCommand::Issue {
+            config,
+            principal,
+            groups,
+            ttl,
+        } => {
+            let config = load(&config)?;
+            let key_path = config.identity.signing_key.as_ref().ok_or(
+                "the configuration has no [identity] signing_key: the gateway cannot mint tokens",
+            )?;
+            let key = read_signing_key(&config, key_path)?;
+            let minted = TokenIssuer {
+                key: &key,
+                issuer: &config.identity.issuer,
+                audience: &config.identity.audience,
+            }
+            .issue(&principal, &groups, ttl.as_secs(), now())?;
+            eprintln!(
+                "token id {} for {principal}, expires at {} (unix seconds)",
+                minted.id, minted.expires_at
+            );
+            println!("{}", minted.token);
+            Ok(())
+        }
+        TokenCommand::Inspect { token, config } => {
+            let (header, claims) = identity::inspect(&token)?;
+            let out = serde_json::json!({ "header": header, "claims": claims });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+            );
+            if let Some(config) = config {
+                let config = load(&config)?;
+                let verifier = build_verifier(&config)?;
+                match verifier.verify(&token, now()) {
+                    Ok(p) => println!("accepted: {} ({})", p.id, p.kind.as_str()),
+                    Err(e) => println!("refused: {e}"),
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, config } => {
+            let config = load(&config)?;
+            let file = config.identity.revocation_file.as_ref().ok_or(
+                "the configuration has no [identity] revocation_file to record revocations in",
+            )?;
+            let file = config.resolve(file);
+            if id.is_empty() || id.contains(['\n', '\r']) {
+                return Err("a token id is one line of text".to_owned());
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            writeln!(f, "{id}")
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            println!("revoked {id}");
+            Ok(())
+        }
+        TokenCommand::ApiKey => {
+            let key = identity::generate_api_key()?;
+            println!("key:    {key}");
+            println!("sha256 = \"{}\"", identity::api_key_hash(&key));
+            Ok(())
+        }
+    }
+}
+
+/// The verifier a configuration describes (gateway key, OIDC issuers with
+/// JWKS files, API keys, revocations).
+fn build_verifier(config: &Config) -> Result<identity::Verifier, String> {
+    let mut v = identity::Verifier::new(config.identity.leeway_secs);
+    if let Some(k) = &config.identity.signing_key {
+        let key = read_signing_key(config, k)?;
+        v.trust_gateway(&key, &config.identity.issuer, &config.identity.audience);
+    }
+    for o in &config.identity.oidc {
+        let jwks = match (&o.jwks_file, &o.jwks_url) {
+            (Some(f), _) => {
+                let f = config.resolve(f);
+                let text =
+                    std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("{}: not a JWKS: {e}", f.display()))?
+            }
+            (None, Some(url)) => {
+                return Err(format!(
+                    "OIDC issuer {}: fetching a JWKS from a URL ({url}) is not built yet; \
+                     use jwks_file",
+                    o.issuer.get_ref()
+                ));
+            }
+            (None, None) => continue,
+        };
+        v.trust_oidc(identity::OidcIssuer {
+            issuer: o.issuer.get_ref().clone(),
+            audience: o.audience.clone(),
+            groups_claim: o.groups_claim.clone(),
+            jwks,
+        });
+    }
+    for k in &config.identity.api_key {
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(k.sha256.get_ref(), &mut sha256)
+            .map_err(|e| format!("api key {}: {e}", k.name))?;
+        let (kind, _) = k.principal.get_ref().split_once(':').unwrap_or(("", ""));
+        let kind = match kind {
+            "human" => identity::PrincipalKind::Human,
+            "agent" => identity::PrincipalKind::Agent,
+            _ => identity::PrincipalKind::Service,
+        };
+        v.add_api_key(identity::ApiKey {
+            name: k.name.clone(),
+            sha256,
+            principal: k.principal.get_ref().clone(),
+            kind,
+            groups: k.groups.clone(),
+        });
+    }
+    if let Some(f) = &config.identity.revocation_file {
+        let f = config.resolve(f);
+        match std::fs::read_to_string(&f) {
+            Ok(text) => v.set_revoked(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", f.display())),
+        }
+    }
+    Ok(v)
+}
+
+/// Creates a file that only its owner can read, refusing to overwrite one.
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_parses_units_and_refuses_nonsense() {
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_ttl("15").is_err());
+        assert!(parse_ttl("0m").is_err());
+        assert!(parse_ttl("5y").is_err());
+        assert!(parse_ttl("m").is_err());
+    }
 }

@@ -255,7 +255,10 @@ impl PgCluster {
         let mut conf = String::from("\n# Written by portcullis-testkit.\n");
         let defaults = [
             ("listen_addresses", "127.0.0.1".to_owned()),
-            ("unix_socket_directories", sock.to_string_lossy().into_owned()),
+            (
+                "unix_socket_directories",
+                sock.to_string_lossy().into_owned(),
+            ),
             ("password_encryption", "scram-sha-256".to_owned()),
             // Throwaway data: durability only slows tests down.
             ("fsync", "off".to_owned()),
@@ -264,11 +267,11 @@ impl PgCluster {
             // The SQLSTATE in every log line, so a test can see what was sent.
             ("log_line_prefix", "%m [%p] %e ".to_owned()),
         ];
-        for (k, v) in defaults.iter().map(|(k, v)| (*k, v.as_str())).chain(
-            b.settings
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        ) {
+        for (k, v) in defaults
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain(b.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
             let _ = writeln!(conf, "{k} = '{}'", v.replace('\'', "''"));
         }
         append(&data.join("postgresql.conf"), &conf)?;
@@ -401,19 +404,17 @@ fn make_template(bindir: &Path, user: Option<(u32, u32)>) -> Result<PathBuf, Err
     }
     let data = work.path().join("data");
     let mut cmd = server_command(&bindir.join("initdb"), user, work.path());
-    cmd.arg("-D")
-        .arg(&data)
-        .args([
-            "--no-sync",
-            "--no-instructions",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-        ]);
+    cmd.arg("-D").arg(&data).args([
+        "--no-sync",
+        "--no-instructions",
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+    ]);
     run_checked(&mut cmd)?;
     let hba = data.join("pg_hba.conf");
     std::fs::write(&hba, PG_HBA).map_err(|e| Error::io("writing", &hba, e))?;

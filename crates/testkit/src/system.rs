@@ -32,12 +32,12 @@ fn has_server(dir: &Path) -> bool {
 }
 
 fn find_bindir() -> Option<PathBuf> {
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if has_server(&dir) {
-                return Some(dir);
-            }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_server(&dir) {
+            return Some(dir);
         }
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -109,7 +109,14 @@ pub(crate) fn server_command(program: &Path, user: Option<(u32, u32)>, cwd: &Pat
     let mut cmd = Command::new(program);
     cmd.current_dir(cwd);
     // Keep the server away from whatever PG* variables the caller has set.
-    for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGPASSWORD", "PGDATABASE"] {
+    for var in [
+        "PGDATA",
+        "PGPORT",
+        "PGHOST",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+    ] {
         cmd.env_remove(var);
     }
     if let Some((uid, gid)) = user {

@@ -1,0 +1,137 @@
+//! The `portcullis` command line, run as a real process.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn portcullis(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn keygen_issue_inspect_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = portcullis(&["token", "keygen", "--out", "gateway.pem"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Never overwrite a key.
+    let again = portcullis(&["token", "keygen", "--out", "gateway.pem"], d);
+    assert!(!again.status.success());
+
+    std::fs::write(
+        d.join("portcullis.toml"),
+        "[identity]\nsigning_key = \"gateway.pem\"\nrevocation_file = \"revoked\"\n",
+    )
+    .unwrap();
+    let out = portcullis(
+        &[
+            "token",
+            "issue",
+            "--principal",
+            "agent:ci-bot",
+            "--groups",
+            "agents,ci",
+            "--ttl",
+            "15m",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("eyJ"), "{token}");
+
+    let out = portcullis(
+        &["token", "inspect", &token, "--config", "portcullis.toml"],
+        d,
+    );
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(shown.contains("\"sub\": \"agent:ci-bot\""), "{shown}");
+    assert!(shown.contains("\"agents\""), "{shown}");
+    assert!(shown.contains("accepted: agent:ci-bot (agent)"), "{shown}");
+    let claims: serde_json::Value =
+        serde_json::from_str(shown.split("\naccepted").next().unwrap()).unwrap();
+    let jti = claims["claims"]["jti"].as_str().unwrap().to_owned();
+    let exp = claims["claims"]["exp"].as_u64().unwrap();
+    let iat = claims["claims"]["iat"].as_u64().unwrap();
+    assert_eq!(exp - iat, 900);
+
+    let out = portcullis(&["token", "revoke", &jti], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = portcullis(
+        &["token", "inspect", &token, "--config", "portcullis.toml"],
+        d,
+    );
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("refused: token {jti} has been revoked")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn check_reports_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("broken.toml"),
+        "# a listener open to the network without TLS\n[[listener]]\naddress = \"0.0.0.0:6432\"\n",
+    )
+    .unwrap();
+    let out = portcullis(&["check", "--config", "broken.toml"], d);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("broken.toml:3:11: "), "{err}");
+    assert!(err.contains("loopback"), "{err}");
+
+    std::fs::write(d.join("syntax.toml"), "[identity\n").unwrap();
+    let out = portcullis(&["check", "--config", "syntax.toml"], d);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("syntax.toml:1:"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(
+        d.join("ok.toml"),
+        "[[listener]]\naddress = \"127.0.0.1:6432\"\n",
+    )
+    .unwrap();
+    let out = portcullis(&["check", "--config", "ok.toml"], d);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn api_key_prints_a_key_and_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = portcullis(&["token", "api-key"], dir.path());
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    let key = s.lines().next().unwrap().strip_prefix("key:    ").unwrap();
+    assert!(key.starts_with("pcl_"));
+    let hash = s.lines().nth(1).unwrap();
+    assert_eq!(hash.len(), "sha256 = \"\"".len() + 64, "{hash}");
+}
+
+#[test]
+fn serve_and_demo_say_they_are_not_built() {
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["serve", "demo"] {
+        let out = portcullis(&[cmd], dir.path());
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("not built yet"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
