@@ -4,6 +4,8 @@
 //! commands (`token keygen|issue|inspect|revoke|api-key`). The serving path
 //! (`serve`, `demo`) is not built yet and says so.
 
+mod admin;
+mod approvals;
 mod config;
 mod identity;
 
@@ -40,8 +42,29 @@ enum Command {
     /// Mint, inspect and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// List, approve and deny held commands through the admin API.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+        /// The admin API's base URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Your token or API key (default: the PORTCULLIS_TOKEN environment variable).
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
     /// Start a throwaway PostgreSQL and a gateway in front of it (not built yet).
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApprovalsCommand {
+    /// Pending approvals.
+    List,
+    /// Approve one.
+    Approve { id: String },
+    /// Deny one.
+    Deny { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +153,42 @@ fn run(cli: Cli) -> Result<(), String> {
         ),
         Command::Check { config } => check(&config),
         Command::Token(t) => token(t),
+        Command::Approvals {
+            command,
+            admin,
+            token,
+        } => approvals(command, &admin, token),
+    }
+}
+
+fn approvals(cmd: ApprovalsCommand, admin: &str, token: Option<String>) -> Result<(), String> {
+    let token = token
+        .or_else(|| std::env::var("PORTCULLIS_TOKEN").ok())
+        .ok_or("give --token or set PORTCULLIS_TOKEN: approvers authenticate like clients")?;
+    let (method, path) = match &cmd {
+        ApprovalsCommand::List => (hyper::Method::GET, "/v1/approvals".to_owned()),
+        ApprovalsCommand::Approve { id } => {
+            (hyper::Method::POST, format!("/v1/approvals/{id}/approve"))
+        }
+        ApprovalsCommand::Deny { id } => (hyper::Method::POST, format!("/v1/approvals/{id}/deny")),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let (status, body) = rt.block_on(admin::call(admin, method, &path, &token))?;
+    if (200..300).contains(&status) {
+        println!("{}", body.trim_end());
+        Ok(())
+    } else {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or(body);
+        Err(format!(
+            "admin API answered {status}: {}",
+            message.trim_end()
+        ))
     }
 }
 
