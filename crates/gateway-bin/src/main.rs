@@ -8,6 +8,7 @@ mod admin;
 mod approvals;
 mod config;
 mod identity;
+mod jwks;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
