@@ -604,6 +604,14 @@ address = "127.0.0.1:9090"
     }
 
     #[test]
+    fn the_shipped_example_loads() {
+        let text = include_str!("../../../examples/portcullis.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.connections[0].labels.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(c.audit.quorum.as_ref().map(|q| *q.get_ref()), Some(2));
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
