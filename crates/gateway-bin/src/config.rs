@@ -607,7 +607,10 @@ address = "127.0.0.1:9090"
     fn the_shipped_example_loads() {
         let text = include_str!("../../../examples/portcullis.toml");
         let c = parse(text).unwrap();
-        assert_eq!(c.connections[0].labels.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(
+            c.connections[0].labels.get("env").map(String::as_str),
+            Some("prod")
+        );
         assert_eq!(c.audit.quorum.as_ref().map(|q| *q.get_ref()), Some(2));
     }
 
