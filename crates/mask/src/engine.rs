@@ -1,0 +1,772 @@
+//! The scanning core shared by whole-buffer and streaming masking.
+//!
+//! # What a match is
+//!
+//! Every decision is a function of the input bytes near a position, never of
+//! how the input was cut into chunks, which is what makes streaming output
+//! byte-identical to whole-buffer output:
+//!
+//! * The *probe* of detector `d` at position `s` runs `d`'s pattern anchored
+//!   at `s` (leftmost-first, like a backtracking regex), seeing the input up
+//!   to `s + max_len(d)` plus one byte of look-ahead (and the bytes before
+//!   `s` for look-behind such as `\b`). Its result is the match `[s, e)`, or
+//!   nothing. A detector with keywords whose pattern is still alive at
+//!   `s + max_len` without having matched is *capped*: `[s, s + max_len)` is
+//!   masked anyway (validators are skipped), so an over-long secret is cut,
+//!   not leaked.
+//! * Which positions are probed: for a detector with keywords, every `s`
+//!   whose first byte can start the pattern and from which a match of at
+//!   most `max_len` bytes could cover a keyword occurrence (found by one
+//!   Aho-Corasick automaton over all keywords, ASCII case-insensitive,
+//!   overlapping). For a keyword-less detector (email, cards, phones, ...)
+//!   one unanchored multi-pattern lazy DFA over all keyword-less patterns
+//!   reports every position where one of their matches ends, and the
+//!   positions up to `max_len` before it are probed. That DFA finds every
+//!   match a probe can find, so its reports depend on nothing but the input.
+//! * A candidate passes the detector's validators (on the whole match, the
+//!   masked part, and up to the largest `ContextBefore` window of bytes
+//!   before the match).
+//! * Overlaps: candidates are taken by earliest start, then longest match,
+//!   then catalogue order (built-in detectors first, then user rules in the
+//!   order they were added); a candidate that starts inside a taken match is
+//!   dropped.
+//!
+//! # Streaming
+//!
+//! With `end` bytes seen, every probe at `s < end - (max_len + 1)` has all
+//! the bytes it needs, and every keyword or DFA report that could make such
+//! an `s` a candidate has been seen; so those positions are decided, and the
+//! output before them is released. The core keeps at most the catalogue's
+//! largest `max_len`, plus look-behind context, of input.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+use std::panic::{RefUnwindSafe, UnwindSafe};
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind as AcMatchKind};
+use regex_automata::hybrid::LazyStateID;
+use regex_automata::hybrid::dfa::{Cache, DFA, OverlappingState};
+use regex_automata::nfa::thompson;
+use regex_automata::util::pool::Pool;
+use regex_automata::util::{start, syntax};
+use regex_automata::{Anchored, Input, MatchKind, PatternID, meta};
+
+use crate::error::BuildError;
+use crate::spec::{Category, Validator};
+use crate::style::Style;
+use crate::validate::validate;
+
+/// Lazy DFA cache capacity per pattern set. The combined forward DFA of a
+/// full catalogue needs a few MiB before it stops recomputing states.
+const CACHE_CAPACITY: usize = 16 << 20;
+
+/// The compile-time description of one detector, built-in or user rule.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) id: Cow<'static, str>,
+    pub(crate) category: Category,
+    pub(crate) keywords: Vec<Cow<'static, str>>,
+    pub(crate) pattern: Cow<'static, str>,
+    pub(crate) validators: Cow<'static, [Validator]>,
+    pub(crate) max_len: usize,
+    pub(crate) style: Style,
+}
+
+/// One compiled detector.
+pub(crate) struct Det {
+    pub(crate) id: Cow<'static, str>,
+    pub(crate) category: Category,
+    pub(crate) style: Style,
+    validators: Cow<'static, [Validator]>,
+    max_len: usize,
+    keyworded: bool,
+    /// Bytes that can start a match (a 256-bit set).
+    first: [u64; 4],
+    /// The capture engine and the index of the `m` group, if there is one.
+    capture: Option<(meta::Regex, usize)>,
+}
+
+impl fmt::Debug for Det {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Det")
+            .field("id", &self.id)
+            .field("category", &self.category)
+            .field("max_len", &self.max_len)
+            .field("keyworded", &self.keyworded)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Det {
+    fn can_start(&self, byte: u8) -> bool {
+        let word = self.first.get(usize::from(byte >> 6)).copied().unwrap_or(0);
+        word & (1u64 << (byte & 63)) != 0
+    }
+}
+
+type ScratchFn = Box<dyn Fn() -> Scratch + Send + Sync + UnwindSafe + RefUnwindSafe>;
+
+/// Mutable per-search state: the lazy DFAs' caches. Pooled in the engine so
+/// that a `Masker` can be shared across threads and a `StreamMasker` stays
+/// small between pushes.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    probe: Cache,
+    free: Option<Cache>,
+}
+
+/// Everything compiled from the detectors; immutable, `Send + Sync`.
+pub(crate) struct Engine {
+    pub(crate) dets: Vec<Det>,
+    /// Keyword automaton, and for each keyword the detectors it serves.
+    ac: Option<AhoCorasick>,
+    kw_dets: Vec<Vec<u32>>,
+    max_kw: usize,
+    /// All patterns, one per detector (pattern id = detector index), for
+    /// anchored probes.
+    probe: DFA,
+    /// The keyword-less patterns, unanchored, reporting all match ends; and
+    /// the detector of each of its pattern ids.
+    free: Option<DFA>,
+    free_dets: Vec<u32>,
+    /// The largest `max_len`: the decision lag of streaming.
+    pub(crate) lmax: usize,
+    /// The largest `max_len` among keyword-less detectors.
+    lfree: usize,
+    /// The largest `ContextBefore` window.
+    ctx: usize,
+    pool: Pool<Scratch, ScratchFn>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("detectors", &self.dets.len())
+            .field("keywords", &self.kw_dets.len())
+            .field("keyword_less", &self.free_dets.len())
+            .field("max_len", &self.lmax)
+            .finish_non_exhaustive()
+    }
+}
+
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+fn automaton_error(e: impl fmt::Display) -> BuildError {
+    BuildError::Automaton {
+        message: e.to_string(),
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(sources: Vec<Source>) -> Result<Engine, BuildError> {
+        let n = sources.len();
+        if u32::try_from(n).is_err() || n >= PatternID::LIMIT {
+            return Err(automaton_error("too many detectors"));
+        }
+        // Per-pattern checks give errors that name the rule.
+        let mut dets = Vec::with_capacity(n);
+        for src in &sources {
+            syntax::parse_with(&src.pattern, &syntax_config()).map_err(|e| {
+                BuildError::Pattern {
+                    id: src.id.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            let capture = if may_have_group_m(&src.pattern) {
+                let re = meta::Regex::builder()
+                    .syntax(syntax_config())
+                    .configure(
+                        meta::Config::new()
+                            .match_kind(MatchKind::LeftmostFirst)
+                            .utf8_empty(false),
+                    )
+                    .build(&src.pattern)
+                    .map_err(|e| BuildError::Pattern {
+                        id: src.id.to_string(),
+                        message: e.to_string(),
+                    })?;
+                re.group_info()
+                    .to_index(PatternID::ZERO, "m")
+                    .map(|index| (re, index))
+            } else {
+                None
+            };
+            if src.keywords.iter().any(|k| k.is_empty()) {
+                return Err(BuildError::EmptyKeyword {
+                    id: src.id.to_string(),
+                });
+            }
+            dets.push(Det {
+                id: src.id.clone(),
+                category: src.category,
+                style: src.style.clone(),
+                validators: src.validators.clone(),
+                max_len: src.max_len.max(1),
+                keyworded: !src.keywords.is_empty(),
+                first: [0; 4],
+                capture,
+            });
+        }
+
+        let patterns: Vec<&str> = sources.iter().map(|s| s.pattern.as_ref()).collect();
+        let probe = DFA::builder()
+            .configure(
+                DFA::config()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .starts_for_each_pattern(true)
+                    .cache_capacity(CACHE_CAPACITY)
+                    .minimum_cache_clear_count(None),
+            )
+            .syntax(syntax_config())
+            .thompson(thompson::Config::new().utf8(false))
+            .build_many(&patterns)
+            .map_err(automaton_error)?;
+
+        let mut free_dets = Vec::new();
+        let mut free_patterns = Vec::new();
+        for (i, src) in sources.iter().enumerate() {
+            if src.keywords.is_empty() {
+                free_dets.push(u32::try_from(i).map_err(automaton_error)?);
+                free_patterns.push(src.pattern.as_ref());
+            }
+        }
+        let free = if free_patterns.is_empty() {
+            None
+        } else {
+            Some(
+                DFA::builder()
+                    .configure(
+                        DFA::config()
+                            .match_kind(MatchKind::All)
+                            .cache_capacity(CACHE_CAPACITY)
+                            .minimum_cache_clear_count(None),
+                    )
+                    .syntax(syntax_config())
+                    .thompson(thompson::Config::new().utf8(false))
+                    .build_many(&free_patterns)
+                    .map_err(automaton_error)?,
+            )
+        };
+
+        // Keywords: deduplicated, each serving the detectors that list it.
+        let mut keywords: Vec<String> = Vec::new();
+        let mut kw_dets: Vec<Vec<u32>> = Vec::new();
+        for (i, src) in sources.iter().enumerate() {
+            let det = u32::try_from(i).map_err(automaton_error)?;
+            for kw in &src.keywords {
+                let kw = kw.to_ascii_lowercase();
+                match keywords.iter().position(|k| *k == kw) {
+                    Some(p) => {
+                        if let Some(list) = kw_dets.get_mut(p)
+                            && !list.contains(&det)
+                        {
+                            list.push(det);
+                        }
+                    }
+                    None => {
+                        keywords.push(kw);
+                        kw_dets.push(vec![det]);
+                    }
+                }
+            }
+        }
+        let max_kw = keywords.iter().map(String::len).max().unwrap_or(0);
+        let ac = if keywords.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(AcMatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keywords)
+                    .map_err(automaton_error)?,
+            )
+        };
+
+        // Which bytes can start each pattern, under every kind of look-behind.
+        let mut cache = probe.create_cache();
+        for (i, det) in dets.iter_mut().enumerate() {
+            let pid = PatternID::new(i).map_err(automaton_error)?;
+            for lb in [None, Some(b'a'), Some(b' '), Some(b'\n'), Some(b'\r')] {
+                let config = start::Config::new()
+                    .anchored(Anchored::Pattern(pid))
+                    .look_behind(lb);
+                let sid = probe
+                    .start_state(&mut cache, &config)
+                    .map_err(automaton_error)?;
+                for byte in 0..=255u8 {
+                    let next = probe
+                        .next_state(&mut cache, sid, byte)
+                        .map_err(automaton_error)?;
+                    if !next.is_dead()
+                        && let Some(w) = det.first.get_mut(usize::from(byte >> 6))
+                    {
+                        *w |= 1u64 << (byte & 63);
+                    }
+                }
+            }
+        }
+
+        let lmax = dets.iter().map(|d| d.max_len).max().unwrap_or(1);
+        let lfree = dets
+            .iter()
+            .filter(|d| !d.keyworded)
+            .map(|d| d.max_len)
+            .max()
+            .unwrap_or(0);
+        let ctx = dets
+            .iter()
+            .flat_map(|d| d.validators.iter())
+            .map(|v| match v {
+                Validator::ContextBefore { window, .. } => *window,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+
+        let (p2, f2) = (probe.clone(), free.clone());
+        let create: ScratchFn = Box::new(move || Scratch {
+            probe: p2.create_cache(),
+            free: f2.as_ref().map(DFA::create_cache),
+        });
+        Ok(Engine {
+            dets,
+            ac,
+            kw_dets,
+            max_kw,
+            probe,
+            free,
+            free_dets,
+            lmax,
+            lfree,
+            ctx,
+            pool: Pool::new(create),
+        })
+    }
+
+    /// Runs `f` with a pooled scratch.
+    pub(crate) fn with_scratch<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let mut guard = self.pool.get();
+        f(&mut guard)
+    }
+
+    /// How many bytes before the undecided frontier a stream must keep.
+    fn keep_before(&self) -> usize {
+        self.ctx + 1
+    }
+
+    /// The most input a stream holds back between pushes (decision lag plus
+    /// look-behind).
+    pub(crate) fn holdback(&self) -> usize {
+        (self.lmax + 1 + self.keep_before())
+            .max(self.max_kw)
+            .max(self.lfree + 1)
+    }
+
+    /// The probe of detector `det` at `s` (see the module doc). `hay` holds
+    /// the input from absolute offset `base` to `end` (`end` is the end of
+    /// the input when `eof`).
+    fn probe_at(
+        &self,
+        cache: &mut Cache,
+        hay: &[u8],
+        base: usize,
+        eof: bool,
+        det_ix: u32,
+        s: usize,
+    ) -> Option<Cand> {
+        let det = self.dets.get(det_ix as usize)?;
+        let end = base + hay.len();
+        let clip = (s + det.max_len).min(end);
+        let (rs, rc) = (s - base, clip - base);
+        let outcome = self.run_probe(cache, hay, rs, rc, det_ix);
+        let (e, capped) = match outcome {
+            Ok(Probe { last, alive }) => {
+                let capped = alive && det.keyworded && !(eof && clip == end);
+                match (last, capped) {
+                    (_, true) => (clip, true),
+                    (Some(e), false) => (base + e, false),
+                    (None, false) => return None,
+                }
+            }
+            // The lazy DFA is configured never to give up and has no quit
+            // bytes, so this does not happen; if it did, fail closed.
+            Err(()) => (clip, true),
+        };
+        if e <= s {
+            return None;
+        }
+        let (ms, me) = match (&det.capture, outcome) {
+            (Some((re, group)), Ok(Probe { last: Some(le), .. })) => {
+                let mut caps = re.create_captures();
+                re.search_captures(
+                    &Input::new(hay).span(rs..le).anchored(Anchored::Yes),
+                    &mut caps,
+                );
+                match caps.get_group(*group) {
+                    Some(span) => (base + span.start, if capped { e } else { base + span.end }),
+                    None => (s, e),
+                }
+            }
+            _ => (s, e),
+        };
+        if me <= ms {
+            return None;
+        }
+        if !capped {
+            let whole = hay.get(rs..e - base).unwrap_or_default();
+            let masked = hay.get(ms - base..me - base).unwrap_or_default();
+            let before = hay
+                .get(s.saturating_sub(self.ctx).max(base) - base..rs)
+                .unwrap_or_default();
+            if !det
+                .validators
+                .iter()
+                .all(|v| validate(v, whole, masked, before))
+            {
+                return None;
+            }
+        }
+        Some(Cand {
+            s,
+            e,
+            ms,
+            me,
+            det: det_ix,
+        })
+    }
+
+    /// Steps the probe DFA for pattern `det_ix` anchored at `rs` over
+    /// `hay[rs..rc]` and one byte of look-ahead. Offsets are relative to hay.
+    fn run_probe(
+        &self,
+        cache: &mut Cache,
+        hay: &[u8],
+        rs: usize,
+        rc: usize,
+        det_ix: u32,
+    ) -> Result<Probe, ()> {
+        let pid = PatternID::new(det_ix as usize).map_err(|_| ())?;
+        let input = Input::new(hay)
+            .span(rs..rc)
+            .anchored(Anchored::Pattern(pid));
+        let dfa = &self.probe;
+        let mut sid: LazyStateID = dfa.start_state_forward(cache, &input).map_err(|_| ())?;
+        let mut last = None;
+        for (at, &byte) in (rs..).zip(hay.get(rs..rc).unwrap_or_default()) {
+            sid = dfa.next_state(cache, sid, byte).map_err(|_| ())?;
+            if sid.is_tagged() {
+                if sid.is_match() {
+                    last = Some(at);
+                } else if sid.is_dead() {
+                    return Ok(Probe { last, alive: false });
+                } else if sid.is_quit() {
+                    return Err(());
+                }
+            }
+        }
+        sid = match hay.get(rc) {
+            Some(&byte) => dfa.next_state(cache, sid, byte),
+            None => dfa.next_eoi_state(cache, sid),
+        }
+        .map_err(|_| ())?;
+        if sid.is_match() {
+            return Ok(Probe {
+                last: Some(rc),
+                alive: false,
+            });
+        }
+        Ok(Probe {
+            last,
+            alive: !sid.is_dead() && !sid.is_quit(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// End of the leftmost-first match (relative to hay), if any.
+    last: Option<usize>,
+    /// The pattern could still match beyond the clip.
+    alive: bool,
+}
+
+/// Whether the pattern may have a capture group named `m` (the compiled
+/// regex's group info decides).
+fn may_have_group_m(pattern: &str) -> bool {
+    pattern.contains("?P<m>") || pattern.contains("?<m>")
+}
+
+/// Candidate starts `[lo, hi]` (inclusive) of one detector.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    det: u32,
+    lo: usize,
+    hi: usize,
+}
+
+/// A validated match: whole match `[s, e)`, masked part `[ms, me)`.
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    s: usize,
+    e: usize,
+    ms: usize,
+    me: usize,
+    det: u32,
+}
+
+/// A finding as the core reports it (absolute offsets).
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub(crate) det: u32,
+    pub(crate) span: Range<usize>,
+}
+
+/// Where output goes as it is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// Streaming: copy every decided byte to the output.
+    Eager,
+    /// Whole buffer: copy only when something is masked (the caller copies
+    /// the rest at the end, or borrows the input if nothing was masked).
+    OnMask,
+}
+
+/// The per-input scanning state (absolute offsets throughout).
+#[derive(Debug, Clone)]
+pub(crate) struct Core {
+    /// Keyword occurrences ending at or before this were reported.
+    ac_done: usize,
+    /// Keyword-less match ends at or before this were reported.
+    free_done: usize,
+    /// Every start position below this was decided.
+    decided: usize,
+    /// No match may start below this (the end of the last one taken).
+    cursor: usize,
+    /// Output was produced for the input below this.
+    pub(crate) released: usize,
+    /// Per detector: positions below this were probed or skipped.
+    watermark: Vec<usize>,
+    hits: Vec<Hit>,
+    cands: Vec<Cand>,
+}
+
+impl Core {
+    pub(crate) fn new(engine: &Engine) -> Core {
+        Core {
+            ac_done: 0,
+            free_done: 0,
+            decided: 0,
+            cursor: 0,
+            released: 0,
+            watermark: vec![0; engine.dets.len()],
+            hits: Vec::new(),
+            cands: Vec::new(),
+        }
+    }
+
+    /// The absolute offset before which a stream may drop its input.
+    pub(crate) fn keep_from(&self, engine: &Engine) -> usize {
+        let ac_next = (self.ac_done + 1).saturating_sub(engine.max_kw.max(1));
+        let free_next = (self.free_done + 1).saturating_sub(engine.lfree + 1);
+        self.decided
+            .saturating_sub(engine.keep_before())
+            .min(self.released)
+            .min(ac_next)
+            .min(free_next)
+    }
+
+    /// Scans what `hay` (the input from absolute offset `base` to its end)
+    /// adds, decides what can be decided, appends output to `out` and
+    /// findings to `found`. `eof`: `hay` ends where the input ends.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn advance(
+        &mut self,
+        engine: &Engine,
+        scratch: &mut Scratch,
+        hay: &[u8],
+        base: usize,
+        eof: bool,
+        release: Release,
+        out: &mut Vec<u8>,
+        found: &mut Vec<Found>,
+    ) {
+        let end = base + hay.len();
+        self.scan_keywords(engine, hay, base, end);
+        self.scan_free(engine, scratch, hay, base, end, eof);
+
+        let frontier = if eof {
+            end
+        } else {
+            end.saturating_sub(engine.lmax + 1)
+        };
+        if frontier <= self.decided {
+            return;
+        }
+        // Probe every pending window below the frontier.
+        self.cands.clear();
+        let mut kept = 0;
+        for i in 0..self.hits.len() {
+            let Some(&hit) = self.hits.get(i) else { break };
+            let det_ix = hit.det as usize;
+            let (Some(det), Some(wm)) = (engine.dets.get(det_ix), self.watermark.get(det_ix))
+            else {
+                continue;
+            };
+            let from = hit.lo.max(*wm).max(self.cursor).max(base);
+            let to = (hit.hi + 1).min(frontier);
+            for s in from..to {
+                let Some(&byte) = hay.get(s - base) else {
+                    break;
+                };
+                if det.can_start(byte)
+                    && let Some(c) = engine.probe_at(&mut scratch.probe, hay, base, eof, hit.det, s)
+                {
+                    self.cands.push(c);
+                }
+            }
+            if let Some(wm) = self.watermark.get_mut(det_ix) {
+                *wm = (*wm).max(to);
+            }
+            if hit.hi >= frontier {
+                if let Some(slot) = self.hits.get_mut(kept) {
+                    *slot = hit;
+                }
+                kept += 1;
+            }
+        }
+        self.hits.truncate(kept);
+
+        // Earliest start, then longest, then catalogue order.
+        self.cands
+            .sort_unstable_by_key(|c| (c.s, std::cmp::Reverse(c.e), c.det));
+        for c in &self.cands {
+            if c.s < self.cursor {
+                continue;
+            }
+            let Some(det) = engine.dets.get(c.det as usize) else {
+                continue;
+            };
+            out.extend_from_slice(
+                hay.get(self.released - base..c.ms - base)
+                    .unwrap_or_default(),
+            );
+            let value = hay.get(c.ms - base..c.me - base).unwrap_or_default();
+            det.style.render(&det.id, value, out);
+            found.push(Found {
+                det: c.det,
+                span: c.ms..c.me,
+            });
+            self.released = c.me;
+            self.cursor = c.e;
+        }
+        if release == Release::Eager && self.released < frontier {
+            out.extend_from_slice(
+                hay.get(self.released - base..frontier - base)
+                    .unwrap_or_default(),
+            );
+            self.released = frontier;
+        }
+        self.decided = frontier;
+    }
+
+    fn scan_keywords(&mut self, engine: &Engine, hay: &[u8], base: usize, end: usize) {
+        let Some(ac) = &engine.ac else { return };
+        let from = (self.ac_done + 1).saturating_sub(engine.max_kw).max(base);
+        if from >= end {
+            return;
+        }
+        let input = aho_corasick::Input::new(hay).span(from - base..hay.len());
+        match ac.try_find_overlapping_iter(input) {
+            Ok(iter) => {
+                for m in iter {
+                    let (k, ke) = (base + m.start(), base + m.end());
+                    if ke <= self.ac_done {
+                        continue;
+                    }
+                    let Some(dets) = engine.kw_dets.get(m.pattern().as_usize()) else {
+                        continue;
+                    };
+                    for &det in dets {
+                        let l = engine.dets.get(det as usize).map_or(1, |d| d.max_len);
+                        self.hits.push(Hit {
+                            det,
+                            lo: ke.saturating_sub(l),
+                            hi: k,
+                        });
+                    }
+                }
+            }
+            // Overlapping search with a standard automaton does not fail; if
+            // it did, probe every keyword detector everywhere (fail closed).
+            Err(_) => self.probe_everything(engine, true, from, end),
+        }
+        self.ac_done = end;
+    }
+
+    fn scan_free(
+        &mut self,
+        engine: &Engine,
+        scratch: &mut Scratch,
+        hay: &[u8],
+        base: usize,
+        end: usize,
+        eof: bool,
+    ) {
+        let (Some(dfa), Some(cache)) = (&engine.free, scratch.free.as_mut()) else {
+            return;
+        };
+        // A match ending at `end` may need the byte after it (look-ahead), so
+        // report it only once that byte is here.
+        let limit = if eof { end } else { end.saturating_sub(1) };
+        if limit <= self.free_done {
+            return;
+        }
+        let from = (self.free_done + 1).saturating_sub(engine.lfree).max(base);
+        let input = Input::new(hay).span(from - base..limit - base);
+        let mut state = OverlappingState::start();
+        loop {
+            if dfa
+                .try_search_overlapping_fwd(cache, &input, &mut state)
+                .is_err()
+            {
+                // Cannot happen (no quit bytes, never gives up); fail closed.
+                self.probe_everything(engine, false, from, limit);
+                break;
+            }
+            let Some(hm) = state.get_match() else { break };
+            let e = base + hm.offset();
+            if e <= self.free_done {
+                continue;
+            }
+            let Some(&det) = engine.free_dets.get(hm.pattern().as_usize()) else {
+                continue;
+            };
+            let l = engine.dets.get(det as usize).map_or(1, |d| d.max_len);
+            self.hits.push(Hit {
+                det,
+                lo: e.saturating_sub(l),
+                hi: e.saturating_sub(1),
+            });
+        }
+        self.free_done = limit;
+    }
+
+    fn probe_everything(&mut self, engine: &Engine, keyworded: bool, from: usize, to: usize) {
+        for (i, det) in engine.dets.iter().enumerate() {
+            if det.keyworded == keyworded
+                && let Ok(det) = u32::try_from(i)
+            {
+                self.hits.push(Hit {
+                    det,
+                    lo: from,
+                    hi: to,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Engine behaviour with user rules (independent of the built-in catalogue).
+
+use portcullis_mask::{BuildError, Category, FieldRule, Masker, Rule, Style};
+
+fn masker() -> Masker {
+    Masker::builder()
+        .default_catalogue(false)
+        .rule(
+            Rule::regex("akid", r"\bAKIA[0-9A-Z]{16}\b")
+                .keywords(["akia"])
+                .max_len(20),
+        )
+        .rule(
+            Rule::regex("pw", r"(?i)password\s*[:=]\s*(?P<m>[^\s,;]{4,})")
+                .keywords(["password"])
+                .max_len(80),
+        )
+        .rule(
+            Rule::regex(
+                "email",
+                r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}\b",
+            )
+            .max_len(280)
+            .category(Category::Pii),
+        )
+        .rule(
+            Rule::regex("digits", r"\b\d{4}-\d{4}-\d{4}-\d{4}\b")
+                .max_len(19)
+                .category(Category::Pii),
+        )
+        .rule(
+            Rule::regex("pem", r"-----BEGIN KEY-----[\s\S]*?-----END KEY-----")
+                .keywords(["-----begin key-----"])
+                .max_len(200),
+        )
+        .build()
+        .unwrap()
+}
+
+fn streamed(
+    m: &Masker,
+    input: &[u8],
+    chunk: usize,
+) -> (Vec<u8>, Vec<(String, std::ops::Range<usize>)>) {
+    let mut s = m.stream();
+    let mut out = Vec::new();
+    let mut f = Vec::new();
+    for c in input.chunks(chunk.max(1)) {
+        f.extend(
+            s.push(c, &mut out)
+                .iter()
+                .map(|x| (x.detector().to_string(), x.span())),
+        );
+    }
+    f.extend(
+        s.finish(&mut out)
+            .iter()
+            .map(|x| (x.detector().to_string(), x.span())),
+    );
+    (out, f)
+}
+
+fn whole(m: &Masker, input: &[u8]) -> (Vec<u8>, Vec<(String, std::ops::Range<usize>)>) {
+    let r = m.mask(input);
+    (
+        r.output().to_vec(),
+        r.findings()
+            .iter()
+            .map(|x| (x.detector().to_string(), x.span()))
+            .collect(),
+    )
+}
+
+fn check(m: &Masker, input: &[u8], expect: &str) {
+    let w = whole(m, input);
+    assert_eq!(
+        String::from_utf8_lossy(&w.0),
+        expect,
+        "input {:?}",
+        String::from_utf8_lossy(input)
+    );
+    for n in 1..=64 {
+        assert_eq!(streamed(m, input, n), w, "chunk size {n}");
+    }
+}
+
+#[test]
+fn masks_keyword_and_keywordless_rules() {
+    let m = masker();
+    check(&m, b"key AKIAABCDEFGHIJKLMNOP end", "key [MASKED:akid] end");
+    check(
+        &m,
+        b"key AKIAABCDEFGHIJKLMNOPQ end",
+        "key AKIAABCDEFGHIJKLMNOPQ end",
+    );
+    check(
+        &m,
+        b"PASSWORD = s3cr3t!x, next",
+        "PASSWORD = [MASKED:pw], next",
+    );
+    check(&m, b"mail ada@example.org now", "mail [MASKED:email] now");
+    check(&m, b"card 4111-1111-1111-1111", "card [MASKED:digits]");
+    check(
+        &m,
+        b"x -----BEGIN KEY-----\nabc\n-----END KEY----- y",
+        "x [MASKED:pem] y",
+    );
+    check(&m, b"", "");
+    check(
+        &m,
+        b"nothing to see \x00\xff\xfe here",
+        "nothing to see \u{0}\u{fffd}\u{fffd} here",
+    );
+}
+
+#[test]
+fn overlap_prefers_earliest_then_longest() {
+    let m = Masker::builder()
+        .default_catalogue(false)
+        .rule(Rule::literal("short", "abc"))
+        .rule(Rule::literal("long", "abcdef"))
+        .rule(Rule::literal("later", "cdefgh"))
+        .build()
+        .unwrap();
+    check(&m, b"xabcdefgh", "x[MASKED:long]gh");
+    check(&m, b"xabcx", "x[MASKED:short]x");
+}
+
+#[test]
+fn capped_match_is_masked_anyway() {
+    let m = masker();
+    let mut input = b"a -----BEGIN KEY-----\n".to_vec();
+    input.extend(std::iter::repeat_n(b'Q', 500));
+    let w = whole(&m, &input);
+    assert!(!w.0.windows(50).any(|x| x.iter().all(|&b| b == b'Q')) || w.1.len() == 1);
+    assert_eq!(w.1[0].0, "pem");
+    assert_eq!(w.1[0].1, 2..202);
+    for n in [1, 7, 64, 300] {
+        assert_eq!(streamed(&m, &input, n), w);
+    }
+}
+
+#[test]
+fn findings_are_in_order_with_stream_offsets() {
+    let m = masker();
+    let input = b"ada@example.org AKIAABCDEFGHIJKLMNOP password: hunter22";
+    let (out, f) = streamed(&m, input, 3);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "[MASKED:email] [MASKED:akid] password: [MASKED:pw]"
+    );
+    let ids: Vec<_> = f.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(ids, ["email", "akid", "pw"]);
+    assert_eq!(f[1].1, 16..36);
+    assert_eq!(&input[f[2].1.clone()], b"hunter22");
+}
+
+#[test]
+fn field_rules_then_detectors() {
+    let m = Masker::builder()
+        .default_catalogue(false)
+        .rule(Rule::literal("lit", "zzz"))
+        .field_rule(FieldRule::new("*_token").style(Style::same_length()))
+        .build()
+        .unwrap();
+    let r = m.mask_field("Access_TOKEN", b"abc");
+    assert_eq!(r.output(), b"***");
+    assert_eq!(r.findings()[0].detector(), "field:*_token");
+    assert_eq!(
+        m.mask_field("note", b"a zzz b").output(),
+        b"a [MASKED:lit] b"
+    );
+}
+
+#[test]
+fn build_errors() {
+    let b = || Masker::builder().default_catalogue(false);
+    assert!(matches!(
+        b().rule(Rule::regex("x", "(")).build(),
+        Err(BuildError::Pattern { .. })
+    ));
+    assert!(matches!(
+        b().rule(Rule::literal("x", "a"))
+            .rule(Rule::literal("x", "b"))
+            .build(),
+        Err(BuildError::DuplicateId { .. })
+    ));
+    assert!(matches!(
+        b().rule(Rule::literal("bad id", "a")).build(),
+        Err(BuildError::InvalidId { .. })
+    ));
+    assert!(matches!(
+        b().disable("no-such-detector").build(),
+        Err(BuildError::UnknownDetector { .. })
+    ));
+    assert!(matches!(
+        b().rule(Rule::regex("x", "a").keywords([""])).build(),
+        Err(BuildError::EmptyKeyword { .. })
+    ));
+    assert!(matches!(
+        b().max_match_len(0).build(),
+        Err(BuildError::MaxLen { .. })
+    ));
+    assert!(matches!(
+        b().rule(Rule::regex("x", "a").max_len(5000)).build(),
+        Err(BuildError::MaxLen { .. })
+    ));
+}
+
+#[test]
+fn masker_is_send_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Masker>();
+}
