@@ -1,9 +1,82 @@
-//! Audit trail for Portcullis.
+//! Audit trail for Portcullis: who did what, when, with which data, and what
+//! the gateway decided — kept so that nothing acknowledged is lost and any
+//! tampering shows.
 //!
-//! This crate will hold the audit event model, the `AuditSink` trait with its
-//! durability contract, a hash-chained JSON Lines sink (the embedded default),
-//! a PostgreSQL sink, a fan-out sink, verification of a trail, and session
-//! recordings (asciicast v2 for terminal sessions).
+//! - [`AuditEvent`]: the event model (serde). Text that may hold data
+//!   (statements, exec command lines, backend error messages) is a
+//!   [`MaskedText`]: this crate stores what it is given, so the gateway must
+//!   mask such text **before** it builds the event.
+//! - [`AuditSink`]: the sink trait, usable as `dyn AuditSink`, with a
+//!   durability contract (a [`Receipt`] means durable as configured), `flush`
+//!   and a [`Health`] query so the gateway can fail closed.
+//! - [`JsonlSink`]: the embedded default, a hash-chained JSON Lines trail
+//!   with fsync per record or group commit, rotation by size, and torn-tail
+//!   recovery; [`verify`] checks such a trail.
+//! - [`PostgresSink`]: the same chain in an append-only PostgreSQL table, one
+//!   chain per replica, batched transactions.
+//! - [`FanoutSink`]: several sinks, all (or a quorum) must acknowledge.
+//! - [`SyslogSink`]: RFC 5424 syslog over TCP with octet-counting framing
+//!   (RFC 6587), for a SIEM.
+//! - [`Recorder`]: terminal sessions as asciicast v2; [`session_timeline`]:
+//!   a SQL session's statements, decisions and results read back from a
+//!   trail.
 //!
-//! Status: nothing is built yet, so the crate exposes nothing.
+//! # Example
+//!
+//! ```
+//! use portcullis_audit::{AuditEvent, AuditSink, EventKind, JsonlOptions, JsonlSink, MaskedText, Effect};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let (sink, _) = JsonlSink::open(dir.path(), JsonlOptions::new("gw-1"))?;
+//! let event = AuditEvent::new(EventKind::Command {
+//!     command_id: 1,
+//!     text: MaskedText::already_masked("select 1"),
+//!     facts: Default::default(),
+//!     effect: Effect::Allow,
+//!     rule_id: None,
+//!     reason: "allowed".into(),
+//! })
+//! .with_session("s-1");
+//! let receipt = sink.record(&event).await?; // durable (fsynced) once this returns
+//! drop(sink);
+//! let report = portcullis_audit::verify(&portcullis_audit::trail_files(dir.path(), "gw-1")?);
+//! assert!(report.is_clean());
+//! assert_eq!(report.head().map(|h| h.hash), receipt.hash());
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//!
+//! None. The crate depends on tokio (`sync`, `rt`, `time`, `net`, `io-util`)
+//! because its network sinks are async; the JSON Lines sink writes from its
+//! own thread and works under any runtime flavour.
 #![deny(missing_docs)]
+
+mod chain;
+mod error;
+mod event;
+mod fanout;
+mod jsonl;
+mod postgres;
+mod recorder;
+mod sink;
+mod syslog;
+mod timeline;
+mod verify;
+
+pub use chain::{ChainHash, ChainHead};
+pub use error::AuditError;
+pub use event::{
+    AuditEvent, Effect, EventKind, MaskedText, Principal, PrincipalKind, Protocol, Resource,
+    SCHEMA_VERSION, Timestamp,
+};
+pub use fanout::{FanoutBuilder, FanoutSink};
+pub use jsonl::{Commit, JsonlOptions, JsonlSink, OpenReport, TornTail, trail_files};
+pub use postgres::{PostgresOptions, PostgresSink, verify_postgres};
+pub use recorder::{AsciicastHeader, Recorder};
+pub use sink::{AuditSink, Durability, Health, Receipt};
+pub use syslog::{SyslogOptions, SyslogSink};
+pub use timeline::{TimelineEntry, session_timeline};
+pub use verify::{Location, Problem, Start, VerifyOptions, VerifyReport, verify, verify_with};

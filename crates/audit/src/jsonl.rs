@@ -1,0 +1,682 @@
+//! The hash-chained JSON Lines sink.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use crate::chain::{ChainHead, parse_line, render_line, validate_chain_id};
+use crate::{AuditError, AuditEvent, AuditSink, Durability, EventKind, Health, Receipt};
+
+/// When the JSON Lines sink fsyncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Commit {
+    /// One `fdatasync` per record, before its receipt.
+    PerRecord,
+    /// Group commit: records arriving within this window after the first one
+    /// are written together and covered by one `fdatasync`; each receipt is
+    /// returned after that fsync.
+    Group(Duration),
+}
+
+/// Options for [`JsonlSink::open`].
+#[derive(Debug, Clone)]
+pub struct JsonlOptions {
+    chain: String,
+    commit: Commit,
+    max_file_bytes: u64,
+    max_event_bytes: usize,
+    min_free_bytes: u64,
+    max_batch: usize,
+}
+
+impl JsonlOptions {
+    /// Options for the chain `chain` (1 to 64 of `A-Z a-z 0-9 . _ -`; use one
+    /// chain per gateway replica). Defaults: fsync per record, rotation at
+    /// 64 MiB, events up to 1 MiB, unhealthy below 16 MiB free.
+    pub fn new(chain: impl Into<String>) -> JsonlOptions {
+        JsonlOptions {
+            chain: chain.into(),
+            commit: Commit::PerRecord,
+            max_file_bytes: 64 << 20,
+            max_event_bytes: 1 << 20,
+            min_free_bytes: 16 << 20,
+            max_batch: 8192,
+        }
+    }
+
+    /// When to fsync.
+    pub fn commit(mut self, commit: Commit) -> JsonlOptions {
+        self.commit = commit;
+        self
+    }
+
+    /// Starts a new file once the current one would exceed this size. The
+    /// chain carries across files.
+    pub fn max_file_bytes(mut self, bytes: u64) -> JsonlOptions {
+        self.max_file_bytes = bytes;
+        self
+    }
+
+    /// The largest encoded event accepted.
+    pub fn max_event_bytes(mut self, bytes: usize) -> JsonlOptions {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// [`AuditSink::health`] reports unavailable when the file system has
+    /// less free space than this.
+    pub fn min_free_bytes(mut self, bytes: u64) -> JsonlOptions {
+        self.min_free_bytes = bytes;
+        self
+    }
+
+    /// The most records covered by one group commit.
+    pub fn max_batch(mut self, records: usize) -> JsonlOptions {
+        self.max_batch = records.max(1);
+        self
+    }
+}
+
+/// A torn last line found when a trail was opened: a write that a crash cut
+/// short. It was never acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The file.
+    pub path: PathBuf,
+    /// Its 1-based line number.
+    pub line: u64,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+/// What [`JsonlSink::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The chain's head when it was opened, after any recovery record.
+    pub head: ChainHead,
+    /// The trail files that existed.
+    pub files: usize,
+    /// A torn last line, if the previous writer crashed mid-write. The sink
+    /// left it in place, started a new file, and recorded a
+    /// `trail_recovered` event naming it; the chain continues from the last
+    /// complete record.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// The trail files of `chain` in `dir`, in chain order (`<chain>-<file
+/// number, 10 digits>.jsonl`).
+///
+/// # Example
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// assert!(portcullis_audit::trail_files(dir.path(), "gw-1")?.is_empty());
+/// # Ok(()) }
+/// ```
+pub fn trail_files(dir: &Path, chain: &str) -> Result<Vec<PathBuf>, AuditError> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| AuditError::io("read directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| AuditError::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name
+            .strip_prefix(chain)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        if rest.len() == 10 && rest.bytes().all(|b| b.is_ascii_digit()) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn file_name(chain: &str, index: u64) -> String {
+    format!("{chain}-{index:010}.jsonl")
+}
+
+/// The number in a trail file's name.
+fn file_index(path: &Path) -> u64 {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.rsplit('-').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The embedded default sink: one JSON object per line, hash-chained, in
+/// files rotated by size.
+///
+/// Each line is `{"chain":…,"seq":…,"prev_hash":…,"event":{…},"hash":…}`
+/// where `hash` is SHA-256 over the line up to `,"hash":` (the canonical
+/// event bytes and `prev_hash`, with the chain id and sequence number). A
+/// receipt is returned only after the `fdatasync` that covers the record (per
+/// record, or per group commit; see [`Commit`]). After a write or fsync
+/// fails, the sink refuses every further record and reports itself
+/// unavailable: the file's state is then unknown.
+///
+/// One writer thread owns the file, so the sink does not depend on the
+/// tokio runtime's flavour; `record` only waits on a channel.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis_audit::{AuditEvent, AuditSink, Commit, EventKind, JsonlOptions, JsonlSink};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let options = JsonlOptions::new("gw-1").commit(Commit::Group(Duration::from_millis(5)));
+/// let (sink, report) = JsonlSink::open(dir.path(), options)?;
+/// assert!(report.torn_tail.is_none());
+/// let receipt = sink
+///     .record(&AuditEvent::new(EventKind::AuthFailed {
+///         method: "api_key".into(),
+///         reason: "unknown key".into(),
+///     }))
+///     .await?;
+/// drop(sink);
+/// let files = portcullis_audit::trail_files(dir.path(), "gw-1")?;
+/// let report = portcullis_audit::verify(&files);
+/// assert!(report.is_intact());
+/// assert_eq!(report.head().map(|h| h.seq), Some(receipt.seq()));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct JsonlSink {
+    name: String,
+    dir: PathBuf,
+    max_event_bytes: usize,
+    min_free_bytes: u64,
+    tx: Option<mpsc::Sender<Request>>,
+    failed: Arc<Mutex<Option<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+enum Request {
+    Record {
+        event: Vec<u8>,
+        reply: oneshot::Sender<Result<Receipt, AuditError>>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<(), AuditError>>,
+    },
+}
+
+impl JsonlSink {
+    /// Opens (or creates) the trail of `options`' chain in `dir`, continuing
+    /// its chain. A torn last line is reported in the [`OpenReport`] and
+    /// recovered from; any other damage near the head is an
+    /// [`AuditError::Corrupt`] (run `verify`).
+    pub fn open(dir: &Path, options: JsonlOptions) -> Result<(JsonlSink, OpenReport), AuditError> {
+        validate_chain_id(&options.chain)?;
+        if let Commit::Group(d) = options.commit
+            && (d.is_zero() || d > Duration::from_secs(10))
+        {
+            return Err(AuditError::InvalidOption {
+                option: "group commit window",
+                reason: "must be between 1 ns and 10 s".into(),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| AuditError::io("create directory", dir, e))?;
+        let (writer, report) = Writer::open(dir, &options)?;
+        let (tx, rx) = mpsc::channel();
+        let failed = Arc::new(Mutex::new(None));
+        let thread_failed = Arc::clone(&failed);
+        let thread = std::thread::Builder::new()
+            .name(format!("audit-{}", options.chain))
+            .spawn(move || writer.run(rx, thread_failed))
+            .map_err(|e| AuditError::io("spawn writer thread for", dir, e))?;
+        Ok((
+            JsonlSink {
+                name: format!("jsonl:{}", options.chain),
+                dir: dir.to_owned(),
+                max_event_bytes: options.max_event_bytes,
+                min_free_bytes: options.min_free_bytes,
+                tx: Some(tx),
+                failed,
+                thread: Some(thread),
+            },
+            report,
+        ))
+    }
+
+    fn send(&self, req: Request) -> Result<(), AuditError> {
+        match &self.tx {
+            Some(tx) => tx.send(req).map_err(|_| self.unavailable()),
+            None => Err(AuditError::Closed),
+        }
+    }
+
+    fn unavailable(&self) -> AuditError {
+        match self.failed.lock().ok().and_then(|f| f.clone()) {
+            Some(reason) => AuditError::Unavailable(reason),
+            None => AuditError::Closed,
+        }
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for JsonlSink {
+    async fn record(&self, event: &AuditEvent) -> Result<Receipt, AuditError> {
+        let event = event.canonical_bytes()?;
+        if event.len() > self.max_event_bytes {
+            return Err(AuditError::TooLarge {
+                size: event.len(),
+                limit: self.max_event_bytes,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Record { event, reply })?;
+        rx.await.map_err(|_| self.unavailable())?
+    }
+
+    async fn flush(&self) -> Result<(), AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Flush { reply })?;
+        rx.await.map_err(|_| self.unavailable())?
+    }
+
+    async fn health(&self) -> Health {
+        if let Some(reason) = self.failed.lock().ok().and_then(|f| f.clone()) {
+            return Health::Unavailable(reason);
+        }
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            return Health::Unavailable("writer thread stopped".into());
+        }
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(st) => {
+                let free = st.f_bavail.saturating_mul(st.f_frsize);
+                if free < self.min_free_bytes {
+                    Health::Unavailable(format!(
+                        "only {free} bytes free in {}",
+                        self.dir.display()
+                    ))
+                } else {
+                    Health::Ready
+                }
+            }
+            Err(e) => Health::Unavailable(format!("statvfs {}: {e}", self.dir.display())),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+struct Writer {
+    name: String,
+    dir: PathBuf,
+    chain: String,
+    commit: Commit,
+    max_file_bytes: u64,
+    max_batch: usize,
+    file: File,
+    path: PathBuf,
+    index: u64,
+    size: u64,
+    head: ChainHead,
+}
+
+type IoFailure = (&'static str, PathBuf, std::io::Error);
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io("fsync directory", dir, e))
+}
+
+/// The last complete record in `files`, searching backwards; `None` if there
+/// is none.
+fn last_record(files: &[PathBuf], chain: &str) -> Result<Option<ChainHead>, AuditError> {
+    for path in files.iter().rev() {
+        let data = std::fs::read(path).map_err(|e| AuditError::io("read", path, e))?;
+        let complete = match data.iter().rposition(|&b| b == b'\n') {
+            Some(i) => data.get(..i).unwrap_or_default(),
+            None => continue,
+        };
+        let line_no = complete.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let last = complete
+            .rsplit(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        let rec = parse_line(last).map_err(|e| AuditError::Corrupt {
+            path: path.clone(),
+            line: line_no,
+            reason: format!("{e:?}"),
+        })?;
+        if rec.chain != chain {
+            return Err(AuditError::Corrupt {
+                path: path.clone(),
+                line: line_no,
+                reason: format!("record of chain {:?}", rec.chain),
+            });
+        }
+        return Ok(Some(ChainHead {
+            seq: rec.seq,
+            hash: rec.hash,
+        }));
+    }
+    Ok(None)
+}
+
+impl Writer {
+    fn open(dir: &Path, options: &JsonlOptions) -> Result<(Writer, OpenReport), AuditError> {
+        let chain = options.chain.clone();
+        let mut files = trail_files(dir, &chain)?;
+        let existing = files.len();
+        remove_stale_temporaries(dir, &chain)?;
+        // Files left empty by a crash right after a rotation hold nothing.
+        while let Some(last) = files.last() {
+            let len = std::fs::metadata(last)
+                .map_err(|e| AuditError::io("stat", last, e))?
+                .len();
+            if len != 0 {
+                break;
+            }
+            std::fs::remove_file(last).map_err(|e| AuditError::io("remove empty", last, e))?;
+            files.pop();
+        }
+        sync_dir(dir)?;
+        let head = last_record(&files, &chain)?.unwrap_or(ChainHead::EMPTY);
+        let mut torn = None;
+        if let Some(last) = files.last() {
+            let data = std::fs::read(last).map_err(|e| AuditError::io("read", last, e))?;
+            let cut = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let tail = data.get(cut..).unwrap_or_default();
+            if !tail.is_empty() {
+                let line = data.get(..cut).unwrap_or_default().iter().filter(|&&b| b == b'\n').count()
+                    as u64
+                    + 1;
+                torn = Some((last.clone(), line, tail.len() as u64, hex::encode(Sha256::digest(tail))));
+            }
+        }
+        let next_index = files.last().map_or(1, |p| file_index(p) + 1);
+        let mut torn_tail = None;
+        let writer = match (torn, files.last()) {
+            (None, Some(last)) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(last)
+                    .map_err(|e| AuditError::io("open", last, e))?;
+                let size = file
+                    .metadata()
+                    .map_err(|e| AuditError::io("stat", last, e))?
+                    .len();
+                Writer::with_file(dir, options, file, last.clone(), size, head)
+            }
+            (None, None) => {
+                let path = dir.join(file_name(&chain, next_index));
+                let file = create_file(&path)?;
+                sync_dir(dir)?;
+                Writer::with_file(dir, options, file, path, 0, head)
+            }
+            (Some((torn_path, line, bytes, sha256)), _) => {
+                // The recovery record goes into a new file, written under a
+                // temporary name and renamed, so that a crash now leaves
+                // either the whole record or nothing.
+                let event = AuditEvent::new(EventKind::TrailRecovered {
+                    file: torn_path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    line,
+                    bytes,
+                    sha256,
+                });
+                let mut buf = Vec::new();
+                let seq = head.seq + 1;
+                let hash = render_line(&mut buf, &chain, seq, &head.hash, &event.canonical_bytes()?);
+                let path = dir.join(file_name(&chain, next_index));
+                let tmp = dir.join(format!(".{}.tmp", file_name(&chain, next_index)));
+                let mut file = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(&tmp)
+                    .map_err(|e| AuditError::io("create", &tmp, e))?;
+                file.write_all(&buf)
+                    .map_err(|e| AuditError::io("write", &tmp, e))?;
+                file.sync_data()
+                    .map_err(|e| AuditError::io("fsync", &tmp, e))?;
+                drop(file);
+                std::fs::rename(&tmp, &path).map_err(|e| AuditError::io("rename", &tmp, e))?;
+                sync_dir(dir)?;
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| AuditError::io("open", &path, e))?;
+                torn_tail = Some(TornTail {
+                    path: torn_path,
+                    line,
+                    bytes,
+                });
+                Writer::with_file(
+                    dir,
+                    options,
+                    file,
+                    path,
+                    buf.len() as u64,
+                    ChainHead { seq, hash },
+                )
+            }
+        };
+        let report = OpenReport {
+            head: writer.head,
+            files: existing,
+            torn_tail,
+        };
+        Ok((writer, report))
+    }
+
+    fn with_file(
+        dir: &Path,
+        options: &JsonlOptions,
+        file: File,
+        path: PathBuf,
+        size: u64,
+        head: ChainHead,
+    ) -> Writer {
+        Writer {
+            name: format!("jsonl:{}", options.chain),
+            dir: dir.to_owned(),
+            chain: options.chain.clone(),
+            commit: options.commit,
+            max_file_bytes: options.max_file_bytes,
+            max_batch: options.max_batch,
+            index: file_index(&path),
+            file,
+            path,
+            size,
+            head,
+        }
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8]) -> Result<(), IoFailure> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(buf)
+            .map_err(|e| ("write", self.path.clone(), e))?;
+        self.size += buf.len() as u64;
+        self.file
+            .sync_data()
+            .map_err(|e| ("fsync", self.path.clone(), e))
+    }
+
+    fn rotate(&mut self) -> Result<(), IoFailure> {
+        let index = self.index + 1;
+        let path = self.dir.join(file_name(&self.chain, index));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| ("create", path.clone(), e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ("fsync directory", self.dir.clone(), e))?;
+        self.file = file;
+        self.path = path;
+        self.index = index;
+        self.size = 0;
+        Ok(())
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Request>, failed: Arc<Mutex<Option<String>>>) {
+        let mut batch = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut ends_window = matches!(first, Request::Flush { .. });
+            batch.push(first);
+            if let Commit::Group(window) = self.commit {
+                let deadline = Instant::now() + window;
+                while !ends_window && batch.len() < self.max_batch {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(req) => {
+                            ends_window = matches!(req, Request::Flush { .. });
+                            batch.push(req);
+                        }
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
+            let failure = failed.lock().ok().and_then(|f| f.clone());
+            match failure {
+                Some(reason) => {
+                    for req in batch.drain(..) {
+                        reply_err(req, || AuditError::Unavailable(reason.clone()));
+                    }
+                }
+                None => {
+                    if let Err((op, path, e)) = self.process(&mut batch) {
+                        let reason = format!("{op} {}: {e}", path.display());
+                        if let Ok(mut f) = failed.lock() {
+                            *f = Some(reason.clone());
+                        }
+                        for req in batch.drain(..) {
+                            reply_err(req, || {
+                                AuditError::io(op, path.clone(), std::io::Error::new(e.kind(), e.to_string()))
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes and syncs the batch; on success drains it, replying to each.
+    fn process(&mut self, batch: &mut Vec<Request>) -> Result<(), IoFailure> {
+        let mut buf = Vec::new();
+        let mut receipts = Vec::with_capacity(batch.len());
+        let mut head = self.head;
+        for req in batch.iter() {
+            let Request::Record { event, .. } = req else {
+                continue;
+            };
+            let mut line = Vec::with_capacity(event.len() + 200);
+            let seq = head.seq + 1;
+            let hash = render_line(&mut line, &self.chain, seq, &head.hash, event);
+            let pending = self.size + buf.len() as u64;
+            if pending > 0 && pending + line.len() as u64 > self.max_file_bytes {
+                self.write_and_sync(&buf)?;
+                buf.clear();
+                self.rotate()?;
+            }
+            buf.extend_from_slice(&line);
+            head = ChainHead { seq, hash };
+            receipts.push(Receipt {
+                sink: self.name.clone(),
+                seq,
+                hash: Some(hash),
+                durability: Durability::Fsynced,
+                members: Vec::new(),
+            });
+        }
+        self.write_and_sync(&buf)?;
+        self.head = head;
+        let mut receipts = receipts.into_iter();
+        for req in batch.drain(..) {
+            match req {
+                Request::Record { reply, .. } => {
+                    if let Some(r) = receipts.next() {
+                        let _ = reply.send(Ok(r));
+                    }
+                }
+                Request::Flush { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn reply_err(req: Request, err: impl Fn() -> AuditError) {
+    match req {
+        Request::Record { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Flush { reply } => {
+            let _ = reply.send(Err(err()));
+        }
+    }
+}
+
+/// Removes recovery files that a crash left under their temporary name.
+fn remove_stale_temporaries(dir: &Path, chain: &str) -> Result<(), AuditError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| AuditError::io("read directory", dir, e))?;
+    let prefix = format!(".{chain}-");
+    for entry in entries {
+        let entry = entry.map_err(|e| AuditError::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(&prefix) && name.ends_with(".jsonl.tmp") {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| AuditError::io("remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn create_file(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| AuditError::io("create", path, e))
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("path", &self.path)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
