@@ -1,13 +1,22 @@
-//! Policy engine for Portcullis.
-//!
-//! This crate will decide, for every command that crosses the gateway, whether
-//! it is allowed, denied (with a reason the client can act on) or held for a
-//! human's review, and which masking applies, and it will say why. It works on
-//! the parsed statement (SQL through `sqlparser`, Kubernetes requests through
-//! their verb, resource and body) rather than on text patterns, and any
-//! internal error resolves to deny.
-//!
-//! It is synchronous and sans-IO: it never depends on an async runtime.
-//!
-//! Status: the engine is not built yet, so the crate exposes nothing.
+//! Policy engine for Portcullis (doc to come).
 #![deny(missing_docs)]
+
+mod error;
+mod facts;
+mod k8s;
+mod model;
+mod policy;
+mod request;
+mod sql;
+
+pub use error::PolicyError;
+pub use facts::{
+    ColumnAccess, ColumnUse, CommandFacts, K8sFacts, K8sRisk, K8sVerb, Risk, StatementFacts,
+    StatementKind,
+};
+pub use k8s::analyze_k8s;
+pub use policy::{Decision, Effect, FieldRule, MaskDirectives, Policy, ReviewMode};
+pub use request::{Command, K8sRequest, Principal, PrincipalKind, Request, Resource, ResourceKind};
+pub use sql::{
+    DEFAULT_DANGEROUS_FUNCTIONS, DEFAULT_UNSAFE_PARAMETERS, SqlOptions, analyze, analyze_with,
+};

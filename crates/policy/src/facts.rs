@@ -1,0 +1,394 @@
+//! The analysed facts of a command: what the policy matches and the gateway audits.
+
+use serde::Serialize;
+
+/// What kind of statement a SQL statement is.
+///
+/// `unparsed` statements get their kind from a keyword-level classifier, so the
+/// kind of an unparsed statement is a best guess (see [`StatementFacts::unparsed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StatementKind {
+    /// `SELECT`, `VALUES`, `TABLE`, `WITH … SELECT`.
+    Select,
+    /// `INSERT`.
+    Insert,
+    /// `UPDATE`.
+    Update,
+    /// `DELETE`.
+    Delete,
+    /// `MERGE`.
+    Merge,
+    /// `TRUNCATE`.
+    Truncate,
+    /// `COPY`.
+    Copy,
+    /// `CREATE` of a table, view, index, schema, extension, trigger, …
+    Create,
+    /// `ALTER` of an object (not of a role).
+    Alter,
+    /// `DROP` of an object (not of a role).
+    Drop,
+    /// `GRANT`, and `ALTER DEFAULT PRIVILEGES`.
+    Grant,
+    /// `REVOKE`.
+    Revoke,
+    /// `CREATE`/`ALTER`/`DROP` `ROLE`/`USER`/`GROUP`, `REASSIGN OWNED`.
+    RoleChange,
+    /// `SET` of a run-time parameter, a role or the session authorization.
+    Set,
+    /// `RESET`.
+    Reset,
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`, savepoints.
+    Transaction,
+    /// `CALL` of a procedure.
+    Call,
+    /// An anonymous code block (`DO`).
+    Do,
+    /// `CREATE FUNCTION` or `CREATE PROCEDURE`.
+    FunctionDefinition,
+    /// `EXPLAIN` (the explained statement is walked as a nested statement).
+    Explain,
+    /// `PREPARE name AS …` (the prepared statement is walked as a nested statement).
+    Prepare,
+    /// `EXECUTE` of a prepared statement (what it runs is not visible here).
+    Execute,
+    /// `VACUUM`, `ANALYZE`, `CLUSTER`, `REINDEX`, `CHECKPOINT`, `REFRESH MATERIALIZED VIEW`.
+    Maintenance,
+    /// Anything else (`SHOW`, `LISTEN`, `DECLARE`, `LOCK`, …).
+    Other,
+}
+
+impl StatementKind {
+    /// The name used in policies and in the JSON facts (`select`, `role_change`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Select => "select",
+            Self::Insert => "insert",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::Merge => "merge",
+            Self::Truncate => "truncate",
+            Self::Copy => "copy",
+            Self::Create => "create",
+            Self::Alter => "alter",
+            Self::Drop => "drop",
+            Self::Grant => "grant",
+            Self::Revoke => "revoke",
+            Self::RoleChange => "role_change",
+            Self::Set => "set",
+            Self::Reset => "reset",
+            Self::Transaction => "transaction",
+            Self::Call => "call",
+            Self::Do => "do",
+            Self::FunctionDefinition => "function_definition",
+            Self::Explain => "explain",
+            Self::Prepare => "prepare",
+            Self::Execute => "execute",
+            Self::Maintenance => "maintenance",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A risk fact found in a SQL statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Risk {
+    /// An `UPDATE` or `DELETE` without a `WHERE`, or whose `WHERE` refers to no
+    /// column at all (`WHERE true`, `WHERE 1 = 1`) or is `… OR <constant>`.
+    NoWhere,
+    /// `COPY … TO/FROM PROGRAM`: runs a shell command on the database server.
+    CopyProgram,
+    /// `COPY … TO/FROM 'file'`: reads or writes a file on the database server.
+    CopyFile,
+    /// A call of a function on the policy's dangerous-function list.
+    DangerousFunction,
+    /// A change of roles or privileges: `GRANT`, `REVOKE`, role DDL,
+    /// `SET ROLE`, `SET SESSION AUTHORIZATION`, `ALTER DEFAULT PRIVILEGES`.
+    ChangesRoleOrPrivilege,
+    /// `SET`/`RESET` of a parameter on the policy's unsafe-parameter list
+    /// (`standard_conforming_strings`, `search_path`, …), or `ALTER SYSTEM`.
+    SetsUnsafeParameter,
+    /// Code whose effect is not visible in the statement: `DO` blocks, function
+    /// and procedure bodies, `EXECUTE`, extensions, and unparsed statements of
+    /// unknown kind.
+    OpaqueCode,
+}
+
+impl Risk {
+    /// The name used in policies and in the JSON facts (`no_where`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoWhere => "no_where",
+            Self::CopyProgram => "copy_program",
+            Self::CopyFile => "copy_file",
+            Self::DangerousFunction => "dangerous_function",
+            Self::ChangesRoleOrPrivilege => "changes_role_or_privilege",
+            Self::SetsUnsafeParameter => "sets_unsafe_parameter",
+            Self::OpaqueCode => "opaque_code",
+        }
+    }
+
+    /// Every risk, for validating policy files.
+    pub(crate) const ALL: [Risk; 7] = [
+        Self::NoWhere,
+        Self::CopyProgram,
+        Self::CopyFile,
+        Self::DangerousFunction,
+        Self::ChangesRoleOrPrivilege,
+        Self::SetsUnsafeParameter,
+        Self::OpaqueCode,
+    ];
+}
+
+/// How a column is used by a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ColumnUse {
+    /// A plain reference in the select list (or `RETURNING`): its value reaches
+    /// the client as it is, so value masking applies.
+    Plain,
+    /// Used inside an expression whose result reaches the client
+    /// (`upper(email)`, `a || b`, `SET x = expr`): masking by column name no
+    /// longer sees it.
+    Expression,
+    /// Used in a `WHERE`, `JOIN … ON`/`USING`, `HAVING`, `GROUP BY` or
+    /// `ORDER BY`: its value can be inferred from which rows come back.
+    Predicate,
+    /// Used inside an aggregate or window function (`count`, `sum`, `… OVER`).
+    Aggregate,
+}
+
+impl ColumnUse {
+    /// The name used in the JSON facts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Expression => "expression",
+            Self::Predicate => "predicate",
+            Self::Aggregate => "aggregate",
+        }
+    }
+}
+
+/// One column read by a statement, with every way the statement uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnAccess {
+    /// The schema-qualified table the column belongs to, when the statement
+    /// says which (`None` when no table is in scope). A column that could
+    /// belong to any of several tables in scope is listed once for each.
+    pub table: Option<String>,
+    /// The column name, folded (`*` for a wildcard).
+    pub column: String,
+    /// How it is used, sorted.
+    pub uses: Vec<ColumnUse>,
+}
+
+/// The facts of one SQL statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatementFacts {
+    /// What kind of statement this is.
+    pub kind: StatementKind,
+    /// Kinds of the statements nested in it: DML inside a `WITH`, the
+    /// statement of `EXPLAIN` or `PREPARE … AS`. Policies match
+    /// `sql.kind` against the kind and these.
+    pub nested_kinds: Vec<StatementKind>,
+    /// True when the parser rejected the statement (or it was too deep or too
+    /// long to analyse); then the kind and risks come from a keyword-level
+    /// classifier and the policy's `on_unparsed` applies.
+    pub unparsed: bool,
+    /// Why the statement is unparsed.
+    pub parse_error: Option<String>,
+    /// Tables and views read, schema-qualified, sorted.
+    pub reads: Vec<String>,
+    /// Objects written (inserted into, updated, deleted from, created,
+    /// altered, dropped, truncated, granted on, …), schema-qualified, sorted.
+    pub writes: Vec<String>,
+    /// Columns read, sorted by table and column.
+    pub columns: Vec<ColumnAccess>,
+    /// Functions called (including table functions in `FROM`), folded, sorted.
+    pub functions: Vec<String>,
+    /// Risk facts, sorted.
+    pub risks: Vec<Risk>,
+    /// Run-time parameters set or reset, folded, sorted.
+    pub parameters: Vec<String>,
+}
+
+impl StatementFacts {
+    /// True when the statement carries `risk`.
+    pub fn has_risk(&self, risk: Risk) -> bool {
+        self.risks.contains(&risk)
+    }
+}
+
+/// The Kubernetes verb of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum K8sVerb {
+    /// GET of one object.
+    Get,
+    /// GET of a collection.
+    List,
+    /// GET with `watch`.
+    Watch,
+    /// POST.
+    Create,
+    /// PUT.
+    Update,
+    /// PATCH.
+    Patch,
+    /// DELETE of one object.
+    Delete,
+    /// DELETE of a collection.
+    Deletecollection,
+    /// The `exec` subresource of a pod, by GET or POST.
+    Exec,
+    /// The `attach` subresource of a pod, by GET or POST.
+    Attach,
+    /// The `portforward` subresource of a pod, by GET or POST.
+    Portforward,
+    /// The `proxy` subresource, any method.
+    Proxy,
+    /// Any other method (HEAD, OPTIONS, …).
+    Other,
+}
+
+impl K8sVerb {
+    /// The name used in policies and in the JSON facts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::List => "list",
+            Self::Watch => "watch",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+            Self::Deletecollection => "deletecollection",
+            Self::Exec => "exec",
+            Self::Attach => "attach",
+            Self::Portforward => "portforward",
+            Self::Proxy => "proxy",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A risk fact found in a Kubernetes request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum K8sRisk {
+    /// The body asks for a privileged container (`securityContext.privileged`,
+    /// `allowPrivilegeEscalation`, or the `SYS_ADMIN`/`ALL` capability).
+    Privileged,
+    /// The body mounts a `hostPath` volume.
+    HostPath,
+    /// The body sets `hostPID` (or `hostIPC`).
+    HostPid,
+    /// The body sets `hostNetwork`.
+    HostNetwork,
+    /// The body binds a role to `cluster-admin` (`roleRef.name`).
+    ClusterAdminBinding,
+    /// The request carries `Impersonate-*` headers.
+    Impersonation,
+}
+
+impl K8sRisk {
+    /// The name used in policies and in the JSON facts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Privileged => "privileged",
+            Self::HostPath => "host_path",
+            Self::HostPid => "host_pid",
+            Self::HostNetwork => "host_network",
+            Self::ClusterAdminBinding => "cluster_admin_binding",
+            Self::Impersonation => "impersonation",
+        }
+    }
+
+    pub(crate) const ALL: [K8sRisk; 6] = [
+        Self::Privileged,
+        Self::HostPath,
+        Self::HostPid,
+        Self::HostNetwork,
+        Self::ClusterAdminBinding,
+        Self::Impersonation,
+    ];
+}
+
+/// The facts of one Kubernetes API request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct K8sFacts {
+    /// The verb.
+    pub verb: K8sVerb,
+    /// The API group (`""` for the core group, `apps`, `rbac.authorization.k8s.io`, …).
+    pub group: String,
+    /// The API version (`v1`, …).
+    pub version: String,
+    /// The resource (`pods`, `deployments`, …), `None` for a non-resource path.
+    pub resource: Option<String>,
+    /// The subresource (`exec`, `log`, `status`, …).
+    pub subresource: Option<String>,
+    /// The namespace, for namespaced requests.
+    pub namespace: Option<String>,
+    /// The object's name, for requests on one object.
+    pub name: Option<String>,
+    /// The path of a non-resource request (`/healthz`, `/version`, …).
+    pub non_resource_path: Option<String>,
+    /// The command of an `exec`, from the `command=` query parameters, in order.
+    pub command: Vec<String>,
+    /// The user named in `Impersonate-User`.
+    pub impersonate_user: Option<String>,
+    /// The groups named in `Impersonate-Group`.
+    pub impersonate_groups: Vec<String>,
+    /// Risk facts, sorted.
+    pub risks: Vec<K8sRisk>,
+    /// True when the path or the body could not be analysed (a path with
+    /// `.`/`..`/empty segments or bad escapes, a body that is not JSON or is too
+    /// large); the policy's `on_unparsed` applies.
+    pub unparsed: bool,
+    /// Why the request is unparsed.
+    pub parse_error: Option<String>,
+}
+
+impl K8sFacts {
+    /// True when the request carries `risk`.
+    pub fn has_risk(&self, risk: K8sRisk) -> bool {
+        self.risks.contains(&risk)
+    }
+}
+
+/// The analysed facts of a command, as carried by a [`Decision`](crate::Decision).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // one per decision, never in bulk
+pub enum CommandFacts {
+    /// A SQL string: one entry per statement, in order.
+    Sql {
+        /// The statements.
+        statements: Vec<StatementFacts>,
+    },
+    /// A Kubernetes API request.
+    Kubernetes(K8sFacts),
+    /// The command was not analysed (it was refused before analysis, for
+    /// example because it was too large).
+    None,
+}
+
+impl CommandFacts {
+    /// True when any part of the command is unparsed.
+    pub fn unparsed(&self) -> bool {
+        match self {
+            Self::Sql { statements } => statements.iter().any(|s| s.unparsed),
+            Self::Kubernetes(k) => k.unparsed,
+            Self::None => false,
+        }
+    }
+}

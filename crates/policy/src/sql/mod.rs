@@ -1,0 +1,435 @@
+//! SQL analysis: split, parse, and walk a SQL string into [`StatementFacts`].
+
+mod classify;
+mod walk;
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
+
+use crate::facts::StatementFacts;
+
+/// Functions that read or write server files, reach other servers, change
+/// server settings or stop other sessions: the default dangerous-function list.
+pub const DEFAULT_DANGEROUS_FUNCTIONS: &[&str] = &[
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "pg_ls_logdir",
+    "pg_ls_waldir",
+    "pg_ls_tmpdir",
+    "pg_ls_archive_statusdir",
+    "lo_import",
+    "lo_export",
+    "lo_from_bytea",
+    "dblink*",
+    "set_config",
+    "pg_reload_conf",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_rotate_logfile",
+    "pg_promote",
+    "query_to_xml",
+    "query_to_xml_and_xmlschema",
+    "query_to_xmlschema",
+    "cursor_to_xml",
+    "table_to_xml",
+    "table_to_xml_and_xmlschema",
+    "database_to_xml",
+    "schema_to_xml",
+    "pg_file_write",
+    "pg_file_rename",
+    "pg_file_unlink",
+    "pg_logdir_ls",
+    "pg_execute_server_program",
+    "pg_sleep*",
+];
+
+/// Run-time parameters whose change alters how later statements are read or
+/// whose privileges they run with: the default unsafe-parameter list.
+pub const DEFAULT_UNSAFE_PARAMETERS: &[&str] = &[
+    "standard_conforming_strings",
+    "client_encoding",
+    "search_path",
+    "role",
+    "session_authorization",
+    "backslash_quote",
+    "escape_string_warning",
+    "session_replication_role",
+    "row_security",
+    "default_transaction_read_only",
+    "transaction_read_only",
+    "local_preload_libraries",
+    "session_preload_libraries",
+];
+
+/// Options of the SQL analysis. A [`Policy`](crate::Policy) builds its own
+/// from the policy file; [`analyze`] uses the defaults.
+///
+/// # Example
+/// ```
+/// use portcullis_policy::{analyze_with, Risk, SqlOptions};
+/// let mut options = SqlOptions::default();
+/// options.dangerous_functions.push("my_admin_*".into());
+/// let facts = analyze_with("SELECT my_admin_reset()", &options);
+/// assert!(facts[0].has_risk(Risk::DangerousFunction));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqlOptions {
+    /// Function names (globs, matched case-insensitively against the name
+    /// without its schema) that raise [`Risk::DangerousFunction`](crate::Risk::DangerousFunction).
+    pub dangerous_functions: Vec<String>,
+    /// Parameter names (matched case-insensitively) that raise
+    /// [`Risk::SetsUnsafeParameter`](crate::Risk::SetsUnsafeParameter).
+    pub unsafe_parameters: Vec<String>,
+    /// The schema given to unqualified table names (`public`).
+    pub default_schema: String,
+    /// The parser's recursion limit; a statement nested deeper is unparsed.
+    pub recursion_limit: usize,
+    /// The most tokens one statement may have; a longer one is unparsed.
+    pub max_statement_tokens: usize,
+    /// The most operator tokens one statement may have (a long chain of binary
+    /// operators parses into a deep tree); a statement with more is unparsed.
+    pub max_statement_operators: usize,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        Self {
+            dangerous_functions: DEFAULT_DANGEROUS_FUNCTIONS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            unsafe_parameters: DEFAULT_UNSAFE_PARAMETERS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            default_schema: "public".to_owned(),
+            recursion_limit: 50,
+            max_statement_tokens: 20_000,
+            max_statement_operators: 500,
+        }
+    }
+}
+
+/// The compiled form of [`SqlOptions`] used during analysis.
+#[derive(Debug)]
+pub(crate) struct Analyzer {
+    options: SqlOptions,
+    dangerous: globset::GlobSet,
+}
+
+impl Analyzer {
+    /// Compiles `options`; a dangerous-function pattern that is not a valid
+    /// glob is an error naming it.
+    pub(crate) fn new(options: SqlOptions) -> Result<Self, String> {
+        let mut b = globset::GlobSetBuilder::new();
+        for f in &options.dangerous_functions {
+            let g = globset::GlobBuilder::new(f)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| format!("dangerous function pattern {f:?}: {e}"))?;
+            b.add(g);
+        }
+        let dangerous = b.build().map_err(|e| e.to_string())?;
+        Ok(Self { options, dangerous })
+    }
+
+    pub(crate) fn is_dangerous(&self, folded_name: &str) -> bool {
+        let base = folded_name.rsplit('.').next().unwrap_or(folded_name);
+        self.dangerous.is_match(base)
+    }
+
+    pub(crate) fn is_unsafe_parameter(&self, name: &str) -> bool {
+        self.options
+            .unsafe_parameters
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name))
+    }
+
+    pub(crate) fn default_schema(&self) -> &str {
+        &self.options.default_schema
+    }
+
+    /// Analyses `sql` into one [`StatementFacts`] per statement.
+    pub(crate) fn analyze(&self, sql: &str) -> Vec<StatementFacts> {
+        let dialect = PostgreSqlDialect {};
+        let mut tokens = Vec::new();
+        let tok_result = Tokenizer::new(&dialect, sql).tokenize_with_location_into_buf(&mut tokens);
+        let mut pieces = split_statements(tokens);
+        // When the tokenizer stopped early, the statement it stopped in was
+        // never seen whole: classify what was seen of it (the last piece when
+        // no `;` ended it, else nothing) as unparsed.
+        let failed = match tok_result {
+            Ok(()) => None,
+            Err(e) => {
+                let partial = match pieces.last() {
+                    Some(p) if !p.terminated => pieces.pop().map(|p| p.tokens).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                Some((partial, format!("could not tokenize: {}", e.message)))
+            }
+        };
+        let mut out: Vec<StatementFacts> = pieces
+            .into_iter()
+            .map(|p| self.analyze_piece(p.tokens))
+            .collect();
+        if let Some((partial, msg)) = failed {
+            out.push(classify::classify(self, &partial, msg));
+        }
+        out
+    }
+
+    fn analyze_piece(&self, mut tokens: Vec<TokenWithSpan>) -> StatementFacts {
+        if let Err(msg) = normalize_unicode_identifiers(&mut tokens) {
+            return classify::classify(self, &tokens, msg);
+        }
+        let (significant, operators) = count_tokens(&tokens);
+        if significant > self.options.max_statement_tokens {
+            let msg = format!(
+                "statement has {significant} tokens, more than the {} analysed",
+                self.options.max_statement_tokens
+            );
+            return classify::classify(self, &tokens, msg);
+        }
+        if operators > self.options.max_statement_operators {
+            let msg = format!(
+                "statement has {operators} operators, more than the {} analysed",
+                self.options.max_statement_operators
+            );
+            return classify::classify(self, &tokens, msg);
+        }
+        let dialect = PostgreSqlDialect {};
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(self.options.recursion_limit)
+            .with_tokens_with_locations(tokens.clone());
+        let parsed = parser.parse_statement().and_then(|stmt| {
+            // The whole piece must be one statement.
+            let next = parser.peek_token();
+            if next.token == Token::EOF {
+                Ok(stmt)
+            } else {
+                Err(ParserError::ParserError(format!(
+                    "unexpected {} after the statement",
+                    next.token
+                )))
+            }
+        });
+        match parsed {
+            Ok(stmt) => walk::walk_statement(self, &stmt),
+            Err(ParserError::RecursionLimitExceeded) => classify::classify(
+                self,
+                &tokens,
+                "statement nested deeper than the parser's recursion limit".into(),
+            ),
+            Err(e) => classify::classify(
+                self,
+                &tokens,
+                format!("could not parse: {}", error_text(&e)),
+            ),
+        }
+    }
+}
+
+fn error_text(e: &ParserError) -> String {
+    match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => "recursion limit exceeded".into(),
+    }
+}
+
+/// One statement's tokens, and whether a `;` ended it.
+struct Piece {
+    tokens: Vec<TokenWithSpan>,
+    terminated: bool,
+}
+
+/// Splits a token stream at top-level `;` into statements, dropping empty ones.
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut cur: Vec<TokenWithSpan> = Vec::new();
+    for t in tokens {
+        match t.token {
+            Token::SemiColon => {
+                if has_significant(&cur) {
+                    pieces.push(Piece {
+                        tokens: std::mem::take(&mut cur),
+                        terminated: true,
+                    });
+                } else {
+                    cur.clear();
+                }
+            }
+            Token::EOF => {}
+            _ => cur.push(t),
+        }
+    }
+    if has_significant(&cur) {
+        pieces.push(Piece {
+            tokens: cur,
+            terminated: false,
+        });
+    }
+    pieces
+}
+
+fn has_significant(tokens: &[TokenWithSpan]) -> bool {
+    tokens
+        .iter()
+        .any(|t| !matches!(t.token, Token::Whitespace(_)))
+}
+
+/// Counts the non-whitespace tokens and the binary-operator tokens.
+fn count_tokens(tokens: &[TokenWithSpan]) -> (usize, usize) {
+    let mut significant = 0;
+    let mut operators = 0;
+    for t in tokens {
+        match &t.token {
+            Token::Whitespace(_) => continue,
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret
+            | Token::ShiftLeft
+            | Token::ShiftRight
+            | Token::CustomBinaryOperator(_) => operators += 1,
+            Token::Word(w) if matches!(w.keyword, Keyword::AND | Keyword::OR) => operators += 1,
+            _ => {}
+        }
+        significant += 1;
+    }
+    (significant, operators)
+}
+
+/// Rewrites PostgreSQL's `U&"…"` identifiers (which sqlparser reads as the
+/// identifier `U`, `&`, and a quoted identifier holding the escapes) into one
+/// quoted identifier with the escapes decoded, so that `U&"\0070g_read_file"`
+/// is seen as `pg_read_file`. Handles `UESCAPE 'c'`.
+fn normalize_unicode_identifiers(tokens: &mut Vec<TokenWithSpan>) -> Result<(), String> {
+    let mut i = 0;
+    while i + 2 < tokens.len() {
+        let is_u = matches!(tokens.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("u"));
+        let is_amp = matches!(tokens.get(i + 1).map(|t| &t.token), Some(Token::Ampersand));
+        let quoted = match tokens.get(i + 2).map(|t| &t.token) {
+            Some(Token::Word(w)) if w.quote_style == Some('"') => Some(w.value.clone()),
+            _ => None,
+        };
+        if let (true, true, Some(raw)) = (is_u, is_amp, quoted) {
+            // Look for `UESCAPE 'c'` after it.
+            let mut escape = '\\';
+            let mut end = i + 3;
+            let mut j = end;
+            while matches!(tokens.get(j).map(|t| &t.token), Some(Token::Whitespace(_))) {
+                j += 1;
+            }
+            if matches!(tokens.get(j).map(|t| &t.token), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("uescape"))
+            {
+                let mut k = j + 1;
+                while matches!(tokens.get(k).map(|t| &t.token), Some(Token::Whitespace(_))) {
+                    k += 1;
+                }
+                match tokens.get(k).map(|t| &t.token) {
+                    Some(Token::SingleQuotedString(s)) if s.chars().count() == 1 => {
+                        escape = s.chars().next().unwrap_or('\\');
+                        end = k + 1;
+                    }
+                    _ => return Err("malformed UESCAPE clause".into()),
+                }
+            }
+            let decoded = decode_unicode_escapes(&raw, escape)?;
+            let span = tokens
+                .get(i)
+                .map(|t| t.span)
+                .unwrap_or_else(sqlparser::tokenizer::Span::empty);
+            let word = Token::Word(Word {
+                value: decoded,
+                quote_style: Some('"'),
+                keyword: Keyword::NoKeyword,
+            });
+            tokens.splice(i..end, [TokenWithSpan::new(word, span)]);
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Decodes `\XXXX`, `\+XXXXXX` and `\\` (with `escape` in place of `\`).
+fn decode_unicode_escapes(raw: &str, escape: char) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != escape {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&escape) {
+            chars.next();
+            out.push(escape);
+            continue;
+        }
+        let digits = if chars.peek() == Some(&'+') {
+            chars.next();
+            6
+        } else {
+            4
+        };
+        let mut value: u32 = 0;
+        for _ in 0..digits {
+            let d = chars
+                .next()
+                .and_then(|d| d.to_digit(16))
+                .ok_or("invalid Unicode escape in a U& identifier")?;
+            value = value * 16 + d;
+        }
+        out.push(char::from_u32(value).ok_or("invalid Unicode code point in a U& identifier")?);
+    }
+    Ok(out)
+}
+
+/// Analyses a SQL string with the default [`SqlOptions`]: one
+/// [`StatementFacts`] per statement, in order.
+///
+/// The string is split into statements with the tokenizer first (so quotes,
+/// dollar quotes and comments are respected), and each is parsed on its own,
+/// so one statement the parser rejects is reported as `unparsed` without
+/// hiding the others.
+///
+/// # Example
+/// ```
+/// use portcullis_policy::{analyze, Risk, StatementKind};
+/// let facts = analyze("SELECT name FROM Users WHERE id = 1; DELETE FROM \"Audit\"");
+/// assert_eq!(facts[0].kind, StatementKind::Select);
+/// assert_eq!(facts[0].reads, ["public.users"]);
+/// assert_eq!(facts[1].writes, ["public.Audit"]);
+/// assert!(facts[1].has_risk(Risk::NoWhere));
+/// ```
+pub fn analyze(sql: &str) -> Vec<StatementFacts> {
+    match Analyzer::new(SqlOptions::default()) {
+        Ok(a) => a.analyze(sql),
+        Err(msg) => vec![classify::unparsed(msg)],
+    }
+}
+
+/// Analyses a SQL string with the given options (see [`analyze`]).
+///
+/// An invalid dangerous-function pattern makes every statement unparsed.
+pub fn analyze_with(sql: &str, options: &SqlOptions) -> Vec<StatementFacts> {
+    match Analyzer::new(options.clone()) {
+        Ok(a) => a.analyze(sql),
+        Err(msg) => vec![classify::unparsed(msg)],
+    }
+}
