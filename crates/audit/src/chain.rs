@@ -99,6 +99,14 @@ pub(crate) fn render_line(
     event: &[u8],
 ) -> ChainHash {
     let start = out.len();
+    render_prefix(out, chain, seq, prev, event);
+    let hash = ChainHash(Sha256::digest(out.get(start..).unwrap_or_default()).into());
+    render_suffix(out, &hash);
+    hash
+}
+
+/// The hashed part of a line: everything before `,"hash":`.
+fn render_prefix(out: &mut Vec<u8>, chain: &str, seq: u64, prev: &ChainHash, event: &[u8]) {
     out.extend_from_slice(b"{\"chain\":\"");
     out.extend_from_slice(chain.as_bytes());
     out.extend_from_slice(b"\",\"seq\":");
@@ -107,11 +115,12 @@ pub(crate) fn render_line(
     out.extend_from_slice(prev.to_hex().as_bytes());
     out.extend_from_slice(b"\",\"event\":");
     out.extend_from_slice(event);
-    let hash = ChainHash(Sha256::digest(out.get(start..).unwrap_or_default()).into());
+}
+
+fn render_suffix(out: &mut Vec<u8>, hash: &ChainHash) {
     out.extend_from_slice(b",\"hash\":\"");
     out.extend_from_slice(hash.to_hex().as_bytes());
     out.extend_from_slice(b"\"}\n");
-    hash
 }
 
 #[derive(Deserialize)]
@@ -154,16 +163,18 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<ParsedRecord<'_>, LineError> {
     validate_chain_id(env.chain).map_err(|_| LineError::Malformed("invalid chain id".into()))?;
     let prev_hash = ChainHash::from_hex(env.prev_hash)
         .ok_or_else(|| LineError::Malformed("invalid prev_hash".into()))?;
-    let hash = ChainHash::from_hex(env.hash)
-        .ok_or_else(|| LineError::Malformed("invalid hash".into()))?;
+    let hash =
+        ChainHash::from_hex(env.hash).ok_or_else(|| LineError::Malformed("invalid hash".into()))?;
     let mut canonical = Vec::with_capacity(line.len() + 1);
-    let computed = render_line(
+    render_prefix(
         &mut canonical,
         env.chain,
         env.seq,
         &prev_hash,
         env.event.get().as_bytes(),
     );
+    let computed = ChainHash(Sha256::digest(&canonical).into());
+    render_suffix(&mut canonical, &hash);
     canonical.pop();
     if canonical != line {
         return Err(LineError::Malformed(

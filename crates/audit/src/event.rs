@@ -51,7 +51,10 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.to_datetime().and_then(|d| d.format(TIMESTAMP_FORMAT).ok()) {
+        match self
+            .to_datetime()
+            .and_then(|d| d.format(TIMESTAMP_FORMAT).ok())
+        {
             Some(s) => f.write_str(&s),
             None => Err(fmt::Error),
         }

@@ -312,10 +312,7 @@ impl AuditSink for JsonlSink {
             Ok(st) => {
                 let free = st.f_bavail.saturating_mul(st.f_frsize);
                 if free < self.min_free_bytes {
-                    Health::Unavailable(format!(
-                        "only {free} bytes free in {}",
-                        self.dir.display()
-                    ))
+                    Health::Unavailable(format!("only {free} bytes free in {}", self.dir.display()))
                 } else {
                     Health::Ready
                 }
@@ -361,10 +358,7 @@ fn last_record(files: &[PathBuf], chain: &str) -> Result<Option<ChainHead>, Audi
             None => continue,
         };
         let line_no = complete.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        let last = complete
-            .rsplit(|&b| b == b'\n')
-            .next()
-            .unwrap_or_default();
+        let last = complete.rsplit(|&b| b == b'\n').next().unwrap_or_default();
         let rec = parse_line(last).map_err(|e| AuditError::Corrupt {
             path: path.clone(),
             line: line_no,
@@ -410,10 +404,19 @@ impl Writer {
             let cut = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             let tail = data.get(cut..).unwrap_or_default();
             if !tail.is_empty() {
-                let line = data.get(..cut).unwrap_or_default().iter().filter(|&&b| b == b'\n').count()
-                    as u64
+                let line = data
+                    .get(..cut)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count() as u64
                     + 1;
-                torn = Some((last.clone(), line, tail.len() as u64, hex::encode(Sha256::digest(tail))));
+                torn = Some((
+                    last.clone(),
+                    line,
+                    tail.len() as u64,
+                    hex::encode(Sha256::digest(tail)),
+                ));
             }
         }
         let next_index = files.last().map_or(1, |p| file_index(p) + 1);
@@ -451,7 +454,8 @@ impl Writer {
                 });
                 let mut buf = Vec::new();
                 let seq = head.seq + 1;
-                let hash = render_line(&mut buf, &chain, seq, &head.hash, &event.canonical_bytes()?);
+                let hash =
+                    render_line(&mut buf, &chain, seq, &head.hash, &event.canonical_bytes()?);
                 let path = dir.join(file_name(&chain, next_index));
                 let tmp = dir.join(format!(".{}.tmp", file_name(&chain, next_index)));
                 let mut file = OpenOptions::new()
@@ -581,7 +585,11 @@ impl Writer {
                         }
                         for req in batch.drain(..) {
                             reply_err(req, || {
-                                AuditError::io(op, path.clone(), std::io::Error::new(e.kind(), e.to_string()))
+                                AuditError::io(
+                                    op,
+                                    path.clone(),
+                                    std::io::Error::new(e.kind(), e.to_string()),
+                                )
                             });
                         }
                     }

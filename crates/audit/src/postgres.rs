@@ -31,10 +31,11 @@ impl PostgresOptions {
     /// local socket or a TLS tunnel until TLS support lands.
     pub fn new(dsn: &str, replica: impl Into<String>) -> Result<PostgresOptions, AuditError> {
         let mut config: tokio_postgres::Config =
-            dsn.parse().map_err(|e: tokio_postgres::Error| AuditError::InvalidOption {
-                option: "dsn",
-                reason: e.to_string(),
-            })?;
+            dsn.parse()
+                .map_err(|e: tokio_postgres::Error| AuditError::InvalidOption {
+                    option: "dsn",
+                    reason: e.to_string(),
+                })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -54,9 +55,10 @@ impl PostgresOptions {
         let table = table.into();
         let ok = !table.is_empty()
             && table.len() <= 63
-            && table.bytes().enumerate().all(|(i, b)| {
-                b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit())
-            });
+            && table
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| b == b'_' || b.is_ascii_lowercase() || (i > 0 && b.is_ascii_digit()));
         if !ok {
             return Err(AuditError::InvalidOption {
                 option: "table",
@@ -346,7 +348,11 @@ impl PgWriter {
     async fn probe(&mut self) -> Health {
         let result = match self.ensure_client().await {
             Ok(()) => match &self.client {
-                Some(c) => c.simple_query("SELECT 1").await.map(|_| ()).map_err(AuditError::from),
+                Some(c) => c
+                    .simple_query("SELECT 1")
+                    .await
+                    .map(|_| ())
+                    .map_err(AuditError::from),
                 None => Err(AuditError::Closed),
             },
             Err(e) => Err(e),
@@ -405,17 +411,28 @@ impl PgWriter {
         for p in batch {
             let seq = head.seq + 1;
             scratch.clear();
-            let hash = render_line(&mut scratch, &self.options.replica, seq, &head.hash, &p.event);
-            seqs.push(i64::try_from(seq).map_err(|_| AuditError::Unavailable("sequence overflow".into()))?);
+            let hash = render_line(
+                &mut scratch,
+                &self.options.replica,
+                seq,
+                &head.hash,
+                &p.event,
+            );
+            seqs.push(
+                i64::try_from(seq)
+                    .map_err(|_| AuditError::Unavailable("sequence overflow".into()))?,
+            );
             times.push(p.time.as_str());
             sessions.push(p.session.as_deref());
             kinds.push(p.kind);
             prevs.push(head.hash.to_hex());
             hashes.push(hash.to_hex());
-            events.push(std::str::from_utf8(&p.event).map_err(|e| AuditError::Unreadable {
-                location: "event".into(),
-                reason: e.to_string(),
-            })?);
+            events.push(
+                std::str::from_utf8(&p.event).map_err(|e| AuditError::Unreadable {
+                    location: "event".into(),
+                    reason: e.to_string(),
+                })?,
+            );
             receipts.push(Receipt {
                 sink: self.name.clone(),
                 seq,

@@ -40,7 +40,10 @@ impl SyslogOptions {
     /// SD-ID `portcullis@32473` (32473 is the example enterprise number of
     /// RFC 5612: set your own), a 5 s timeout for connecting and writing,
     /// events up to 64 KiB.
-    pub fn new(addr: impl Into<String>, hostname: impl Into<String>) -> Result<SyslogOptions, AuditError> {
+    pub fn new(
+        addr: impl Into<String>,
+        hostname: impl Into<String>,
+    ) -> Result<SyslogOptions, AuditError> {
         let hostname = hostname.into();
         header_field("hostname", &hostname, 255)?;
         Ok(SyslogOptions {
@@ -152,7 +155,9 @@ impl SyslogSink {
     }
 
     async fn connect(&self) -> Result<TcpStream, AuditError> {
-        match tokio::time::timeout(self.options.timeout, TcpStream::connect(&self.options.addr)).await {
+        match tokio::time::timeout(self.options.timeout, TcpStream::connect(&self.options.addr))
+            .await
+        {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 Ok(s)

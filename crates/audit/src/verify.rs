@@ -145,14 +145,20 @@ impl fmt::Display for Problem {
                 "{at}: record {seq} does not link to the previous record (replaced or inserted)"
             ),
             Problem::BadStart { at, seq } => {
-                write!(f, "{at}: trail starts at record {seq}, not at its beginning")
+                write!(
+                    f,
+                    "{at}: trail starts at record {seq}, not at its beginning"
+                )
             }
             Problem::UnrecoveredTornLine { at } => {
                 write!(f, "{at}: line cut short with no recovery record")
             }
             Problem::TooLong { at } => write!(f, "{at}: line too long"),
             Problem::AnchorNotFound { seq, hash } => {
-                write!(f, "anchor record {seq} ({hash}) is not in the trail (cut short?)")
+                write!(
+                    f,
+                    "anchor record {seq} ({hash}) is not in the trail (cut short?)"
+                )
             }
         }
     }
