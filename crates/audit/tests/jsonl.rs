@@ -1,6 +1,14 @@
 //! The JSON Lines sink and its verifier: tampering of every kind is found and
 //! located, rotation carries the chain, a torn tail is recovered from.
 
+// Helpers outside #[test] functions may unwrap too: a failing test is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,7 +33,7 @@ fn event(i: u64) -> AuditEvent {
         command_id: i,
         text: MaskedText::already_masked(format!("select {i} from t where email = '[email]'")),
         facts: Default::default(),
-        effect: if i % 3 == 0 {
+        effect: if i.is_multiple_of(3) {
             Effect::Deny
         } else {
             Effect::Allow
@@ -65,8 +73,10 @@ fn write_trail(
 }
 
 /// A trail of 12 records over 3+ files, held in memory, with its head.
-fn sample() -> &'static (Vec<(String, Vec<u8>)>, ChainHead) {
-    static SAMPLE: OnceLock<(Vec<(String, Vec<u8>)>, ChainHead)> = OnceLock::new();
+type Files = Vec<(String, Vec<u8>)>;
+
+fn sample() -> &'static (Files, ChainHead) {
+    static SAMPLE: OnceLock<(Files, ChainHead)> = OnceLock::new();
     SAMPLE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let (files, head) = write_trail(
