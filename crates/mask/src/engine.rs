@@ -10,10 +10,13 @@
 //!   at `s` (leftmost-first, like a backtracking regex), seeing the input up
 //!   to `s + max_len(d)` plus one byte of look-ahead (and the bytes before
 //!   `s` for look-behind such as `\b`). Its result is the match `[s, e)`, or
-//!   nothing. A detector with keywords whose pattern is still alive at
-//!   `s + max_len` without having matched is *capped*: `[s, s + max_len)` is
-//!   masked anyway (validators are skipped), so an over-long secret is cut,
-//!   not leaked.
+//!   nothing. A detector with keywords whose pattern is still consuming
+//!   input at `s + max_len` (with or without a match so far) is *capped*:
+//!   `[s, s + max_len)` (its `m` part if it matched) is masked anyway, with
+//!   validators skipped, and so are the bytes after it up to the next ASCII
+//!   whitespace, in further pieces of at most `max_len` bytes (reported as
+//!   findings of the same detector; redact and keyed-hash styles render no
+//!   second token). So an over-long secret is cut into pieces, never leaked.
 //! * Which positions are probed: for a detector with keywords, every `s`
 //!   whose first byte can start the pattern and from which a match of at
 //!   most `max_len` bytes could cover a keyword occurrence (found by one
@@ -437,6 +440,8 @@ impl Engine {
             ms,
             me,
             det: det_ix,
+            capped,
+            cont: false,
         })
     }
 
@@ -475,14 +480,62 @@ impl Engine {
         }
         .map_err(|_| ())?;
         if sid.is_match() {
+            // A match ends at the clip; is the pattern still consuming?
             return Ok(Probe {
                 last: Some(rc),
-                alive: false,
+                alive: self.has_live_transition(cache, sid),
             });
         }
         Ok(Probe {
             last,
             alive: !sid.is_dead() && !sid.is_quit(),
+        })
+    }
+
+    /// Whether some byte leads from `sid` to a live state. If the lazy DFA's
+    /// cache is cleared meanwhile (which would make `sid` stale) the answer
+    /// is "yes", the cautious one.
+    fn has_live_transition(&self, cache: &mut Cache, sid: LazyStateID) -> bool {
+        let clears = cache.clear_count();
+        for unit in self.probe.byte_classes().representatives(..) {
+            let Some(byte) = unit.as_u8() else { continue };
+            match self.probe.next_state(cache, sid, byte) {
+                Ok(next) if cache.clear_count() == clears => {
+                    if !next.is_dead() && !next.is_quit() {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+        }
+        false
+    }
+
+    /// The continuation of a capped match at `p`: the bytes from `p` up to
+    /// the next ASCII whitespace, at most `max_len` of them (see the module
+    /// doc).
+    fn continuation_at(&self, hay: &[u8], base: usize, det_ix: u32, p: usize) -> Option<Cand> {
+        let det = self.dets.get(det_ix as usize)?;
+        let end = base + hay.len();
+        let clip = (p + det.max_len).min(end);
+        let run = hay.get(p - base..clip - base).unwrap_or_default();
+        let e = p + run
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .unwrap_or(run.len());
+        if e == p {
+            return None;
+        }
+        let capped =
+            e == p + det.max_len && hay.get(e - base).is_some_and(|b| !b.is_ascii_whitespace());
+        Some(Cand {
+            s: p,
+            e,
+            ms: p,
+            me: e,
+            det: det_ix,
+            capped,
+            cont: true,
         })
     }
 }
@@ -517,6 +570,11 @@ struct Cand {
     ms: usize,
     me: usize,
     det: u32,
+    /// The match was cut at `max_len` while the pattern went on: the bytes
+    /// after it are masked as its continuation.
+    capped: bool,
+    /// This is such a continuation.
+    cont: bool,
 }
 
 /// A finding as the core reports it (absolute offsets).
@@ -553,6 +611,8 @@ pub(crate) struct Core {
     watermark: Vec<usize>,
     hits: Vec<Hit>,
     cands: Vec<Cand>,
+    /// A capped match's continuation still to be masked: (detector, start).
+    cont: Option<(u32, usize)>,
 }
 
 impl Core {
@@ -566,6 +626,7 @@ impl Core {
             watermark: vec![0; engine.dets.len()],
             hits: Vec::new(),
             cands: Vec::new(),
+            cont: None,
         }
     }
 
@@ -644,26 +705,16 @@ impl Core {
         // Earliest start, then longest, then catalogue order.
         self.cands
             .sort_unstable_by_key(|c| (c.s, std::cmp::Reverse(c.e), c.det));
-        for c in &self.cands {
+        let cands = std::mem::take(&mut self.cands);
+        for c in &cands {
+            self.continue_capped(engine, hay, base, c.s.saturating_add(1), out, found);
             if c.s < self.cursor {
                 continue;
             }
-            let Some(det) = engine.dets.get(c.det as usize) else {
-                continue;
-            };
-            out.extend_from_slice(
-                hay.get(self.released - base..c.ms - base)
-                    .unwrap_or_default(),
-            );
-            let value = hay.get(c.ms - base..c.me - base).unwrap_or_default();
-            det.style.render(&det.id, value, out);
-            found.push(Found {
-                det: c.det,
-                span: c.ms..c.me,
-            });
-            self.released = c.me;
-            self.cursor = c.e;
+            self.take(engine, hay, base, c, out, found);
         }
+        self.cands = cands;
+        self.continue_capped(engine, hay, base, frontier, out, found);
         if release == Release::Eager && self.released < frontier {
             out.extend_from_slice(
                 hay.get(self.released - base..frontier - base)
@@ -672,6 +723,62 @@ impl Core {
             self.released = frontier;
         }
         self.decided = frontier;
+    }
+
+    /// Masks pending continuations of capped matches that start below
+    /// `limit`.
+    fn continue_capped(
+        &mut self,
+        engine: &Engine,
+        hay: &[u8],
+        base: usize,
+        limit: usize,
+        out: &mut Vec<u8>,
+        found: &mut Vec<Found>,
+    ) {
+        while let Some((det, p)) = self.cont {
+            if p >= limit {
+                return;
+            }
+            self.cont = None;
+            if let Some(c) = engine.continuation_at(hay, base, det, p) {
+                self.take(engine, hay, base, &c, out, found);
+            }
+        }
+    }
+
+    /// Masks candidate `c` (which starts at or after the cursor).
+    fn take(
+        &mut self,
+        engine: &Engine,
+        hay: &[u8],
+        base: usize,
+        c: &Cand,
+        out: &mut Vec<u8>,
+        found: &mut Vec<Found>,
+    ) {
+        let Some(det) = engine.dets.get(c.det as usize) else {
+            return;
+        };
+        out.extend_from_slice(
+            hay.get(self.released - base..c.ms - base)
+                .unwrap_or_default(),
+        );
+        let value = hay.get(c.ms - base..c.me - base).unwrap_or_default();
+        if c.cont {
+            det.style.render_continuation(value, out);
+        } else {
+            det.style.render(&det.id, value, out);
+        }
+        found.push(Found {
+            det: c.det,
+            span: c.ms..c.me,
+        });
+        self.released = c.me;
+        self.cursor = c.e;
+        if c.capped {
+            self.cont = Some((c.det, c.e));
+        }
     }
 
     fn scan_keywords(&mut self, engine: &Engine, hay: &[u8], base: usize, end: usize) {

@@ -120,6 +120,20 @@ impl Style {
     }
 }
 
+impl Style {
+    /// Appends the replacement of the continuation of a value cut at the
+    /// match cap: nothing for styles that render one token per value, one
+    /// `*` per character for the character-wise styles.
+    pub(crate) fn render_continuation(&self, value: &[u8], out: &mut Vec<u8>) {
+        match &self.0 {
+            Kind::Redact | Kind::KeyedHash(_) => {}
+            Kind::Partial(_) | Kind::SameLength => {
+                out.resize(out.len() + char_count(value), b'*');
+            }
+        }
+    }
+}
+
 fn hex_digit(n: u8) -> u8 {
     match n {
         0..=9 => b'0' + n,
