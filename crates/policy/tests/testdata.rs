@@ -205,11 +205,14 @@ fn testdata_cases() {
             }
             for f in &case.facts {
                 let (k, want) = f.split_once('=').expect("facts entries are path=value");
-                let got = lookup(&facts, k).map(|v| match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                });
-                if got.as_deref() != Some(want) {
+                let got = lookup(&facts, k).map_or_else(
+                    || "<missing>".to_owned(),
+                    |v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                );
+                if got != want {
                     problems.push(format!("fact {k} = {got:?} (want {want:?})"));
                 }
             }
