@@ -29,10 +29,13 @@
 //! * A candidate passes the detector's validators (on the whole match, the
 //!   masked part, and up to the largest `ContextBefore` window of bytes
 //!   before the match).
-//! * Overlaps: candidates are taken by earliest start, then longest match,
-//!   then catalogue order (built-in detectors first, then user rules in the
-//!   order they were added); a candidate that starts inside a taken match is
-//!   dropped.
+//! * Overlaps are resolved on the masked parts (the `m` group, or the whole
+//!   match): candidates are taken by earliest masked part, then catalogue
+//!   order (built-in detectors first, specific before generic, then user
+//!   rules in the order they were added), then longest; a candidate whose
+//!   masked part starts inside one already taken is dropped. So when a
+//!   generic `api_key=` rule and a provider's key format mask the same
+//!   value, the provider's detector reports it.
 //!
 //! # Streaming
 //!
@@ -603,7 +606,7 @@ pub(crate) struct Core {
     free_done: usize,
     /// Every start position below this was decided.
     decided: usize,
-    /// No match may start below this (the end of the last one taken).
+    /// No masked part may start below this (the end of the last one taken).
     cursor: usize,
     /// Output was produced for the input below this.
     pub(crate) released: usize,
@@ -668,8 +671,8 @@ impl Core {
         if frontier <= self.decided {
             return;
         }
-        // Probe every pending window below the frontier.
-        self.cands.clear();
+        // Probe every pending window below the frontier. (Candidates whose
+        // masked part starts at or after the frontier wait in `cands`.)
         let mut kept = 0;
         for i in 0..self.hits.len() {
             let Some(&hit) = self.hits.get(i) else { break };
@@ -678,7 +681,7 @@ impl Core {
             else {
                 continue;
             };
-            let from = hit.lo.max(*wm).max(self.cursor).max(base);
+            let from = hit.lo.max(*wm).max(base);
             let to = (hit.hi + 1).min(frontier);
             for s in from..to {
                 let Some(&byte) = hay.get(s - base) else {
@@ -702,17 +705,29 @@ impl Core {
         }
         self.hits.truncate(kept);
 
-        // Earliest start, then longest, then catalogue order.
+        // Earliest masked part, then catalogue order, then longest. Every
+        // candidate whose masked part starts below the frontier is known
+        // (it starts no later than its masked part).
         self.cands
-            .sort_unstable_by_key(|c| (c.s, std::cmp::Reverse(c.e), c.det));
-        let cands = std::mem::take(&mut self.cands);
-        for c in &cands {
-            self.continue_capped(engine, hay, base, c.s.saturating_add(1), out, found);
-            if c.s < self.cursor {
+            .sort_unstable_by_key(|c| (c.ms, c.det, std::cmp::Reverse(c.me)));
+        let mut cands = std::mem::take(&mut self.cands);
+        let mut waiting = 0;
+        for i in 0..cands.len() {
+            let Some(&c) = cands.get(i) else { break };
+            if c.ms >= frontier {
+                if let Some(slot) = cands.get_mut(waiting) {
+                    *slot = c;
+                }
+                waiting += 1;
                 continue;
             }
-            self.take(engine, hay, base, c, out, found);
+            self.continue_capped(engine, hay, base, c.ms.saturating_add(1), out, found);
+            if c.ms < self.cursor {
+                continue;
+            }
+            self.take(engine, hay, base, &c, out, found);
         }
+        cands.truncate(waiting);
         self.cands = cands;
         self.continue_capped(engine, hay, base, frontier, out, found);
         if release == Release::Eager && self.released < frontier {
@@ -775,7 +790,7 @@ impl Core {
             span: c.ms..c.me,
         });
         self.released = c.me;
-        self.cursor = c.e;
+        self.cursor = c.me;
         if c.capped {
             self.cont = Some((c.det, c.e));
         }

@@ -26,9 +26,10 @@
 //!   masking never panics and its memory is bounded by a small multiple of
 //!   the input (whole buffer) or of the holdback (stream).
 //!
-//! Overlapping matches are resolved deterministically: earliest start, then
-//! longest match, then catalogue order (built-in detectors first, then user
-//! rules in the order added).
+//! Overlapping matches are resolved deterministically, on the parts they
+//! mask: earliest start, then catalogue order (built-in detectors first,
+//! specific before generic, then user rules in the order added), then
+//! longest.
 //!
 //! # Whole buffer
 //!

@@ -117,7 +117,7 @@ fn masks_keyword_and_keywordless_rules() {
 }
 
 #[test]
-fn overlap_prefers_earliest_then_longest() {
+fn overlap_prefers_earliest_then_catalogue_order() {
     let m = Masker::builder()
         .default_catalogue(false)
         .rule(Rule::literal("short", "abc"))
@@ -125,8 +125,26 @@ fn overlap_prefers_earliest_then_longest() {
         .rule(Rule::literal("later", "cdefgh"))
         .build()
         .unwrap();
-    check(&m, b"xabcdefgh", "x[MASKED:long]gh");
+    let m2 = Masker::builder()
+        .default_catalogue(false)
+        .rule(Rule::regex("generic", r"key=(?P<m>\S+)").keywords(["key="]))
+        .rule(Rule::regex("specific", r"sk_[a-z0-9]{6}").keywords(["sk_"]))
+        .build()
+        .unwrap();
+    // The generic rule starts first and masks the same value from the same
+    // byte: earlier masked part wins, then rule order.
+    check(&m2, b"key=sk_abc123 x", "key=[MASKED:generic] x");
+    // A value that starts before the masked part of a later-found match.
+    check(
+        &m2,
+        b"a sk_abc123 key=zz",
+        "a [MASKED:specific] key=[MASKED:generic]",
+    );
+    // Same start: catalogue order decides; the later rule overlapping it is
+    // dropped.
+    check(&m, b"xabcdefgh", "x[MASKED:short]defgh");
     check(&m, b"xabcx", "x[MASKED:short]x");
+    check(&m, b"xbcdefghij", "xb[MASKED:later]ij");
 }
 
 #[test]
