@@ -438,7 +438,6 @@ impl Engine {
             }
         }
         Some(Cand {
-            s,
             e,
             ms,
             me,
@@ -532,7 +531,6 @@ impl Engine {
         let capped =
             e == p + det.max_len && hay.get(e - base).is_some_and(|b| !b.is_ascii_whitespace());
         Some(Cand {
-            s: p,
             e,
             ms: p,
             me: e,
@@ -565,10 +563,9 @@ struct Hit {
     hi: usize,
 }
 
-/// A validated match: whole match `[s, e)`, masked part `[ms, me)`.
+/// A validated match ending at `e`, with masked part `[ms, me)`.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
-    s: usize,
     e: usize,
     ms: usize,
     me: usize,
