@@ -8,22 +8,22 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Case {
-    pub name: String,
-    pub detector: String,
-    pub kind: Kind,
-    pub input: String,
-    pub output: Option<String>,
+pub(crate) struct Case {
+    pub(crate) name: String,
+    pub(crate) detector: String,
+    pub(crate) kind: Kind,
+    pub(crate) input: String,
+    pub(crate) output: Option<String>,
     #[serde(default)]
-    pub findings: Vec<String>,
+    pub(crate) findings: Vec<String>,
     /// Set by the loader: the file the case came from.
     #[serde(skip)]
-    pub file: String,
+    pub(crate) file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     Positive,
     Negative,
 }
@@ -35,12 +35,12 @@ struct File {
     case: Vec<Case>,
 }
 
-pub fn testdata_dir() -> PathBuf {
+pub(crate) fn testdata_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/mask")
 }
 
 /// Every case of every testdata/mask/*.toml, in file then case order.
-pub fn load_cases() -> Vec<Case> {
+pub(crate) fn load_cases() -> Vec<Case> {
     let dir = testdata_dir();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd
