@@ -215,6 +215,24 @@ impl SyslogSink {
     }
 }
 
+/// Whether the collector still has the connection open: a closed one reads
+/// as end of stream (a collector never sends anything).
+fn peer_open(stream: &TcpStream) -> bool {
+    use rustix::net::RecvFlags;
+    // Peek without waiting, straight on the socket: tokio's own readiness
+    // may not have seen the peer's FIN yet.
+    let mut probe = [0u8; 1];
+    match rustix::net::recv(
+        stream,
+        &mut probe[..],
+        RecvFlags::PEEK | RecvFlags::DONTWAIT,
+    ) {
+        Ok((0, _)) => false,
+        Ok(_) => true,
+        Err(e) => e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR,
+    }
+}
+
 /// Escapes an SD-PARAM value: `"`, `\` and `]` get a backslash (RFC 5424
 /// §6.3.3).
 fn sd_escape(s: &str) -> String {
@@ -239,6 +257,11 @@ impl AuditSink for SyslogSink {
             });
         }
         let mut conn = self.conn.lock().await;
+        if conn.as_ref().is_some_and(|s| !peer_open(s)) {
+            // The collector closed the connection: reconnect rather than
+            // write into a socket whose bytes would be lost.
+            *conn = None;
+        }
         if conn.is_none() {
             *conn = Some(self.connect().await?);
         }
@@ -280,19 +303,10 @@ impl AuditSink for SyslogSink {
 
     async fn health(&self) -> Health {
         let mut conn = self.conn.lock().await;
-        if let Some(stream) = conn.as_ref() {
-            // A peer that closed shows as readable with zero bytes.
-            let mut probe = [0u8; 1];
-            match stream.try_read(&mut probe) {
-                Ok(0) => *conn = None,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Health::Ready,
-                Err(_) => *conn = None,
-            }
-            if conn.is_some() {
-                return Health::Ready;
-            }
+        if conn.as_ref().is_some_and(peer_open) {
+            return Health::Ready;
         }
+        *conn = None;
         match self.connect().await {
             Ok(s) => {
                 *conn = Some(s);
