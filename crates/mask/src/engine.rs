@@ -231,10 +231,33 @@ impl Engine {
             .build_many(&patterns)
             .map_err(automaton_error)?;
 
+        // Keyword-less detectors whose every match contains a byte that is
+        // rare in text (`@` for e-mail) take that byte as their keyword.
+        let mut cache = probe.create_cache();
+        let mut keywords_of: Vec<Vec<String>> = Vec::with_capacity(n);
+        for (i, (src, det)) in sources.iter().zip(dets.iter_mut()).enumerate() {
+            let mut kws: Vec<String> = src
+                .keywords
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect();
+            if kws.is_empty() {
+                let pid = PatternID::new(i).map_err(automaton_error)?;
+                if let Some(&byte) = RARE_BYTES
+                    .iter()
+                    .find(|&&b| requires_byte(&probe, &mut cache, pid, b))
+                {
+                    kws.push(char::from(byte).to_string());
+                    det.keyworded = true;
+                }
+            }
+            keywords_of.push(kws);
+        }
+
         let mut free_dets = Vec::new();
         let mut free_patterns = Vec::new();
-        for (i, src) in sources.iter().enumerate() {
-            if src.keywords.is_empty() {
+        for (i, (src, kws)) in sources.iter().zip(&keywords_of).enumerate() {
+            if kws.is_empty() {
                 free_dets.push(u32::try_from(i).map_err(automaton_error)?);
                 free_patterns.push(src.pattern.as_ref());
             }
@@ -260,10 +283,9 @@ impl Engine {
         // Keywords: deduplicated, each serving the detectors that list it.
         let mut keywords: Vec<String> = Vec::new();
         let mut kw_dets: Vec<Vec<u32>> = Vec::new();
-        for (i, src) in sources.iter().enumerate() {
+        for (i, kws) in keywords_of.into_iter().enumerate() {
             let det = u32::try_from(i).map_err(automaton_error)?;
-            for kw in &src.keywords {
-                let kw = kw.to_ascii_lowercase();
+            for kw in kws {
                 match keywords.iter().position(|k| *k == kw) {
                     Some(p) => {
                         if let Some(list) = kw_dets.get_mut(p)
@@ -294,10 +316,9 @@ impl Engine {
         };
 
         // Which bytes can start each pattern, under every kind of look-behind.
-        let mut cache = probe.create_cache();
         for (i, det) in dets.iter_mut().enumerate() {
             let pid = PatternID::new(i).map_err(automaton_error)?;
-            for lb in [None, Some(b'a'), Some(b' '), Some(b'\n'), Some(b'\r')] {
+            for lb in LOOK_BEHINDS {
                 let config = start::Config::new()
                     .anchored(Anchored::Pattern(pid))
                     .look_behind(lb);
@@ -547,6 +568,70 @@ struct Probe {
     last: Option<usize>,
     /// The pattern could still match beyond the clip.
     alive: bool,
+}
+
+/// Bytes that are rare in text, tried in this order as a keyword-less
+/// detector's one-byte keyword.
+const RARE_BYTES: &[u8] = b"@$#~^|`";
+
+/// Look-behind bytes that stand for every start configuration (text start,
+/// word byte, non-word byte, line feed, carriage return).
+const LOOK_BEHINDS: [Option<u8>; 5] = [None, Some(b'a'), Some(b' '), Some(b'\n'), Some(b'\r')];
+
+/// Whether every match of pattern `pid` contains `byte`: no match state is
+/// reachable from its anchored start states without reading `byte`. Gives
+/// up (answers no) past a state budget or if the cache is cleared.
+fn requires_byte(dfa: &DFA, cache: &mut Cache, pid: PatternID, byte: u8) -> bool {
+    const BUDGET: usize = 20_000;
+    let clears = cache.clear_count();
+    let classes = dfa.byte_classes();
+    let mut class_seen = [false; 256];
+    let mut reps = Vec::new();
+    for b in 0..=255u8 {
+        if b == byte {
+            continue;
+        }
+        if let Some(seen) = class_seen.get_mut(usize::from(classes.get(b))) {
+            if !*seen {
+                *seen = true;
+                reps.push(b);
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = Vec::new();
+    for lb in LOOK_BEHINDS {
+        let config = start::Config::new()
+            .anchored(Anchored::Pattern(pid))
+            .look_behind(lb);
+        let Ok(sid) = dfa.start_state(cache, &config) else {
+            return false;
+        };
+        if seen.insert(sid) {
+            stack.push(sid);
+        }
+    }
+    while let Some(sid) = stack.pop() {
+        if sid.is_match() || seen.len() > BUDGET || cache.clear_count() != clears {
+            return false;
+        }
+        match dfa.next_eoi_state(cache, sid) {
+            Ok(eoi) if !eoi.is_match() => {}
+            _ => return false,
+        }
+        for &b in &reps {
+            let Ok(next) = dfa.next_state(cache, sid, b) else {
+                return false;
+            };
+            if cache.clear_count() != clears {
+                return false;
+            }
+            if !next.is_dead() && !next.is_quit() && seen.insert(next) {
+                stack.push(next);
+            }
+        }
+    }
+    true
 }
 
 /// Whether the pattern may have a capture group named `m` (the compiled
@@ -887,5 +972,38 @@ impl Core {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(id: &'static str, pattern: &'static str) -> Source {
+        Source {
+            id: Cow::Borrowed(id),
+            category: Category::Pii,
+            keywords: Vec::new(),
+            pattern: Cow::Borrowed(pattern),
+            validators: Cow::Borrowed(&[]),
+            max_len: 64,
+            style: Style::redact(),
+        }
+    }
+
+    #[test]
+    fn rare_required_bytes_become_keywords() {
+        let engine = Engine::new(vec![
+            source("email", r"\b[a-z0-9._%+-]{1,30}@[a-z0-9.-]{1,30}\.[a-z]{2,6}\b"),
+            source("card", r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b"),
+            source("dollar-or-hash", r"[$#]\d{3}"),
+            source("dollar", r"(?:US)?\$\d+"),
+        ])
+        .unwrap();
+        let keyworded: Vec<bool> = engine.dets.iter().map(|d| d.keyworded).collect();
+        assert_eq!(keyworded, [true, false, false, true]);
+        assert_eq!(engine.free_dets, [1, 2]);
+        assert!(engine.dets[0].can_start(b'a') && !engine.dets[0].can_start(b'@'));
+        assert!(engine.dets[1].can_start(b'7') && !engine.dets[1].can_start(b'x'));
     }
 }
