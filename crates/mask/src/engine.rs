@@ -591,11 +591,11 @@ fn requires_byte(dfa: &DFA, cache: &mut Cache, pid: PatternID, byte: u8) -> bool
         if b == byte {
             continue;
         }
-        if let Some(seen) = class_seen.get_mut(usize::from(classes.get(b))) {
-            if !*seen {
-                *seen = true;
-                reps.push(b);
-            }
+        if let Some(seen) = class_seen.get_mut(usize::from(classes.get(b)))
+            && !*seen
+        {
+            *seen = true;
+            reps.push(b);
         }
     }
     let mut seen = std::collections::HashSet::new();
