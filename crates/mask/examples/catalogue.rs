@@ -21,7 +21,10 @@ fn validator(v: &Validator) -> String {
 
 fn main() {
     let (mut secrets, mut pii) = (0, 0);
-    println!("{:<44} {:<7} {:>6}  {:<40} validators", "id", "kind", "maxlen", "keywords");
+    println!(
+        "{:<44} {:<7} {:>6}  {:<40} validators",
+        "id", "kind", "maxlen", "keywords"
+    );
     for d in catalogue() {
         let kind = match d.category() {
             Category::Secret => {
@@ -46,8 +49,15 @@ fn main() {
             kind,
             d.max_len(),
             keywords,
-            if validators.is_empty() { "-".to_string() } else { validators.join(" ") }
+            if validators.is_empty() {
+                "-".to_string()
+            } else {
+                validators.join(" ")
+            }
         );
     }
-    println!("\n{secrets} secret detectors, {pii} PII detectors, {} in all", secrets + pii);
+    println!(
+        "\n{secrets} secret detectors, {pii} PII detectors, {} in all",
+        secrets + pii
+    );
 }

@@ -88,8 +88,8 @@ fn run(masker: &Masker, chunk: Option<usize>, findings: bool) -> std::io::Result
             loop {
                 // Fill a whole chunk (or reach the end) so chunks are N bytes.
                 let mut filled = 0;
-                while filled < n {
-                    match stdin.read(&mut buf[filled..])? {
+                while let Some(rest) = buf.get_mut(filled..n).filter(|r| !r.is_empty()) {
+                    match stdin.read(rest)? {
                         0 => break,
                         k => filled += k,
                     }
@@ -98,7 +98,7 @@ fn run(masker: &Masker, chunk: Option<usize>, findings: bool) -> std::io::Result
                     break;
                 }
                 out.clear();
-                let f = stream.push(&buf[..filled], &mut out);
+                let f = stream.push(buf.get(..filled).unwrap_or_default(), &mut out);
                 if findings {
                     report(f, &mut stderr)?;
                 }

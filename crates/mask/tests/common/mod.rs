@@ -1,6 +1,6 @@
 //! Shared by the testdata runner and the property tests: the cases of
 //! testdata/mask/*.toml.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::path::PathBuf;
 
