@@ -136,6 +136,9 @@ pub(crate) struct Engine {
     /// the detector of each of its pattern ids.
     free: Option<DFA>,
     free_dets: Vec<u32>,
+    /// Every keyword-less match contains one of these bytes (`None`: no such
+    /// small set was found, the DFA runs over all input).
+    free_trigger: Option<ByteSet>,
     /// The largest `max_len`: the decision lag of streaming.
     pub(crate) lmax: usize,
     /// The largest `max_len` among keyword-less detectors.
@@ -254,6 +257,22 @@ impl Engine {
             keywords_of.push(kws);
         }
 
+        let mut free_trigger = Some(ByteSet::default());
+        for (i, kws) in keywords_of.iter().enumerate() {
+            if !kws.is_empty() {
+                continue;
+            }
+            let pid = PatternID::new(i).map_err(automaton_error)?;
+            let found = TRIGGER_SETS
+                .iter()
+                .map(|bytes| ByteSet::of(bytes))
+                .find(|set| requires_set(&probe, &mut cache, pid, set));
+            free_trigger = match (free_trigger, found) {
+                (Some(acc), Some(set)) => Some(acc.union(&set)),
+                _ => None,
+            };
+        }
+
         let mut free_dets = Vec::new();
         let mut free_patterns = Vec::new();
         for (i, (src, kws)) in sources.iter().zip(&keywords_of).enumerate() {
@@ -368,6 +387,7 @@ impl Engine {
             probe,
             free,
             free_dets,
+            free_trigger,
             lmax,
             lfree,
             ctx,
@@ -570,6 +590,47 @@ struct Probe {
     alive: bool,
 }
 
+/// A set of bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn insert(&mut self, byte: u8) {
+        if let Some(w) = self.0.get_mut(usize::from(byte >> 6)) {
+            *w |= 1u64 << (byte & 63);
+        }
+    }
+
+    fn contains(&self, byte: u8) -> bool {
+        let word = self.0.get(usize::from(byte >> 6)).copied().unwrap_or(0);
+        word & (1u64 << (byte & 63)) != 0
+    }
+
+    fn of(bytes: &[u8]) -> ByteSet {
+        let mut set = ByteSet::default();
+        for &b in bytes {
+            set.insert(b);
+        }
+        set
+    }
+
+    fn union(mut self, other: &ByteSet) -> ByteSet {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a |= b;
+        }
+        self
+    }
+}
+
+/// Byte sets tried, in this order, as what every match of a keyword-less
+/// detector must contain; the keyword-less DFA only runs near such bytes.
+const TRIGGER_SETS: &[&[u8]] = &[
+    b"0123456789",
+    b"0123456789:",
+    b"0123456789:.",
+    b"0123456789:.abcdefABCDEF",
+];
+
 /// Bytes that are rare in text, tried in this order as a keyword-less
 /// detector's one-byte keyword.
 const RARE_BYTES: &[u8] = b"@$#~^|`";
@@ -582,13 +643,21 @@ const LOOK_BEHINDS: [Option<u8>; 5] = [None, Some(b'a'), Some(b' '), Some(b'\n')
 /// reachable from its anchored start states without reading `byte`. Gives
 /// up (answers no) past a state budget or if the cache is cleared.
 fn requires_byte(dfa: &DFA, cache: &mut Cache, pid: PatternID, byte: u8) -> bool {
+    let mut set = ByteSet::default();
+    set.insert(byte);
+    requires_set(dfa, cache, pid, &set)
+}
+
+/// Whether every match of pattern `pid` contains a byte of `set` (see
+/// `requires_byte`).
+fn requires_set(dfa: &DFA, cache: &mut Cache, pid: PatternID, set: &ByteSet) -> bool {
     const BUDGET: usize = 20_000;
     let clears = cache.clear_count();
     let classes = dfa.byte_classes();
     let mut class_seen = [false; 256];
     let mut reps = Vec::new();
     for b in 0..=255u8 {
-        if b == byte {
+        if set.contains(b) {
             continue;
         }
         if let Some(seen) = class_seen.get_mut(usize::from(classes.get(b)))
@@ -931,7 +1000,50 @@ impl Core {
             return;
         }
         let from = (self.free_done + 1).saturating_sub(engine.lfree).max(base);
-        let input = Input::new(hay).span(from - base..limit - base);
+        let Some(trigger) = &engine.free_trigger else {
+            self.scan_free_span(engine, dfa, cache, hay, base, from, limit);
+            self.free_done = limit;
+            return;
+        };
+        // Every match contains a trigger byte `r`, so lies within
+        // `[r + 1 - lfree, r + lfree]`: scan only the union of those spans.
+        let reach = engine.lfree.max(1);
+        let mut region: Option<(usize, usize)> = None;
+        let window = hay.get(from - base..limit - base).unwrap_or_default();
+        for (r, _) in (from..).zip(window).filter(|(_, b)| trigger.contains(**b)) {
+            let (rs, re) = (
+                (r + 1).saturating_sub(reach).max(from),
+                (r + reach).min(limit),
+            );
+            region = match region {
+                Some((cs, ce)) if rs <= ce => Some((cs, re.max(ce))),
+                Some((cs, ce)) => {
+                    self.scan_free_span(engine, dfa, cache, hay, base, cs, ce);
+                    Some((rs, re))
+                }
+                None => Some((rs, re)),
+            };
+        }
+        if let Some((cs, ce)) = region {
+            self.scan_free_span(engine, dfa, cache, hay, base, cs, ce);
+        }
+        self.free_done = limit;
+    }
+
+    /// Runs the keyword-less DFA over `[from, to)` and records a hit for
+    /// every match end after `free_done`.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_free_span(
+        &mut self,
+        engine: &Engine,
+        dfa: &DFA,
+        cache: &mut Cache,
+        hay: &[u8],
+        base: usize,
+        from: usize,
+        to: usize,
+    ) {
+        let input = Input::new(hay).span(from - base..to - base);
         let mut state = OverlappingState::start();
         loop {
             if dfa
@@ -939,7 +1051,7 @@ impl Core {
                 .is_err()
             {
                 // Cannot happen (no quit bytes, never gives up); fail closed.
-                self.probe_everything(engine, false, from, limit);
+                self.probe_everything(engine, false, from, to);
                 break;
             }
             let Some(hm) = state.get_match() else { break };
@@ -957,7 +1069,6 @@ impl Core {
                 hi: e.saturating_sub(1),
             });
         }
-        self.free_done = limit;
     }
 
     fn probe_everything(&mut self, engine: &Engine, keyworded: bool, from: usize, to: usize) {
@@ -994,7 +1105,10 @@ mod tests {
     #[test]
     fn rare_required_bytes_become_keywords() {
         let engine = Engine::new(vec![
-            source("email", r"\b[a-z0-9._%+-]{1,30}@[a-z0-9.-]{1,30}\.[a-z]{2,6}\b"),
+            source(
+                "email",
+                r"\b[a-z0-9._%+-]{1,30}@[a-z0-9.-]{1,30}\.[a-z]{2,6}\b",
+            ),
             source("card", r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b"),
             source("dollar-or-hash", r"[$#]\d{3}"),
             source("dollar", r"(?:US)?\$\d+"),
@@ -1003,6 +1117,7 @@ mod tests {
         let keyworded: Vec<bool> = engine.dets.iter().map(|d| d.keyworded).collect();
         assert_eq!(keyworded, [true, false, false, true]);
         assert_eq!(engine.free_dets, [1, 2]);
+        assert_eq!(engine.free_trigger, Some(ByteSet::of(b"0123456789")));
         assert!(engine.dets[0].can_start(b'a') && !engine.dets[0].can_start(b'@'));
         assert!(engine.dets[1].can_start(b'7') && !engine.dets[1].can_start(b'x'));
     }
