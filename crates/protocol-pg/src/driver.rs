@@ -1,0 +1,489 @@
+//! The tokio driver: a listener and one task per connection pumping a [`Session`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::hook::{
+    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Hook, ParseVerdict,
+    Rejection, SessionId, Verdict,
+};
+use crate::session::{CancelKey, HookRequest, Output, Session, SessionConfig};
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type BoxStream = Box<dyn Stream>;
+
+/// How the proxy listens and connects.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Session behaviour (limits, timeouts, TLS requirement). `tls_available`
+    /// and `loopback` are filled in from the listener.
+    pub session: SessionConfig,
+    /// TLS towards clients: with a certificate, SSLRequest is accepted.
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS towards backends whose target asks for it.
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Time to connect to a backend.
+    pub connect_timeout: Duration,
+    /// After shutdown is asked, how long sessions may take to reach a safe point.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            session: SessionConfig::default(),
+            client_tls: None,
+            backend_tls: None,
+            connect_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL proxy: accepts clients and runs one session task each.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use portcullis_pg::{Hook, Proxy, ProxyConfig};
+///
+/// async fn run<H: Hook>(hook: H) -> std::io::Result<()> {
+///     let listener = tokio::net::TcpListener::bind("127.0.0.1:6543").await?;
+///     let proxy = Proxy::new(Arc::new(hook), ProxyConfig::default());
+///     proxy.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+/// }
+/// # fn main() {}
+/// ```
+pub struct Proxy<H: Hook> {
+    inner: Arc<Inner<H>>,
+}
+
+impl<H: Hook> std::fmt::Debug for Proxy<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<H: Hook> {
+    hook: Arc<H>,
+    config: ProxyConfig,
+    next_id: AtomicU64,
+    cancels: Mutex<HashMap<CancelKey, mpsc::UnboundedSender<()>>>,
+}
+
+type HookFuture<P> = Pin<Box<dyn Future<Output = Answer<P>> + Send>>;
+
+enum Answer<P> {
+    Auth(Result<Authenticated<P>, Rejection>),
+    Verdict(Verdict),
+    Parse(ParseVerdict),
+    Decision(Decision),
+}
+
+impl<H: Hook> Proxy<H> {
+    /// A proxy calling `hook`.
+    pub fn new(hook: Arc<H>, config: ProxyConfig) -> Self {
+        Proxy {
+            inner: Arc::new(Inner {
+                hook,
+                config,
+                next_id: AtomicU64::new(1),
+                cancels: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Accepts clients on `listener` until `shutdown` resolves, then asks
+    /// every session to end at its next safe point and waits for them (up
+    /// to the grace period).
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let loopback = listener.local_addr()?.ip().is_loopback();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (tcp, _) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let inner = self.inner.clone();
+                    let stop = stop_rx.clone();
+                    tasks.spawn(async move { inner.run(Box::new(tcp), loopback, stop).await });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let grace = self.inner.config.shutdown_grace;
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        tasks.abort_all();
+        Ok(())
+    }
+}
+
+fn random_key() -> CancelKey {
+    let mut b = [0u8; 8];
+    let random = rustls::crypto::ring::default_provider().secure_random;
+    if random.fill(&mut b).is_err() {
+        // Fall back to a per-process keyed hash of the time.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        b = h.finish().to_be_bytes();
+    }
+    let [a0, a1, a2, a3, b0, b1, b2, b3] = b;
+    CancelKey {
+        pid: i32::from_be_bytes([a0 & 0x7f, a1, a2, a3]),
+        secret: i32::from_be_bytes([b0, b1, b2, b3]),
+    }
+}
+
+async fn read_some(s: &mut Option<BoxStream>, buf: &mut [u8]) -> io::Result<usize> {
+    match s {
+        Some(s) => s.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_answer<P>(f: &mut Option<HookFuture<P>>) -> Answer<P> {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_out(
+    s: &mut BoxStream,
+    mut next: impl FnMut() -> Option<bytes::Bytes>,
+) -> io::Result<()> {
+    let mut batch: Vec<u8> = Vec::new();
+    while let Some(b) = next() {
+        if b.len() >= 64 * 1024 {
+            if !batch.is_empty() {
+                s.write_all(&batch).await?;
+                batch.clear();
+            }
+            s.write_all(&b).await?;
+        } else {
+            batch.extend_from_slice(&b);
+            if batch.len() >= 64 * 1024 {
+                s.write_all(&batch).await?;
+                batch.clear();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        s.write_all(&batch).await?;
+    }
+    s.flush().await
+}
+
+async fn connect_backend(
+    target: &BackendTarget,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> io::Result<BoxStream> {
+    let mut stream: BoxStream = match &target.addr {
+        BackendAddr::Tcp { host, port } => {
+            let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+            let _ = tcp.set_nodelay(true);
+            Box::new(tcp)
+        }
+        #[cfg(unix)]
+        BackendAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        #[cfg(not(unix))]
+        BackendAddr::Unix(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "unix sockets are not available here",
+            ));
+        }
+    };
+    if let BackendTls::Require { server_name } = &target.tls {
+        let Some(config) = tls else {
+            return Err(io::Error::other(
+                "backend TLS is required but the proxy has no client TLS configuration",
+            ));
+        };
+        stream.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await?;
+        if answer != *b"S" {
+            return Err(io::Error::other("the backend does not accept TLS"));
+        }
+        let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, stream)
+            .await?;
+        stream = Box::new(tls);
+    }
+    Ok(stream)
+}
+
+async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
+    let target = BackendTarget {
+        addr,
+        database: String::new(),
+        user: String::new(),
+        password: String::new(),
+        tls: BackendTls::Disable,
+    };
+    let mut s = connect_backend(&target, None).await?;
+    s.write_all(&key.to_request()).await?;
+    s.flush().await?;
+    // The server closes the connection once it has read the request.
+    let mut sink = [0u8; 16];
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
+    Ok(())
+}
+
+impl<H: Hook> Inner<H> {
+    fn request_future(&self, session: &Session<H>, req: HookRequest) -> HookFuture<H::Principal> {
+        let hook = self.hook.clone();
+        let id = session.id();
+        let principal = session.principal().cloned();
+        Box::pin(async move {
+            let command = req.command();
+            match req {
+                HookRequest::Authenticate {
+                    startup,
+                    credential,
+                } => Answer::Auth(hook.authenticate(id, &startup, &credential).await),
+                other => {
+                    let Some(p) = principal else {
+                        return Answer::Decision(Decision::Deny(
+                            "no authenticated principal".into(),
+                        ));
+                    };
+                    let cx = Context {
+                        session: id,
+                        command,
+                        principal: p.as_ref(),
+                    };
+                    match other {
+                        HookRequest::Query { sql, .. } => {
+                            Answer::Verdict(hook.on_query(&cx, &sql).await)
+                        }
+                        HookRequest::Parse { statement, sql, .. } => {
+                            Answer::Parse(hook.on_parse(&cx, &statement, &sql).await)
+                        }
+                        HookRequest::Execute { sql, params, .. } => {
+                            Answer::Verdict(hook.on_execute(&cx, &sql, &params).await)
+                        }
+                        HookRequest::Authenticate { .. } => {
+                            Answer::Decision(Decision::Deny("unreachable".into()))
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    async fn run(self: Arc<Self>, tcp: BoxStream, loopback: bool, mut stop: watch::Receiver<bool>) {
+        let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
+        let key = {
+            let mut map = self
+                .cancels
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut key = random_key();
+            while map.contains_key(&key) {
+                key = random_key();
+            }
+            map.insert(key, cancel_tx);
+            key
+        };
+        let mut cfg = self.config.session.clone();
+        cfg.tls_available = self.config.client_tls.is_some();
+        cfg.loopback = loopback;
+        let mut session = Session::new(id, cfg, self.hook.clone(), key, Instant::now());
+        let result = self
+            .pump(&mut session, tcp, &mut cancel_rx, &mut stop)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(session = %id, error = %e, "session io error");
+        }
+        session.handle_client_closed();
+        while let Some(out) = session.poll() {
+            if let Output::Event(e) = out {
+                self.hook.on_event(&e);
+            }
+        }
+        self.cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+    }
+
+    async fn pump(
+        &self,
+        session: &mut Session<H>,
+        client: BoxStream,
+        cancel_rx: &mut mpsc::UnboundedReceiver<()>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        let mut client = Some(client);
+        let mut backend: Option<BoxStream> = None;
+        let mut backend_addr: Option<BackendAddr> = None;
+        let mut hook_future: Option<HookFuture<H::Principal>> = None;
+        let mut cbuf = vec![0u8; 16 * 1024];
+        let mut bbuf = vec![0u8; 64 * 1024];
+        let mut stopping = false;
+        loop {
+            while let Some(out) = session.poll() {
+                match out {
+                    Output::Event(e) => self.hook.on_event(&e),
+                    Output::Request(req) => hook_future = Some(self.request_future(session, req)),
+                    Output::StartClientTls => {
+                        let (Some(mut c), Some(tls)) =
+                            (client.take(), self.config.client_tls.clone())
+                        else {
+                            return Ok(());
+                        };
+                        write_out(&mut c, || session.poll_client_transmit()).await?;
+                        let accept = tokio_rustls::TlsAcceptor::from(tls).accept(c);
+                        let timeout = self.config.session.handshake_timeout;
+                        let tls = tokio::time::timeout(timeout, accept).await.map_err(|_| {
+                            io::Error::new(io::ErrorKind::TimedOut, "tls handshake timeout")
+                        })??;
+                        client = Some(Box::new(tls));
+                        session.handle_client_tls(Instant::now());
+                    }
+                    Output::ConnectBackend(target) => {
+                        let connect = connect_backend(&target, self.config.backend_tls.as_ref());
+                        match tokio::time::timeout(self.config.connect_timeout, connect).await {
+                            Ok(Ok(s)) => {
+                                backend = Some(s);
+                                backend_addr = Some(target.addr.clone());
+                                session.handle_backend_connected(Instant::now());
+                            }
+                            Ok(Err(e)) => session.handle_backend_connect_failed(&e.to_string()),
+                            Err(_) => session.handle_backend_connect_failed("connect timeout"),
+                        }
+                    }
+                    Output::Cancel(key) => {
+                        let target = self
+                            .cancels
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get(&key)
+                            .cloned();
+                        if let Some(tx) = target {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+            }
+            if let Some(b) = backend.as_mut() {
+                write_out(b, || session.poll_backend_transmit()).await?;
+            }
+            if let Some(c) = client.as_mut() {
+                write_out(c, || session.poll_client_transmit()).await?;
+            }
+            if session.is_closed() {
+                if let Some(c) = client.as_mut() {
+                    let _ = c.shutdown().await;
+                }
+                return Ok(());
+            }
+            if stopping && session.is_idle() {
+                session.handle_shutdown();
+                continue;
+            }
+            let want_client = session.wants_client_input();
+            let want_backend = session.wants_backend_input();
+            let deadline = session.poll_timeout();
+            tokio::select! {
+                r = read_some(&mut client, &mut cbuf), if want_client => {
+                    match r {
+                        Ok(0) | Err(_) => {
+                            if let Some(b) = backend.as_mut() {
+                                let _ = b.write_all(&[b'X', 0, 0, 0, 4]).await;
+                            }
+                            return Ok(());
+                        }
+                        Ok(n) => session.handle_client_data(Instant::now(), cbuf.get(..n).unwrap_or_default()),
+                    }
+                }
+                r = read_some(&mut backend, &mut bbuf), if want_backend => {
+                    match r {
+                        Ok(0) | Err(_) => session.handle_backend_closed(),
+                        Ok(n) => session.handle_backend_data(Instant::now(), bbuf.get(..n).unwrap_or_default()),
+                    }
+                }
+                answer = next_answer(&mut hook_future) => {
+                    hook_future = None;
+                    let now = Instant::now();
+                    match answer {
+                        Answer::Auth(r) => session.handle_authenticated(now, r),
+                        Answer::Verdict(v) => {
+                            if let Some(decision) = session.handle_verdict(now, v) {
+                                hook_future = Some(Box::pin(async move { Answer::Decision(decision.await) }));
+                            }
+                        }
+                        Answer::Parse(v) => session.handle_parse_verdict(now, v),
+                        Answer::Decision(d) => session.handle_decision(now, d),
+                    }
+                }
+                Some(()) = cancel_rx.recv() => {
+                    if session.is_holding() {
+                        hook_future = None;
+                        session.handle_hold_abandoned(Instant::now(), true);
+                    } else if let (Some(key), Some(addr)) = (session.backend_key(), backend_addr.clone()) {
+                        tokio::spawn(async move {
+                            if let Err(e) = send_cancel(addr, key).await {
+                                tracing::debug!(error = %e, "cancel request to the backend failed");
+                            }
+                        });
+                    }
+                }
+                () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                r = stop.changed(), if !stopping => {
+                    if r.is_err() || *stop.borrow() {
+                        stopping = true;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1965 @@
+//! The sans-IO session: one client connection and its backend connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::startup::{Password, SASLInitialResponse, SASLResponse, Startup};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+use crate::codec::{self, Frame, Limits};
+use crate::error::{CodecError, SessionError};
+use crate::hook::{
+    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Format,
+    Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
+};
+use crate::wire::{self, Reader, lossy};
+
+/// A statement the gateway sends to make the backend's transaction fail, so
+/// that a denied statement leaves the client's transaction failed exactly
+/// as a server error would.
+const FAIL_TRANSACTION: &str = "DO $portcullis$BEGIN RAISE EXCEPTION 'statement denied by the gateway' USING ERRCODE = '42501'; END$portcullis$";
+
+/// How a [`Session`] behaves; the listener's properties included.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Frame size limits.
+    pub limits: Limits,
+    /// The listener has a certificate: an SSLRequest is accepted.
+    pub tls_available: bool,
+    /// Plaintext sessions are refused.
+    pub require_tls: bool,
+    /// The listener is bound to a loopback address: the bearer token may be
+    /// sent without TLS.
+    pub loopback: bool,
+    /// Time from connection to ready-for-query.
+    pub handshake_timeout: Duration,
+    /// Time a ready session may stay silent; `None` for no limit.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            limits: Limits::default(),
+            tls_available: false,
+            require_tls: false,
+            loopback: false,
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+        }
+    }
+}
+
+/// A cancel key: the process id and secret of a BackendKeyData message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CancelKey {
+    /// Process id.
+    pub pid: i32,
+    /// Secret.
+    pub secret: i32,
+}
+
+impl CancelKey {
+    /// The CancelRequest packet carrying this key, to send on a new
+    /// connection to the backend.
+    pub fn to_request(&self) -> Bytes {
+        wire::cancel_request(self.pid, self.secret)
+    }
+}
+
+/// An asynchronous question for the hook; answer it with the matching
+/// `handle_*` method of [`Session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookRequest {
+    /// Call [`Hook::authenticate`], then [`Session::handle_authenticated`].
+    Authenticate {
+        /// The client's startup parameters.
+        startup: StartupParams,
+        /// The password the client sent (its bearer token).
+        credential: String,
+    },
+    /// Call [`Hook::on_query`], then [`Session::handle_verdict`].
+    Query {
+        /// The command.
+        command: CommandId,
+        /// The query text.
+        sql: String,
+    },
+    /// Call [`Hook::on_parse`], then [`Session::handle_parse_verdict`].
+    Parse {
+        /// The command.
+        command: CommandId,
+        /// Statement name (empty for the unnamed statement).
+        statement: String,
+        /// The statement text.
+        sql: String,
+    },
+    /// Call [`Hook::on_execute`], then [`Session::handle_verdict`].
+    Execute {
+        /// The command.
+        command: CommandId,
+        /// The statement text.
+        sql: String,
+        /// The bound parameter values.
+        params: Vec<Option<Bytes>>,
+    },
+}
+
+impl HookRequest {
+    /// The command this request is about, if any.
+    pub fn command(&self) -> Option<CommandId> {
+        match self {
+            HookRequest::Authenticate { .. } => None,
+            HookRequest::Query { command, .. }
+            | HookRequest::Parse { command, .. }
+            | HookRequest::Execute { command, .. } => Some(*command),
+        }
+    }
+}
+
+/// Something the driver must do, from [`Session::poll`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Ask the hook; answer with the matching `handle_*` method.
+    Request(HookRequest),
+    /// Pass to [`Hook::on_event`].
+    Event(Event),
+    /// After writing the pending client bytes, run a TLS handshake with the
+    /// client, then call [`Session::handle_client_tls`].
+    StartClientTls,
+    /// Connect to this backend, then call [`Session::handle_backend_connected`]
+    /// (or [`Session::handle_backend_connect_failed`]).
+    ConnectBackend(BackendTarget),
+    /// The client sent a CancelRequest with this gateway-issued key; the
+    /// session is over. Find the session that issued it.
+    Cancel(CancelKey),
+}
+
+/// A future resolving to the decision on a held command.
+pub type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send + 'static>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Startup,
+    TlsHandshake,
+    Password,
+    Authenticating,
+    ConnectingBackend,
+    BackendAuth,
+    BackendStartup,
+    Ready,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Startup => "startup",
+            Phase::TlsHandshake => "tls handshake",
+            Phase::Password => "client authentication",
+            Phase::Authenticating => "client authentication",
+            Phase::ConnectingBackend => "backend connection",
+            Phase::BackendAuth => "backend authentication",
+            Phase::BackendStartup => "backend startup",
+            Phase::Ready => "query processing",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Auth,
+    Query {
+        cmd: CommandId,
+        frame: Bytes,
+    },
+    Parse {
+        cmd: CommandId,
+        frame: Bytes,
+        statement: String,
+        sql: Arc<str>,
+    },
+    Execute {
+        cmd: CommandId,
+        frame: Bytes,
+        portal: String,
+    },
+    HeldQuery {
+        cmd: CommandId,
+        frame: Bytes,
+    },
+    HeldExecute {
+        cmd: CommandId,
+        frame: Bytes,
+        portal: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Query,
+    Parse,
+    Bind,
+    DescribeStatement,
+    DescribePortal,
+    Execute,
+    Close,
+    Sync,
+}
+
+/// What the backend owes: one entry per message sent that gets a response,
+/// and the gateway's own messages for the client, kept in order.
+#[derive(Debug)]
+enum Expect {
+    Synthetic(Bytes),
+    Backend {
+        kind: Kind,
+        cmd: Option<CommandId>,
+        /// Sent by the gateway: its responses are not for the client.
+        gateway: bool,
+        /// Errors of a gateway message still reach the client.
+        forward_errors: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Stmt {
+    sql: Arc<str>,
+    hold: bool,
+}
+
+#[derive(Debug)]
+struct Portal {
+    statement: String,
+    params: Vec<Option<Bytes>>,
+}
+
+#[derive(Debug)]
+struct ResultState {
+    columns: Vec<Column>,
+    chosen: Vec<usize>,
+}
+
+enum BackendAuth {
+    Start,
+    Scram(Box<ScramSha256>),
+    ScramFinal(Box<ScramSha256>),
+    Done,
+}
+
+impl std::fmt::Debug for BackendAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendAuth::Start => "Start",
+            BackendAuth::Scram(_) => "Scram",
+            BackendAuth::ScramFinal(_) => "ScramFinal",
+            BackendAuth::Done => "Done",
+        })
+    }
+}
+
+/// One proxied connection, as a state machine.
+///
+/// Feed it the client's bytes ([`Session::handle_client_data`]), the
+/// backend's bytes ([`Session::handle_backend_data`]) and the hook's answers;
+/// take out the bytes to write ([`Session::poll_client_transmit`],
+/// [`Session::poll_backend_transmit`]), the requests and events
+/// ([`Session::poll`]) and the next deadline ([`Session::poll_timeout`]).
+/// It performs no IO and reads no clock: time is the `now` argument.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use portcullis_pg::{
+///     async_trait, Authenticated, CancelKey, Context, Hook, Rejection, Session, SessionConfig,
+///     SessionId, StartupParams, Verdict,
+/// };
+///
+/// struct Nobody;
+/// #[async_trait]
+/// impl Hook for Nobody {
+///     type Principal = ();
+///     async fn authenticate(&self, _: SessionId, _: &StartupParams, _: &str)
+///         -> Result<Authenticated<()>, Rejection> {
+///         Err(Rejection::InvalidCredential("no one gets in".into()))
+///     }
+///     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict { Verdict::Forward }
+/// }
+///
+/// let config = SessionConfig { loopback: true, ..SessionConfig::default() };
+/// let key = CancelKey { pid: 1, secret: 2 };
+/// let mut session = Session::new(SessionId(1), config, Arc::new(Nobody), key, Instant::now());
+/// // A GSSENCRequest is declined with a single 'N'.
+/// session.handle_client_data(Instant::now(), &[0, 0, 0, 8, 4, 210, 22, 48]);
+/// assert_eq!(session.poll_client_transmit().as_deref(), Some(&b"N"[..]));
+/// ```
+pub struct Session<H: Hook> {
+    id: SessionId,
+    cfg: SessionConfig,
+    hook: Arc<H>,
+    gateway_key: CancelKey,
+    backend_key: Option<CancelKey>,
+    phase: Phase,
+    client_tls: bool,
+    client_in: BytesMut,
+    backend_in: BytesMut,
+    to_client: VecDeque<Bytes>,
+    to_backend: VecDeque<Bytes>,
+    outputs: VecDeque<Output>,
+    startup: StartupParams,
+    principal: Option<Arc<H::Principal>>,
+    target: Option<BackendTarget>,
+    backend_auth: BackendAuth,
+    pending: Option<Pending>,
+    expect: VecDeque<Expect>,
+    statements: HashMap<String, Stmt>,
+    portals: HashMap<String, Portal>,
+    skipping: bool,
+    fail_at_sync: bool,
+    last_describe_portal: Option<String>,
+    tx_status: u8,
+    result: Option<ResultState>,
+    rows: u64,
+    bytes: u64,
+    copy_out: bool,
+    next_command: u64,
+    handshake_deadline: Instant,
+    last_activity: Instant,
+    closing: bool,
+    ended: bool,
+}
+
+impl<H: Hook> std::fmt::Debug for Session<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("phase", &self.phase)
+            .field("tx_status", &(self.tx_status as char))
+            .field("closing", &self.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Hook> Session<H> {
+    /// A new session for a freshly accepted client connection.
+    /// `gateway_key` is the cancel key the client will be given.
+    pub fn new(
+        id: SessionId,
+        config: SessionConfig,
+        hook: Arc<H>,
+        gateway_key: CancelKey,
+        now: Instant,
+    ) -> Self {
+        let handshake_deadline = now + config.handshake_timeout;
+        Session {
+            id,
+            cfg: config,
+            hook,
+            gateway_key,
+            backend_key: None,
+            phase: Phase::Startup,
+            client_tls: false,
+            client_in: BytesMut::new(),
+            backend_in: BytesMut::new(),
+            to_client: VecDeque::new(),
+            to_backend: VecDeque::new(),
+            outputs: VecDeque::new(),
+            startup: StartupParams::default(),
+            principal: None,
+            target: None,
+            backend_auth: BackendAuth::Start,
+            pending: None,
+            expect: VecDeque::new(),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            skipping: false,
+            fail_at_sync: false,
+            last_describe_portal: None,
+            tx_status: b'I',
+            result: None,
+            rows: 0,
+            bytes: 0,
+            copy_out: false,
+            next_command: 0,
+            handshake_deadline,
+            last_activity: now,
+            closing: false,
+            ended: false,
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The authenticated principal, once [`Session::handle_authenticated`] accepted one.
+    pub fn principal(&self) -> Option<&Arc<H::Principal>> {
+        self.principal.as_ref()
+    }
+
+    /// The backend's own cancel key, once the backend sent it.
+    pub fn backend_key(&self) -> Option<CancelKey> {
+        self.backend_key
+    }
+
+    /// Whether a hold is in progress (a decision future is being awaited).
+    pub fn is_holding(&self) -> bool {
+        matches!(
+            self.pending,
+            Some(Pending::HeldQuery { .. } | Pending::HeldExecute { .. })
+        )
+    }
+
+    /// Whether the session is waiting for any hook answer.
+    pub fn is_waiting_on_hook(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Whether the session is ready and has nothing in flight (a safe point
+    /// for a graceful shutdown).
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Ready
+            && self.pending.is_none()
+            && self.expect.is_empty()
+            && self.client_in.is_empty()
+    }
+
+    /// The session is over: write what remains and close both connections.
+    pub fn is_closed(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether the driver should read more client bytes now. False while
+    /// the session holds unprocessed client messages beyond a small
+    /// allowance (backpressure towards the client).
+    pub fn wants_client_input(&self) -> bool {
+        !self.closing
+            && (self.client_in.len() < 64 * 1024
+                || (self.pending.is_none() && self.phase == Phase::Ready))
+    }
+
+    /// Whether the driver should read more backend bytes now (false while
+    /// bytes for the client are waiting to be written).
+    pub fn wants_backend_input(&self) -> bool {
+        !self.closing && self.to_client.is_empty()
+    }
+
+    /// Next bytes to write to the client.
+    pub fn poll_client_transmit(&mut self) -> Option<Bytes> {
+        self.to_client.pop_front()
+    }
+
+    /// Next bytes to write to the backend.
+    pub fn poll_backend_transmit(&mut self) -> Option<Bytes> {
+        self.to_backend.pop_front()
+    }
+
+    /// Next request, event or action for the driver.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next deadline; call [`Session::handle_timeout`] when it passes.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closing {
+            return None;
+        }
+        if self.phase != Phase::Ready {
+            return Some(self.handshake_deadline);
+        }
+        self.cfg.idle_timeout.map(|d| self.last_activity + d)
+    }
+
+    /// Checks the deadlines against `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closing {
+            return;
+        }
+        if self.phase != Phase::Ready {
+            if now >= self.handshake_deadline {
+                self.close(
+                    Some(wire::fatal(
+                        "08006",
+                        "terminating connection: the handshake took too long",
+                    )),
+                    Some(SessionError::Timeout("handshake")),
+                );
+            }
+        } else if let Some(idle) = self.cfg.idle_timeout {
+            let busy = self.pending.is_some() || !self.expect.is_empty();
+            if busy {
+                self.last_activity = now;
+            } else if now >= self.last_activity + idle {
+                self.close(
+                    Some(wire::fatal(
+                        "57P05",
+                        "terminating connection due to idle-session timeout",
+                    )),
+                    Some(SessionError::Timeout("idle")),
+                );
+            }
+        }
+    }
+
+    /// Bytes received from the client.
+    pub fn handle_client_data(&mut self, now: Instant, data: &[u8]) {
+        if self.closing {
+            return;
+        }
+        self.last_activity = now;
+        self.client_in.extend_from_slice(data);
+        self.process_client();
+    }
+
+    /// Bytes received from the backend.
+    pub fn handle_backend_data(&mut self, now: Instant, data: &[u8]) {
+        if self.closing {
+            return;
+        }
+        self.last_activity = now;
+        self.backend_in.extend_from_slice(data);
+        self.process_backend();
+    }
+
+    /// The client closed its connection.
+    pub fn handle_client_closed(&mut self) {
+        if let Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) =
+            self.pending
+        {
+            self.event(Event::HoldAbandoned {
+                session: self.id,
+                command: cmd,
+            });
+        }
+        self.pending = None;
+        let error = if self.closing {
+            None
+        } else {
+            Some("client disconnected".to_string())
+        };
+        self.closing = true;
+        self.end(error);
+    }
+
+    /// The backend closed its connection.
+    pub fn handle_backend_closed(&mut self) {
+        if !self.closing {
+            self.close(
+                Some(wire::fatal("08006", "the backend closed the connection")),
+                Some(SessionError::Refused(
+                    "backend closed the connection".into(),
+                )),
+            );
+        }
+    }
+
+    /// The driver asks the session to end at a safe point (graceful shutdown).
+    pub fn handle_shutdown(&mut self) {
+        if !self.closing {
+            self.to_backend.push_back(codec::build_frame(b'X', &[]));
+            self.close(
+                Some(wire::fatal(
+                    "57P01",
+                    "terminating connection due to administrator command",
+                )),
+                None,
+            );
+        }
+    }
+
+    /// The TLS handshake with the client completed.
+    pub fn handle_client_tls(&mut self, _now: Instant) {
+        if self.phase == Phase::TlsHandshake {
+            self.client_tls = true;
+            self.phase = Phase::Startup;
+            self.process_client();
+        }
+    }
+
+    /// The hook's answer to [`HookRequest::Authenticate`].
+    pub fn handle_authenticated(
+        &mut self,
+        _now: Instant,
+        result: Result<Authenticated<H::Principal>, Rejection>,
+    ) {
+        if !matches!(self.pending, Some(Pending::Auth)) || self.closing {
+            return;
+        }
+        self.pending = None;
+        match result {
+            Ok(a) => {
+                self.principal = Some(Arc::new(a.principal));
+                self.target = Some(a.backend.clone());
+                self.phase = Phase::ConnectingBackend;
+                self.outputs.push_back(Output::ConnectBackend(a.backend));
+            }
+            Err(Rejection::InvalidCredential(reason)) => {
+                let msg = format!(
+                    "password authentication failed for user \"{}\"",
+                    self.startup.user()
+                );
+                self.close(
+                    Some(wire::error_like(
+                        b'E',
+                        "FATAL",
+                        "28P01",
+                        &msg,
+                        Some(&reason),
+                    )),
+                    Some(SessionError::Refused(reason)),
+                );
+            }
+            Err(Rejection::NotAuthorized(reason)) => {
+                self.close(
+                    Some(wire::fatal("28000", &reason)),
+                    Some(SessionError::Refused(reason)),
+                );
+            }
+        }
+    }
+
+    /// The backend connection is open (TLS done if asked).
+    pub fn handle_backend_connected(&mut self, _now: Instant) {
+        if self.phase != Phase::ConnectingBackend || self.closing {
+            return;
+        }
+        let Some(target) = &self.target else { return };
+        let mut startup = Startup::new();
+        for (k, v) in &self.startup.params {
+            if !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
+            {
+                startup.parameters.insert(k.clone(), v.clone());
+            }
+        }
+        startup
+            .parameters
+            .insert("user".into(), target.user.clone());
+        startup
+            .parameters
+            .insert("database".into(), target.database.clone());
+        self.to_backend.push_back(codec::encode(&startup));
+        self.phase = Phase::BackendAuth;
+        self.process_backend();
+    }
+
+    /// The backend could not be reached.
+    pub fn handle_backend_connect_failed(&mut self, reason: &str) {
+        self.close(
+            Some(wire::fatal(
+                "08001",
+                "the gateway could not connect to the backend",
+            )),
+            Some(SessionError::Refused(format!(
+                "backend connection failed: {reason}"
+            ))),
+        );
+    }
+
+    /// The hook's answer to [`HookRequest::Query`] or [`HookRequest::Execute`].
+    /// For a hold, the notice goes to the client and the decision future is
+    /// returned: await it and pass its output to [`Session::handle_decision`],
+    /// or call [`Session::handle_hold_abandoned`] if it is dropped.
+    pub fn handle_verdict(&mut self, now: Instant, verdict: Verdict) -> Option<DecisionFuture> {
+        match verdict {
+            Verdict::Forward => {
+                self.decide(now, Decision::Forward);
+                None
+            }
+            Verdict::Deny(reason) => {
+                self.decide(now, Decision::Deny(reason));
+                None
+            }
+            Verdict::Hold(hold) => {
+                let (cmd, held) = match self.pending.take() {
+                    Some(Pending::Query { cmd, frame }) => (cmd, Pending::HeldQuery { cmd, frame }),
+                    Some(Pending::Execute { cmd, frame, portal }) => {
+                        (cmd, Pending::HeldExecute { cmd, frame, portal })
+                    }
+                    other => {
+                        self.pending = other;
+                        return None;
+                    }
+                };
+                self.pending = Some(held);
+                self.synthetic(wire::notice(&hold.notice));
+                self.event(Event::CommandHeld {
+                    session: self.id,
+                    command: cmd,
+                    notice: hold.notice,
+                });
+                Some(hold.decision)
+            }
+        }
+    }
+
+    /// The decision on a held (or just decided) command.
+    pub fn handle_decision(&mut self, now: Instant, decision: Decision) {
+        self.decide(now, decision);
+    }
+
+    /// A hold ended without a decision: `cancelled` when the client sent a
+    /// CancelRequest (it gets SQLSTATE 57014, like a cancelled statement).
+    pub fn handle_hold_abandoned(&mut self, now: Instant, cancelled: bool) {
+        let cmd = match &self.pending {
+            Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) => *cmd,
+            _ => return,
+        };
+        self.event(Event::HoldAbandoned {
+            session: self.id,
+            command: cmd,
+        });
+        if cancelled {
+            self.refuse_pending("57014", "canceling statement due to user request".into());
+            self.last_activity = now;
+            self.process_client();
+        }
+    }
+
+    /// The hook's answer to [`HookRequest::Parse`].
+    pub fn handle_parse_verdict(&mut self, now: Instant, verdict: ParseVerdict) {
+        let Some(Pending::Parse {
+            cmd,
+            frame,
+            statement,
+            sql,
+        }) = self.pending.take()
+        else {
+            return;
+        };
+        self.last_activity = now;
+        match verdict {
+            ParseVerdict::Forward | ParseVerdict::HoldEachExecution => {
+                let hold = verdict == ParseVerdict::HoldEachExecution;
+                self.statements.insert(statement, Stmt { sql, hold });
+                self.send_backend(frame, Kind::Parse, Some(cmd));
+                self.event(Event::CommandForwarded {
+                    session: self.id,
+                    command: cmd,
+                });
+            }
+            ParseVerdict::Deny(reason) => {
+                self.event(Event::CommandDenied {
+                    session: self.id,
+                    command: cmd,
+                    reason: reason.clone(),
+                });
+                self.statements.remove(&statement);
+                if statement.is_empty() {
+                    // PostgreSQL drops the unnamed statement before parsing a new one.
+                    self.inject(close_frame(b'S', ""), Kind::Close, false);
+                }
+                self.deny_extended("42501", &reason);
+            }
+        }
+        self.process_client();
+    }
+
+    fn decide(&mut self, now: Instant, decision: Decision) {
+        self.last_activity = now;
+        match decision {
+            Decision::Forward => match self.pending.take() {
+                Some(Pending::Query { cmd, frame } | Pending::HeldQuery { cmd, frame }) => {
+                    self.send_backend(frame, Kind::Query, Some(cmd));
+                    self.event(Event::CommandForwarded {
+                        session: self.id,
+                        command: cmd,
+                    });
+                }
+                Some(
+                    Pending::Execute { cmd, frame, portal }
+                    | Pending::HeldExecute { cmd, frame, portal },
+                ) => {
+                    self.forward_execute(cmd, frame, &portal);
+                }
+                other => self.pending = other,
+            },
+            Decision::Deny(reason) => {
+                if let Some(cmd) = self.pending_command() {
+                    self.event(Event::CommandDenied {
+                        session: self.id,
+                        command: cmd,
+                        reason: reason.clone(),
+                    });
+                }
+                self.refuse_pending("42501", reason);
+            }
+        }
+        self.process_client();
+    }
+
+    fn pending_command(&self) -> Option<CommandId> {
+        match &self.pending {
+            Some(
+                Pending::Query { cmd, .. }
+                | Pending::HeldQuery { cmd, .. }
+                | Pending::Execute { cmd, .. }
+                | Pending::HeldExecute { cmd, .. }
+                | Pending::Parse { cmd, .. },
+            ) => Some(*cmd),
+            _ => None,
+        }
+    }
+
+    fn refuse_pending(&mut self, code: &str, reason: String) {
+        match self.pending.take() {
+            Some(Pending::Query { .. } | Pending::HeldQuery { .. }) => {
+                self.deny_simple(code, &reason)
+            }
+            Some(Pending::Execute { .. } | Pending::HeldExecute { .. }) => {
+                self.deny_extended(code, &reason)
+            }
+            other => self.pending = other,
+        }
+    }
+
+    /// A refused simple query: an error and ReadyForQuery; inside a
+    /// transaction block, the backend's transaction is made to fail too.
+    fn deny_simple(&mut self, code: &str, reason: &str) {
+        let message = denial_message(code, reason);
+        if self.tx_status == b'T' {
+            self.synthetic(wire::error(code, &message));
+            self.inject(wire::query(FAIL_TRANSACTION), Kind::Query, false);
+        } else {
+            self.synthetic(wire::error(code, &message));
+            self.synthetic(wire::ready(self.tx_status));
+        }
+    }
+
+    /// A refused extended-protocol message: an error, then everything up to
+    /// Sync is discarded, and at Sync the backend's transaction is made to fail.
+    fn deny_extended(&mut self, code: &str, reason: &str) {
+        self.synthetic(wire::error(code, &denial_message(code, reason)));
+        self.skipping = true;
+        self.fail_at_sync = true;
+    }
+
+    fn forward_execute(&mut self, cmd: CommandId, frame: Bytes, portal: &str) {
+        if self.last_describe_portal.as_deref() != Some(portal) {
+            // The hook must see the columns before the rows.
+            self.inject(describe_frame(b'P', portal), Kind::DescribePortal, true);
+        }
+        self.last_describe_portal = None;
+        self.send_backend(frame, Kind::Execute, Some(cmd));
+        self.event(Event::CommandForwarded {
+            session: self.id,
+            command: cmd,
+        });
+    }
+
+    fn new_command(&mut self) -> CommandId {
+        self.next_command += 1;
+        CommandId(self.next_command)
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn end(&mut self, error: Option<String>) {
+        if !self.ended {
+            self.ended = true;
+            self.event(Event::SessionEnded {
+                session: self.id,
+                error,
+            });
+        }
+    }
+
+    fn close(&mut self, last: Option<Bytes>, error: Option<SessionError>) {
+        if self.closing {
+            return;
+        }
+        if let Some(b) = last {
+            self.to_client.push_back(b);
+        }
+        if let Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) =
+            self.pending
+        {
+            self.event(Event::HoldAbandoned {
+                session: self.id,
+                command: cmd,
+            });
+        }
+        self.pending = None;
+        self.closing = true;
+        self.end(error.map(|e| e.to_string()));
+    }
+
+    fn send_backend(&mut self, frame: Bytes, kind: Kind, cmd: Option<CommandId>) {
+        self.to_backend.push_back(frame);
+        self.expect.push_back(Expect::Backend {
+            kind,
+            cmd,
+            gateway: false,
+            forward_errors: true,
+        });
+    }
+
+    fn inject(&mut self, frame: Bytes, kind: Kind, forward_errors: bool) {
+        self.to_backend.push_back(frame);
+        self.expect.push_back(Expect::Backend {
+            kind,
+            cmd: None,
+            gateway: true,
+            forward_errors,
+        });
+    }
+
+    fn synthetic(&mut self, b: Bytes) {
+        self.expect.push_back(Expect::Synthetic(b));
+        self.flush_synthetic();
+    }
+
+    fn flush_synthetic(&mut self) {
+        while let Some(Expect::Synthetic(_)) = self.expect.front() {
+            if let Some(Expect::Synthetic(b)) = self.expect.pop_front() {
+                self.to_client.push_back(b);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- client
+
+    fn process_client(&mut self) {
+        while !self.closing && self.pending.is_none() {
+            let frame = match self.phase {
+                Phase::Startup => {
+                    codec::read_startup(&mut self.client_in, self.cfg.limits.max_startup)
+                }
+                Phase::Password | Phase::Ready => {
+                    codec::read_frame(&mut self.client_in, self.cfg.limits.max_client_frame)
+                }
+                _ => return,
+            };
+            match frame {
+                Ok(Some(frame)) => {
+                    let result = if self.phase == Phase::Startup {
+                        self.on_startup_packet(&frame)
+                    } else if self.phase == Phase::Password {
+                        self.on_password(&frame)
+                    } else {
+                        self.on_client_message(frame)
+                    };
+                    if let Err(e) = result {
+                        self.client_protocol_error(e);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => self.client_protocol_error(SessionError::Client(e)),
+            }
+        }
+    }
+
+    fn client_protocol_error(&mut self, e: SessionError) {
+        let msg = format!("invalid frontend message: {e}");
+        self.close(Some(wire::fatal("08P01", &msg)), Some(e));
+    }
+
+    fn on_startup_packet(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let code = codec::startup_code(frame);
+        let malformed = |reason: &str| {
+            SessionError::Client(CodecError::Malformed {
+                tag: 0,
+                reason: reason.into(),
+            })
+        };
+        match code {
+            codec::SSL_REQUEST => {
+                if frame.raw.len() != 8 {
+                    return Err(malformed("SSLRequest of the wrong length"));
+                }
+                if self.cfg.tls_available && !self.client_tls {
+                    self.to_client.push_back(Bytes::from_static(b"S"));
+                    self.phase = Phase::TlsHandshake;
+                    self.outputs.push_back(Output::StartClientTls);
+                } else {
+                    self.to_client.push_back(Bytes::from_static(b"N"));
+                }
+            }
+            codec::GSSENC_REQUEST => {
+                if frame.raw.len() != 8 {
+                    return Err(malformed("GSSENCRequest of the wrong length"));
+                }
+                self.to_client.push_back(Bytes::from_static(b"N"));
+            }
+            codec::CANCEL_REQUEST => {
+                let mut r = Reader::new(frame.body());
+                let (_, pid, secret) = (r.i32(), r.i32(), r.i32());
+                match (pid, secret, r.done()) {
+                    (Some(pid), Some(secret), true) => {
+                        self.outputs
+                            .push_back(Output::Cancel(CancelKey { pid, secret }));
+                        self.closing = true;
+                    }
+                    _ => return Err(malformed("CancelRequest of the wrong length")),
+                }
+            }
+            _ if code >> 16 == 3 => return self.on_startup_message(frame, code),
+            _ => {
+                let msg = format!(
+                    "unsupported frontend protocol {}.{}",
+                    code >> 16,
+                    code & 0xffff
+                );
+                self.close(
+                    Some(wire::fatal("0A000", &msg)),
+                    Some(SessionError::Refused(msg.clone())),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_startup_message(&mut self, frame: &Frame, code: i32) -> Result<(), SessionError> {
+        let mut r = Reader::new(frame.body());
+        let _ = r.i32();
+        let mut params = std::collections::BTreeMap::new();
+        let bad = || {
+            SessionError::Client(CodecError::Malformed {
+                tag: 0,
+                reason: "startup parameters".into(),
+            })
+        };
+        loop {
+            let key = r.cstr().ok_or_else(bad)?;
+            if key.is_empty() {
+                break;
+            }
+            let value = r.cstr().ok_or_else(bad)?;
+            params.insert(lossy(key), lossy(value));
+        }
+        if !r.done() {
+            return Err(bad());
+        }
+        self.startup = StartupParams { params };
+        if self.cfg.require_tls && !self.client_tls {
+            let msg = "the gateway requires TLS: connect with sslmode=require";
+            self.close(
+                Some(wire::fatal("28000", msg)),
+                Some(SessionError::Refused(msg.into())),
+            );
+            return Ok(());
+        }
+        if let Some(rep) = self.startup.get("replication")
+            && !matches!(
+                rep.to_ascii_lowercase().as_str(),
+                "false" | "off" | "no" | "0"
+            )
+        {
+            let msg = "replication connections are not supported by the gateway";
+            self.close(
+                Some(wire::fatal("0A000", msg)),
+                Some(SessionError::Refused(msg.into())),
+            );
+            return Ok(());
+        }
+        if self.startup.user().is_empty() {
+            let msg = "no PostgreSQL user name specified in startup packet";
+            self.close(
+                Some(wire::fatal("28000", msg)),
+                Some(SessionError::Refused(msg.into())),
+            );
+            return Ok(());
+        }
+        if !self.client_tls && !self.cfg.loopback {
+            let msg = "the gateway accepts a token only over TLS or on a loopback listener: connect with sslmode=require";
+            self.close(
+                Some(wire::fatal("28000", msg)),
+                Some(SessionError::Refused(msg.into())),
+            );
+            return Ok(());
+        }
+        let minor = code & 0xffff;
+        let unsupported: Vec<&String> = self
+            .startup
+            .params
+            .keys()
+            .filter(|k| k.starts_with("_pq_."))
+            .collect();
+        if minor > 0 || !unsupported.is_empty() {
+            let mut body = Vec::new();
+            body.extend_from_slice(&0i32.to_be_bytes());
+            body.extend_from_slice(&i32::try_from(unsupported.len()).unwrap_or(0).to_be_bytes());
+            for k in unsupported {
+                body.extend_from_slice(k.as_bytes());
+                body.push(0);
+            }
+            self.to_client.push_back(codec::build_frame(b'v', &body));
+        }
+        self.to_client.push_back(wire::auth_request(3));
+        self.phase = Phase::Password;
+        Ok(())
+    }
+
+    fn on_password(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        if frame.tag != b'p' {
+            return Err(SessionError::UnexpectedMessage {
+                tag: frame.tag,
+                from: "client",
+                state: self.phase.name(),
+            });
+        }
+        let mut r = Reader::new(frame.body());
+        let credential =
+            r.cstr()
+                .filter(|_| r.done())
+                .ok_or(SessionError::Client(CodecError::Malformed {
+                    tag: b'p',
+                    reason: "password message".into(),
+                }))?;
+        let credential = lossy(credential);
+        self.phase = Phase::Authenticating;
+        self.pending = Some(Pending::Auth);
+        self.outputs
+            .push_back(Output::Request(HookRequest::Authenticate {
+                startup: self.startup.clone(),
+                credential,
+            }));
+        Ok(())
+    }
+
+    fn on_client_message(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let malformed = |tag: u8| {
+            SessionError::Client(CodecError::Malformed {
+                tag,
+                reason: "message body".into(),
+            })
+        };
+        let tag = frame.tag;
+        if self.skipping && matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H') {
+            return Ok(());
+        }
+        if tag != b'D' {
+            self.last_describe_portal = None;
+        }
+        match tag {
+            b'Q' => {
+                let mut r = Reader::new(frame.body());
+                let sql = r
+                    .cstr()
+                    .filter(|_| r.done())
+                    .ok_or_else(|| malformed(tag))?;
+                let sql = lossy(sql);
+                let cmd = self.new_command();
+                self.event(Event::CommandReceived {
+                    session: self.id,
+                    command: cmd,
+                    sql: sql.clone(),
+                });
+                self.pending = Some(Pending::Query {
+                    cmd,
+                    frame: frame.raw,
+                });
+                self.outputs
+                    .push_back(Output::Request(HookRequest::Query { command: cmd, sql }));
+            }
+            b'P' => {
+                let mut r = Reader::new(frame.body());
+                let name = r.cstr().ok_or_else(|| malformed(tag))?;
+                let sql = r.cstr().ok_or_else(|| malformed(tag))?;
+                let n = r
+                    .i16()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| malformed(tag))?;
+                if r.bytes(n.saturating_mul(4)).is_none() || !r.done() {
+                    return Err(malformed(tag));
+                }
+                let (statement, sql) = (lossy(name), lossy(sql));
+                let cmd = self.new_command();
+                self.event(Event::CommandReceived {
+                    session: self.id,
+                    command: cmd,
+                    sql: sql.clone(),
+                });
+                self.pending = Some(Pending::Parse {
+                    cmd,
+                    frame: frame.raw,
+                    statement: statement.clone(),
+                    sql: Arc::from(sql.as_str()),
+                });
+                self.outputs.push_back(Output::Request(HookRequest::Parse {
+                    command: cmd,
+                    statement,
+                    sql,
+                }));
+            }
+            b'B' => {
+                let (portal, statement, params) =
+                    parse_bind(frame.body()).ok_or_else(|| malformed(tag))?;
+                self.portals.insert(portal, Portal { statement, params });
+                self.send_backend(frame.raw, Kind::Bind, None);
+            }
+            b'D' => {
+                let mut r = Reader::new(frame.body());
+                let kind = r.u8().ok_or_else(|| malformed(tag))?;
+                let name = r
+                    .cstr()
+                    .filter(|_| r.done())
+                    .ok_or_else(|| malformed(tag))?;
+                let kind = match kind {
+                    b'S' => Kind::DescribeStatement,
+                    b'P' => Kind::DescribePortal,
+                    _ => return Err(malformed(tag)),
+                };
+                self.last_describe_portal = (kind == Kind::DescribePortal).then(|| lossy(name));
+                self.send_backend(frame.raw, kind, None);
+            }
+            b'E' => {
+                let mut r = Reader::new(frame.body());
+                let portal = r.cstr().ok_or_else(|| malformed(tag))?;
+                if r.i32().is_none() || !r.done() {
+                    return Err(malformed(tag));
+                }
+                let portal = lossy(portal);
+                let cmd = self.new_command();
+                let (sql, hold, params) = match self.portals.get(&portal) {
+                    Some(p) => match self.statements.get(&p.statement) {
+                        Some(s) => (s.sql.to_string(), s.hold, p.params.clone()),
+                        None => (String::new(), false, Vec::new()),
+                    },
+                    None => (String::new(), false, Vec::new()),
+                };
+                self.event(Event::CommandReceived {
+                    session: self.id,
+                    command: cmd,
+                    sql: sql.clone(),
+                });
+                if hold {
+                    self.pending = Some(Pending::Execute {
+                        cmd,
+                        frame: frame.raw,
+                        portal,
+                    });
+                    self.outputs
+                        .push_back(Output::Request(HookRequest::Execute {
+                            command: cmd,
+                            sql,
+                            params,
+                        }));
+                } else {
+                    self.forward_execute(cmd, frame.raw, &portal);
+                }
+            }
+            b'C' => {
+                let mut r = Reader::new(frame.body());
+                let kind = r.u8().ok_or_else(|| malformed(tag))?;
+                let name = lossy(
+                    r.cstr()
+                        .filter(|_| r.done())
+                        .ok_or_else(|| malformed(tag))?,
+                );
+                match kind {
+                    b'S' => {
+                        self.statements.remove(&name);
+                    }
+                    b'P' => {
+                        self.portals.remove(&name);
+                    }
+                    _ => return Err(malformed(tag)),
+                }
+                self.send_backend(frame.raw, Kind::Close, None);
+            }
+            b'H' => self.to_backend.push_back(frame.raw),
+            b'S' => {
+                self.skipping = false;
+                if self.fail_at_sync {
+                    self.fail_at_sync = false;
+                    self.inject(parse_frame("", FAIL_TRANSACTION), Kind::Parse, false);
+                    self.inject(bind_frame(), Kind::Bind, false);
+                    self.inject(execute_frame(), Kind::Execute, false);
+                }
+                self.send_backend(frame.raw, Kind::Sync, None);
+            }
+            b'F' => {
+                let cmd = self.new_command();
+                let reason =
+                    "the fast-path function call interface is not supported by the gateway";
+                self.event(Event::CommandDenied {
+                    session: self.id,
+                    command: cmd,
+                    reason: reason.into(),
+                });
+                self.deny_simple("0A000", reason);
+            }
+            b'd' | b'c' | b'f' => self.to_backend.push_back(frame.raw),
+            b'X' => {
+                self.to_backend.push_back(frame.raw);
+                self.closing = true;
+                self.end(None);
+            }
+            _ => {
+                return Err(SessionError::UnexpectedMessage {
+                    tag,
+                    from: "client",
+                    state: self.phase.name(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // --------------------------------------------------------------- backend
+
+    fn process_backend(&mut self) {
+        while !self.closing {
+            match self.phase {
+                Phase::BackendAuth | Phase::BackendStartup | Phase::Ready => {}
+                _ => return,
+            }
+            match codec::read_frame(&mut self.backend_in, self.cfg.limits.max_backend_frame) {
+                Ok(Some(frame)) => {
+                    let result = match self.phase {
+                        Phase::BackendAuth => self.on_backend_auth(&frame),
+                        Phase::BackendStartup => self.on_backend_startup(frame),
+                        _ => self.on_backend_message(frame),
+                    };
+                    if let Err(e) = result {
+                        self.backend_protocol_error(e);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => self.backend_protocol_error(SessionError::Backend(e)),
+            }
+        }
+    }
+
+    fn backend_protocol_error(&mut self, e: SessionError) {
+        self.to_backend.push_back(codec::build_frame(b'X', &[]));
+        self.close(
+            Some(wire::fatal(
+                "08006",
+                "lost synchronization with the backend",
+            )),
+            Some(e),
+        );
+    }
+
+    fn backend_auth_failed(&mut self, reason: String) {
+        self.close(
+            Some(wire::fatal(
+                "08001",
+                "the gateway could not log in to the backend",
+            )),
+            Some(SessionError::BackendAuth(reason)),
+        );
+    }
+
+    fn on_backend_auth(&mut self, frame: &Frame) -> Result<(), SessionError> {
+        let malformed = |reason: &str| {
+            SessionError::Backend(CodecError::Malformed {
+                tag: b'R',
+                reason: reason.into(),
+            })
+        };
+        match frame.tag {
+            b'R' => {}
+            b'E' => {
+                let detail = wire::parse_fields(frame.body())
+                    .and_then(|f| {
+                        f.into_iter()
+                            .find(|(c, _)| *c == b'M')
+                            .map(|(_, m)| lossy(m))
+                    })
+                    .unwrap_or_default();
+                self.backend_auth_failed(detail);
+                return Ok(());
+            }
+            b'v' => return Ok(()),
+            tag => {
+                return Err(SessionError::UnexpectedMessage {
+                    tag,
+                    from: "backend",
+                    state: self.phase.name(),
+                });
+            }
+        }
+        let password = self
+            .target
+            .as_ref()
+            .map(|t| (t.user.clone(), t.password.clone()))
+            .unwrap_or_default();
+        let mut r = Reader::new(frame.body());
+        let code = r.i32().ok_or_else(|| malformed("authentication code"))?;
+        let state = std::mem::replace(&mut self.backend_auth, BackendAuth::Done);
+        match (code, state) {
+            (0, BackendAuth::Start | BackendAuth::Done) => {
+                self.to_client.push_back(wire::auth_request(0));
+                self.phase = Phase::BackendStartup;
+            }
+            (3, BackendAuth::Start) => {
+                self.to_backend
+                    .push_back(codec::encode(&Password::new(password.1)));
+            }
+            (5, BackendAuth::Start) => {
+                let salt = r
+                    .bytes(4)
+                    .filter(|_| r.done())
+                    .ok_or_else(|| malformed("md5 salt"))?;
+                let salt = [
+                    salt.first().copied().unwrap_or(0),
+                    salt.get(1).copied().unwrap_or(0),
+                    salt.get(2).copied().unwrap_or(0),
+                    salt.get(3).copied().unwrap_or(0),
+                ];
+                let hash = md5_hash(password.0.as_bytes(), password.1.as_bytes(), salt);
+                self.to_backend
+                    .push_back(codec::encode(&Password::new(hash)));
+            }
+            (10, BackendAuth::Start) => {
+                let mut offers_scram = false;
+                while let Some(m) = r.cstr() {
+                    if m.is_empty() {
+                        break;
+                    }
+                    offers_scram |= m == b"SCRAM-SHA-256";
+                }
+                if !offers_scram {
+                    self.backend_auth_failed(
+                        "the backend offers no supported SASL mechanism".into(),
+                    );
+                    return Ok(());
+                }
+                let scram = ScramSha256::new(password.1.as_bytes(), ChannelBinding::unsupported());
+                // `message()` is valid right after `new()`.
+                let first = Bytes::copy_from_slice(scram.message());
+                let msg = SASLInitialResponse::new("SCRAM-SHA-256".into(), Some(first));
+                self.to_backend.push_back(codec::encode(&msg));
+                self.backend_auth = BackendAuth::Scram(Box::new(scram));
+            }
+            (11, BackendAuth::Scram(mut scram)) => match scram.update(r.rest()) {
+                Ok(()) => {
+                    // `message()` is valid only after a successful `update`;
+                    // a failed one leaves the state where it would panic.
+                    let msg = SASLResponse::new(Bytes::copy_from_slice(scram.message()));
+                    self.to_backend.push_back(codec::encode(&msg));
+                    self.backend_auth = BackendAuth::ScramFinal(scram);
+                }
+                Err(e) => self.backend_auth_failed(format!("SCRAM exchange failed: {e}")),
+            },
+            (12, BackendAuth::ScramFinal(mut scram)) => match scram.finish(r.rest()) {
+                Ok(()) => self.backend_auth = BackendAuth::Done,
+                Err(e) => self.backend_auth_failed(format!("SCRAM server signature invalid: {e}")),
+            },
+            (code, _) => {
+                self.backend_auth_failed(format!(
+                    "unsupported or out-of-order authentication request {code}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_backend_startup(&mut self, frame: Frame) -> Result<(), SessionError> {
+        match frame.tag {
+            b'S' => self.to_client.push_back(frame.raw),
+            b'K' => {
+                let mut r = Reader::new(frame.body());
+                match (r.i32(), r.i32(), r.done()) {
+                    (Some(pid), Some(secret), true) => {
+                        self.backend_key = Some(CancelKey { pid, secret });
+                        self.to_client.push_back(wire::backend_key_data(
+                            self.gateway_key.pid,
+                            self.gateway_key.secret,
+                        ));
+                    }
+                    _ => {
+                        return Err(SessionError::Backend(CodecError::Malformed {
+                            tag: b'K',
+                            reason: "backend key data".into(),
+                        }));
+                    }
+                }
+            }
+            b'Z' => {
+                self.tx_status = frame.body().first().copied().unwrap_or(b'I');
+                self.to_client.push_back(frame.raw);
+                self.phase = Phase::Ready;
+                self.event(Event::SessionStarted {
+                    session: self.id,
+                    startup: self.startup.clone(),
+                });
+                self.process_client();
+            }
+            b'N' => {
+                let out = self.transform_error_like(&frame, None)?;
+                self.to_client.push_back(out);
+            }
+            b'E' => {
+                let out = self.transform_error_like(&frame, None)?;
+                self.close(
+                    Some(out),
+                    Some(SessionError::Refused(
+                        "the backend refused the session".into(),
+                    )),
+                );
+            }
+            b'v' => {}
+            tag => {
+                return Err(SessionError::UnexpectedMessage {
+                    tag,
+                    from: "backend",
+                    state: self.phase.name(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn head(&self) -> (Option<Kind>, Option<CommandId>, bool, bool) {
+        match self.expect.front() {
+            Some(Expect::Backend {
+                kind,
+                cmd,
+                gateway,
+                forward_errors,
+            }) => (Some(*kind), *cmd, *gateway, *forward_errors),
+            _ => (None, None, false, true),
+        }
+    }
+
+    fn pop(&mut self) {
+        self.expect.pop_front();
+        self.flush_synthetic();
+    }
+
+    fn forward(&mut self, gateway: bool, b: Bytes) {
+        if !gateway {
+            self.to_client.push_back(b);
+        }
+    }
+
+    fn on_backend_message(&mut self, frame: Frame) -> Result<(), SessionError> {
+        self.flush_synthetic();
+        let (kind, cmd, gateway, forward_errors) = self.head();
+        let unexpected = |tag| SessionError::UnexpectedMessage {
+            tag,
+            from: "backend",
+            state: "query processing",
+        };
+        match frame.tag {
+            b'N' => {
+                let out = self.transform_error_like(&frame, cmd)?;
+                self.to_client.push_back(out);
+            }
+            b'A' => {
+                let out = self.transform_notification(&frame)?;
+                self.to_client.push_back(out);
+            }
+            b'S' => self.to_client.push_back(frame.raw),
+            b'E' => {
+                if !gateway || forward_errors {
+                    let out = self.transform_error_like(&frame, cmd)?;
+                    self.to_client.push_back(out);
+                }
+                self.result = None;
+                self.copy_out = false;
+                if kind != Some(Kind::Query) {
+                    // The backend now skips everything up to Sync.
+                    while let Some(front) = self.expect.front() {
+                        if matches!(
+                            front,
+                            Expect::Backend {
+                                kind: Kind::Sync,
+                                ..
+                            }
+                        ) {
+                            break;
+                        }
+                        self.expect.pop_front();
+                    }
+                }
+            }
+            b'Z' => {
+                self.tx_status = frame.body().first().copied().unwrap_or(b'I');
+                while let Some(e) = self.expect.pop_front() {
+                    if let Expect::Backend {
+                        kind: Kind::Sync | Kind::Query,
+                        ..
+                    } = e
+                    {
+                        break;
+                    }
+                }
+                self.result = None;
+                self.copy_out = false;
+                self.to_client.push_back(frame.raw);
+                self.flush_synthetic();
+            }
+            b'T' => {
+                let columns = parse_row_description(frame.body()).ok_or(SessionError::Backend(
+                    CodecError::Malformed {
+                        tag: b'T',
+                        reason: "row description".into(),
+                    },
+                ))?;
+                if kind != Some(Kind::DescribeStatement) {
+                    self.begin_result(columns, cmd);
+                }
+                self.forward(gateway, frame.raw);
+                if matches!(kind, Some(Kind::DescribeStatement | Kind::DescribePortal)) {
+                    self.pop();
+                }
+            }
+            b'n' => {
+                if kind == Some(Kind::DescribePortal) {
+                    self.result = None;
+                }
+                self.forward(gateway, frame.raw);
+                if matches!(kind, Some(Kind::DescribeStatement | Kind::DescribePortal)) {
+                    self.pop();
+                }
+            }
+            b't' => self.forward(gateway, frame.raw),
+            b'1' | b'2' | b'3' => {
+                self.forward(gateway, frame.raw);
+                self.pop();
+            }
+            b'D' => {
+                let out = self.transform_row(frame)?;
+                self.rows += 1;
+                self.bytes += out.len() as u64;
+                self.forward(gateway, out);
+            }
+            b'C' | b'I' => {
+                let tag = if frame.tag == b'C' {
+                    lossy(frame.body().split_last().map_or(&[][..], |(_, t)| t))
+                } else {
+                    String::new()
+                };
+                if let Some(command) = cmd {
+                    self.event(Event::CommandCompleted {
+                        session: self.id,
+                        command,
+                        tag,
+                        rows: self.rows,
+                        bytes: self.bytes,
+                    });
+                }
+                self.rows = 0;
+                self.bytes = 0;
+                self.result = None;
+                self.copy_out = false;
+                self.forward(gateway, frame.raw);
+                if kind == Some(Kind::Execute) {
+                    self.pop();
+                }
+            }
+            b's' => {
+                self.forward(gateway, frame.raw);
+                if kind == Some(Kind::Execute) {
+                    self.pop();
+                }
+            }
+            b'H' => {
+                self.copy_out = true;
+                self.forward(gateway, frame.raw);
+            }
+            b'G' => self.forward(gateway, frame.raw),
+            b'd' => {
+                let out = if self.copy_out {
+                    self.transform_copy(frame, cmd)
+                } else {
+                    frame.raw
+                };
+                self.rows += 1;
+                self.bytes += out.len() as u64;
+                self.forward(gateway, out);
+            }
+            b'c' => {
+                self.copy_out = false;
+                self.forward(gateway, frame.raw);
+            }
+            tag => return Err(unexpected(tag)),
+        }
+        Ok(())
+    }
+
+    fn begin_result(&mut self, columns: Vec<Column>, cmd: Option<CommandId>) {
+        let Some(principal) = self.principal.clone() else {
+            self.result = None;
+            return;
+        };
+        let cx = Context {
+            session: self.id,
+            command: cmd,
+            principal: principal.as_ref(),
+        };
+        let mut chosen = self.hook.on_row_description(&cx, &columns);
+        chosen.retain(|&i| i < columns.len());
+        chosen.sort_unstable();
+        chosen.dedup();
+        self.result = Some(ResultState { columns, chosen });
+    }
+
+    fn transform_row(&mut self, frame: Frame) -> Result<Bytes, SessionError> {
+        let Some(result) = &self.result else {
+            return Ok(frame.raw);
+        };
+        if result.chosen.is_empty() {
+            return Ok(frame.raw);
+        }
+        let Some(principal) = self.principal.clone() else {
+            return Ok(frame.raw);
+        };
+        let body = frame.body();
+        let fields = codec::split_data_row(body).map_err(SessionError::Backend)?;
+        let cmd = self.head().1;
+        let cx = Context {
+            session: self.id,
+            command: cmd,
+            principal: principal.as_ref(),
+        };
+        let mut replaced: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
+        for &i in &result.chosen {
+            let (Some(Some(range)), Some(col)) = (fields.get(i), result.columns.get(i)) else {
+                continue;
+            };
+            let Some(value) = body.get(range.clone()) else {
+                continue;
+            };
+            match self.hook.transform_field(&cx, col, value) {
+                FieldValue::Keep => {}
+                FieldValue::Replace(v) => replaced.push((i, Some(v))),
+                FieldValue::Null => replaced.push((i, None)),
+            }
+        }
+        if replaced.is_empty() {
+            return Ok(frame.raw);
+        }
+        let values: Vec<Option<&[u8]>> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match replaced.iter().find(|(j, _)| *j == i) {
+                Some((_, v)) => v.as_deref(),
+                None => f.clone().and_then(|r| body.get(r)),
+            })
+            .collect();
+        Ok(codec::build_data_row(values.into_iter()))
+    }
+
+    fn transform_copy(&mut self, frame: Frame, cmd: Option<CommandId>) -> Bytes {
+        let Some(principal) = self.principal.clone() else {
+            return frame.raw;
+        };
+        let cx = Context {
+            session: self.id,
+            command: cmd,
+            principal: principal.as_ref(),
+        };
+        match self.hook.transform_copy(&cx, frame.body()) {
+            Some(data) => codec::build_frame(b'd', &data),
+            None => frame.raw,
+        }
+    }
+
+    fn transform_error_like(
+        &mut self,
+        frame: &Frame,
+        cmd: Option<CommandId>,
+    ) -> Result<Bytes, SessionError> {
+        let fields = wire::parse_fields(frame.body()).ok_or(SessionError::Backend(
+            CodecError::Malformed {
+                tag: frame.tag,
+                reason: "error fields".into(),
+            },
+        ))?;
+        let principal = self.principal.clone();
+        let mut changed = false;
+        let mut out: Vec<(u8, Vec<u8>)> = Vec::with_capacity(fields.len());
+        for (code, value) in &fields {
+            let mut v = value.to_vec();
+            if let Some(p) = &principal
+                && matches!(code, b'M' | b'D' | b'H' | b'W' | b'q')
+            {
+                let cx = Context {
+                    session: self.id,
+                    command: cmd,
+                    principal: p.as_ref(),
+                };
+                let kind = if frame.tag == b'E' {
+                    TextKind::ErrorField(*code)
+                } else {
+                    TextKind::NoticeField(*code)
+                };
+                if let Some(new) =
+                    self.hook
+                        .transform_text(&cx, kind, &String::from_utf8_lossy(value))
+                {
+                    v = new.replace('\0', "").into_bytes();
+                    changed = true;
+                }
+            }
+            out.push((*code, v));
+        }
+        if frame.tag == b'E' {
+            let get = |c: u8| {
+                out.iter()
+                    .find(|(k, _)| *k == c)
+                    .map(|(_, v)| lossy(v))
+                    .unwrap_or_default()
+            };
+            self.event(Event::Error {
+                session: self.id,
+                command: cmd,
+                code: get(b'C'),
+                message: get(b'M'),
+            });
+        }
+        Ok(if changed {
+            wire::build_fields(frame.tag, &out)
+        } else {
+            frame.raw.clone()
+        })
+    }
+
+    fn transform_notification(&mut self, frame: &Frame) -> Result<Bytes, SessionError> {
+        let mut r = Reader::new(frame.body());
+        let bad = || {
+            SessionError::Backend(CodecError::Malformed {
+                tag: b'A',
+                reason: "notification".into(),
+            })
+        };
+        let pid = r.i32().ok_or_else(bad)?;
+        let channel = r.cstr().ok_or_else(bad)?;
+        let payload = r.cstr().filter(|_| r.done()).ok_or_else(bad)?;
+        let Some(principal) = self.principal.clone() else {
+            return Ok(frame.raw.clone());
+        };
+        let cx = Context {
+            session: self.id,
+            command: None,
+            principal: principal.as_ref(),
+        };
+        match self.hook.transform_text(
+            &cx,
+            TextKind::Notification,
+            &String::from_utf8_lossy(payload),
+        ) {
+            None => Ok(frame.raw.clone()),
+            Some(new) => {
+                let mut body = Vec::new();
+                body.extend_from_slice(&pid.to_be_bytes());
+                body.extend_from_slice(channel);
+                body.push(0);
+                body.extend_from_slice(new.replace('\0', "").as_bytes());
+                body.push(0);
+                Ok(codec::build_frame(b'A', &body))
+            }
+        }
+    }
+}
+
+fn denial_message(code: &str, reason: &str) -> String {
+    if code == "42501" {
+        format!("permission denied by the gateway: {reason}")
+    } else {
+        reason.to_string()
+    }
+}
+
+fn describe_frame(kind: u8, name: &str) -> Bytes {
+    let mut body = vec![kind];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    codec::build_frame(b'D', &body)
+}
+
+fn close_frame(kind: u8, name: &str) -> Bytes {
+    let mut body = vec![kind];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    codec::build_frame(b'C', &body)
+}
+
+fn parse_frame(name: &str, sql: &str) -> Bytes {
+    let mut body = Vec::new();
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    codec::build_frame(b'P', &body)
+}
+
+fn bind_frame() -> Bytes {
+    // Unnamed portal, unnamed statement, no formats, no parameters, no result formats.
+    codec::build_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0])
+}
+
+fn execute_frame() -> Bytes {
+    codec::build_frame(b'E', &[0, 0, 0, 0, 0])
+}
+
+/// Reads a Bind body: portal, statement and parameter values.
+fn parse_bind(body: &[u8]) -> Option<(String, String, Vec<Option<Bytes>>)> {
+    let mut r = Reader::new(body);
+    let portal = lossy(r.cstr()?);
+    let statement = lossy(r.cstr()?);
+    let nfmt = usize::try_from(r.i16()?).ok()?;
+    r.bytes(nfmt.checked_mul(2)?)?;
+    let nparams = usize::try_from(r.i16()?).ok()?;
+    if nparams.saturating_mul(4) > r.remaining() {
+        return None;
+    }
+    let mut params = Vec::with_capacity(nparams);
+    for _ in 0..nparams {
+        let len = r.i32()?;
+        if len == -1 {
+            params.push(None);
+        } else {
+            let len = usize::try_from(len).ok()?;
+            params.push(Some(Bytes::copy_from_slice(r.bytes(len)?)));
+        }
+    }
+    let nres = usize::try_from(r.i16()?).ok()?;
+    r.bytes(nres.checked_mul(2)?)?;
+    r.done().then_some((portal, statement, params))
+}
+
+/// Reads a RowDescription body into columns.
+fn parse_row_description(body: &[u8]) -> Option<Vec<Column>> {
+    let mut r = Reader::new(body);
+    let n = usize::try_from(r.i16()?).ok()?;
+    if n.saturating_mul(19) > r.remaining() {
+        return None;
+    }
+    let mut cols = Vec::with_capacity(n);
+    for index in 0..n {
+        let name = lossy(r.cstr()?);
+        let table_oid = r.i32()? as u32;
+        let attribute = r.i16()?;
+        let type_oid = r.i32()? as u32;
+        let _size = r.i16()?;
+        let _modifier = r.i32()?;
+        let format = if r.i16()? == 1 {
+            Format::Binary
+        } else {
+            Format::Text
+        };
+        cols.push(Column {
+            index,
+            name,
+            table_oid,
+            attribute,
+            type_oid,
+            format,
+        });
+    }
+    r.done().then_some(cols)
+}
+
+/// Runs every body reader on `body` (a fuzz entry point).
+pub(crate) fn fuzz_bodies(body: &[u8]) {
+    let _ = parse_bind(body);
+    let _ = parse_row_description(body);
+    let _ = wire::parse_fields(body);
+    let _ = codec::split_data_row(body);
+}

@@ -1,0 +1,206 @@
+//! The test hook and a proxy running in the background.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use portcullis_pg::{
+    Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision, Event,
+    FieldValue, Hold, Hook, Proxy, ProxyConfig, Rejection, SessionId, StartupParams, Verdict,
+    async_trait,
+};
+use portcullis_testkit::PgCluster;
+
+pub const TOKEN: &str = "agent-token-123";
+
+/// Allows everything but DROP, holds DELETE until released, upper-cases
+/// values of columns named `secret`, masks `s3cr3t` in COPY data.
+pub struct TestHook {
+    pub backend: BackendTarget,
+    pub events: Mutex<Vec<Event>>,
+    pub release: Arc<tokio::sync::Semaphore>,
+    pub held: AtomicUsize,
+}
+
+impl TestHook {
+    pub fn new(backend: BackendTarget) -> Self {
+        TestHook {
+            backend,
+            events: Mutex::new(Vec::new()),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+            held: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+/// Whether any statement of `sql` starts with the keyword `word`.
+fn has_word(sql: &str, word: &str) -> bool {
+    sql.split(';').any(|stmt| {
+        stmt.trim_start()
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
+}
+
+#[async_trait]
+impl Hook for TestHook {
+    type Principal = String;
+
+    async fn authenticate(
+        &self,
+        _session: SessionId,
+        startup: &StartupParams,
+        credential: &str,
+    ) -> Result<Authenticated<String>, Rejection> {
+        if credential != TOKEN {
+            return Err(Rejection::InvalidCredential("unknown token".into()));
+        }
+        if startup.user() == "mallory" {
+            return Err(Rejection::NotAuthorized(
+                "mallory may not use this gateway".into(),
+            ));
+        }
+        let mut backend = self.backend.clone();
+        backend.database = startup.database().to_string();
+        Ok(Authenticated {
+            principal: startup.user().to_string(),
+            backend,
+        })
+    }
+
+    async fn on_query(&self, _cx: &Context<'_, String>, sql: &str) -> Verdict {
+        if has_word(sql, "DROP") {
+            return Verdict::Deny("DROP is not allowed".into());
+        }
+        if has_word(sql, "DELETE") {
+            let n = self.held.fetch_add(1, Ordering::SeqCst) + 1;
+            let release = self.release.clone();
+            return Verdict::Hold(Hold {
+                notice: format!("held for approval: {n}"),
+                decision: Box::pin(async move {
+                    match release.acquire().await {
+                        Ok(p) => {
+                            p.forget();
+                            Decision::Forward
+                        }
+                        Err(_) => Decision::Deny("approvals closed".into()),
+                    }
+                }),
+            });
+        }
+        Verdict::Forward
+    }
+
+    fn on_row_description(&self, _cx: &Context<'_, String>, columns: &[Column]) -> Vec<usize> {
+        columns
+            .iter()
+            .filter(|c| c.name == "secret")
+            .map(|c| c.index)
+            .collect()
+    }
+
+    fn transform_field(
+        &self,
+        _cx: &Context<'_, String>,
+        _column: &Column,
+        value: &[u8],
+    ) -> FieldValue {
+        FieldValue::Replace(value.to_ascii_uppercase())
+    }
+
+    fn transform_copy(&self, _cx: &Context<'_, String>, data: &[u8]) -> Option<Vec<u8>> {
+        let text = String::from_utf8_lossy(data);
+        text.contains("s3cr3t")
+            .then(|| text.replace("s3cr3t", "[MASKED]").into_bytes())
+    }
+
+    fn on_event(&self, event: &Event) {
+        self.events.lock().unwrap().push(event.clone());
+    }
+}
+
+/// A proxy serving in a background thread until dropped.
+pub struct Running {
+    pub port: u16,
+    pub hook: Arc<TestHook>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(cluster: &PgCluster) -> Running {
+        Self::start_with(cluster, ProxyConfig::default())
+    }
+
+    pub fn start_with(cluster: &PgCluster, config: ProxyConfig) -> Running {
+        let backend = BackendTarget {
+            addr: BackendAddr::Tcp {
+                host: cluster.host().to_string(),
+                port: cluster.port(),
+            },
+            database: "postgres".into(),
+            user: cluster.superuser().to_string(),
+            password: cluster.password().to_string(),
+            tls: BackendTls::Disable,
+        };
+        let hook = Arc::new(TestHook::new(backend));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let h = hook.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                let proxy = Proxy::new(h, config);
+                proxy
+                    .serve(listener, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let port = port_rx.recv().unwrap();
+        Running {
+            port,
+            hook,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn dsn(&self, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=alice dbname={db} password={TOKEN} sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
