@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision, Event,
-    FieldValue, Hold, Hook, Proxy, ProxyConfig, Rejection, SessionId, StartupParams, Verdict,
-    async_trait,
+    FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection, SessionId, StartupParams,
+    Verdict, async_trait,
 };
 use portcullis_testkit::PgCluster;
 
@@ -27,6 +27,7 @@ pub struct TestHook {
     pub events: Mutex<Vec<Event>>,
     pub release: Arc<tokio::sync::Semaphore>,
     pub held: AtomicUsize,
+    pub executed_params: Mutex<Vec<Vec<Option<bytes::Bytes>>>>,
 }
 
 impl TestHook {
@@ -36,6 +37,7 @@ impl TestHook {
             events: Mutex::new(Vec::new()),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
             held: AtomicUsize::new(0),
+            executed_params: Mutex::new(Vec::new()),
         }
     }
 
@@ -101,6 +103,31 @@ impl Hook for TestHook {
             });
         }
         Verdict::Forward
+    }
+
+    async fn on_parse(
+        &self,
+        _cx: &Context<'_, String>,
+        _statement: &str,
+        sql: &str,
+    ) -> ParseVerdict {
+        if has_word(sql, "DROP") {
+            ParseVerdict::Deny("DROP is not allowed".into())
+        } else if has_word(sql, "DELETE") {
+            ParseVerdict::HoldEachExecution
+        } else {
+            ParseVerdict::Forward
+        }
+    }
+
+    async fn on_execute(
+        &self,
+        cx: &Context<'_, String>,
+        sql: &str,
+        params: &[Option<bytes::Bytes>],
+    ) -> Verdict {
+        self.executed_params.lock().unwrap().push(params.to_vec());
+        self.on_query(cx, sql).await
     }
 
     fn on_row_description(&self, _cx: &Context<'_, String>, columns: &[Column]) -> Vec<usize> {

@@ -1,0 +1,329 @@
+//! tokio-postgres, pgbench and raw captures through the real proxy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Running;
+use portcullis_pg::{Event, ProxyConfig, SessionConfig};
+use portcullis_testkit::{Client, PgCluster};
+use tokio_postgres::NoTls;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(proxy: &Running) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&proxy.dsn("postgres"), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("not a db error: {e}"))
+}
+
+#[test]
+fn extended_protocol_transforms_denies_and_holds() {
+    let cluster = PgCluster::start().unwrap();
+    cluster
+        .execute("CREATE TABLE t (id int primary key, secret text, n int); INSERT INTO t VALUES (1, 'quiet', 10), (2, 'calm', 20);")
+        .unwrap();
+    let proxy = Running::start(&cluster);
+    runtime().block_on(async {
+        let client = connect(&proxy).await;
+        // Binary results (tokio-postgres asks for them) are transformed too.
+        let rows = client
+            .query("SELECT id, secret, n FROM t WHERE id = $1", &[&1i32])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, String>(1), "QUIET");
+        assert_eq!(rows[0].get::<_, i32>(2), 10);
+        let stmt = client
+            .prepare("SELECT secret FROM t ORDER BY id")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let rows = client.query(&stmt, &[]).await.unwrap();
+            let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            assert_eq!(got, ["QUIET", "CALM"]);
+        }
+        // Denied at Parse; the connection stays usable.
+        let err = client.prepare("DROP TABLE t").await.unwrap_err();
+        assert_eq!(code(&err), "42501");
+        assert_eq!(
+            client
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            2
+        );
+        // Held at Execute with the bound parameters; one approval, one execution.
+        let del = client.prepare("DELETE FROM t WHERE id = $1").await.unwrap();
+        let c2 = &client;
+        let run = async { c2.execute(&del, &[&2i32]).await };
+        let release = async {
+            while proxy.hook.held.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            proxy.hook.release.add_permits(1);
+        };
+        let (deleted, ()) = tokio::join!(run, release);
+        assert_eq!(deleted.unwrap(), 1);
+        let params = proxy.hook.executed_params.lock().unwrap().clone();
+        assert_eq!(
+            params,
+            vec![vec![Some(bytes::Bytes::from_static(&[0, 0, 0, 2]))]]
+        );
+        // A second execution is held again.
+        let run = async { c2.execute(&del, &[&1i32]).await };
+        let release = async {
+            while proxy.hook.held.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            proxy.hook.release.add_permits(1);
+        };
+        let (deleted, ()) = tokio::join!(run, release);
+        assert_eq!(deleted.unwrap(), 1);
+    });
+    let events = proxy.hook.events();
+    assert!(events.iter().any(
+        |e| matches!(e, Event::CommandDenied { reason, .. } if reason == "DROP is not allowed")
+    ));
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::CommandCompleted { tag, rows: 2, .. } if tag == "SELECT 2")
+        )
+    );
+}
+
+#[test]
+fn extended_denial_fails_the_transaction() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.execute("CREATE TABLE tx (id int)").unwrap();
+    let proxy = Running::start(&cluster);
+    runtime().block_on(async {
+        let client = connect(&proxy).await;
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .execute("INSERT INTO tx VALUES ($1)", &[&1i32])
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&client.prepare("DROP TABLE tx").await.unwrap_err()),
+            "42501"
+        );
+        assert_eq!(
+            code(&client.query("SELECT 1", &[]).await.unwrap_err()),
+            "25P02"
+        );
+        let msgs = client.simple_query("COMMIT").await.unwrap();
+        let tag = msgs.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(_) => Some(()),
+            _ => None,
+        });
+        assert!(tag.is_some());
+        assert_eq!(
+            client
+                .query_one("SELECT count(*) FROM tx", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            0
+        );
+    });
+}
+
+#[test]
+fn cancel_through_the_proxy() {
+    let cluster = PgCluster::start().unwrap();
+    cluster.execute("CREATE TABLE d (id int)").unwrap();
+    let proxy = Running::start(&cluster);
+    runtime().block_on(async {
+        let client = connect(&proxy).await;
+        let token = client.cancel_token();
+        let sleeper = tokio::spawn(async move {
+            let r = client.simple_query("SELECT pg_sleep(30)").await;
+            (r.map(|_| ()), client)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        token.cancel_query(NoTls).await.unwrap();
+        let (result, client) = sleeper.await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(code(&result.unwrap_err()), "57014");
+        assert!(elapsed < Duration::from_secs(1), "cancel took {elapsed:?}");
+        // The session goes on; a held command is cancelled the same way.
+        let token = client.cancel_token();
+        let held =
+            tokio::spawn(async move { client.simple_query("DELETE FROM d").await.map(|_| ()) });
+        while proxy.hook.held.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        token.cancel_query(NoTls).await.unwrap();
+        assert_eq!(code(&held.await.unwrap().unwrap_err()), "57014");
+    });
+    assert!(
+        proxy
+            .hook
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::HoldAbandoned { .. }))
+    );
+}
+
+/// A TCP relay that records every byte the proxy sends to its client.
+fn capturing_relay(target: u16) -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let cap = captured.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut server = TcpStream::connect(("127.0.0.1", target)).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            let cap = cap.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                loop {
+                    match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            cap.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if client.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, captured)
+}
+
+#[test]
+fn backend_password_and_scram_material_never_reach_the_client() {
+    let password = "Backend-Pa55word-xyzzy";
+    let cluster = PgCluster::builder().password(password).start().unwrap();
+    let proxy = Running::start(&cluster);
+    let (relay, captured) = capturing_relay(proxy.port);
+    let dsn = format!(
+        "host=127.0.0.1 port={relay} user=alice dbname=postgres password={} sslmode=disable",
+        common::TOKEN
+    );
+    let out = Client::psql(&dsn)
+        .unwrap()
+        .stdin("SELECT current_user, version();\nSELECT 1/0;\nSHOW password_encryption;\nDROP TABLE nothing;\n")
+        .run()
+        .unwrap();
+    assert!(out.stdout.contains("postgres"), "{out:?}");
+    let verifier = Client::psql(&cluster.dsn())
+        .unwrap()
+        .args([
+            "-tAc",
+            "SELECT rolpassword FROM pg_authid WHERE rolname = current_user",
+        ])
+        .run()
+        .unwrap()
+        .stdout;
+    // SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
+    let verifier = verifier.trim();
+    let (_, rest) = verifier.split_once(':').unwrap();
+    let (salt, keys) = rest.split_once('$').unwrap();
+    let (stored, server) = keys.split_once(':').unwrap();
+    let bytes = captured.lock().unwrap().clone();
+    assert!(bytes.len() > 100);
+    let hay = String::from_utf8_lossy(&bytes);
+    for needle in [password, salt, stored, server, "SCRAM-SHA-256", "r=", "p="] {
+        assert!(!hay.contains(needle), "{needle:?} reached the client");
+    }
+    // Only AuthenticationCleartextPassword and AuthenticationOk were sent.
+    let mut at = 0;
+    let mut auth_codes = Vec::new();
+    while at + 5 <= bytes.len() {
+        let tag = bytes[at];
+        let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        if tag == b'R' {
+            auth_codes.push(i32::from_be_bytes(
+                bytes[at + 5..at + 9].try_into().unwrap(),
+            ));
+        }
+        at += 1 + len;
+    }
+    assert_eq!(at, bytes.len(), "the capture parses as whole messages");
+    assert_eq!(auth_codes, [3, 0]);
+}
+
+fn pgbench_ok(out: &portcullis_testkit::ClientOutput) {
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("number of failed transactions: 0"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn pgbench_simple_extended_prepared_and_200_clients() {
+    let cluster = PgCluster::builder()
+        .setting("max_connections", "300")
+        .start()
+        .unwrap();
+    let config = ProxyConfig {
+        session: SessionConfig {
+            idle_timeout: Some(Duration::from_secs(60)),
+            ..SessionConfig::default()
+        },
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    let dsn = proxy.dsn("postgres");
+    // 'd' (drop tables) is left out: the test hook denies DROP.
+    let init = Client::pgbench(&dsn)
+        .unwrap()
+        .args(["-i", "-I", "tgvp", "-s", "1"])
+        .run()
+        .unwrap();
+    assert!(init.success(), "{init:?}");
+    for mode in ["simple", "extended", "prepared"] {
+        let out = Client::pgbench(&dsn)
+            .unwrap()
+            .args(["-M", mode, "-T", "10", "-c", "4", "-j", "2"])
+            .run()
+            .unwrap();
+        pgbench_ok(&out);
+    }
+    let out = Client::pgbench(&dsn)
+        .unwrap()
+        .args(["-S", "-T", "10", "-c", "200", "-j", "2"])
+        .run()
+        .unwrap();
+    pgbench_ok(&out);
+    assert!(out.stdout.contains("number of clients: 200"), "{out:?}");
+}
