@@ -688,7 +688,8 @@ impl<H: Hook> Session<H> {
                     }
                 };
                 self.pending = Some(held);
-                self.synthetic(wire::notice(&hold.notice));
+                // A notice may arrive at any time: it goes out at once.
+                self.to_client.push_back(wire::notice(&hold.notice));
                 self.event(Event::CommandHeld {
                     session: self.id,
                     command: cmd,
@@ -751,11 +752,11 @@ impl<H: Hook> Session<H> {
                     reason: reason.clone(),
                 });
                 self.statements.remove(&statement);
+                self.deny_extended("42501", &reason);
                 if statement.is_empty() {
                     // PostgreSQL drops the unnamed statement before parsing a new one.
                     self.inject(close_frame(b'S', ""), Kind::Close, false);
                 }
-                self.deny_extended("42501", &reason);
             }
         }
         self.process_client();
@@ -776,7 +777,8 @@ impl<H: Hook> Session<H> {
                     Pending::Execute { cmd, frame, portal }
                     | Pending::HeldExecute { cmd, frame, portal },
                 ) => {
-                    self.forward_execute(cmd, frame, &portal);
+                    // The client's own Describe went out before the hold.
+                    self.forward_execute(cmd, frame, &portal, false);
                 }
                 other => self.pending = other,
             },
@@ -840,12 +842,11 @@ impl<H: Hook> Session<H> {
         self.fail_at_sync = true;
     }
 
-    fn forward_execute(&mut self, cmd: CommandId, frame: Bytes, portal: &str) {
-        if self.last_describe_portal.as_deref() != Some(portal) {
+    fn forward_execute(&mut self, cmd: CommandId, frame: Bytes, portal: &str, described: bool) {
+        if !described {
             // The hook must see the columns before the rows.
             self.inject(describe_frame(b'P', portal), Kind::DescribePortal, true);
         }
-        self.last_describe_portal = None;
         self.send_backend(frame, Kind::Execute, Some(cmd));
         self.event(Event::CommandForwarded {
             session: self.id,
@@ -1136,9 +1137,11 @@ impl<H: Hook> Session<H> {
         if self.skipping && matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H') {
             return Ok(());
         }
-        if tag != b'D' {
-            self.last_describe_portal = None;
-        }
+        let described_portal = if tag == b'D' {
+            None
+        } else {
+            self.last_describe_portal.take()
+        };
         match tag {
             b'Q' => {
                 let mut r = Reader::new(frame.body());
@@ -1244,7 +1247,8 @@ impl<H: Hook> Session<H> {
                             params,
                         }));
                 } else {
-                    self.forward_execute(cmd, frame.raw, &portal);
+                    let described = described_portal.as_deref() == Some(portal.as_str());
+                    self.forward_execute(cmd, frame.raw, &portal, described);
                 }
             }
             b'C' => {

@@ -1,0 +1,1156 @@
+//! In-memory pair tests: a scripted client and a scripted backend around one
+//! `Session`, with virtual time. No sockets; every path of the state machine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_pg::{
+    Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, Decision,
+    Event, FieldValue, Hold, Hook, HookRequest, Output, ParseVerdict, Rejection, Session,
+    SessionConfig, SessionId, StartupParams, TextKind, Verdict, async_trait,
+};
+use proptest::prelude::*;
+
+const BACKEND_PASSWORD: &str = "backend-secret-pw";
+
+struct PairHook;
+
+#[async_trait]
+impl Hook for PairHook {
+    type Principal = String;
+    async fn authenticate(
+        &self,
+        _: SessionId,
+        _: &StartupParams,
+        _: &str,
+    ) -> Result<Authenticated<String>, Rejection> {
+        Err(Rejection::InvalidCredential(
+            "the pair answers itself".into(),
+        ))
+    }
+    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict {
+        Verdict::Forward
+    }
+    fn on_row_description(&self, _: &Context<'_, String>, columns: &[Column]) -> Vec<usize> {
+        columns
+            .iter()
+            .filter(|c| c.name == "secret")
+            .map(|c| c.index)
+            .collect()
+    }
+    fn transform_field(&self, _: &Context<'_, String>, _: &Column, value: &[u8]) -> FieldValue {
+        if value == b"nullme" {
+            FieldValue::Null
+        } else {
+            FieldValue::Replace(value.to_ascii_uppercase())
+        }
+    }
+    fn transform_copy(&self, _: &Context<'_, String>, data: &[u8]) -> Option<Vec<u8>> {
+        Some(data.to_ascii_uppercase())
+    }
+    fn transform_text(&self, _: &Context<'_, String>, _: TextKind, text: &str) -> Option<String> {
+        text.contains("hush").then(|| text.replace("hush", "****"))
+    }
+}
+
+// ------------------------------------------------------------------ frames
+
+fn m(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn startup_with(version: i32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = version.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend(cstr(k));
+        body.extend(cstr(v));
+    }
+    body.push(0);
+    let mut out = (body.len() as i32 + 4).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    startup_with(196_608, params)
+}
+
+fn q(sql: &str) -> Vec<u8> {
+    m(b'Q', &cstr(sql))
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = cstr(name);
+    b.extend(cstr(sql));
+    b.extend(0i16.to_be_bytes());
+    m(b'P', &b)
+}
+
+fn bind(portal: &str, stmt: &str, params: &[Option<&[u8]>]) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(cstr(stmt));
+    b.extend(0i16.to_be_bytes());
+    b.extend((params.len() as i16).to_be_bytes());
+    for p in params {
+        match p {
+            None => b.extend((-1i32).to_be_bytes()),
+            Some(v) => {
+                b.extend((v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+        }
+    }
+    b.extend(0i16.to_be_bytes());
+    m(b'B', &b)
+}
+
+fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut b = vec![kind];
+    b.extend(cstr(name));
+    m(b'D', &b)
+}
+
+fn execute(portal: &str) -> Vec<u8> {
+    let mut b = cstr(portal);
+    b.extend(0i32.to_be_bytes());
+    m(b'E', &b)
+}
+
+fn sync() -> Vec<u8> {
+    m(b'S', &[])
+}
+
+fn auth(code: i32, extra: &[u8]) -> Vec<u8> {
+    let mut b = code.to_be_bytes().to_vec();
+    b.extend_from_slice(extra);
+    m(b'R', &b)
+}
+
+fn row_desc(cols: &[&str]) -> Vec<u8> {
+    let mut b = (cols.len() as i16).to_be_bytes().to_vec();
+    for c in cols {
+        b.extend(cstr(c));
+        b.extend(16384i32.to_be_bytes());
+        b.extend(1i16.to_be_bytes());
+        b.extend(25u32.to_be_bytes());
+        b.extend((-1i16).to_be_bytes());
+        b.extend((-1i32).to_be_bytes());
+        b.extend(0i16.to_be_bytes());
+    }
+    m(b'T', &b)
+}
+
+fn data_row(vals: &[Option<&str>]) -> Vec<u8> {
+    let mut b = (vals.len() as i16).to_be_bytes().to_vec();
+    for v in vals {
+        match v {
+            None => b.extend((-1i32).to_be_bytes()),
+            Some(v) => {
+                b.extend((v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+    m(b'D', &b)
+}
+
+fn complete(tag: &str) -> Vec<u8> {
+    m(b'C', &cstr(tag))
+}
+
+fn ready(status: u8) -> Vec<u8> {
+    m(b'Z', &[status])
+}
+
+fn be_error(code: &str, msg: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (f, v) in [(b'S', "ERROR"), (b'C', code), (b'M', msg)] {
+        b.push(f);
+        b.extend(cstr(v));
+    }
+    b.push(0);
+    m(b'E', &b)
+}
+
+/// Splits a byte stream into (tag, body) frames.
+fn frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes.len() - at == 1 {
+            out.push((bytes[at], Vec::new()));
+            break;
+        }
+        let len = i32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        out.push((bytes[at], bytes[at + 5..at + 1 + len].to_vec()));
+        at += 1 + len;
+    }
+    out
+}
+
+fn tags(bytes: &[u8]) -> String {
+    frames(bytes).iter().map(|(t, _)| *t as char).collect()
+}
+
+fn sqlstate(body: &[u8]) -> String {
+    let mut at = 0;
+    while at < body.len() && body[at] != 0 {
+        let end = at + 1 + body[at + 1..].iter().position(|&b| b == 0).unwrap();
+        if body[at] == b'C' {
+            return String::from_utf8_lossy(&body[at + 1..end]).into_owned();
+        }
+        at = end + 1;
+    }
+    String::new()
+}
+
+fn codes(bytes: &[u8]) -> Vec<String> {
+    frames(bytes)
+        .iter()
+        .filter(|(t, _)| *t == b'E')
+        .map(|(_, b)| sqlstate(b))
+        .collect()
+}
+
+// -------------------------------------------------------------------- pair
+
+struct Pair {
+    s: Session<PairHook>,
+    now: Instant,
+    outputs: Vec<Output>,
+}
+
+const GATEWAY_KEY: CancelKey = CancelKey {
+    pid: 4242,
+    secret: 777,
+};
+
+impl Pair {
+    fn new(config: SessionConfig) -> Pair {
+        let now = Instant::now();
+        Pair {
+            s: Session::new(SessionId(7), config, Arc::new(PairHook), GATEWAY_KEY, now),
+            now,
+            outputs: Vec::new(),
+        }
+    }
+
+    fn loopback() -> Pair {
+        Pair::new(SessionConfig {
+            loopback: true,
+            ..SessionConfig::default()
+        })
+    }
+
+    fn client(&mut self, bytes: &[u8]) {
+        self.s.handle_client_data(self.now, bytes);
+        self.collect();
+    }
+
+    fn backend(&mut self, bytes: &[u8]) {
+        self.s.handle_backend_data(self.now, bytes);
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        while let Some(o) = self.s.poll() {
+            self.outputs.push(o);
+        }
+    }
+
+    fn client_out(&mut self) -> Vec<u8> {
+        let mut v = Vec::new();
+        while let Some(b) = self.s.poll_client_transmit() {
+            v.extend_from_slice(&b);
+        }
+        v
+    }
+
+    fn backend_out(&mut self) -> Vec<u8> {
+        let mut v = Vec::new();
+        while let Some(b) = self.s.poll_backend_transmit() {
+            v.extend_from_slice(&b);
+        }
+        v
+    }
+
+    fn take_request(&mut self) -> HookRequest {
+        self.collect();
+        let at = self
+            .outputs
+            .iter()
+            .position(|o| matches!(o, Output::Request(_)))
+            .expect("a hook request");
+        match self.outputs.remove(at) {
+            Output::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        self.collect();
+        self.outputs
+            .iter()
+            .filter_map(|o| {
+                if let Output::Event(e) = o {
+                    Some(e.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn target() -> BackendTarget {
+        BackendTarget {
+            addr: BackendAddr::Tcp {
+                host: "db".into(),
+                port: 5432,
+            },
+            database: "appdb".into(),
+            user: "app".into(),
+            password: BACKEND_PASSWORD.into(),
+            tls: BackendTls::Disable,
+        }
+    }
+
+    /// Startup and client authentication up to the backend connection.
+    fn authenticate(&mut self) {
+        self.client(&startup(&[
+            ("user", "alice"),
+            ("database", "x"),
+            ("application_name", "pair"),
+        ]));
+        assert_eq!(
+            frames(&self.client_out()),
+            vec![(b'R', 3i32.to_be_bytes().to_vec())]
+        );
+        self.client(&m(b'p', &cstr("token")));
+        match self.take_request() {
+            HookRequest::Authenticate {
+                credential,
+                startup,
+            } => {
+                assert_eq!(credential, "token");
+                assert_eq!(startup.user(), "alice");
+            }
+            other => panic!("{other:?}"),
+        }
+        self.s.handle_authenticated(
+            self.now,
+            Ok(Authenticated {
+                principal: "alice".into(),
+                backend: Pair::target(),
+            }),
+        );
+        self.collect();
+        assert!(
+            self.outputs
+                .iter()
+                .any(|o| matches!(o, Output::ConnectBackend(t) if t.user == "app"))
+        );
+        self.s.handle_backend_connected(self.now);
+    }
+
+    /// A whole login with a cleartext-password backend, ending ready.
+    fn ready() -> Pair {
+        let mut p = Pair::loopback();
+        p.authenticate();
+        let startup_msg = p.backend_out();
+        let body = String::from_utf8_lossy(&startup_msg);
+        assert!(
+            body.contains("user\0app\0")
+                && body.contains("database\0appdb\0")
+                && body.contains("application_name\0pair")
+        );
+        p.backend(&auth(3, &[]));
+        assert_eq!(p.backend_out(), m(b'p', &cstr(BACKEND_PASSWORD)));
+        let mut kd = 99i32.to_be_bytes().to_vec();
+        kd.extend(12345i32.to_be_bytes());
+        let mut script = auth(0, &[]);
+        script.extend(m(b'S', b"server_version\x0015.0\x00"));
+        script.extend(m(b'K', &kd));
+        script.extend(ready(b'I'));
+        p.backend(&script);
+        let out = p.client_out();
+        assert_eq!(tags(&out), "RSKZ");
+        let f = frames(&out);
+        assert_eq!(
+            f[2].1,
+            [4242i32.to_be_bytes(), 777i32.to_be_bytes()].concat(),
+            "the gateway's key, not the backend's"
+        );
+        assert_eq!(
+            p.s.backend_key(),
+            Some(CancelKey {
+                pid: 99,
+                secret: 12345
+            })
+        );
+        assert!(
+            p.events()
+                .iter()
+                .any(|e| matches!(e, Event::SessionStarted { .. }))
+        );
+        p
+    }
+
+    fn answer_query(&mut self, verdict: Verdict) -> Option<portcullis_pg::DecisionFuture> {
+        let f = self.s.handle_verdict(self.now, verdict);
+        self.collect();
+        f
+    }
+}
+
+// ----------------------------------------------------------------- startup
+
+#[test]
+fn ssl_and_gssenc_requests_are_declined_without_a_certificate() {
+    let mut p = Pair::loopback();
+    p.client(&[0, 0, 0, 8, 4, 210, 22, 47]);
+    assert_eq!(p.client_out(), b"N");
+    p.client(&[0, 0, 0, 8, 4, 210, 22, 48]);
+    assert_eq!(p.client_out(), b"N");
+    p.client(&startup(&[("user", "alice")]));
+    assert_eq!(tags(&p.client_out()), "R");
+}
+
+#[test]
+fn ssl_request_with_a_certificate_starts_tls() {
+    let mut p = Pair::new(SessionConfig {
+        tls_available: true,
+        require_tls: true,
+        ..SessionConfig::default()
+    });
+    p.client(&[0, 0, 0, 8, 4, 210, 22, 47]);
+    assert_eq!(p.client_out(), b"S");
+    assert!(
+        p.outputs
+            .iter()
+            .any(|o| matches!(o, Output::StartClientTls))
+    );
+    p.s.handle_client_tls(p.now);
+    // Over TLS a token may be sent even on a non-loopback listener.
+    p.client(&startup(&[("user", "alice")]));
+    assert_eq!(tags(&p.client_out()), "R");
+}
+
+#[test]
+fn plaintext_is_refused_when_tls_is_required_or_not_on_loopback() {
+    for cfg in [
+        SessionConfig {
+            tls_available: true,
+            require_tls: true,
+            ..SessionConfig::default()
+        },
+        SessionConfig::default(),
+    ] {
+        let mut p = Pair::new(cfg);
+        p.client(&startup(&[("user", "alice")]));
+        let out = p.client_out();
+        assert_eq!(codes(&out), ["28000"]);
+        assert!(String::from_utf8_lossy(&out).contains("TLS"));
+        assert!(p.s.is_closed());
+    }
+}
+
+#[test]
+fn replication_missing_user_and_unknown_protocol_are_refused() {
+    let mut p = Pair::loopback();
+    p.client(&startup(&[("user", "alice"), ("replication", "database")]));
+    assert_eq!(codes(&p.client_out()), ["0A000"]);
+    let mut p = Pair::loopback();
+    p.client(&startup(&[("database", "x")]));
+    assert_eq!(codes(&p.client_out()), ["28000"]);
+    let mut p = Pair::loopback();
+    p.client(&startup_with(2 << 16, &[("user", "alice")]));
+    assert_eq!(codes(&p.client_out()), ["0A000"]);
+}
+
+#[test]
+fn newer_minor_protocol_is_negotiated_down() {
+    let mut p = Pair::loopback();
+    p.client(&startup_with(
+        (3 << 16) | 2,
+        &[("user", "alice"), ("_pq_.x", "1")],
+    ));
+    let out = p.client_out();
+    assert_eq!(tags(&out), "vR");
+    let f = frames(&out);
+    assert_eq!(&f[0].1[..8], &[0, 0, 0, 0, 0, 0, 0, 1]);
+}
+
+#[test]
+fn cancel_request_is_reported_with_its_key() {
+    let mut p = Pair::loopback();
+    let mut pkt = 16i32.to_be_bytes().to_vec();
+    pkt.extend(80_877_102i32.to_be_bytes());
+    pkt.extend(4242i32.to_be_bytes());
+    pkt.extend(777i32.to_be_bytes());
+    p.client(&pkt);
+    assert!(p.outputs.iter().any(|o| *o == Output::Cancel(GATEWAY_KEY)));
+    assert!(p.s.is_closed());
+    assert_eq!(GATEWAY_KEY.to_request().to_vec(), pkt);
+}
+
+// -------------------------------------------------------------------- auth
+
+#[test]
+fn rejections_use_the_right_sqlstates() {
+    for (rejection, code) in [
+        (Rejection::InvalidCredential("expired".into()), "28P01"),
+        (Rejection::NotAuthorized("not in group".into()), "28000"),
+    ] {
+        let mut p = Pair::loopback();
+        p.client(&startup(&[("user", "alice")]));
+        p.client_out();
+        p.client(&m(b'p', &cstr("bad")));
+        p.take_request();
+        p.s.handle_authenticated(p.now, Err(rejection));
+        let out = p.client_out();
+        assert_eq!(codes(&out), [code]);
+        if code == "28P01" {
+            assert!(
+                String::from_utf8_lossy(&out)
+                    .contains("password authentication failed for user \"alice\"")
+            );
+        }
+        assert!(p.s.is_closed());
+    }
+}
+
+#[test]
+fn md5_backend_gets_the_hashed_injected_password() {
+    let mut p = Pair::loopback();
+    p.authenticate();
+    p.backend_out();
+    p.backend(&auth(5, &[1, 2, 3, 4]));
+    let expected = postgres_protocol::authentication::md5_hash(
+        b"app",
+        BACKEND_PASSWORD.as_bytes(),
+        [1, 2, 3, 4],
+    );
+    assert_eq!(p.backend_out(), m(b'p', &cstr(&expected)));
+    p.backend(&[auth(0, &[]), ready(b'I')].concat());
+    assert_eq!(tags(&p.client_out()), "RZ");
+}
+
+#[test]
+fn scram_failures_close_cleanly_without_panicking() {
+    // A SASLContinue that does not parse: `update` fails, `message` must not be called.
+    let mut p = Pair::loopback();
+    p.authenticate();
+    p.backend_out();
+    p.backend(&auth(10, b"SCRAM-SHA-256\0\0"));
+    let first = p.backend_out();
+    assert!(String::from_utf8_lossy(&first).contains("SCRAM-SHA-256\0"));
+    assert!(String::from_utf8_lossy(&first).contains("n,,n=,r="));
+    p.backend(&auth(11, b"garbage"));
+    assert_eq!(codes(&p.client_out()), ["08001"]);
+    assert!(p.s.is_closed());
+    // A final message before the challenge.
+    let mut p = Pair::loopback();
+    p.authenticate();
+    p.backend(&auth(10, b"SCRAM-SHA-256\0\0"));
+    p.backend(&auth(12, b"v=AAAA"));
+    assert_eq!(codes(&p.client_out()), ["08001"]);
+    // A mechanism we do not speak.
+    let mut p = Pair::loopback();
+    p.authenticate();
+    p.backend(&auth(10, b"SCRAM-SHA-256-PLUS\0\0"));
+    assert_eq!(codes(&p.client_out()), ["08001"]);
+    // A backend error during authentication is not passed through.
+    let mut p = Pair::loopback();
+    p.authenticate();
+    p.backend(&be_error(
+        "28P01",
+        "password authentication failed for user \"app\"",
+    ));
+    let out = p.client_out();
+    assert_eq!(codes(&out), ["08001"]);
+    assert!(!String::from_utf8_lossy(&out).contains("\"app\""));
+}
+
+#[test]
+fn backend_password_never_reaches_the_client() {
+    let mut p = Pair::ready();
+    p.client(&q("select 1"));
+    p.take_request();
+    p.answer_query(Verdict::Forward);
+    p.backend(
+        &[
+            row_desc(&["x"]),
+            data_row(&[Some("1")]),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert!(!String::from_utf8_lossy(&out).contains(BACKEND_PASSWORD));
+}
+
+// ------------------------------------------------------------ simple query
+
+#[test]
+fn forwarded_query_is_byte_identical_and_rows_are_transformed() {
+    let mut p = Pair::ready();
+    let frame = q("select name, secret from t");
+    p.client(&frame);
+    assert!(
+        p.backend_out().is_empty(),
+        "nothing goes out before the verdict"
+    );
+    match p.take_request() {
+        HookRequest::Query { sql, .. } => assert_eq!(sql, "select name, secret from t"),
+        other => panic!("{other:?}"),
+    }
+    p.answer_query(Verdict::Forward);
+    assert_eq!(p.backend_out(), frame);
+    let plain = data_row(&[Some("bob"), None]);
+    p.backend(
+        &[
+            row_desc(&["name", "secret"]),
+            data_row(&[Some("alice"), Some("hush")]),
+            plain.clone(),
+            data_row(&[Some("x"), Some("nullme")]),
+            complete("SELECT 3"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    let f = frames(&out);
+    assert_eq!(tags(&out), "TDDDCZ");
+    assert_eq!(m(b'D', &f[1].1), data_row(&[Some("alice"), Some("HUSH")]));
+    assert_eq!(m(b'D', &f[2].1), plain);
+    assert_eq!(m(b'D', &f[3].1), data_row(&[Some("x"), None]));
+    assert!(
+        p.events().iter().any(
+            |e| matches!(e, Event::CommandCompleted { tag, rows: 3, .. } if tag == "SELECT 3")
+        )
+    );
+}
+
+#[test]
+fn denied_query_outside_a_transaction_gets_an_error_and_ready() {
+    let mut p = Pair::ready();
+    p.client(&q("drop table t"));
+    p.take_request();
+    p.answer_query(Verdict::Deny("no drops".into()));
+    assert!(p.backend_out().is_empty());
+    let out = p.client_out();
+    assert_eq!(tags(&out), "EZ");
+    assert_eq!(codes(&out), ["42501"]);
+    assert!(String::from_utf8_lossy(&out).contains("no drops"));
+    assert_eq!(frames(&out)[1].1, b"I");
+    // The connection stays usable.
+    p.client(&q("select 1"));
+    assert!(matches!(p.take_request(), HookRequest::Query { .. }));
+}
+
+#[test]
+fn denied_query_inside_a_transaction_fails_the_backend_transaction() {
+    let mut p = Pair::ready();
+    p.client(&q("begin"));
+    p.take_request();
+    p.answer_query(Verdict::Forward);
+    p.backend_out();
+    p.backend(&[complete("BEGIN"), ready(b'T')].concat());
+    p.client_out();
+    p.client(&q("drop table t"));
+    p.take_request();
+    p.answer_query(Verdict::Deny("no drops".into()));
+    let sent = p.backend_out();
+    assert_eq!(tags(&sent), "Q");
+    assert!(String::from_utf8_lossy(&sent).contains("RAISE EXCEPTION"));
+    assert_eq!(codes(&p.client_out()), ["42501"]);
+    p.backend(
+        &[
+            be_error("42501", "statement denied by the gateway"),
+            ready(b'E'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(
+        tags(&out),
+        "Z",
+        "the backend's own error is not shown twice"
+    );
+    assert_eq!(frames(&out)[0].1, b"E");
+}
+
+#[test]
+fn held_query_sends_the_notice_at_once_and_waits() {
+    let mut p = Pair::ready();
+    let frame = q("delete from t");
+    p.client(&frame);
+    p.take_request();
+    let fut = p.answer_query(Verdict::Hold(Hold {
+        notice: "held for approval: 9".into(),
+        decision: Box::pin(std::future::pending()),
+    }));
+    assert!(fut.is_some());
+    assert!(p.s.is_holding());
+    let out = p.client_out();
+    assert_eq!(tags(&out), "N");
+    assert!(String::from_utf8_lossy(&out).contains("held for approval: 9"));
+    assert!(p.backend_out().is_empty());
+    p.s.handle_decision(p.now, Decision::Forward);
+    assert_eq!(p.backend_out(), frame);
+    assert!(!p.s.is_holding());
+}
+
+#[test]
+fn held_query_cancelled_gets_57014() {
+    let mut p = Pair::ready();
+    p.client(&q("delete from t"));
+    p.take_request();
+    p.answer_query(Verdict::Hold(Hold {
+        notice: "held".into(),
+        decision: Box::pin(std::future::pending()),
+    }));
+    p.client_out();
+    p.s.handle_hold_abandoned(p.now, true);
+    let out = p.client_out();
+    assert_eq!(codes(&out), ["57014"]);
+    assert_eq!(tags(&out), "EZ");
+    assert!(
+        p.events()
+            .iter()
+            .any(|e| matches!(e, Event::HoldAbandoned { .. }))
+    );
+    assert!(p.backend_out().is_empty());
+}
+
+#[test]
+fn function_call_is_refused() {
+    let mut p = Pair::ready();
+    p.client(&m(b'F', &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+    let out = p.client_out();
+    assert_eq!(codes(&out), ["0A000"]);
+    assert_eq!(tags(&out), "EZ");
+    assert!(p.backend_out().is_empty());
+}
+
+#[test]
+fn copy_out_is_transformed_per_message_and_copy_in_passes() {
+    let mut p = Pair::ready();
+    p.client(&q("copy t to stdout"));
+    p.take_request();
+    p.answer_query(Verdict::Forward);
+    p.backend_out();
+    p.backend(
+        &[
+            m(b'H', &[0, 0, 1, 0, 0]),
+            m(b'd', b"a\tb\n"),
+            m(b'd', b"c\td\n"),
+            m(b'c', &[]),
+            complete("COPY 2"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let f = frames(&p.client_out());
+    assert_eq!(f[1], (b'd', b"A\tB\n".to_vec()));
+    assert_eq!(f[2], (b'd', b"C\tD\n".to_vec()));
+    p.client(&q("copy t from stdin"));
+    p.take_request();
+    p.answer_query(Verdict::Forward);
+    p.backend_out();
+    p.backend(&m(b'G', &[0, 0, 1, 0, 0]));
+    let data = [m(b'd', b"x\ty\n"), m(b'c', &[])].concat();
+    p.client(&data);
+    assert_eq!(p.backend_out(), data);
+}
+
+#[test]
+fn error_notice_and_notification_texts_are_transformed() {
+    let mut p = Pair::ready();
+    let mut notif = 5i32.to_be_bytes().to_vec();
+    notif.extend(cstr("ch"));
+    notif.extend(cstr("hush payload"));
+    p.backend(&m(b'A', &notif));
+    let f = frames(&p.client_out());
+    assert!(String::from_utf8_lossy(&f[0].1).contains("**** payload"));
+    p.client(&q("select 1"));
+    p.take_request();
+    p.answer_query(Verdict::Forward);
+    p.backend(&[be_error("23505", "key hush exists"), ready(b'I')].concat());
+    let out = p.client_out();
+    assert!(String::from_utf8_lossy(&out).contains("key **** exists"));
+    assert!(
+        p.events()
+            .iter()
+            .any(|e| matches!(e, Event::Error { code, .. } if code == "23505"))
+    );
+}
+
+// ---------------------------------------------------------- extended query
+
+#[test]
+fn extended_denied_parse_discards_until_sync_and_fails_at_sync() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            parse("", "drop table t"),
+            bind("", "", &[]),
+            describe(b'P', ""),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+    );
+    match p.take_request() {
+        HookRequest::Parse { statement, sql, .. } => {
+            assert_eq!((statement.as_str(), sql.as_str()), ("", "drop table t"))
+        }
+        other => panic!("{other:?}"),
+    }
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Deny("no drops".into()));
+    let sent = p.backend_out();
+    // Close of the unnamed statement, then the failing statement, then Sync; no Bind/Execute of the denied one.
+    assert_eq!(tags(&sent), "CPBES");
+    assert!(String::from_utf8_lossy(&sent).contains("RAISE EXCEPTION"));
+    assert_eq!(codes(&p.client_out()), ["42501"]);
+    p.backend(
+        &[
+            m(b'3', &[]),
+            m(b'1', &[]),
+            m(b'2', &[]),
+            be_error("42501", "denied"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(tags(&p.client_out()), "Z");
+}
+
+#[test]
+fn extended_forward_injects_describe_and_transforms_rows() {
+    let mut p = Pair::ready();
+    p.client(&[parse("s1", "select secret from t where id = $1"), sync()].concat());
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward);
+    assert_eq!(tags(&p.backend_out()), "PS");
+    p.backend(&[m(b'1', &[]), ready(b'I')].concat());
+    assert_eq!(tags(&p.client_out()), "1Z");
+    p.client(&[bind("", "s1", &[Some(b"1")]), execute(""), sync()].concat());
+    let sent = p.backend_out();
+    assert_eq!(tags(&sent), "BDES", "a Describe is injected before Execute");
+    p.backend(
+        &[
+            m(b'2', &[]),
+            row_desc(&["secret"]),
+            data_row(&[Some("abc")]),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(
+        tags(&out),
+        "2DCZ",
+        "the injected Describe's answer is not shown"
+    );
+    assert_eq!(m(b'D', &frames(&out)[1].1), data_row(&[Some("ABC")]));
+}
+
+#[test]
+fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
+    let mut p = Pair::ready();
+    p.client(&[parse("d", "delete from t where id = $1"), sync()].concat());
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::HoldEachExecution);
+    p.backend_out();
+    p.backend(&[m(b'1', &[]), ready(b'I')].concat());
+    p.client_out();
+    for id in ["7", "8"] {
+        p.client(&[bind("", "d", &[Some(id.as_bytes())]), execute(""), sync()].concat());
+        assert_eq!(tags(&p.backend_out()), "B");
+        match p.take_request() {
+            HookRequest::Execute { sql, params, .. } => {
+                assert_eq!(sql, "delete from t where id = $1");
+                assert_eq!(
+                    params,
+                    vec![Some(bytes::Bytes::copy_from_slice(id.as_bytes()))]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        p.answer_query(Verdict::Hold(Hold {
+            notice: "held".into(),
+            decision: Box::pin(std::future::pending()),
+        }));
+        assert!(
+            p.backend_out().is_empty(),
+            "Sync waits behind the held Execute"
+        );
+        p.s.handle_decision(p.now, Decision::Forward);
+        assert_eq!(tags(&p.backend_out()), "DES");
+        p.backend(
+            &[
+                m(b'2', &[]),
+                m(b'n', &[]),
+                complete("DELETE 1"),
+                ready(b'I'),
+            ]
+            .concat(),
+        );
+        assert_eq!(tags(&p.client_out()), "N2CZ");
+    }
+}
+
+#[test]
+fn extended_backend_error_skips_to_sync() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            bind("", "nope", &[]),
+            describe(b'P', ""),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+    );
+    assert_eq!(tags(&p.backend_out()), "BDES");
+    p.backend(
+        &[
+            be_error("26000", "prepared statement \"nope\" does not exist"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(tags(&p.client_out()), "EZ");
+    assert!(p.s.is_idle());
+}
+
+// ------------------------------------------------------ malformed and state
+
+#[test]
+fn oversized_and_negative_lengths_close_with_08p01() {
+    for bad in [
+        vec![b'Q', 0x7f, 0xff, 0xff, 0xff],
+        vec![b'Q', 0xff, 0xff, 0xff, 0xfe],
+        vec![b'Q', 0, 0, 0, 3],
+    ] {
+        let mut p = Pair::ready();
+        p.client(&bad);
+        assert_eq!(codes(&p.client_out()), ["08P01"]);
+        assert!(p.s.is_closed());
+    }
+    let mut p = Pair::loopback();
+    p.client(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]);
+    assert_eq!(codes(&p.client_out()), ["08P01"]);
+}
+
+#[test]
+fn truncated_frames_wait_for_more() {
+    let mut p = Pair::ready();
+    let frame = q("select 1");
+    p.client(&frame[..frame.len() - 1]);
+    assert!(!p.s.is_closed());
+    assert!(p.client_out().is_empty());
+    p.client(&frame[frame.len() - 1..]);
+    assert!(matches!(p.take_request(), HookRequest::Query { .. }));
+}
+
+#[test]
+fn malformed_bodies_and_wrong_state_messages_are_refused() {
+    let cases: Vec<Vec<u8>> = vec![
+        m(b'Q', b"no terminator"),
+        m(b'B', &[0, 0, 0, 5]),
+        m(b'P', b"\0select\0\x7f\xff"),
+        m(b'E', b"portal"),
+        m(b'D', b"Xname\0"),
+        m(b'p', &cstr("password again")),
+        m(b'R', &[0, 0, 0, 0]),
+        m(b'?', &[]),
+    ];
+    for bad in cases {
+        let mut p = Pair::ready();
+        p.client(&bad);
+        assert_eq!(codes(&p.client_out()), ["08P01"], "{bad:?}");
+        assert!(p.s.is_closed());
+    }
+    // A query before authentication.
+    let mut p = Pair::loopback();
+    p.client(&startup(&[("user", "alice")]));
+    p.client_out();
+    p.client(&q("select 1"));
+    assert_eq!(codes(&p.client_out()), ["08P01"]);
+}
+
+#[test]
+fn malformed_backend_messages_close_with_08006() {
+    let cases: Vec<Vec<u8>> = vec![
+        m(b'D', &[0, 2, 0, 0, 0, 9, b'a']),
+        m(b'T', &[0, 1, b'x']),
+        m(b'E', b"Cno terminator"),
+        m(b'K', &[]),
+        vec![b'D', 0x7f, 0xff, 0xff, 0xff],
+    ];
+    for bad in cases {
+        let mut p = Pair::ready();
+        p.client(&q("select 1"));
+        p.take_request();
+        p.answer_query(Verdict::Forward);
+        p.backend_out();
+        p.backend(&[row_desc(&["secret"]), bad.clone()].concat());
+        let out = p.client_out();
+        assert_eq!(codes(&out), ["08006"], "{bad:?}");
+        assert!(p.s.is_closed());
+        assert_eq!(tags(&p.backend_out()), "X");
+    }
+    // Query results during backend authentication.
+    let mut p = Pair::loopback();
+    p.authenticate();
+    p.backend(&data_row(&[Some("x")]));
+    assert_eq!(codes(&p.client_out()), ["08006"]);
+}
+
+#[test]
+fn handshake_and_idle_timeouts() {
+    let mut p = Pair::loopback();
+    let deadline = p.s.poll_timeout().unwrap();
+    p.s.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(!p.s.is_closed());
+    p.s.handle_timeout(deadline);
+    assert_eq!(codes(&p.client_out()), ["08006"]);
+    let mut p = Pair::new(SessionConfig {
+        loopback: true,
+        idle_timeout: Some(Duration::from_secs(5)),
+        ..SessionConfig::default()
+    });
+    p.authenticate();
+    p.backend(&[auth(0, &[]), ready(b'I')].concat());
+    p.client_out();
+    let deadline = p.s.poll_timeout().unwrap();
+    assert_eq!(deadline, p.now + Duration::from_secs(5));
+    p.s.handle_timeout(deadline);
+    assert_eq!(codes(&p.client_out()), ["57P05"]);
+}
+
+#[test]
+fn shutdown_and_disconnects_end_the_session() {
+    let mut p = Pair::ready();
+    assert!(p.s.is_idle());
+    p.s.handle_shutdown();
+    assert_eq!(codes(&p.client_out()), ["57P01"]);
+    assert_eq!(tags(&p.backend_out()), "X");
+    let mut p = Pair::ready();
+    p.client(&q("delete from t"));
+    p.take_request();
+    p.answer_query(Verdict::Hold(Hold {
+        notice: "held".into(),
+        decision: Box::pin(std::future::pending()),
+    }));
+    p.s.handle_client_closed();
+    let events = p.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::HoldAbandoned { .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::SessionEnded { error: Some(_), .. }))
+    );
+}
+
+// ------------------------------------------------------- chunk invariance
+
+/// Runs a fixed conversation with the client's and the backend's bytes cut
+/// at the given points; returns everything sent to each side.
+fn conversation(client_cuts: &[usize], backend_cuts: &[usize]) -> (Vec<u8>, Vec<u8>) {
+    let mut p = Pair::ready();
+    let mut to_client = Vec::new();
+    let mut to_backend = Vec::new();
+    let client_bytes = [q("select name, secret from t")].concat();
+    let mut last = 0;
+    let mut cuts: Vec<usize> = client_cuts.iter().map(|c| c % client_bytes.len()).collect();
+    cuts.sort_unstable();
+    for c in cuts.into_iter().chain([client_bytes.len()]) {
+        p.client(&client_bytes[last..c.max(last)]);
+        last = c.max(last);
+    }
+    p.take_request();
+    p.answer_query(Verdict::Forward);
+    to_backend.extend(p.backend_out());
+    let backend_bytes = [
+        row_desc(&["name", "secret"]),
+        data_row(&[Some("alice"), Some("hush-one")]),
+        data_row(&[Some("bob"), None]),
+        m(b'N', b"SNOTICE\0Mhush\0\0"),
+        complete("SELECT 2"),
+        ready(b'I'),
+    ]
+    .concat();
+    let mut last = 0;
+    let mut cuts: Vec<usize> = backend_cuts
+        .iter()
+        .map(|c| c % backend_bytes.len())
+        .collect();
+    cuts.sort_unstable();
+    for c in cuts.into_iter().chain([backend_bytes.len()]) {
+        p.backend(&backend_bytes[last..c.max(last)]);
+        last = c.max(last);
+        to_client.extend(p.client_out());
+    }
+    (to_client, to_backend)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn output_does_not_depend_on_chunking(
+        client_cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        backend_cuts in proptest::collection::vec(any::<usize>(), 0..16),
+    ) {
+        let whole = conversation(&[], &[]);
+        prop_assert_eq!(conversation(&client_cuts, &backend_cuts), whole);
+    }
+
+    #[test]
+    fn arbitrary_client_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut p = Pair::ready();
+        p.client(&data);
+        let _ = p.client_out();
+        let mut p = Pair::loopback();
+        p.client(&data);
+        let _ = p.client_out();
+    }
+
+    #[test]
+    fn arbitrary_backend_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut p = Pair::ready();
+        p.client(&q("select 1"));
+        p.take_request();
+        p.answer_query(Verdict::Forward);
+        p.backend(&data);
+        let _ = p.client_out();
+        let mut p = Pair::loopback();
+        p.authenticate();
+        p.backend(&data);
+        let _ = p.client_out();
+    }
+}
