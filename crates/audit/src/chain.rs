@@ -13,6 +13,8 @@
 //! any byte of a line changes either the hashed prefix, the hash, or the
 //! fixed framing, so the verifier sees it.
 
+use std::io::Write as _;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -110,16 +112,23 @@ fn render_prefix(out: &mut Vec<u8>, chain: &str, seq: u64, prev: &ChainHash, eve
     out.extend_from_slice(b"{\"chain\":\"");
     out.extend_from_slice(chain.as_bytes());
     out.extend_from_slice(b"\",\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
+    let _ = write!(out, "{seq}");
     out.extend_from_slice(b",\"prev_hash\":\"");
-    out.extend_from_slice(prev.to_hex().as_bytes());
+    push_hex(out, prev);
     out.extend_from_slice(b"\",\"event\":");
     out.extend_from_slice(event);
 }
 
+fn push_hex(out: &mut Vec<u8>, hash: &ChainHash) {
+    let mut hex = [0u8; 64];
+    if hex::encode_to_slice(hash.0, &mut hex).is_ok() {
+        out.extend_from_slice(&hex);
+    }
+}
+
 fn render_suffix(out: &mut Vec<u8>, hash: &ChainHash) {
     out.extend_from_slice(b",\"hash\":\"");
-    out.extend_from_slice(hash.to_hex().as_bytes());
+    push_hex(out, hash);
     out.extend_from_slice(b"\"}\n");
 }
 

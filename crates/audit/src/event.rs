@@ -16,6 +16,11 @@ const TIMESTAMP_FORMAT: &[FormatItem<'static>] =
 
 /// A UTC instant with microsecond precision, written as RFC 3339 with exactly
 /// six fractional digits: `2026-11-22T03:17:25.123456Z`.
+///
+/// Stored as microseconds since the Unix epoch; formatted and parsed with
+/// the `time` crate and a fixed format description, so that the text is
+/// always the same width and calendar arithmetic is not hand-written. The
+/// same text is a valid RFC 5424 syslog TIMESTAMP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
@@ -276,12 +281,14 @@ pub enum EventKind {
     /// The policy could not decide (parse failure, bad rule); the command
     /// was refused.
     PolicyError {
-        /// What failed.
-        message: String,
+        /// What failed, already masked: a parser's message may quote the
+        /// statement.
+        message: MaskedText,
     },
     /// The gateway failed internally.
     GatewayError {
-        /// What failed.
+        /// What failed. Never put statement text or result values here; they
+        /// belong in a [`MaskedText`] field.
         message: String,
     },
     /// Written by the JSON Lines sink itself when it reopens a trail whose

@@ -20,9 +20,12 @@ use crate::{AuditError, AuditEvent, AuditSink, Durability, EventKind, Health, Re
 pub enum Commit {
     /// One `fdatasync` per record, before its receipt.
     PerRecord,
-    /// Group commit: records arriving within this window after the first one
-    /// are written together and covered by one `fdatasync`; each receipt is
-    /// returned after that fsync.
+    /// Group commit: at most one `fdatasync` per window. Records arriving
+    /// until the window after the previous commit's start has passed are
+    /// written together and covered by one `fdatasync`; each receipt is
+    /// returned after that fsync. A record waits at most about the window
+    /// plus one fsync; a record arriving after a quiet spell is committed at
+    /// once.
     Group(Duration),
 }
 
@@ -338,6 +341,7 @@ struct Writer {
     index: u64,
     size: u64,
     head: ChainHead,
+    scratch: Vec<u8>,
 }
 
 type IoFailure = (&'static str, PathBuf, std::io::Error);
@@ -518,6 +522,7 @@ impl Writer {
             path,
             size,
             head,
+            scratch: Vec::new(),
         }
     }
 
@@ -554,11 +559,12 @@ impl Writer {
 
     fn run(mut self, rx: mpsc::Receiver<Request>, failed: Arc<Mutex<Option<String>>>) {
         let mut batch = Vec::new();
+        let mut last_commit = Instant::now();
         while let Ok(first) = rx.recv() {
             let mut ends_window = matches!(first, Request::Flush { .. });
             batch.push(first);
             if let Commit::Group(window) = self.commit {
-                let deadline = Instant::now() + window;
+                let deadline = last_commit + window;
                 while !ends_window && batch.len() < self.max_batch {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
@@ -570,6 +576,7 @@ impl Writer {
                     }
                 }
             }
+            last_commit = Instant::now();
             let failure = failed.lock().ok().and_then(|f| f.clone());
             match failure {
                 Some(reason) => {
@@ -600,23 +607,25 @@ impl Writer {
 
     /// Writes and syncs the batch; on success drains it, replying to each.
     fn process(&mut self, batch: &mut Vec<Request>) -> Result<(), IoFailure> {
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         let mut receipts = Vec::with_capacity(batch.len());
         let mut head = self.head;
         for req in batch.iter() {
             let Request::Record { event, .. } = req else {
                 continue;
             };
-            let mut line = Vec::with_capacity(event.len() + 200);
             let seq = head.seq + 1;
-            let hash = render_line(&mut line, &self.chain, seq, &head.hash, event);
-            let pending = self.size + buf.len() as u64;
-            if pending > 0 && pending + line.len() as u64 > self.max_file_bytes {
+            let line_start = buf.len();
+            let hash = render_line(&mut buf, &self.chain, seq, &head.hash, event);
+            let line_len = (buf.len() - line_start) as u64;
+            let pending = self.size + line_start as u64;
+            if pending > 0 && pending + line_len > self.max_file_bytes {
+                let line = buf.split_off(line_start);
                 self.write_and_sync(&buf)?;
-                buf.clear();
+                buf = line;
                 self.rotate()?;
             }
-            buf.extend_from_slice(&line);
             head = ChainHead { seq, hash };
             receipts.push(Receipt {
                 sink: self.name.clone(),
@@ -628,6 +637,9 @@ impl Writer {
         }
         self.write_and_sync(&buf)?;
         self.head = head;
+        if buf.capacity() <= 16 << 20 {
+            self.scratch = buf;
+        }
         let mut receipts = receipts.into_iter();
         for req in batch.drain(..) {
             match req {

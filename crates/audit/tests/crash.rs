@@ -172,7 +172,9 @@ fn crash_test_sigkill_never_loses_an_acknowledged_event() {
         // SIGKILL does not tear a write(2) to a file; a power loss or a full
         // disk does. Every third run, simulate such a torn, never
         // acknowledged write by appending part of a record to the last file.
-        if run % 3 == 2 {
+        // Only after a child that opened the trail, so that each simulated
+        // tear is recovered on its own by a later child.
+        if run % 3 == 2 && lines.iter().any(|l| l.contains("OPEN torn=")) {
             let files = trail_files(dir.path(), "crash").unwrap();
             if let Some(last) = files.last() {
                 let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
@@ -214,8 +216,9 @@ fn crash_test_sigkill_never_loses_an_acknowledged_event() {
         report.torn_tail().is_some()
     );
     assert!(report.recovered().len() >= torn_seen, "{report}");
+    let torn_now = usize::from(report.torn_tail().is_some());
     assert!(
-        torn_seen >= simulated_tears - 1,
-        "{torn_seen} torn tails seen on open, {simulated_tears} simulated"
+        report.recovered().len() + torn_now >= simulated_tears,
+        "{simulated_tears} tears simulated, {torn_seen} reported on open\n{report}"
     );
 }
