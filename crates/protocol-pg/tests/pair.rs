@@ -1154,3 +1154,21 @@ proptest! {
         let _ = p.client_out();
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The fuzz target's entry point, replayed on random inputs.
+    #[test]
+    fn fuzz_entry_points_never_panic(
+        client in proptest::collection::vec(any::<u8>(), 0..200),
+        backend in proptest::collection::vec(any::<u8>(), 0..200),
+        ready in any::<bool>(),
+    ) {
+        portcullis_pg::internal::fuzz_codec(&client);
+        portcullis_pg::internal::fuzz_session(&client, &backend, ready);
+        let mut framed = q("select 1");
+        framed.extend_from_slice(&client);
+        portcullis_pg::internal::fuzz_session(&framed, &backend, ready);
+    }
+}

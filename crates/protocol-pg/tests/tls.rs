@@ -1,0 +1,90 @@
+//! TLS between the client and the proxy, with real psql.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Running;
+use portcullis_pg::{ProxyConfig, SessionConfig};
+use portcullis_testkit::{Client, PgCluster};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+fn server_config(dir: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    Arc::new(config)
+}
+
+#[test]
+fn tls_to_the_client_and_plaintext_refused_when_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = PgCluster::start().unwrap();
+    let config = ProxyConfig {
+        session: SessionConfig {
+            require_tls: true,
+            ..SessionConfig::default()
+        },
+        client_tls: Some(server_config(dir.path())),
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    let tls_dsn = proxy
+        .dsn("postgres")
+        .replace("sslmode=disable", "sslmode=require");
+    let out = Client::psql(&tls_dsn)
+        .unwrap()
+        .stdin("\\conninfo\nSELECT 'over tls';\n")
+        .run()
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    assert!(
+        out.stdout.contains("SSL connection (protocol: TLSv1.3"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("over tls"), "{out:?}");
+    let out = Client::psql(&proxy.dsn("postgres"))
+        .unwrap()
+        .args(["-c", "select 1"])
+        .run()
+        .unwrap();
+    assert!(!out.success());
+    assert!(out.stderr.contains("the gateway requires TLS"), "{out:?}");
+}
