@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use regex_automata::Input;
 use regex_automata::dfa::{self, dense};
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
+use regex_automata::{Input, hybrid};
 use serde::Deserialize;
 
 use super::BUILTIN;
@@ -100,45 +100,55 @@ fn catalogue_max_len_is_the_longest_match() {
             .unwrap_or_else(|e| panic!("{}: {e}", spec.id));
         let max = hir.properties().maximum_len();
         assert_eq!(max, Some(spec.max_len), "{}: max_len", spec.id);
-        // Only the ASCII word boundary (\b) is used as an assertion, so the
+        // Only the ASCII word boundary (\b, \B) is used as an assertion, so the
         // patterns run as DFAs on any window of a stream.
         let props = hir.properties();
         let look = props.look_set();
         assert!(
-            look.iter().all(|l| format!("{l:?}") == "WordAscii"),
+            look.iter()
+                .all(|l| matches!(format!("{l:?}").as_str(), "WordAscii" | "WordAsciiNegate")),
             "{}: pattern uses look-around other than \\b: {look:?}",
             spec.id
         );
     }
 }
 
-/// The engine probes detectors with keywords anchored at candidate
-/// positions, and runs the keyword-less ones (PII) unanchored; each pattern
-/// must build as a dense DFA of that kind within a modest size.
+/// The engine probes every detector anchored at candidate positions, so each
+/// pattern must build as an anchored dense DFA within a modest size. The
+/// keyword-less ones (PII) also run unanchored, in one lazy DFA: they must
+/// build as an unanchored lazy (hybrid) DFA. (Unanchored dense DFAs of
+/// bounded repetitions such as an e-mail local part `{1,64}` grow
+/// exponentially with the number of overlapping starts, which only a lazy DFA
+/// avoids by building the states an input actually reaches.)
 #[test]
-fn catalogue_patterns_build_as_dense_dfas() {
+fn catalogue_patterns_build_as_dfas() {
     for spec in BUILTIN {
-        let kind = if spec.keywords.is_empty() {
-            dfa::StartKind::Unanchored
-        } else {
-            dfa::StartKind::Anchored
-        };
         let dfa = dense::Builder::new()
             .syntax(syntax_config())
             .configure(
                 dense::Config::new()
-                    .start_kind(kind)
+                    .start_kind(dfa::StartKind::Anchored)
                     .dfa_size_limit(Some(16 << 20))
                     .determinize_size_limit(Some(16 << 20)),
             )
             .build(spec.pattern)
             .unwrap_or_else(|e| panic!("{}: {e}", spec.id));
         assert!(dfa.memory_usage() > 0);
+        if spec.keywords.is_empty() {
+            let lazy = hybrid::dfa::DFA::builder()
+                .syntax(syntax_config())
+                .build(spec.pattern)
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.id));
+            let mut cache = lazy.create_cache();
+            let hay = b"contact jane.doe@example.com or +1 415 555 0123 from 192.0.2.1";
+            lazy.try_search_fwd(&mut cache, &Input::new(&hay[..]))
+                .unwrap_or_else(|e| panic!("{}: {e}", spec.id));
+        }
     }
 }
 
-/// The issue asks for at least 150 secret detectors (raised as families land).
-const MIN_SECRETS: usize = 60;
+/// The issue asks for at least 150 secret detectors.
+const MIN_SECRETS: usize = 150;
 
 #[test]
 fn catalogue_has_enough_detectors() {
@@ -161,10 +171,7 @@ fn catalogue_has_enough_detectors() {
         "ipv4",
         "ipv6",
     ] {
-        assert!(
-            pii.is_empty() || pii.contains(id),
-            "missing PII detector {id}"
-        );
+        assert!(pii.contains(id), "missing PII detector {id}");
     }
 }
 

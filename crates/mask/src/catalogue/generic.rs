@@ -1,6 +1,81 @@
-//! Being written.
+//! Generic credentials: password / secret / token / API key assignments (guarded by an entropy floor and a placeholder list), HTTP bearer and basic credentials. Last in priority: a specific detector that matches the same bytes wins.
+//!
+//! Plain data (see `spec.rs`); every pattern is checked by the catalogue tests
+//! against `testdata/mask/generic.toml`.
 
-use crate::spec::DetectorSpec;
+use crate::spec::{Category, DetectorSpec, Validator};
+
+use super::PLACEHOLDERS;
 
 /// The generic detectors, in priority order.
-pub(super) static DETECTORS: &[DetectorSpec] = &[];
+pub(super) static DETECTORS: &[DetectorSpec] = &[
+    DetectorSpec {
+        id: "generic-password",
+        category: Category::Secret,
+        description: r#"A password assigned in config, env, JSON, YAML, URLs or code: password / passwd / passphrase followed by = or : and a value"#,
+        keywords: &["password", "passwd", "passphrase"],
+        pattern: r#"(?i)(?:password|passwd|passphrase)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[^\s"'`,;&<>(){}\[\]]{6,128}))"#,
+        validators: &[
+            Validator::MinEntropy(2.5),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
+        max_len: 148,
+    },
+    DetectorSpec {
+        id: "generic-secret",
+        category: Category::Secret,
+        description: r#"A secret assigned in config, env, JSON or YAML: secret / secret_key / client_secret followed by = or : and a high-entropy value"#,
+        keywords: &["secret"],
+        pattern: r#"(?i)secret(?:[_.-]?key)?["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=!@#$%^*-]{8,256}))"#,
+        validators: &[
+            Validator::MinEntropy(3.0),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
+        max_len: 276,
+    },
+    DetectorSpec {
+        id: "generic-token",
+        category: Category::Secret,
+        description: r#"A token assigned in config, env, JSON or headers: <anything>token followed by = or : and a high-entropy value"#,
+        keywords: &["token"],
+        pattern: r#"(?i)token["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{16,512}))"#,
+        validators: &[
+            Validator::MinEntropy(3.2),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
+        max_len: 527,
+    },
+    DetectorSpec {
+        id: "generic-api-key",
+        category: Category::Secret,
+        description: r#"An API key assigned in config, env, JSON or headers: api_key / apikey / api-key followed by = or : and a high-entropy value"#,
+        keywords: &["apikey", "api_key", "api-key", "api.key"],
+        pattern: r#"(?i)api[_.-]?key["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{16,256}))"#,
+        validators: &[
+            Validator::MinEntropy(3.2),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
+        max_len: 273,
+    },
+    DetectorSpec {
+        id: "bearer-token",
+        category: Category::Secret,
+        description: r#"HTTP bearer credential: 'Bearer ' followed by a high-entropy token (Authorization headers, curl commands, logs)"#,
+        keywords: &["bearer"],
+        pattern: r#"(?i)\bbearer\s{1,3}(?P<m>(?-i:[A-Za-z0-9_.~+/-]{20,2000}={0,2}))"#,
+        validators: &[
+            Validator::MinEntropy(3.2),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
+        max_len: 2011,
+    },
+    DetectorSpec {
+        id: "http-basic-auth",
+        category: Category::Secret,
+        description: r#"HTTP basic credentials: 'Authorization: Basic ' followed by base64(user:password)"#,
+        keywords: &["authorization"],
+        pattern: r#"(?i)\bauthorization["']?\s{0,3}[:=]\s{0,3}["']?basic\s{1,3}(?P<m>(?-i:[A-Za-z0-9+/]{8,1000}={0,2}))"#,
+        validators: &[],
+        max_len: 1032,
+    },
+];

@@ -72,7 +72,6 @@ const PLACEHOLDERS: &[&str] = &[
 
 /// The families, in priority order.
 const FAMILIES: &[&[DetectorSpec]] = &[
-    keys::DETECTORS,
     cloud::DETECTORS,
     code::DETECTORS,
     messaging::DETECTORS,
@@ -80,6 +79,7 @@ const FAMILIES: &[&[DetectorSpec]] = &[
     ai::DETECTORS,
     saas::DETECTORS,
     db::DETECTORS,
+    keys::DETECTORS,
     pii::DETECTORS,
     generic::DETECTORS,
 ];
