@@ -352,6 +352,16 @@ fn catalogue_testdata_cases_hold() {
                 ids
             ));
         }
+        // Masked output is a fixed point: no detector fires on it again.
+        let again = resolve(reference_candidates(&regexes, &output));
+        if !again.is_empty() {
+            failures.push(format!(
+                "{file}: {}: masked output {:?} is masked again by {:?}",
+                case.name,
+                String::from_utf8_lossy(&output),
+                again.iter().map(|f| BUILTIN[f.prio].id).collect::<Vec<_>>()
+            ));
+        }
     }
     for spec in BUILTIN {
         let (p, n) = counts.get(spec.id).copied().unwrap_or_default();
