@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -561,18 +561,19 @@ impl Writer {
         let mut batch = Vec::new();
         let mut last_commit = Instant::now();
         while let Ok(first) = rx.recv() {
-            let mut ends_window = matches!(first, Request::Flush { .. });
             batch.push(first);
             if let Commit::Group(window) = self.commit {
-                let deadline = last_commit + window;
-                while !ends_window && batch.len() < self.max_batch {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(req) => {
-                            ends_window = matches!(req, Request::Flush { .. });
-                            batch.push(req);
-                        }
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                // Sleep rather than wait on the channel, so that senders
+                // during the window do not each wake this thread; then take
+                // everything that arrived.
+                let left = (last_commit + window).saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    std::thread::sleep(left);
+                }
+                while batch.len() < self.max_batch {
+                    match rx.try_recv() {
+                        Ok(req) => batch.push(req),
+                        Err(_) => break,
                     }
                 }
             }
