@@ -281,6 +281,37 @@ fn backend_password_and_scram_material_never_reach_the_client() {
     assert_eq!(auth_codes, [3, 0]);
 }
 
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn unix_socket_backend_and_graceful_shutdown() {
+    let cluster = PgCluster::start().unwrap();
+    let proxy = Running::start_unix(&cluster);
+    let rt = runtime();
+    let client = rt.block_on(async {
+        let client = connect(&proxy).await;
+        let row = client
+            .query_one("SELECT inet_server_addr() IS NULL", &[])
+            .await
+            .unwrap();
+        assert!(
+            row.get::<_, bool>(0),
+            "the backend connection is a unix socket"
+        );
+        client
+    });
+    // Shutdown ends idle sessions at once with 57P01 and returns.
+    let started = Instant::now();
+    proxy.shutdown();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = rt.block_on(client.simple_query("SELECT 1")).unwrap_err();
+    assert!(err.is_closed() || code(&err) == "57P01", "{err}");
+}
+
 fn pgbench_ok(out: &portcullis_testkit::ClientOutput) {
     assert!(out.success(), "{out:?}");
     assert!(
@@ -302,7 +333,14 @@ fn pgbench_simple_extended_prepared_and_200_clients() {
         },
         ..ProxyConfig::default()
     };
-    let proxy = Running::start_with(&cluster, config);
+    // The backend leg goes over the unix socket (trust): SCRAM's 4096
+    // PBKDF2 rounds per connection, unoptimised in a debug build, would
+    // otherwise dominate 200 connections. SCRAM is covered by the other tests.
+    let socket = cluster
+        .socket_dir()
+        .join(format!(".s.PGSQL.{}", cluster.port()));
+    let proxy = Running::start_at(&cluster, portcullis_pg::BackendAddr::Unix(socket), config);
+    proxy.hook.record_events.store(false, Ordering::SeqCst);
     let dsn = proxy.dsn("postgres");
     // 'd' (drop tables) is left out: the test hook denies DROP.
     let init = Client::pgbench(&dsn)
@@ -317,13 +355,47 @@ fn pgbench_simple_extended_prepared_and_200_clients() {
             .args(["-M", mode, "-T", "10", "-c", "4", "-j", "2"])
             .run()
             .unwrap();
+        println!("-M {mode}:\n{}", out.stdout);
         pgbench_ok(&out);
     }
+    // Resident memory of this process (proxy included) is sampled while 200
+    // clients run: it must level off, not grow with the number of queries.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (sampling, samples) = (sampling.clone(), samples.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::SeqCst) {
+                samples.lock().unwrap().push(rss_kib());
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
     let out = Client::pgbench(&dsn)
         .unwrap()
         .args(["-S", "-T", "10", "-c", "200", "-j", "2"])
         .run()
         .unwrap();
+    sampling.store(false, Ordering::SeqCst);
+    sampler.join().unwrap();
+    println!("{}", out.stdout);
     pgbench_ok(&out);
+    let processed = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.split('/').next()?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(processed > 1000, "{out:?}");
+    let samples = samples.lock().unwrap().clone();
+    println!("rss KiB every 0.5 s: {samples:?}");
+    assert!(samples.len() >= 16, "{samples:?}");
+    // After the clients have connected (4 s in), growth stays within 10 % + 4 MiB.
+    let settled = samples[8];
+    let last = *samples.last().unwrap();
+    assert!(
+        last <= settled + settled / 10 + 4 * 1024,
+        "memory grew from {settled} KiB to {last} KiB"
+    );
     assert!(out.stdout.contains("number of clients: 200"), "{out:?}");
 }

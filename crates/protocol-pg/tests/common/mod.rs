@@ -27,6 +27,8 @@ pub struct TestHook {
     pub events: Mutex<Vec<Event>>,
     pub release: Arc<tokio::sync::Semaphore>,
     pub held: AtomicUsize,
+    /// Keep events (off for load tests, where they would grow without bound).
+    pub record_events: std::sync::atomic::AtomicBool,
     pub executed_params: Mutex<Vec<Vec<Option<bytes::Bytes>>>>,
 }
 
@@ -37,6 +39,7 @@ impl TestHook {
             events: Mutex::new(Vec::new()),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
             held: AtomicUsize::new(0),
+            record_events: std::sync::atomic::AtomicBool::new(true),
             executed_params: Mutex::new(Vec::new()),
         }
     }
@@ -154,7 +157,9 @@ impl Hook for TestHook {
     }
 
     fn on_event(&self, event: &Event) {
-        self.events.lock().unwrap().push(event.clone());
+        if self.record_events.load(Ordering::SeqCst) {
+            self.events.lock().unwrap().push(event.clone());
+        }
     }
 }
 
@@ -172,11 +177,24 @@ impl Running {
     }
 
     pub fn start_with(cluster: &PgCluster, config: ProxyConfig) -> Running {
+        let addr = BackendAddr::Tcp {
+            host: cluster.host().to_string(),
+            port: cluster.port(),
+        };
+        Self::start_at(cluster, addr, config)
+    }
+
+    /// Through the cluster's unix socket instead of TCP.
+    pub fn start_unix(cluster: &PgCluster) -> Running {
+        let path = cluster
+            .socket_dir()
+            .join(format!(".s.PGSQL.{}", cluster.port()));
+        Self::start_at(cluster, BackendAddr::Unix(path), ProxyConfig::default())
+    }
+
+    pub fn start_at(cluster: &PgCluster, addr: BackendAddr, config: ProxyConfig) -> Running {
         let backend = BackendTarget {
-            addr: BackendAddr::Tcp {
-                host: cluster.host().to_string(),
-                port: cluster.port(),
-            },
+            addr,
             database: "postgres".into(),
             user: cluster.superuser().to_string(),
             password: cluster.password().to_string(),
@@ -218,6 +236,18 @@ impl Running {
             "host=127.0.0.1 port={} user=alice dbname={db} password={TOKEN} sslmode=disable",
             self.port
         )
+    }
+}
+
+impl Running {
+    /// Asks the proxy to shut down and waits until it has.
+    pub fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
     }
 }
 
