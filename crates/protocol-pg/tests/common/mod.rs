@@ -24,6 +24,7 @@ pub const TOKEN: &str = "agent-token-123";
 /// values of columns named `secret`, masks `s3cr3t` in COPY data.
 pub struct TestHook {
     pub backend: BackendTarget,
+    pub override_backend: Mutex<Option<BackendTarget>>,
     pub events: Mutex<Vec<Event>>,
     pub release: Arc<tokio::sync::Semaphore>,
     pub held: AtomicUsize,
@@ -36,12 +37,18 @@ impl TestHook {
     pub fn new(backend: BackendTarget) -> Self {
         TestHook {
             backend,
+            override_backend: Mutex::new(None),
             events: Mutex::new(Vec::new()),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
             held: AtomicUsize::new(0),
             record_events: std::sync::atomic::AtomicBool::new(true),
             executed_params: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Use this backend for the next sessions.
+    pub fn set_backend(&self, backend: BackendTarget) {
+        *self.override_backend.lock().unwrap() = Some(backend);
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -77,7 +84,12 @@ impl Hook for TestHook {
                 "mallory may not use this gateway".into(),
             ));
         }
-        let mut backend = self.backend.clone();
+        let mut backend = self
+            .override_backend
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| self.backend.clone());
         backend.database = startup.database().to_string();
         Ok(Authenticated {
             principal: startup.user().to_string(),
