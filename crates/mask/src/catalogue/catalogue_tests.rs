@@ -213,7 +213,6 @@ fn load_cases() -> Vec<(String, Case)> {
 #[derive(Debug, Clone)]
 struct Found {
     prio: usize,
-    whole: (usize, usize),
     masked: (usize, usize),
 }
 
@@ -267,7 +266,6 @@ fn reference_candidates(regexes: &[Regex], input: &[u8]) -> Vec<Found> {
             {
                 out.push(Found {
                     prio,
-                    whole: (whole.start(), whole.end()),
                     masked: (masked.start, masked.end),
                 });
             }
@@ -276,13 +274,16 @@ fn reference_candidates(regexes: &[Regex], input: &[u8]) -> Vec<Found> {
     out
 }
 
-/// The engine's overlap rule: earliest start, then longest match, then
-/// catalogue order; a candidate starting inside a taken match is dropped.
+/// The engine's overlap rule, on masked parts: earliest masked part, then
+/// catalogue order, then longest; a candidate whose masked part starts inside
+/// one already taken is dropped.
 fn resolve(mut found: Vec<Found>) -> Vec<Found> {
-    found.sort_by_key(|f| (f.whole.0, std::cmp::Reverse(f.whole.1), f.prio));
+    found.sort_by_key(|f| (f.masked.0, f.prio, std::cmp::Reverse(f.masked.1)));
     let mut kept: Vec<Found> = Vec::new();
+    let mut end = 0;
     for f in found {
-        if kept.last().is_none_or(|k| f.whole.0 >= k.whole.1) {
+        if kept.is_empty() || f.masked.0 >= end {
+            end = end.max(f.masked.1);
             kept.push(f);
         }
     }
