@@ -13,7 +13,7 @@ use crate::error::PolicyError;
 use crate::facts::{ColumnUse, CommandFacts, K8sFacts, K8sRisk, Risk, StatementFacts};
 use crate::k8s::{DEFAULT_MAX_BODY, analyze_k8s_limited};
 use crate::model::{DurationSpec, Patterns, PolicyDoc, ReviewSpec, RuleSpec};
-use crate::request::{Command, Request};
+use crate::request::{Command, Principal, Request, Resource};
 use crate::sql::{Analyzer, SqlOptions};
 
 /// How a held command is approved.
@@ -350,9 +350,7 @@ enum View<'a> {
 }
 
 impl When {
-    fn matches(&self, req: &Request<'_>, view: &View<'_>) -> bool {
-        let p = req.principal;
-        let r = req.resource;
+    fn matches(&self, p: &Principal, r: &Resource, view: &View<'_>) -> bool {
         if !(ok_cond(&self.principal_id, |c| c.matches_one(&p.id))
             && ok_cond(&self.principal_kind, |c| c.matches_one(p.kind.as_str()))
             && ok_cond(&self.principal_groups, |c| c.matches(&p.groups))
@@ -944,8 +942,41 @@ impl Policy {
         self.rules.iter().map(|r| r.id.as_str())
     }
 
+    /// Decides on facts already extracted — the statements of a prepared
+    /// statement analysed once at `Parse`, or a request analysed by
+    /// [`analyze_k8s`](crate::analyze_k8s) — with the same semantics as
+    /// [`Policy::evaluate`]. Facts from another policy's analysis settings
+    /// give that policy's risks.
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{CommandFacts, Policy, Principal, PrincipalKind, Resource, ResourceKind};
+    /// let policy = Policy::from_toml_str("default = \"allow\"").unwrap();
+    /// let statements = policy.analyze_sql("SELECT 1");
+    /// let who = Principal::new("a", PrincipalKind::Human);
+    /// let db = Resource::new("db", ResourceKind::Postgres);
+    /// let d = policy.evaluate_facts(&who, &db, CommandFacts::Sql { statements });
+    /// assert!(d.effect.is_allow());
+    /// ```
+    pub fn evaluate_facts(
+        &self,
+        principal: &Principal,
+        resource: &Resource,
+        facts: CommandFacts,
+    ) -> Decision {
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.decide_facts(principal, resource, facts)
+        })) {
+            Ok(d) => d,
+            Err(_) => Decision::refused(
+                "internal error while evaluating the policy; denied".into(),
+                CommandFacts::None,
+            ),
+        }
+    }
+
     fn evaluate_inner(&self, req: &Request<'_>) -> Decision {
-        match &req.command {
+        let facts = match &req.command {
             Command::Sql(sql) => {
                 if sql.len() > self.max_command_bytes {
                     return Decision::refused(
@@ -957,14 +988,34 @@ impl Policy {
                         CommandFacts::None,
                     );
                 }
-                let statements = self.analyzer.analyze(sql);
-                let mut mask = MaskDirectives::default();
+                CommandFacts::Sql {
+                    statements: self.analyzer.analyze(sql),
+                }
+            }
+            Command::Kubernetes(k) => CommandFacts::Kubernetes(analyze_k8s_limited(
+                k,
+                DEFAULT_MAX_BODY.min(self.max_command_bytes.max(1)),
+            )),
+        };
+        self.decide_facts(req.principal, req.resource, facts)
+    }
+
+    fn decide_facts(
+        &self,
+        principal: &Principal,
+        resource: &Resource,
+        facts: CommandFacts,
+    ) -> Decision {
+        let mut mask = MaskDirectives::default();
+        let (effect, rule_id, reason) = match &facts {
+            CommandFacts::Sql { statements } => {
                 let mut best: Option<(Effect, Option<String>, String)> = None;
                 let many = statements.len() > 1;
                 for (i, st) in statements.iter().enumerate() {
                     let view = SqlView::new(st);
                     let (effect, rule, mut reason) = self.decide(
-                        req,
+                        principal,
+                        resource,
                         &View::Sql(&view),
                         st.unparsed,
                         st.parse_error.as_deref(),
@@ -980,7 +1031,7 @@ impl Policy {
                         best = Some((effect, rule, reason));
                     }
                 }
-                let (effect, rule_id, reason) = best.unwrap_or_else(|| {
+                best.unwrap_or_else(|| {
                     (
                         self.default.clone(),
                         None,
@@ -989,40 +1040,35 @@ impl Policy {
                             self.default.as_str()
                         ),
                     )
-                });
-                Decision {
-                    effect,
-                    rule_id,
-                    reason,
-                    facts: CommandFacts::Sql { statements },
-                    mask,
-                }
+                })
             }
-            Command::Kubernetes(k) => {
-                let facts =
-                    analyze_k8s_limited(k, DEFAULT_MAX_BODY.min(self.max_command_bytes.max(1)));
-                let mut mask = MaskDirectives::default();
-                let (effect, rule_id, reason) = self.decide(
-                    req,
-                    &View::K8s(&facts),
-                    facts.unparsed,
-                    facts.parse_error.as_deref(),
-                    &mut mask,
-                );
-                Decision {
-                    effect,
-                    rule_id,
-                    reason,
-                    facts: CommandFacts::Kubernetes(facts),
-                    mask,
-                }
-            }
+            CommandFacts::Kubernetes(k) => self.decide(
+                principal,
+                resource,
+                &View::K8s(k),
+                k.unparsed,
+                k.parse_error.as_deref(),
+                &mut mask,
+            ),
+            CommandFacts::None => (
+                Effect::Deny,
+                None,
+                "no facts to decide on; denied".to_owned(),
+            ),
+        };
+        Decision {
+            effect,
+            rule_id,
+            reason,
+            facts,
+            mask,
         }
     }
 
     fn decide(
         &self,
-        req: &Request<'_>,
+        principal: &Principal,
+        resource: &Resource,
         view: &View<'_>,
         unparsed: bool,
         parse_error: Option<&str>,
@@ -1030,7 +1076,7 @@ impl Policy {
     ) -> (Effect, Option<String>, String) {
         let mut chosen: Option<&Rule> = None;
         for r in &self.rules {
-            if r.when.matches(req, view) {
+            if r.when.matches(principal, resource, view) {
                 mask.merge(&r.mask);
                 if chosen.is_none_or(|c| r.effect.rank() > c.effect.rank()) {
                     chosen = Some(r);

@@ -103,16 +103,20 @@ fn sqlish() -> impl Strategy<Value = String> {
     prop::collection::vec(atoms, 0..24).prop_map(|v| v.join(" "))
 }
 
-fn ctx() -> (Policy, Principal, Resource, Resource) {
-    let policy = Policy::from_toml_str(POLICY).unwrap();
-    let p = Principal::new("agent", PrincipalKind::Agent);
-    let db = Resource::new("db", ResourceKind::Postgres);
-    let k8s = Resource::new("k8s", ResourceKind::Kubernetes);
-    (policy, p, db, k8s)
+fn ctx() -> &'static (Policy, Principal, Resource, Resource) {
+    static CTX: std::sync::OnceLock<(Policy, Principal, Resource, Resource)> =
+        std::sync::OnceLock::new();
+    CTX.get_or_init(|| {
+        let policy = Policy::from_toml_str(POLICY).unwrap();
+        let p = Principal::new("agent", PrincipalKind::Agent);
+        let db = Resource::new("db", ResourceKind::Postgres);
+        let k8s = Resource::new("k8s", ResourceKind::Kubernetes);
+        (policy, p, db, k8s)
+    })
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn evaluate_never_panics_on_arbitrary_strings(s in any::<String>()) {

@@ -205,10 +205,10 @@ impl Analyzer {
         let dialect = PostgreSqlDialect {};
         let mut parser = Parser::new(&dialect)
             .with_recursion_limit(self.options.recursion_limit)
-            .with_tokens_with_locations(tokens.clone());
+            .with_tokens_with_locations(tokens);
         let parsed = parser.parse_statement().and_then(|stmt| {
             // The whole piece must be one statement.
-            let next = parser.peek_token();
+            let next = parser.peek_token_ref();
             if next.token == Token::EOF {
                 Ok(stmt)
             } else {
@@ -222,12 +222,12 @@ impl Analyzer {
             Ok(stmt) => walk::walk_statement(self, &stmt),
             Err(ParserError::RecursionLimitExceeded) => classify::classify(
                 self,
-                &tokens,
+                &parser.into_tokens(),
                 "statement nested deeper than the parser's recursion limit".into(),
             ),
             Err(e) => classify::classify(
                 self,
-                &tokens,
+                &parser.into_tokens(),
                 format!("could not parse: {}", error_text(&e)),
             ),
         }
@@ -418,9 +418,10 @@ fn decode_unicode_escapes(raw: &str, escape: char) -> Result<String, String> {
 /// assert!(facts[1].has_risk(Risk::NoWhere));
 /// ```
 pub fn analyze(sql: &str) -> Vec<StatementFacts> {
-    match Analyzer::new(SqlOptions::default()) {
+    static DEFAULT: std::sync::OnceLock<Result<Analyzer, String>> = std::sync::OnceLock::new();
+    match DEFAULT.get_or_init(|| Analyzer::new(SqlOptions::default())) {
         Ok(a) => a.analyze(sql),
-        Err(msg) => vec![classify::unparsed(msg)],
+        Err(msg) => vec![classify::unparsed(msg.clone())],
     }
 }
 
