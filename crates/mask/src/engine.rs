@@ -87,8 +87,11 @@ pub(crate) struct Det {
     validators: Cow<'static, [Validator]>,
     max_len: usize,
     keyworded: bool,
-    /// Bytes that can start a match (a 256-bit set).
-    first: [u64; 4],
+    /// `prefix[w][j]`: the bytes that can be the `j`-th byte of a match (or
+    /// its look-ahead byte) without the pattern dying, after a word byte
+    /// (`w = 1`) or anything else (`w = 0`); a cheap filter before a probe.
+    /// At most `PREFIX_DEPTH` deep.
+    prefix: [Vec<ByteSet>; 2],
     /// The capture engine and the index of the `m` group, if there is one.
     capture: Option<(meta::Regex, usize)>,
 }
@@ -105,9 +108,22 @@ impl fmt::Debug for Det {
 }
 
 impl Det {
-    fn can_start(&self, byte: u8) -> bool {
-        let word = self.first.get(usize::from(byte >> 6)).copied().unwrap_or(0);
-        word & (1u64 << (byte & 63)) != 0
+    /// Whether a probe at `at` (an index into `hay`) can find anything:
+    /// false if a byte of the input kills the pattern within its prefix.
+    fn may_match_at(&self, hay: &[u8], at: usize) -> bool {
+        let after_word = at
+            .checked_sub(1)
+            .and_then(|i| hay.get(i))
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_');
+        let Some(prefix) = self.prefix.get(usize::from(after_word)) else {
+            return true;
+        };
+        let depth = prefix.len().min(self.max_len + 1);
+        prefix
+            .iter()
+            .take(depth)
+            .zip(hay.get(at..).unwrap_or_default())
+            .all(|(set, &b)| set.contains(b))
     }
 }
 
@@ -138,7 +154,7 @@ pub(crate) struct Engine {
     free_dets: Vec<u32>,
     /// Every keyword-less match contains one of these bytes (`None`: no such
     /// small set was found, the DFA runs over all input).
-    free_trigger: Option<ByteSet>,
+    free_trigger: Option<[bool; 256]>,
     /// The largest `max_len`: the decision lag of streaming.
     pub(crate) lmax: usize,
     /// The largest `max_len` among keyword-less detectors.
@@ -146,6 +162,10 @@ pub(crate) struct Engine {
     /// The largest `ContextBefore` window.
     ctx: usize,
     pool: Pool<Scratch, ScratchFn>,
+    /// Detector and field rule ids, sorted (see `overlaps_redaction_token`),
+    /// and the length of the longest `[MASKED:<id>]` token.
+    ids: Vec<Box<str>>,
+    max_token: usize,
 }
 
 impl fmt::Debug for Engine {
@@ -170,7 +190,9 @@ fn automaton_error(e: impl fmt::Display) -> BuildError {
 }
 
 impl Engine {
-    pub(crate) fn new(sources: Vec<Source>) -> Result<Engine, BuildError> {
+    /// Compiles `sources`; `extra_ids` are other ids whose redaction tokens
+    /// are not masked again (field rules).
+    pub(crate) fn new(sources: Vec<Source>, extra_ids: &[&str]) -> Result<Engine, BuildError> {
         let n = sources.len();
         if u32::try_from(n).is_err() || n >= PatternID::LIMIT {
             return Err(automaton_error("too many detectors"));
@@ -215,7 +237,7 @@ impl Engine {
                 validators: src.validators.clone(),
                 max_len: src.max_len.max(1),
                 keyworded: !src.keywords.is_empty(),
-                first: [0; 4],
+                prefix: [Vec::new(), Vec::new()],
                 capture,
             });
         }
@@ -334,27 +356,18 @@ impl Engine {
             )
         };
 
-        // Which bytes can start each pattern, under every kind of look-behind.
+        // The bytes each pattern can start with (see `Det::prefix`).
         for (i, det) in dets.iter_mut().enumerate() {
             let pid = PatternID::new(i).map_err(automaton_error)?;
-            for lb in LOOK_BEHINDS {
-                let config = start::Config::new()
-                    .anchored(Anchored::Pattern(pid))
-                    .look_behind(lb);
-                let sid = probe
-                    .start_state(&mut cache, &config)
-                    .map_err(automaton_error)?;
-                for byte in 0..=255u8 {
-                    let next = probe
-                        .next_state(&mut cache, sid, byte)
-                        .map_err(automaton_error)?;
-                    if !next.is_dead()
-                        && let Some(w) = det.first.get_mut(usize::from(byte >> 6))
-                    {
-                        *w |= 1u64 << (byte & 63);
-                    }
-                }
-            }
+            det.prefix = [
+                prefix_sets(
+                    &probe,
+                    &mut cache,
+                    pid,
+                    &[None, Some(b' '), Some(b'\n'), Some(b'\r')],
+                ),
+                prefix_sets(&probe, &mut cache, pid, &[Some(b'a')]),
+            ];
         }
 
         let lmax = dets.iter().map(|d| d.max_len).max().unwrap_or(1);
@@ -374,6 +387,13 @@ impl Engine {
             .max()
             .unwrap_or(0);
 
+        let mut ids: Vec<Box<str>> = sources
+            .iter()
+            .map(|s| Box::from(s.id.as_ref()))
+            .chain(extra_ids.iter().map(|&id| Box::from(id)))
+            .collect();
+        ids.sort();
+        let max_token = ids.iter().map(|id| id.len() + 9).max().unwrap_or(9);
         let (p2, f2) = (probe.clone(), free.clone());
         let create: ScratchFn = Box::new(move || Scratch {
             probe: p2.create_cache(),
@@ -387,11 +407,14 @@ impl Engine {
             probe,
             free,
             free_dets,
-            free_trigger,
+            free_trigger: free_trigger
+                .map(|set| std::array::from_fn(|b| u8::try_from(b).is_ok_and(|b| set.contains(b)))),
             lmax,
             lfree,
             ctx,
             pool: Pool::new(create),
+            max_token,
+            ids,
         })
     }
 
@@ -403,7 +426,7 @@ impl Engine {
 
     /// How many bytes before the undecided frontier a stream must keep.
     fn keep_before(&self) -> usize {
-        self.ctx + 1
+        self.ctx.max(self.max_token) + 1
     }
 
     /// The most input a stream holds back between pushes (decision lag plus
@@ -461,7 +484,7 @@ impl Engine {
             }
             _ => (s, e),
         };
-        if me <= ms {
+        if me <= ms || self.overlaps_redaction_token(hay, base, ms, me) {
             return None;
         }
         if !capped {
@@ -486,6 +509,40 @@ impl Engine {
             capped,
             cont: false,
         })
+    }
+
+    /// Whether the masked part `[ms, me)` overlaps a `[MASKED:<id>]` token
+    /// of one of this engine's detectors or field rules: what a masker
+    /// already masked is not masked again, so masking is idempotent even
+    /// where a pattern would match a token (its `:`, its brackets) together
+    /// with the text around it. A real secret next to such a token is still
+    /// found by its own detector at its own position. Looks at most one
+    /// token length before `ms`, which a stream keeps.
+    fn overlaps_redaction_token(&self, hay: &[u8], base: usize, ms: usize, me: usize) -> bool {
+        const OPEN: &[u8] = b"[MASKED:";
+        let from = ms.saturating_sub(self.max_token).max(base) - base;
+        let to = (me - base).min(hay.len());
+        let Some(region) = hay.get(from..to) else {
+            return false;
+        };
+        let mut i = 0;
+        while let Some(off) = region
+            .get(i..)
+            .and_then(|r| r.windows(OPEN.len()).position(|w| w == OPEN))
+        {
+            let t = from + i + off;
+            let rest = hay.get(t + OPEN.len()..).unwrap_or_default();
+            if let Some(close) = rest.iter().take(self.max_token).position(|&b| b == b']') {
+                let id = rest.get(..close).unwrap_or_default();
+                let t_end = t + OPEN.len() + close + 1;
+                if base + t_end > ms && self.ids.binary_search_by(|x| x.as_bytes().cmp(id)).is_ok()
+                {
+                    return true;
+                }
+            }
+            i += off + 1;
+        }
+        false
     }
 
     /// Steps the probe DFA for pattern `det_ix` anchored at `rs` over
@@ -588,6 +645,65 @@ struct Probe {
     last: Option<usize>,
     /// The pattern could still match beyond the clip.
     alive: bool,
+}
+
+/// How many leading bytes of a match `Det::prefix` describes.
+const PREFIX_DEPTH: usize = 4;
+
+/// `Det::prefix` of pattern `pid`: for each depth `j`, the bytes on which
+/// some state reachable in `j` steps from an anchored start does not die.
+/// Stops at the first depth where a state has already matched (anything may
+/// follow a match) or where the states get too many to track.
+fn prefix_sets(
+    dfa: &DFA,
+    cache: &mut Cache,
+    pid: PatternID,
+    look_behinds: &[Option<u8>],
+) -> Vec<ByteSet> {
+    const MAX_STATES: usize = 64;
+    let clears = cache.clear_count();
+    let mut sets = Vec::new();
+    let mut states: Vec<LazyStateID> = Vec::new();
+    for &lb in look_behinds {
+        let config = start::Config::new()
+            .anchored(Anchored::Pattern(pid))
+            .look_behind(lb);
+        match dfa.start_state(cache, &config) {
+            Ok(sid) if !states.contains(&sid) => states.push(sid),
+            Ok(_) => {}
+            Err(_) => return sets,
+        }
+    }
+    while sets.len() < PREFIX_DEPTH && !states.is_empty() {
+        if states.iter().any(|s| s.is_match()) {
+            break;
+        }
+        let mut set = ByteSet::default();
+        let mut next_states = Vec::new();
+        for &sid in &states {
+            for b in 0..=255u8 {
+                let Ok(next) = dfa.next_state(cache, sid, b) else {
+                    return sets;
+                };
+                if !next.is_dead() {
+                    set.insert(b);
+                    if !next_states.contains(&next) {
+                        next_states.push(next);
+                    }
+                }
+            }
+        }
+        // A cleared cache would make the state ids stale: keep what is sure.
+        if cache.clear_count() != clears {
+            return sets;
+        }
+        sets.push(set);
+        if next_states.len() > MAX_STATES {
+            break;
+        }
+        states = next_states;
+    }
+    sets
 }
 
 /// A set of bytes.
@@ -835,10 +951,10 @@ impl Core {
             let from = hit.lo.max(*wm).max(base);
             let to = (hit.hi + 1).min(frontier);
             for s in from..to {
-                let Some(&byte) = hay.get(s - base) else {
+                if s - base >= hay.len() {
                     break;
-                };
-                if det.can_start(byte)
+                }
+                if det.may_match_at(hay, s - base)
                     && let Some(c) = engine.probe_at(&mut scratch.probe, hay, base, eof, hit.det, s)
                 {
                     self.cands.push(c);
@@ -1008,24 +1124,35 @@ impl Core {
         // Every match contains a trigger byte `r`, so lies within
         // `[r + 1 - lfree, r + lfree]`: scan only the union of those spans.
         let reach = engine.lfree.max(1);
-        let mut region: Option<(usize, usize)> = None;
         let window = hay.get(from - base..limit - base).unwrap_or_default();
-        for (r, _) in (from..).zip(window).filter(|(_, b)| trigger.contains(**b)) {
-            let (rs, re) = (
-                (r + 1).saturating_sub(reach).max(from),
-                (r + reach).min(limit),
-            );
+        let is_trigger = |b: &u8| trigger.get(usize::from(*b)).copied().unwrap_or(true);
+        let mut region: Option<(usize, usize)> = None;
+        let mut i = 0;
+        while let Some(off) = window.get(i..).and_then(|w| w.iter().position(is_trigger)) {
+            let mut r = i + off;
+            let rs = (r + 1).saturating_sub(reach);
+            let mut re = (r + reach).min(window.len());
+            // Extend by the last trigger before the region's end, scanning
+            // backwards (cheap where triggers are dense), until none is left.
+            while let Some(back) = window
+                .get(r + 1..re)
+                .and_then(|w| w.iter().rposition(is_trigger))
+            {
+                r += 1 + back;
+                re = (r + reach).min(window.len());
+            }
             region = match region {
-                Some((cs, ce)) if rs <= ce => Some((cs, re.max(ce))),
+                Some((cs, ce)) if rs <= ce => Some((cs, re)),
                 Some((cs, ce)) => {
-                    self.scan_free_span(engine, dfa, cache, hay, base, cs, ce);
+                    self.scan_free_span(engine, dfa, cache, hay, base, from + cs, from + ce);
                     Some((rs, re))
                 }
                 None => Some((rs, re)),
             };
+            i = re;
         }
         if let Some((cs, ce)) = region {
-            self.scan_free_span(engine, dfa, cache, hay, base, cs, ce);
+            self.scan_free_span(engine, dfa, cache, hay, base, from + cs, from + ce);
         }
         self.free_done = limit;
     }
@@ -1104,7 +1231,8 @@ mod tests {
 
     #[test]
     fn rare_required_bytes_become_keywords() {
-        let engine = Engine::new(vec![
+        let engine = Engine::new(
+            vec![
             source(
                 "email",
                 r"\b[a-z0-9._%+-]{1,30}@[a-z0-9.-]{1,30}\.[a-z]{2,6}\b",
@@ -1112,13 +1240,29 @@ mod tests {
             source("card", r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b"),
             source("dollar-or-hash", r"[$#]\d{3}"),
             source("dollar", r"(?:US)?\$\d+"),
-        ])
+            source(
+                "email2",
+                r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,4}\.[A-Za-z]{2,24}\b",
+            ),
+            ],
+            &[],
+        )
         .unwrap();
         let keyworded: Vec<bool> = engine.dets.iter().map(|d| d.keyworded).collect();
-        assert_eq!(keyworded, [true, false, false, true]);
+        assert_eq!(keyworded, [true, false, false, true, true]);
         assert_eq!(engine.free_dets, [1, 2]);
-        assert_eq!(engine.free_trigger, Some(ByteSet::of(b"0123456789")));
-        assert!(engine.dets[0].can_start(b'a') && !engine.dets[0].can_start(b'@'));
-        assert!(engine.dets[1].can_start(b'7') && !engine.dets[1].can_start(b'x'));
+        let digits: [bool; 256] = std::array::from_fn(|b| (b as u8).is_ascii_digit());
+        assert_eq!(engine.free_trigger, Some(digits));
+        let d = &engine.dets;
+        assert!(d[0].may_match_at(b"ab@c", 0) && !d[0].may_match_at(b"@b", 0));
+        assert!(d[1].may_match_at(b"1234", 0) && !d[1].may_match_at(b"12x4", 0));
+        assert!(
+            d[1].may_match_at(b"12", 0),
+            "the end of input is no evidence"
+        );
+        assert!(d[3].may_match_at(b"$1", 0) && d[3].may_match_at(b"US$1", 0));
+        // `\b` at the start: not inside a word.
+        assert!(d[0].may_match_at(b" ab@c", 1) && !d[0].may_match_at(b"xab@c", 1));
+        assert!(!d[3].may_match_at(b"UK$1", 0));
     }
 }

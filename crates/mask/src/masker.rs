@@ -281,7 +281,7 @@ impl MaskerBuilder {
                 style: rule.style.unwrap_or_else(|| self.style.clone()),
             });
         }
-        let field_rules = self
+        let field_rules: Vec<(FieldRule, Style)> = self
             .field_rules
             .into_iter()
             .map(|r| {
@@ -289,8 +289,10 @@ impl MaskerBuilder {
                 (r, style)
             })
             .collect();
+        let field_ids: Vec<&str> = field_rules.iter().map(|(r, _)| r.id.as_str()).collect();
+        let engine = Engine::new(sources, &field_ids)?;
         Ok(Masker {
-            engine: Engine::new(sources)?,
+            engine,
             field_rules,
         })
     }

@@ -191,6 +191,36 @@ fn findings_are_in_order_with_stream_offsets() {
 }
 
 #[test]
+fn redaction_tokens_are_not_masked_again() {
+    let m = Masker::builder()
+        .default_catalogue(false)
+        .rule(Rule::regex("a", r"key=(?P<m>\S+)").keywords(["key="]))
+        .rule(Rule::regex("b", r"pass=(?P<m>\S+)").keywords(["pass="]))
+        .build()
+        .unwrap();
+    check(
+        &m,
+        b"key=[MASKED:b] pass=[MASKED:a]",
+        "key=[MASKED:b] pass=[MASKED:a]",
+    );
+    check(&m, b"key=[MASKED:b]tail", "key=[MASKED:b]tail");
+    // A match that would take a token's `:` as a delimiter.
+    let u = Masker::builder()
+        .default_catalogue(false)
+        .rule(Rule::regex("k", r"key=(?P<m>[a-z]{4})").keywords(["key="]))
+        .rule(Rule::regex("u", r"//[^:\s]*:(?P<m>[^@\s]+)@").keywords(["//"]))
+        .build()
+        .unwrap();
+    let once = u.mask(b"x //key=abcd;v=1@").output().to_vec();
+    assert_eq!(once, b"x //key=[MASKED:k];v=1@");
+    assert_eq!(u.mask(&once).output(), &once[..]);
+    // Unknown ids are ordinary values.
+    check(&m, b"key=[MASKED:zz]", "key=[MASKED:a]");
+    let once = m.mask(b"pass=hunter2 key=x").output().to_vec();
+    assert_eq!(m.mask(&once).output(), &once[..]);
+}
+
+#[test]
 fn field_rules_then_detectors() {
     let m = Masker::builder()
         .default_catalogue(false)
