@@ -16,7 +16,9 @@ use crate::error::CodecError;
 pub struct Limits {
     /// Largest startup-phase packet (SSLRequest, StartupMessage, CancelRequest), in bytes.
     pub max_startup: usize,
-    /// Largest frame a client may send, in bytes, header included.
+    /// Largest password message (the bearer token) before authentication, in bytes.
+    pub max_auth: usize,
+    /// Largest frame an authenticated client may send, in bytes, header included.
     pub max_client_frame: usize,
     /// Largest frame the backend may send, in bytes, header included.
     pub max_backend_frame: usize,
@@ -26,6 +28,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_startup: 10_000,
+            max_auth: 64 * 1024,
             max_client_frame: 64 * 1024 * 1024,
             max_backend_frame: 256 * 1024 * 1024,
         }

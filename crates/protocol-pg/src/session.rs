@@ -934,7 +934,8 @@ impl<H: Hook> Session<H> {
                 Phase::Startup => {
                     codec::read_startup(&mut self.client_in, self.cfg.limits.max_startup)
                 }
-                Phase::Password | Phase::Ready => {
+                Phase::Password => codec::read_frame(&mut self.client_in, self.cfg.limits.max_auth),
+                Phase::Ready => {
                     codec::read_frame(&mut self.client_in, self.cfg.limits.max_client_frame)
                 }
                 _ => return,

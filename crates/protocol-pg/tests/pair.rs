@@ -959,6 +959,12 @@ fn oversized_and_negative_lengths_close_with_08p01() {
     let mut p = Pair::loopback();
     p.client(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0]);
     assert_eq!(codes(&p.client_out()), ["08P01"]);
+    // Before authentication a password message is bounded tighter.
+    let mut p = Pair::loopback();
+    p.client(&startup(&[("user", "alice")]));
+    p.client_out();
+    p.client(&[b'p', 0, 1, 0, 1]);
+    assert_eq!(codes(&p.client_out()), ["08P01"]);
 }
 
 #[test]
