@@ -31,6 +31,11 @@
 //! specific before generic, then user rules in the order added), then
 //! longest.
 //!
+//! A value longer than a detector's cap is masked up to the cap and then up
+//! to the next whitespace, in cap-sized pieces, so its tail does not leak. A
+//! `[MASKED:<id>]` token of the masker's own detectors is never masked again,
+//! so masking masked output changes nothing.
+//!
 //! # Whole buffer
 //!
 //! ```
