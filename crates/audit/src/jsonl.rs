@@ -172,7 +172,9 @@ fn file_index(path: &Path) -> u64 {
 /// unavailable: the file's state is then unknown.
 ///
 /// One writer thread owns the file, so the sink does not depend on the
-/// tokio runtime's flavour; `record` only waits on a channel.
+/// tokio runtime's flavour; `record` only waits on a channel. An exclusive
+/// `flock` on `.<chain>.lock` in the directory keeps a second writer (another
+/// process, or a second `open`) off the same chain.
 ///
 /// # Example
 ///
@@ -208,6 +210,9 @@ pub struct JsonlSink {
     tx: Option<mpsc::Sender<Request>>,
     failed: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
+    // Held (flock) while the sink is open; released when it is dropped,
+    // after the writer thread has finished.
+    _lock: File,
 }
 
 #[derive(Debug)]
@@ -237,6 +242,23 @@ impl JsonlSink {
             });
         }
         std::fs::create_dir_all(dir).map_err(|e| AuditError::io("create directory", dir, e))?;
+        // One writer per chain: a second one would fork the chain.
+        let lock_path = dir.join(format!(".{}.lock", options.chain));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| AuditError::io("open lock", &lock_path, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                AuditError::io(
+                    "lock (another writer has this chain open?)",
+                    &lock_path,
+                    e.into(),
+                )
+            },
+        )?;
         let (writer, report) = Writer::open(dir, &options)?;
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(Mutex::new(None));
@@ -254,6 +276,7 @@ impl JsonlSink {
                 tx: Some(tx),
                 failed,
                 thread: Some(thread),
+                _lock: lock,
             },
             report,
         ))
@@ -677,7 +700,11 @@ fn remove_stale_temporaries(dir: &Path, chain: &str) -> Result<(), AuditError> {
         let entry = entry.map_err(|e| AuditError::io("read directory", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(&prefix) && name.ends_with(".jsonl.tmp") {
+        let ours = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".jsonl.tmp"))
+            .is_some_and(|n| n.len() == 10 && n.bytes().all(|b| b.is_ascii_digit()));
+        if ours {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| AuditError::io("remove", &path, e))?;
         }

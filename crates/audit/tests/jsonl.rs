@@ -478,3 +478,15 @@ fn a_corrupt_complete_last_line_is_refused() {
     let err = JsonlSink::open(dir.path(), JsonlOptions::new("gw-1")).unwrap_err();
     assert!(err.to_string().contains("line 4"), "{err}");
 }
+
+#[test]
+fn a_second_writer_on_the_same_chain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = JsonlSink::open(dir.path(), JsonlOptions::new("gw-1")).unwrap();
+    let err = JsonlSink::open(dir.path(), JsonlOptions::new("gw-1")).unwrap_err();
+    assert!(err.to_string().contains("another writer"), "{err}");
+    // Another chain in the same directory is fine.
+    let (_other, _) = JsonlSink::open(dir.path(), JsonlOptions::new("gw-2")).unwrap();
+    drop(first);
+    JsonlSink::open(dir.path(), JsonlOptions::new("gw-1")).unwrap();
+}
