@@ -39,7 +39,9 @@ pub enum Validator {
         window: usize,
     },
     /// The masked part is not one of these values (ASCII, case-insensitive):
-    /// well-known placeholders and examples.
+    /// well-known placeholders and examples; nor one byte repeated
+    /// (`********`), nor a template, variable reference or redaction
+    /// (`${VAR}`, `{{ var }}`, `<your-token>`, `%VAR%`, `$VAR`, `[MASKED:…]`).
     NotPlaceholder(&'static [&'static str]),
 }
 

@@ -307,8 +307,9 @@ fn context_before(words: &[&str], window: usize, before: &[u8]) -> bool {
 
 /// Whether `masked` is not a placeholder: not one of `list`
 /// (case-insensitively), not one byte repeated (`xxxxxxxx`, `********`), and
-/// not a template or variable reference (`${DB_PASSWORD}`, `{{ token }}`,
-/// `<your-token>`, `%(password)s`, `$SECRET`).
+/// not a template, variable reference or redaction (`${DB_PASSWORD}`,
+/// `{{ token }}`, `{password}`, `<your-token>`, `%(password)s`, `%PASSWORD%`,
+/// `$SECRET`, `[MASKED:generic-password]`).
 fn not_placeholder(list: &[&str], masked: &[u8]) -> bool {
     if list
         .iter()
@@ -334,6 +335,7 @@ fn not_placeholder(list: &[&str], masked: &[u8]) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || *b == b'_'))
         || (starts(b"<") && ends(b">"))
         || (starts(b"[") && ends(b"]"))
+        || (starts(b"{") && ends(b"}"))
         || (starts(b"%") && ends(b"%"));
     !template
 }
@@ -451,6 +453,9 @@ mod tests {
             b"%(password)s",
             b"$SECRET",
             b"[redacted]",
+            b"[MASKED:generic-password]",
+            b"{password}",
+            b"%DB_PASSWORD%",
         ] {
             assert!(
                 !validate(&v, b"", bad, b""),

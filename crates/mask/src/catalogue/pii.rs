@@ -77,7 +77,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         category: Category::Pii,
         description: r#"IPv6 address: eight colon-separated groups, or a compressed form with '::' between groups"#,
         keywords: &[],
-        pattern: r#"\b(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){1,6}(?::[0-9A-Fa-f]{1,4}){1,6}|(?:[0-9A-Fa-f]{1,4}:){2,7}:)(?:\b|\B)"#,
+        pattern: r#"\b(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b|(?:[0-9A-Fa-f]{1,4}:){1,6}(?::[0-9A-Fa-f]{1,4}){1,6}\b|(?:[0-9A-Fa-f]{1,4}:){2,7}:)"#,
         validators: &[],
         max_len: 60,
     },
