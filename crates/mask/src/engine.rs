@@ -86,6 +86,9 @@ pub(crate) struct Det {
     pub(crate) style: Style,
     validators: Cow<'static, [Validator]>,
     max_len: usize,
+    /// How far before the end of a keyword occurrence a match can start:
+    /// `max_len`, or less when known (a derived one-byte keyword).
+    kw_reach: usize,
     keyworded: bool,
     /// `prefix[w][j]`: the bytes that can be the `j`-th byte of a match (or
     /// its look-ahead byte) without the pattern dying, after a word byte
@@ -236,6 +239,7 @@ impl Engine {
                 style: src.style.clone(),
                 validators: src.validators.clone(),
                 max_len: src.max_len.max(1),
+                kw_reach: src.max_len.max(1),
                 keyworded: !src.keywords.is_empty(),
                 prefix: [Vec::new(), Vec::new()],
                 capture,
@@ -274,6 +278,9 @@ impl Engine {
                 {
                     kws.push(char::from(byte).to_string());
                     det.keyworded = true;
+                    if let Some(reach) = reach_before(&probe, &mut cache, pid, byte, det.max_len) {
+                        det.kw_reach = (reach + 1).min(det.max_len);
+                    }
                 }
             }
             keywords_of.push(kws);
@@ -764,6 +771,52 @@ fn requires_byte(dfa: &DFA, cache: &mut Cache, pid: PatternID, byte: u8) -> bool
     requires_set(dfa, cache, pid, &set)
 }
 
+/// Given that every match of pattern `pid` contains `byte`: at most how
+/// many bytes precede its first `byte` (`None` if more than `limit`, or past
+/// a state budget). Walks the states reachable without reading `byte`, level
+/// by level, until none is left.
+fn reach_before(
+    dfa: &DFA,
+    cache: &mut Cache,
+    pid: PatternID,
+    byte: u8,
+    limit: usize,
+) -> Option<usize> {
+    const BUDGET: usize = 50_000;
+    let clears = cache.clear_count();
+    let mut level: Vec<LazyStateID> = Vec::new();
+    for lb in LOOK_BEHINDS {
+        let config = start::Config::new()
+            .anchored(Anchored::Pattern(pid))
+            .look_behind(lb);
+        let sid = dfa.start_state(cache, &config).ok()?;
+        if !level.contains(&sid) {
+            level.push(sid);
+        }
+    }
+    let mut work = 0;
+    for depth in 0..=limit {
+        let mut next: Vec<LazyStateID> = Vec::new();
+        for &sid in &level {
+            for b in (0..=255u8).filter(|&b| b != byte) {
+                let n = dfa.next_state(cache, sid, b).ok()?;
+                if !n.is_dead() && !n.is_quit() && !next.contains(&n) {
+                    next.push(n);
+                }
+            }
+            work += 1;
+        }
+        if cache.clear_count() != clears || work > BUDGET {
+            return None;
+        }
+        if next.is_empty() {
+            return Some(depth);
+        }
+        level = next;
+    }
+    None
+}
+
 /// Whether every match of pattern `pid` contains a byte of `set` (see
 /// `requires_byte`).
 fn requires_set(dfa: &DFA, cache: &mut Cache, pid: PatternID, set: &ByteSet) -> bool {
@@ -1081,7 +1134,7 @@ impl Core {
                         continue;
                     };
                     for &det in dets {
-                        let l = engine.dets.get(det as usize).map_or(1, |d| d.max_len);
+                        let l = engine.dets.get(det as usize).map_or(1, |d| d.kw_reach);
                         self.hits.push(Hit {
                             det,
                             lo: ke.saturating_sub(l),
@@ -1250,6 +1303,8 @@ mod tests {
         .unwrap();
         let keyworded: Vec<bool> = engine.dets.iter().map(|d| d.keyworded).collect();
         assert_eq!(keyworded, [true, false, false, true, true]);
+        // At most 30 (then 64) local-part bytes before the `@`.
+        assert_eq!((engine.dets[0].kw_reach, engine.dets[4].kw_reach), (31, 64));
         assert_eq!(engine.free_dets, [1, 2]);
         let digits: [bool; 256] = std::array::from_fn(|b| (b as u8).is_ascii_digit());
         assert_eq!(engine.free_trigger, Some(digits));
