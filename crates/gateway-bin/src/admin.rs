@@ -30,7 +30,9 @@ use crate::identity::{AuthError, Principal};
 pub(crate) type Authenticate = dyn Fn(&str) -> Result<Principal, AuthError> + Send + Sync;
 
 /// Why the gateway cannot serve right now, if it cannot.
-pub(crate) type Health = dyn Fn() -> Result<(), String> + Send + Sync;
+pub(crate) type Health = dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    + Send
+    + Sync;
 
 /// What the admin API serves.
 #[derive(Clone)]
@@ -69,7 +71,7 @@ fn principal(state: &AdminState, headers: &HeaderMap) -> Result<Principal, Strin
 }
 
 async fn healthz(State(state): State<AdminState>) -> Response {
-    match (state.health)() {
+    match (state.health)().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -184,11 +186,13 @@ mod tests {
                 _ => Err(AuthError::UnknownCredential),
             }),
             health: Arc::new(move || {
-                if healthy {
-                    Ok(())
-                } else {
-                    Err("audit trail cannot write: disk full".to_owned())
-                }
+                Box::pin(async move {
+                    if healthy {
+                        Ok(())
+                    } else {
+                        Err("audit trail cannot write: disk full".to_owned())
+                    }
+                })
             }),
         }
     }

@@ -264,7 +264,7 @@ pub(crate) enum MaskStyle {
 }
 
 impl MaskStyle {
-    fn parse(s: &str) -> Option<MaskStyle> {
+    pub(crate) fn parse(s: &str) -> Option<MaskStyle> {
         match s {
             "redact" => Some(MaskStyle::Redact),
             "same-length" => Some(MaskStyle::SameLength),
@@ -302,13 +302,21 @@ pub(crate) enum Durability {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JsonlAudit {
-    pub(crate) path: PathBuf,
+    /// The directory holding the trail's files (`<chain>-NNNNNN.jsonl`).
+    pub(crate) dir: PathBuf,
+    /// This gateway's chain name (one per replica).
+    #[serde(default = "default_chain")]
+    pub(crate) chain: String,
     #[serde(default)]
     pub(crate) durability: Durability,
     #[serde(default = "default_group_commit_ms")]
     pub(crate) group_commit_ms: u64,
     #[serde(default)]
     pub(crate) rotate_bytes: Option<u64>,
+}
+
+fn default_chain() -> String {
+    "gateway".to_owned()
 }
 
 fn default_group_commit_ms() -> u64 {
@@ -564,7 +572,7 @@ name = "*_token"
 style = "partial:4"
 
 [audit.jsonl]
-path = "audit/trail.jsonl"
+dir = "audit"
 
 [admin]
 address = "127.0.0.1:9090"

@@ -7,8 +7,10 @@
 mod admin;
 mod approvals;
 mod config;
+mod gateway;
 mod identity;
 mod jwks;
+mod serve;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the gateway (not built yet).
+    /// Run the gateway until Ctrl-C (or SIGTERM).
     Serve {
         #[arg(long, default_value = "portcullis.toml")]
         config: PathBuf,
@@ -147,9 +149,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { .. } | Command::Demo => Err(
-            "not built yet: the serving path (PostgreSQL listener, policy, masking and audit \
-             glue) is the subject of the gateway issue"
+        Command::Serve { config } => serve_command(&config),
+        Command::Demo => Err(
+            "not built yet: the demo (a throwaway PostgreSQL behind a live gateway) is the \
+             next step of the gateway issue; `portcullis serve` runs a configured gateway"
                 .to_owned(),
         ),
         Command::Check { config } => check(&config),
@@ -191,6 +194,31 @@ fn approvals(cmd: ApprovalsCommand, admin: &str, token: Option<String>) -> Resul
             message.trim_end()
         ))
     }
+}
+
+fn serve_command(path: &Path) -> Result<(), String> {
+    let config = load(path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async {
+        let running = serve::start(&config).await?;
+        for addr in &running.listeners {
+            eprintln!("portcullis: listening for PostgreSQL clients on {addr}");
+        }
+        if let Some(addr) = running.admin {
+            eprintln!("portcullis: admin API on http://{addr}");
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("portcullis: shutting down");
+        running.shutdown().await
+    })
 }
 
 fn load(path: &Path) -> Result<Config, String> {
@@ -339,7 +367,7 @@ fn token(cmd: TokenCommand) -> Result<(), String> {
 
 /// The verifier a configuration describes (gateway key, OIDC issuers with
 /// JWKS files, API keys, revocations).
-fn build_verifier(config: &Config) -> Result<identity::Verifier, String> {
+pub(crate) fn build_verifier(config: &Config) -> Result<identity::Verifier, String> {
     let mut v = identity::Verifier::new(config.identity.leeway_secs);
     if let Some(k) = &config.identity.signing_key {
         let key = read_signing_key(config, k)?;

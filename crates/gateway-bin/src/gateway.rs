@@ -1,0 +1,757 @@
+//! The glue: portcullis-pg's [`Hook`] implemented with identity, policy,
+//! masking, approvals and the audit trail.
+//!
+//! Per statement: the client's token is checked again (expiry, revocation),
+//! the policy decides, the statement's masked text and the decision are
+//! written to the trail and made durable, and only then is the statement
+//! forwarded, refused, or held for approval. If the trail cannot make the
+//! record durable the statement is refused (fail closed) and the gateway
+//! reports itself unhealthy.
+//!
+//! Results: every value of every column goes through the masker. A column
+//! whose name matches a field rule (the configuration's, or a matching policy
+//! rule's `mask` directives, which only add) is masked whole; other text
+//! values are scanned by the detectors. A masked value of a non-text type, or
+//! in binary format, becomes NULL, since it cannot carry a `[MASKED:…]` text.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use portcullis_audit::{self as audit, AuditEvent, AuditSink, EventKind, MaskedText};
+use portcullis_mask::Masker;
+use portcullis_pg::{
+    Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, FieldValue,
+    Format, Hold, Hook, Rejection, SessionId, StartupParams, TextKind, Verdict, async_trait,
+};
+use portcullis_policy::{self as policy, Effect, Policy};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::approvals::{ApprovalRequest, ApprovalStore, Outcome};
+use crate::identity::{AuthError, Principal, PrincipalKind, Verifier};
+
+/// A backend the gateway fronts.
+#[derive(Debug, Clone)]
+pub(crate) struct Connection {
+    pub(crate) backend: BackendTarget,
+    pub(crate) resource: policy::Resource,
+}
+
+/// Identity with a revocation list that is re-read when its file changes.
+#[derive(Debug)]
+pub(crate) struct IdentityStore {
+    verifier: RwLock<Verifier>,
+    revocation_file: Option<PathBuf>,
+    revocation_mtime: Mutex<Option<SystemTime>>,
+}
+
+impl IdentityStore {
+    pub(crate) fn new(verifier: Verifier, revocation_file: Option<PathBuf>) -> IdentityStore {
+        let store = IdentityStore {
+            verifier: RwLock::new(verifier),
+            revocation_file,
+            revocation_mtime: Mutex::new(None),
+        };
+        store.reload_revocations();
+        store
+    }
+
+    /// Re-reads the revocation file if it changed since the last look.
+    fn reload_revocations(&self) {
+        let Some(file) = &self.revocation_file else {
+            return;
+        };
+        let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        let mut last = self
+            .revocation_mtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if mtime.is_none() || *last == mtime {
+            return;
+        }
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let revoked = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            self.verifier
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set_revoked(revoked);
+            *last = mtime;
+        }
+    }
+
+    pub(crate) fn verify(&self, credential: &str) -> Result<Principal, AuthError> {
+        self.reload_revocations();
+        self.verifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verify(credential, unix_now())
+    }
+
+    fn recheck(&self, p: &Principal) -> Result<(), AuthError> {
+        self.reload_revocations();
+        self.verifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recheck(p, unix_now())
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One audit record on its way to the trail; `done` is told once it is
+/// durable (or failed).
+struct AuditJob {
+    event: AuditEvent,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Everything the gateway knows about one live session.
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    pub(crate) session: SessionId,
+    pub(crate) principal: Principal,
+    pub(crate) connection: String,
+    pub(crate) started: Instant,
+    policy_principal: policy::Principal,
+    audit_principal: audit::Principal,
+    audit_resource: audit::Resource,
+    audit_tx: mpsc::UnboundedSender<AuditJob>,
+    inner: Mutex<SessionInner>,
+}
+
+#[derive(Debug, Default)]
+struct SessionInner {
+    /// Values masked by the current command, per detector.
+    masked: BTreeMap<String, u64>,
+    /// When each command arrived.
+    started: HashMap<u64, Instant>,
+    /// Field patterns a policy rule asked to mask for the current command.
+    directive_fields: Vec<String>,
+    /// Approval requests of held commands, to withdraw them if abandoned.
+    approvals: HashMap<u64, String>,
+    rows: u64,
+    bytes_out: u64,
+}
+
+impl SessionState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn event(&self, kind: EventKind) -> AuditEvent {
+        AuditEvent::new(kind)
+            .with_session(self.session.to_string())
+            .with_principal(self.audit_principal.clone())
+            .with_resource(self.audit_resource.clone())
+    }
+
+    /// Queues a record behind the session's earlier ones.
+    fn record(&self, kind: EventKind) {
+        let _ = self.audit_tx.send(AuditJob {
+            event: self.event(kind),
+            done: None,
+        });
+    }
+
+    /// Queues a record and waits until it is durable.
+    async fn record_durably(&self, kind: EventKind) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.audit_tx
+            .send(AuditJob {
+                event: self.event(kind),
+                done: Some(tx),
+            })
+            .map_err(|_| "the session's audit writer has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the session's audit writer has stopped".to_owned())?
+    }
+}
+
+/// The reference gateway's hook.
+pub(crate) struct Gateway {
+    pub(crate) identity: IdentityStore,
+    pub(crate) connections: HashMap<String, Connection>,
+    pub(crate) policy: Policy,
+    pub(crate) masker: Masker,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) approvals: Arc<ApprovalStore>,
+    pub(crate) end_session_on_expiry: bool,
+    /// Why the audit trail last failed, while it is failing.
+    audit_failure: Arc<Mutex<Option<String>>>,
+    sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("connections", &self.connections.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    pub(crate) fn new(
+        identity: IdentityStore,
+        connections: HashMap<String, Connection>,
+        policy: Policy,
+        masker: Masker,
+        audit: Arc<dyn AuditSink>,
+        approvals: Arc<ApprovalStore>,
+        end_session_on_expiry: bool,
+    ) -> Gateway {
+        Gateway {
+            identity,
+            connections,
+            policy,
+            masker,
+            audit,
+            approvals,
+            end_session_on_expiry,
+            audit_failure: Arc::new(Mutex::new(None)),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Why the gateway cannot serve right now, if it cannot: the last audit
+    /// write failed, or the sink says it cannot make records durable.
+    pub(crate) async fn health(&self) -> Result<(), String> {
+        if let Some(why) = self
+            .audit_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
+            return Err(format!("audit trail failing: {why}"));
+        }
+        match self.audit.health().await {
+            audit::Health::Ready => Ok(()),
+            other => Err(format!("audit trail not ready: {other:?}")),
+        }
+    }
+
+    /// Live sessions, for the admin API.
+    #[allow(dead_code)] // The sessions endpoints are the next step.
+    pub(crate) fn sessions(&self) -> Vec<Arc<SessionState>> {
+        let mut v: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.session);
+        v
+    }
+
+    fn mask_text(&self, text: &str) -> String {
+        String::from_utf8_lossy(self.masker.mask(text.as_bytes()).output()).into_owned()
+    }
+
+    /// Records an event outside any session (auth failures).
+    fn record_detached(&self, event: AuditEvent) {
+        let sink = self.audit.clone();
+        let failure = self.audit_failure.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sink.record(&event).await {
+                set_failure(&failure, Some(e.to_string()));
+            }
+        });
+    }
+
+    /// Starts the task that writes one session's records in order.
+    fn spawn_writer(&self) -> mpsc::UnboundedSender<AuditJob> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<AuditJob>();
+        let sink = self.audit.clone();
+        let failure = self.audit_failure.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let result = sink
+                    .record(&job.event)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                set_failure(&failure, result.as_ref().err().cloned());
+                if let Some(done) = job.done {
+                    let _ = done.send(result);
+                }
+            }
+        });
+        tx
+    }
+
+    fn deny_message(decision: &policy::Decision) -> String {
+        match &decision.rule_id {
+            Some(rule) => format!("{} (policy rule {rule})", decision.reason),
+            None => format!("{} (policy default)", decision.reason),
+        }
+    }
+}
+
+fn set_failure(failure: &Mutex<Option<String>>, value: Option<String>) {
+    *failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+}
+
+fn facts_map(facts: &policy::CommandFacts) -> BTreeMap<String, serde_json::Value> {
+    match serde_json::to_value(facts) {
+        Ok(serde_json::Value::Object(m)) => m.into_iter().collect(),
+        Ok(other) => [("facts".to_owned(), other)].into_iter().collect(),
+        Err(e) => [(
+            "error".to_owned(),
+            serde_json::Value::String(format!("facts not serialisable: {e}")),
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+/// PostgreSQL types whose text form can carry a `[MASKED:…]` marker.
+fn is_text_type(oid: u32) -> bool {
+    // char, name, text, json, xml, bpchar, varchar, unknown, jsonb, citext-like (0 = unknown).
+    matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 0)
+}
+
+fn glob_match(pattern: &str, name: &str) -> bool {
+    globset::GlobBuilder::new(pattern)
+        .case_insensitive(true)
+        .literal_separator(false)
+        .build()
+        .is_ok_and(|g| g.compile_matcher().is_match(name))
+}
+
+#[async_trait]
+impl Hook for Gateway {
+    type Principal = Arc<SessionState>;
+
+    async fn authenticate(
+        &self,
+        session: SessionId,
+        startup: &StartupParams,
+        credential: &str,
+    ) -> Result<Authenticated<Arc<SessionState>>, Rejection> {
+        let user = startup.user();
+        let (claimed, conn_name) = match user.rsplit_once('@') {
+            Some((p, c)) => (Some(p), c),
+            None => (None, user),
+        };
+        let failed = |reason: String| {
+            let event = AuditEvent::new(EventKind::AuthFailed {
+                method: "token".to_owned(),
+                reason: reason.clone(),
+            })
+            .with_session(session.to_string());
+            self.record_detached(event);
+            reason
+        };
+        let Some(conn) = self.connections.get(conn_name) else {
+            return Err(Rejection::NotAuthorized(failed(format!(
+                "no connection named {conn_name:?} on this gateway; connect with user \
+                 <connection> or <principal>@<connection>"
+            ))));
+        };
+        let principal = self
+            .identity
+            .verify(credential)
+            .map_err(|e| Rejection::InvalidCredential(failed(e.to_string())))?;
+        if let Some(claimed) = claimed
+            && claimed != principal.id
+        {
+            return Err(Rejection::NotAuthorized(failed(format!(
+                "the user name names {claimed:?} but the token is for {:?}",
+                principal.id
+            ))));
+        }
+        let kind = match principal.kind {
+            PrincipalKind::Human => (policy::PrincipalKind::Human, audit::PrincipalKind::Human),
+            PrincipalKind::Agent => (policy::PrincipalKind::Agent, audit::PrincipalKind::Agent),
+            PrincipalKind::Service => (
+                policy::PrincipalKind::Service,
+                audit::PrincipalKind::Service,
+            ),
+        };
+        let state = Arc::new(SessionState {
+            session,
+            connection: conn_name.to_owned(),
+            started: Instant::now(),
+            policy_principal: policy::Principal::new(principal.id.clone(), kind.0)
+                .with_groups(principal.groups.iter().cloned()),
+            audit_principal: audit::Principal {
+                id: principal.id.clone(),
+                kind: kind.1,
+                groups: principal.groups.clone(),
+                token_id: Some(principal.token_id.clone()),
+            },
+            audit_resource: audit::Resource {
+                protocol: audit::Protocol::Postgres,
+                target: conn_name.to_owned(),
+                scope: Some(conn.backend.database.clone()),
+            },
+            audit_tx: self.spawn_writer(),
+            principal,
+            inner: Mutex::new(SessionInner::default()),
+        });
+        state.record(EventKind::SessionStarted {
+            client_addr: None,
+            application: startup.get("application_name").map(str::to_owned),
+        });
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session, state.clone());
+        Ok(Authenticated {
+            principal: state,
+            backend: conn.backend.clone(),
+        })
+    }
+
+    async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict {
+        let s = cx.principal;
+        let command_id = cx.command.map_or(0, |c| c.0);
+        let text = MaskedText::already_masked(self.mask_text(sql));
+
+        // The token is checked again at every statement.
+        if let Err(e) = self.identity.recheck(&s.principal) {
+            let reason = match e {
+                AuthError::Expired { .. } if self.end_session_on_expiry => {
+                    format!("{e}; this session has ended: reconnect with a new token")
+                }
+                _ => e.to_string(),
+            };
+            let _ = s
+                .record_durably(EventKind::Command {
+                    command_id,
+                    text,
+                    facts: BTreeMap::new(),
+                    effect: audit::Effect::Deny,
+                    rule_id: None,
+                    reason: reason.clone(),
+                })
+                .await;
+            return Verdict::Deny(reason);
+        }
+
+        let resource = match self.connections.get(&s.connection) {
+            Some(c) => c.resource.clone(),
+            None => return Verdict::Deny("the session's connection is gone".to_owned()),
+        };
+        let decision = self.policy.evaluate(&policy::Request {
+            principal: &s.policy_principal,
+            resource: &resource,
+            command: policy::Command::Sql(sql),
+        });
+        let effect = match decision.effect {
+            Effect::Allow => audit::Effect::Allow,
+            Effect::Deny => audit::Effect::Deny,
+            Effect::Review { .. } => audit::Effect::Hold,
+        };
+        // Write-ahead: durable before anything reaches the backend.
+        let written = s
+            .record_durably(EventKind::Command {
+                command_id,
+                text: text.clone(),
+                facts: facts_map(&decision.facts),
+                effect,
+                rule_id: decision.rule_id.clone(),
+                reason: decision.reason.clone(),
+            })
+            .await;
+        if let Err(e) = written {
+            return Verdict::Deny(format!(
+                "the audit trail cannot record this statement, so it was not run (fail closed): {e}"
+            ));
+        }
+        {
+            let mut inner = s.lock();
+            inner.masked.clear();
+            inner.started.insert(command_id, Instant::now());
+            inner.directive_fields = decision
+                .mask
+                .fields
+                .iter()
+                .map(|f| f.field.clone())
+                .collect();
+        }
+        match decision.effect {
+            Effect::Allow => Verdict::Forward,
+            Effect::Deny => Verdict::Deny(Gateway::deny_message(&decision)),
+            Effect::Review {
+                groups,
+                min_approvals,
+                timeout,
+                ..
+            } => {
+                let request = ApprovalRequest {
+                    requester: s.principal.id.clone(),
+                    session_id: s.session.to_string(),
+                    connection: s.connection.clone(),
+                    command: text.as_str().to_owned(),
+                    rule_id: decision.rule_id.clone().unwrap_or_default(),
+                    reason: decision.reason.clone(),
+                    groups: groups.clone(),
+                    min_approvals: usize::try_from(min_approvals).unwrap_or(usize::MAX),
+                    timeout,
+                };
+                let ticket = match self.approvals.request(request) {
+                    Ok(t) => t,
+                    Err(e) => return Verdict::Deny(format!("cannot hold for approval: {e}")),
+                };
+                let id = ticket.id.clone();
+                s.lock().approvals.insert(command_id, id.clone());
+                s.record(EventKind::ApprovalRequested {
+                    request_id: id.clone(),
+                    command_id,
+                    approver: Some(groups.join(",")),
+                });
+                let store = self.approvals.clone();
+                let state = s.clone();
+                let notice = format!(
+                    "held for approval: {id} ({}; rule {}); an approver in {} runs: \
+                     portcullis approvals approve {id}",
+                    decision.reason,
+                    decision.rule_id.as_deref().unwrap_or("default"),
+                    if groups.is_empty() {
+                        "any group".to_owned()
+                    } else {
+                        groups.join(", ")
+                    },
+                );
+                Verdict::Hold(Hold {
+                    notice,
+                    decision: Box::pin(async move {
+                        let outcome = ticket.wait(&store).await;
+                        state.lock().approvals.remove(&command_id);
+                        let (kind, verdict) = match outcome {
+                            Outcome::Approved { by } => (
+                                EventKind::ApprovalGranted {
+                                    request_id: id.clone(),
+                                    approver: by.join(","),
+                                },
+                                PgDecision::Forward,
+                            ),
+                            Outcome::Denied { by } => (
+                                EventKind::ApprovalDenied {
+                                    request_id: id.clone(),
+                                    approver: by.clone(),
+                                    reason: None,
+                                },
+                                PgDecision::Deny(format!("{by} denied approval {id}")),
+                            ),
+                            Outcome::Expired => (
+                                EventKind::ApprovalExpired {
+                                    request_id: id.clone(),
+                                },
+                                PgDecision::Deny(format!(
+                                    "approval {id} expired before anyone decided; the \
+                                     statement was not run"
+                                )),
+                            ),
+                            Outcome::Abandoned => (
+                                EventKind::ApprovalExpired {
+                                    request_id: id.clone(),
+                                },
+                                PgDecision::Deny(format!("approval {id} was abandoned")),
+                            ),
+                        };
+                        // The approval is durable before the command runs.
+                        match state.record_durably(kind).await {
+                            Ok(()) => verdict,
+                            Err(e) => PgDecision::Deny(format!(
+                                "the audit trail cannot record the approval, so the \
+                                 statement was not run (fail closed): {e}"
+                            )),
+                        }
+                    }),
+                })
+            }
+        }
+    }
+
+    fn on_row_description(
+        &self,
+        _cx: &Context<'_, Arc<SessionState>>,
+        columns: &[Column],
+    ) -> Vec<usize> {
+        // Every column: field rules match by name, detectors scan every value.
+        columns.iter().map(|c| c.index).collect()
+    }
+
+    fn transform_field(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        column: &Column,
+        value: &[u8],
+    ) -> FieldValue {
+        let s = cx.principal;
+        let textual = column.format == Format::Text && is_text_type(column.type_oid);
+        let directive = {
+            let inner = s.lock();
+            inner
+                .directive_fields
+                .iter()
+                // `schema.table.column`: matched on the column part for now
+                // (masking more, never less) until result columns are
+                // resolved to their source tables.
+                .any(|f| glob_match(f.rsplit('.').next().unwrap_or(f), &column.name))
+        };
+        if directive {
+            *s.lock()
+                .masked
+                .entry("policy-field".to_owned())
+                .or_insert(0) += 1;
+            return if textual {
+                FieldValue::Replace(b"[MASKED:policy-field]".to_vec())
+            } else {
+                FieldValue::Null
+            };
+        }
+        let masked = self.masker.mask_field(&column.name, value);
+        if !masked.is_masked() {
+            return FieldValue::Keep;
+        }
+        {
+            let mut inner = s.lock();
+            for f in masked.findings() {
+                *inner.masked.entry(f.detector().to_owned()).or_insert(0) += 1;
+            }
+        }
+        if textual {
+            FieldValue::Replace(masked.output().to_vec())
+        } else {
+            FieldValue::Null
+        }
+    }
+
+    fn transform_copy(&self, cx: &Context<'_, Arc<SessionState>>, data: &[u8]) -> Option<Vec<u8>> {
+        let masked = self.masker.mask(data);
+        if !masked.is_masked() {
+            return None;
+        }
+        let mut inner = cx.principal.lock();
+        for f in masked.findings() {
+            *inner.masked.entry(f.detector().to_owned()).or_insert(0) += 1;
+        }
+        Some(masked.output().to_vec())
+    }
+
+    fn transform_text(
+        &self,
+        _cx: &Context<'_, Arc<SessionState>>,
+        _kind: TextKind,
+        text: &str,
+    ) -> Option<String> {
+        let masked = self.masker.mask(text.as_bytes());
+        masked
+            .is_masked()
+            .then(|| String::from_utf8_lossy(masked.output()).into_owned())
+    }
+
+    fn on_event(&self, event: &Event) {
+        let session = match event {
+            Event::SessionStarted { session, .. }
+            | Event::CommandReceived { session, .. }
+            | Event::CommandForwarded { session, .. }
+            | Event::CommandDenied { session, .. }
+            | Event::CommandHeld { session, .. }
+            | Event::HoldAbandoned { session, .. }
+            | Event::CommandCompleted { session, .. }
+            | Event::Error { session, .. }
+            | Event::SessionEnded { session, .. } => *session,
+            _ => return,
+        };
+        let state = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&session)
+            .cloned();
+        let Some(s) = state else { return };
+        match event {
+            Event::CommandForwarded { command, .. } => {
+                s.record(EventKind::CommandForwarded {
+                    command_id: command.0,
+                });
+            }
+            Event::CommandCompleted {
+                command,
+                rows,
+                bytes,
+                ..
+            } => {
+                let (masked, started) = {
+                    let mut inner = s.lock();
+                    inner.rows = inner.rows.saturating_add(*rows);
+                    inner.bytes_out = inner.bytes_out.saturating_add(*bytes);
+                    (
+                        std::mem::take(&mut inner.masked),
+                        inner.started.remove(&command.0),
+                    )
+                };
+                s.record(EventKind::CommandResult {
+                    command_id: command.0,
+                    rows: *rows,
+                    bytes: *bytes,
+                    masked,
+                    duration_us: started.map_or(0, |t| {
+                        u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+                    }),
+                    error_code: None,
+                    error_message: None,
+                });
+            }
+            Event::Error {
+                command: Some(command),
+                code,
+                message,
+                ..
+            } => {
+                let started = s.lock().started.remove(&command.0);
+                s.record(EventKind::CommandResult {
+                    command_id: command.0,
+                    rows: 0,
+                    bytes: 0,
+                    masked: BTreeMap::new(),
+                    duration_us: started.map_or(0, |t| {
+                        u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+                    }),
+                    error_code: Some(code.clone()),
+                    error_message: Some(MaskedText::already_masked(self.mask_text(message))),
+                });
+            }
+            Event::HoldAbandoned { command, .. } => {
+                if let Some(id) = s.lock().approvals.remove(&command.0) {
+                    self.approvals.withdraw(&id);
+                }
+            }
+            Event::SessionEnded { .. } => {
+                let (rows, bytes_out) = {
+                    let inner = s.lock();
+                    (inner.rows, inner.bytes_out)
+                };
+                s.record(EventKind::SessionEnded {
+                    bytes_in: 0,
+                    bytes_out,
+                    rows,
+                    duration_us: u64::try_from(s.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                });
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&session);
+            }
+            _ => {}
+        }
+    }
+}

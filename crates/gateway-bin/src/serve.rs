@@ -1,0 +1,351 @@
+//! `portcullis serve`: a configuration turned into running listeners.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_audit::{AuditSink, Commit, FanoutSink, JsonlOptions, JsonlSink, PostgresOptions};
+use portcullis_mask::{FieldRule, Masker, Rule, Style};
+use portcullis_pg::{BackendAddr, BackendTarget, BackendTls, Proxy, ProxyConfig};
+use portcullis_policy::{Policy, Resource, ResourceKind};
+use tokio::sync::watch;
+
+use crate::admin::{AdminState, router};
+use crate::approvals::ApprovalStore;
+use crate::config::{self, Config, MaskStyle};
+use crate::gateway::{Connection, Gateway, IdentityStore};
+
+/// A gateway whose listeners are bound, ready to serve.
+pub(crate) struct Running {
+    pub(crate) gateway: Arc<Gateway>,
+    /// The bound PostgreSQL listeners' addresses (port 0 resolved).
+    pub(crate) listeners: Vec<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<Result<(), String>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("listeners", &self.listeners)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Asks every listener to stop and waits for their sessions.
+    pub(crate) async fn shutdown(mut self) -> Result<(), String> {
+        let _ = self.stop.send(true);
+        let mut first_err = None;
+        while let Some(r) = self.tasks.join_next().await {
+            match r {
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(e) => first_err = first_err.or(Some(e.to_string())),
+                Ok(Ok(())) => {}
+            }
+        }
+        self.gateway
+            .audit
+            .flush()
+            .await
+            .map_err(|e| e.to_string())?;
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Builds everything the configuration describes and binds its listeners.
+pub(crate) async fn start(config: &Config) -> Result<Running, String> {
+    let gateway = Arc::new(build_gateway(config).await?);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut listeners = Vec::new();
+    if config.listeners.is_empty() {
+        return Err("the configuration has no [[listener]]".to_owned());
+    }
+    for l in &config.listeners {
+        let addr = l.address.get_ref();
+        let tcp = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| format!("listening on {addr}: {e}"))?;
+        listeners.push(tcp.local_addr().map_err(|e| e.to_string())?);
+        let mut proxy_config = ProxyConfig::default();
+        if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
+            proxy_config.client_tls =
+                Some(server_tls(&config.resolve(cert), &config.resolve(key))?);
+        }
+        if config
+            .connections
+            .iter()
+            .any(|c| c.tls != config::BackendTls::Disable)
+        {
+            proxy_config.backend_tls = Some(client_tls()?);
+        }
+        let proxy = Proxy::new(gateway.clone(), proxy_config);
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            proxy
+                .serve(tcp, async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(|e| format!("listener: {e}"))
+        });
+    }
+    let mut admin = None;
+    if let Some(a) = &config.admin {
+        let addr = a.address.get_ref();
+        let tcp = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map_err(|e| format!("admin listener on {addr}: {e}"))?;
+        admin = Some(tcp.local_addr().map_err(|e| e.to_string())?);
+        let g = gateway.clone();
+        let h = gateway.clone();
+        let state = AdminState {
+            approvals: gateway.approvals.clone(),
+            authenticate: Arc::new(move |token: &str| g.identity.verify(token)),
+            health: Arc::new(move || {
+                let h = h.clone();
+                Box::pin(async move { h.health().await })
+                    as Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+            }),
+        };
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            axum::serve(tcp, router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(|e| format!("admin listener: {e}"))
+        });
+    }
+    Ok(Running {
+        gateway,
+        listeners,
+        admin,
+        stop,
+        tasks,
+    })
+}
+
+async fn build_gateway(config: &Config) -> Result<Gateway, String> {
+    let verifier = crate::build_verifier(config)?;
+    let identity = IdentityStore::new(
+        verifier,
+        config
+            .identity
+            .revocation_file
+            .as_ref()
+            .map(|f| config.resolve(f)),
+    );
+
+    let mut connections = HashMap::new();
+    for c in &config.connections {
+        let name = c.name.get_ref().clone();
+        let password = backend_password(config, c)?;
+        let mut resource = Resource::new(name.clone(), ResourceKind::Postgres);
+        for (k, v) in &c.labels {
+            resource = resource.with_label(k.clone(), v.clone());
+        }
+        let backend = BackendTarget {
+            addr: BackendAddr::Tcp {
+                host: c.host.clone(),
+                port: c.port,
+            },
+            database: c.database.clone(),
+            user: c.user.clone(),
+            password,
+            tls: match c.tls {
+                config::BackendTls::Disable => BackendTls::Disable,
+                config::BackendTls::Require | config::BackendTls::VerifyFull => {
+                    BackendTls::Require {
+                        server_name: c.host.clone(),
+                    }
+                }
+            },
+        };
+        connections.insert(name, Connection { backend, resource });
+    }
+
+    let policy_section = config.policy.as_ref().ok_or(
+        "the configuration has no [policy] file: without one every command would be refused",
+    )?;
+    let policy_path = config.resolve(&policy_section.file);
+    let policy_text = std::fs::read_to_string(&policy_path)
+        .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+    let policy = Policy::from_toml_str(&policy_text)
+        .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+
+    let masker = build_masker(config)?;
+    let audit = build_audit(config).await?;
+    Ok(Gateway::new(
+        identity,
+        connections,
+        policy,
+        masker,
+        audit,
+        Arc::new(ApprovalStore::default()),
+        config.identity.end_session_on_expiry,
+    ))
+}
+
+fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {
+    let name = c.name.get_ref();
+    if let Some(var) = &c.password_env {
+        return std::env::var(var)
+            .map_err(|_| format!("connection {name}: environment variable {var} is not set"));
+    }
+    if let Some(f) = &c.password_file {
+        let f = config.resolve(f);
+        let text = std::fs::read_to_string(&f)
+            .map_err(|e| format!("connection {name}: {}: {e}", f.display()))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    if let Some(p) = &c.password {
+        return Ok(p.get_ref().clone());
+    }
+    Err(format!("connection {name}: no backend password"))
+}
+
+fn hmac_key(config: &Config) -> Result<Option<Vec<u8>>, String> {
+    if let Some(var) = &config.masking.hmac_key_env {
+        return std::env::var(var)
+            .map(|k| Some(k.into_bytes()))
+            .map_err(|_| format!("masking: environment variable {var} is not set"));
+    }
+    if let Some(f) = &config.masking.hmac_key_file {
+        let f = config.resolve(f);
+        return std::fs::read(&f)
+            .map(Some)
+            .map_err(|e| format!("masking: {}: {e}", f.display()));
+    }
+    Ok(None)
+}
+
+fn build_masker(config: &Config) -> Result<Masker, String> {
+    let key = hmac_key(config)?;
+    let style =
+        |s: Option<&toml::Spanned<String>>| -> Result<Option<Style>, String> {
+            let Some(s) = s else { return Ok(None) };
+            Ok(Some(match MaskStyle::parse(s.get_ref()) {
+                Some(MaskStyle::Redact) => Style::redact(),
+                Some(MaskStyle::Partial(n)) => Style::partial(n),
+                Some(MaskStyle::SameLength) => Style::same_length(),
+                Some(MaskStyle::Hash) => Style::keyed_hash(key.as_deref().ok_or(
+                    "masking style \"hash\" needs [masking] hmac_key_env or hmac_key_file",
+                )?),
+                None => return Err(format!("unknown masking style {:?}", s.get_ref())),
+            }))
+        };
+    let mut b = Masker::builder().default_catalogue(config.masking.default_catalogue);
+    for r in &config.masking.rule {
+        let mut rule = match (&r.regex, &r.literal) {
+            (Some(re), None) => Rule::regex(r.id.clone(), re.get_ref().clone()),
+            (None, Some(lit)) => Rule::literal(r.id.clone(), lit),
+            _ => return Err(format!("masking rule {}: give a regex or a literal", r.id)),
+        };
+        if let Some(s) = style(r.style.as_ref())? {
+            rule = rule.style(s);
+        }
+        b = b.rule(rule);
+    }
+    for f in &config.masking.field {
+        // `table.column` is matched on the column's name for now: masking
+        // more than asked, never less, until result columns are resolved to
+        // their source tables.
+        let pattern = f.name.rsplit('.').next().unwrap_or(&f.name);
+        let mut rule = FieldRule::new(pattern);
+        if let Some(s) = style(f.style.as_ref())? {
+            rule = rule.style(s);
+        }
+        b = b.field_rule(rule);
+    }
+    b.build().map_err(|e| format!("masking: {e}"))
+}
+
+async fn build_audit(config: &Config) -> Result<Arc<dyn AuditSink>, String> {
+    let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
+    if let Some(j) = &config.audit.jsonl {
+        let dir = config.resolve(&j.dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("audit: {}: {e}", dir.display()))?;
+        let mut options = JsonlOptions::new(j.chain.clone()).commit(match j.durability {
+            config::Durability::Fsync => Commit::PerRecord,
+            config::Durability::GroupCommit => {
+                Commit::Group(Duration::from_millis(j.group_commit_ms))
+            }
+        });
+        if let Some(bytes) = j.rotate_bytes {
+            options = options.max_file_bytes(bytes);
+        }
+        let (sink, report) =
+            JsonlSink::open(&dir, options).map_err(|e| format!("audit: {}: {e}", dir.display()))?;
+        if let Some(torn) = &report.torn_tail {
+            tracing::warn!(file = %torn.path.display(), line = torn.line, "audit trail had a torn last line; recovered");
+        }
+        sinks.push(Arc::new(sink));
+    }
+    if let Some(p) = &config.audit.postgres {
+        let dsn = std::env::var(&p.dsn_env)
+            .map_err(|_| format!("audit: environment variable {} is not set", p.dsn_env))?;
+        let options = PostgresOptions::new(&dsn, p.replica.clone()).map_err(|e| e.to_string())?;
+        let sink = portcullis_audit::PostgresSink::connect(options)
+            .await
+            .map_err(|e| format!("audit: postgres: {e}"))?;
+        sinks.push(Arc::new(sink));
+    }
+    match sinks.len() {
+        0 => Err(
+            "the configuration has no audit sink ([audit.jsonl] or [audit.postgres]); \
+             the gateway does not run without a trail"
+                .to_owned(),
+        ),
+        1 => sinks.pop().ok_or_else(|| "no audit sink".to_owned()),
+        n => {
+            let mut b = FanoutSink::builder();
+            for s in sinks {
+                b = b.member(s);
+            }
+            let quorum = config.audit.quorum.as_ref().map_or(n, |q| *q.get_ref());
+            let fan = b.quorum(quorum).build().map_err(|e| e.to_string())?;
+            Ok(Arc::new(fan))
+        }
+    }
+}
+
+fn server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    Ok(Arc::new(config))
+}
+
+fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,404 @@
+//! `portcullis serve` end to end: a real PostgreSQL (the demo's schema), the
+//! gateway as a real process, real psql as the agent, and the CLI as the
+//! approver.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use portcullis_testkit::{Client, ClientOutput, PgCluster};
+
+const SEED: &str = include_str!("../src/demo/seed.sql");
+const POLICY: &str = include_str!("../../../examples/policy.toml");
+const BACKEND_PASSWORD: &str = "gw-backend-Pa55word-xyzzy";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn portcullis(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Gateway {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    admin: String,
+    _pg: PgCluster,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start() -> Gateway {
+        let pg = PgCluster::start().unwrap();
+        let out = Client::psql(&pg.dsn())
+            .unwrap()
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-f", "-"])
+            .arg(format!("--variable=gateway_password={BACKEND_PASSWORD}"))
+            .stdin(SEED)
+            .run()
+            .unwrap();
+        assert!(out.success(), "{}", out.stderr);
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (ok, _, err) = portcullis(d, &["token", "keygen", "--out", "gateway.pem"]);
+        assert!(ok, "{err}");
+        std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+        std::fs::write(d.join("backend.pw"), format!("{BACKEND_PASSWORD}\n")).unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let config = format!(
+            r#"
+[[listener]]
+address = "127.0.0.1:{port}"
+
+[[connection]]
+name = "shop"
+kind = "postgres"
+host = "127.0.0.1"
+port = {pg_port}
+database = "postgres"
+user = "portcullis_gateway"
+password_file = "backend.pw"
+labels = {{ env = "prod" }}
+
+[identity]
+signing_key = "gateway.pem"
+revocation_file = "revoked"
+
+[policy]
+file = "policy.toml"
+
+[[masking.field]]
+name = "api_key"
+
+[audit.jsonl]
+dir = "audit"
+chain = "gw-test"
+durability = "group-commit"
+group_commit_ms = 2
+
+[admin]
+address = "127.0.0.1:{admin_port}"
+"#,
+            pg_port = pg.port()
+        );
+        std::fs::write(d.join("portcullis.toml"), config).unwrap();
+        let (ok, out, err) = portcullis(d, &["check", "--config", "portcullis.toml"]);
+        assert!(ok, "check failed: {out}{err}");
+
+        let mut child = Command::new(bin())
+            .args(["serve", "--config", "portcullis.toml"])
+            .current_dir(d)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for the admin line, which comes after the listeners are bound.
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the gateway exited: {seen}"))
+                .unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("admin API on") {
+                break;
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Gateway {
+            child,
+            dir,
+            port,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            _pg: pg,
+        }
+    }
+
+    fn token(&self, principal: &str, groups: &str, ttl: &str) -> String {
+        let (ok, out, err) = portcullis(
+            self.dir.path(),
+            &[
+                "token",
+                "issue",
+                "--principal",
+                principal,
+                "--groups",
+                groups,
+                "--ttl",
+                ttl,
+            ],
+        );
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    }
+
+    fn dsn(&self, token: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=shop dbname=postgres sslmode=disable password={token}",
+            self.port
+        )
+    }
+
+    fn psql(&self, token: &str, sql: &str) -> ClientOutput {
+        Client::psql(&self.dsn(token))
+            .unwrap()
+            .args(["-v", "VERBOSITY=verbose", "-tA", "-c", sql])
+            .run()
+            .unwrap()
+    }
+
+    fn approvals(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        let mut all = vec!["approvals"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--admin", &self.admin, "--token", token]);
+        portcullis(self.dir.path(), &all)
+    }
+
+    fn trail(&self) -> Vec<PathBuf> {
+        portcullis_audit::trail_files(&self.dir.path().join("audit"), "gw-test").unwrap()
+    }
+
+    fn trail_text(&self) -> String {
+        self.trail()
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn masked_select_denied_drop_and_held_delete_approved_through_the_cli() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let alice = gw.token("human:alice", "dba", "15m");
+
+    // A masked SELECT: emails, cards, secrets in notes and api_key are masked.
+    let out = gw.psql(
+        &agent,
+        "select id, name, email, card_number, api_key, notes from customers order by id",
+    );
+    assert!(out.success(), "{}", out.stderr);
+    let rows = out.stdout;
+    for secret in [
+        "ada@example.com",
+        "4111111111111111",
+        "pk_demo_4f9a2c1e8b7d6a5f4e3d2c1b",
+        "AKIAZ7VRSQ5TJHCM3XPL",
+        "Sup3rS3cretPw",
+    ] {
+        assert!(!rows.contains(secret), "{secret} leaked:\n{rows}");
+    }
+    assert!(rows.contains("Ada Lovelace"), "{rows}");
+    assert!(rows.contains("[MASKED:"), "{rows}");
+    assert_eq!(rows.lines().count(), 5, "{rows}");
+
+    // The backend password never reaches the client.
+    assert!(!rows.contains(BACKEND_PASSWORD) && !out.stderr.contains(BACKEND_PASSWORD));
+
+    // DROP is denied with 42501 and the rule's id; the gateway goes on.
+    let out = gw.psql(&agent, "DROP TABLE shop.orders");
+    assert!(!out.success());
+    assert!(out.stderr.contains("42501"), "{}", out.stderr);
+    assert!(out.stderr.contains("no-drop-or-truncate"), "{}", out.stderr);
+    let out = gw.psql(&agent, "select count(*) from orders");
+    assert_eq!(out.stdout.trim(), "5", "{}", out.stderr);
+
+    // DELETE without WHERE is held until a DBA approves it.
+    let dsn = gw.dsn(&agent);
+    let held = std::thread::spawn(move || {
+        Client::psql(&dsn)
+            .unwrap()
+            .args(["-tA", "-c", "DELETE FROM orders"])
+            .run()
+            .unwrap()
+    });
+    let id = wait_for_approval(&gw, &alice);
+    // The requester cannot approve its own statement.
+    let (ok, _, err) = gw.approvals(&agent, &["approve", &id]);
+    assert!(!ok);
+    assert!(err.contains("cannot decide"), "{err}");
+    let (ok, out, err) = gw.approvals(&alice, &["approve", &id]);
+    assert!(ok, "{out}{err}");
+    let out = held.join().unwrap();
+    assert!(out.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("held for approval: {id}")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        gw.psql(&agent, "select count(*) from orders").stdout.trim(),
+        "0"
+    );
+
+    // Another is denied through the CLI and fails.
+    let dsn = gw.dsn(&agent);
+    let held = std::thread::spawn(move || {
+        Client::psql(&dsn)
+            .unwrap()
+            .args([
+                "-v",
+                "VERBOSITY=verbose",
+                "-tA",
+                "-c",
+                "UPDATE customers SET phone = NULL",
+            ])
+            .run()
+            .unwrap()
+    });
+    let id = wait_for_approval(&gw, &alice);
+    let (ok, out, err) = gw.approvals(&alice, &["deny", &id]);
+    assert!(ok, "{out}{err}");
+    let out = held.join().unwrap();
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("42501") && out.stderr.contains("denied"),
+        "{}",
+        out.stderr
+    );
+
+    // Every step is in the trail, which verifies, and no secret from a
+    // statement's text is in it.
+    let out = gw.psql(
+        &agent,
+        "select name from customers where api_key = 'pk_demo_9e8d7c6b5a4f3e2d1c0b9a8f' or notes like '%AKIAZ7VRSQ5TJHCM3XPL%'",
+    );
+    assert!(out.success(), "{}", out.stderr);
+    std::thread::sleep(Duration::from_millis(200));
+    let trail = gw.trail_text();
+    assert!(
+        !trail.contains("AKIAZ7VRSQ5TJHCM3XPL"),
+        "a secret reached the trail"
+    );
+    for kind in [
+        "session_started",
+        "\"command\"",
+        "command_forwarded",
+        "command_result",
+        "approval_requested",
+        "approval_granted",
+        "approval_denied",
+    ] {
+        assert!(trail.contains(kind), "no {kind} in the trail:\n{trail}");
+    }
+    assert!(trail.contains("no-drop-or-truncate"));
+    let report = portcullis_audit::verify(&gw.trail());
+    assert!(report.is_intact(), "{report:?}");
+}
+
+fn wait_for_approval(gw: &Gateway, approver: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, err) = gw.approvals(approver, &["list"]);
+        assert!(ok, "{err}");
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if let Some(id) = list
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|p| p["id"].as_str())
+        {
+            return id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no approval request appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn bad_tokens_are_refused_and_revocation_ends_a_live_session() {
+    let gw = Gateway::start();
+    let good = gw.token("agent:ci-bot", "agents", "15m");
+    let out = gw.psql(&good, "select 1");
+    assert_eq!(out.stdout.trim(), "1", "{}", out.stderr);
+
+    // Expired.
+    let short = gw.token("agent:ci-bot", "agents", "1s");
+    std::thread::sleep(Duration::from_millis(2100));
+    let out = gw.psql(&short, "select 1");
+    assert!(!out.success());
+    assert!(out.stderr.contains("expired"), "{}", out.stderr);
+
+    // Tampered: one character of the signature changed.
+    let mut tampered = good.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let out = gw.psql(&tampered, "select 1");
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("password authentication failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("signature") || out.stderr.contains("malformed"),
+        "{}",
+        out.stderr
+    );
+
+    // Revoked: at connect, and in a live session at its next statement.
+    let (_, claims, _) = portcullis(gw.dir.path(), &["token", "inspect", &good]);
+    let claims: serde_json::Value = serde_json::from_str(&claims).unwrap();
+    let jti = claims["claims"]["jti"].as_str().unwrap().to_owned();
+    // psql runs the revocation between two statements of one session.
+    let script = format!(
+        "select 'before';\n\\! cd '{}' && '{}' token revoke {jti}\nselect 'after';\n",
+        gw.dir.path().display(),
+        bin()
+    );
+    let out = Client::psql(&gw.dsn(&good))
+        .unwrap()
+        .args(["-tA", "-f", "-"])
+        .stdin(script)
+        .run()
+        .unwrap();
+    assert!(
+        out.stdout.contains("before"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(!out.stdout.contains("after"), "{}", out.stdout);
+    assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+    let out = gw.psql(&good, "select 1");
+    assert!(!out.success());
+    assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+}
