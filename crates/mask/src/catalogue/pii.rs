@@ -49,18 +49,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         description: r#"US social security number (AAA-GG-SSSS, excluding the never-issued 000/666/9xx areas, 00 groups and 0000 serials), only after a context word such as 'SSN' or 'social security'"#,
         keywords: &[],
         pattern: r#"\b(?:00[1-9]|0[1-9][0-9]|[1-5][0-9]{2}|6[0-57-9][0-9]|66[0-57-9]|[78][0-9]{2})[- ]?(?:0[1-9]|[1-9][0-9])[- ]?(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})\b"#,
-        validators: &[Validator::ContextBefore {
-            words: &[
-                "ssn",
-                "social security",
-                "social-security",
-                "socialsecurity",
-                "ss#",
-                "ss #",
-                "ss no",
-            ],
-            window: 32,
-        }],
+        validators: &[Validator::ContextBefore { words: &["ssn", "social security", "social-security", "socialsecurity", "ss#", "ss #", "ss no"], window: 32 }],
         max_len: 11,
     },
     DetectorSpec {
@@ -75,10 +64,10 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
     DetectorSpec {
         id: "ipv6",
         category: Category::Pii,
-        description: r#"IPv6 address: eight colon-separated groups, or a compressed form with '::' between groups"#,
+        description: r#"IPv6 address: eight colon-separated groups, a compressed form with '::' and at least three groups, or two groups around '::' one of which has a digit (so Rust/C++ paths such as dfa::DEAD are not addresses)"#,
         keywords: &[],
-        pattern: r#"\b(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b|(?:[0-9A-Fa-f]{1,4}:){1,6}(?::[0-9A-Fa-f]{1,4}){1,6}\b|(?:[0-9A-Fa-f]{1,4}:){2,7}:)"#,
+        pattern: r#"\b(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b|(?:[0-9A-Fa-f]{1,4}:){2,6}(?::[0-9A-Fa-f]{1,4}){1,5}\b|[0-9A-Fa-f]{1,4}:(?::[0-9A-Fa-f]{1,4}){2,6}\b|(?:[0-9][0-9A-Fa-f]{0,3}|[A-Fa-f][0-9][0-9A-Fa-f]{0,2}|[A-Fa-f]{2}[0-9][0-9A-Fa-f]?|[A-Fa-f]{3}[0-9])::[0-9A-Fa-f]{1,4}\b|[0-9A-Fa-f]{1,4}::(?:[0-9][0-9A-Fa-f]{0,3}|[A-Fa-f][0-9][0-9A-Fa-f]{0,2}|[A-Fa-f]{2}[0-9][0-9A-Fa-f]?|[A-Fa-f]{3}[0-9])\b|(?:[0-9A-Fa-f]{1,4}:){2,7}:)"#,
         validators: &[],
-        max_len: 60,
+        max_len: 55,
     },
 ];
