@@ -15,7 +15,10 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         description: r#"A password assigned in config, env, JSON, YAML or URLs: password / passwd / passphrase followed by = or : and a value of 6 or more characters with a digit or symbol (so code such as `password: String` is not one)"#,
         keywords: &["password", "passwd", "passphrase"],
         pattern: r#"(?i)(?:password|passwd|passphrase)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z_.]{0,64}[0-9#$%*+/=?@^~-][^\s"'`,;&<>(){}\[\]]{0,127}))"#,
-        validators: &[Validator::MinEntropy(2.5), Validator::NotPlaceholder(PLACEHOLDERS)],
+        validators: &[
+            Validator::MinEntropy(2.5),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
         max_len: 212,
     },
     DetectorSpec {
@@ -24,7 +27,10 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         description: r#"A secret assigned in config, env, JSON or YAML: secret / secret_key / client_secret followed by = or : and a high-entropy value"#,
         keywords: &["secret"],
         pattern: r#"(?i)secret(?:[_.-]?key)?["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=!@#$%^*-]{8,256}))"#,
-        validators: &[Validator::MinEntropy(3.0), Validator::NotPlaceholder(PLACEHOLDERS)],
+        validators: &[
+            Validator::MinEntropy(3.0),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
         max_len: 276,
     },
     DetectorSpec {
@@ -33,7 +39,10 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         description: r#"A token assigned in config, env, JSON or headers: <anything>token followed by = or : and a high-entropy value"#,
         keywords: &["token"],
         pattern: r#"(?i)token["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{16,512}))"#,
-        validators: &[Validator::MinEntropy(3.2), Validator::NotPlaceholder(PLACEHOLDERS)],
+        validators: &[
+            Validator::MinEntropy(3.2),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
         max_len: 527,
     },
     DetectorSpec {
@@ -42,7 +51,10 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         description: r#"An API key assigned in config, env, JSON or headers: api_key / apikey / api-key followed by = or : and a high-entropy value"#,
         keywords: &["apikey", "api_key", "api-key", "api.key"],
         pattern: r#"(?i)api[_.-]?key["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{16,256}))"#,
-        validators: &[Validator::MinEntropy(3.2), Validator::NotPlaceholder(PLACEHOLDERS)],
+        validators: &[
+            Validator::MinEntropy(3.2),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
         max_len: 273,
     },
     DetectorSpec {
@@ -51,7 +63,10 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         description: r#"HTTP bearer credential: 'Bearer ' followed by a high-entropy token (Authorization headers, curl commands, logs)"#,
         keywords: &["bearer"],
         pattern: r#"(?i)\bbearer\s{1,3}(?P<m>(?-i:[A-Za-z0-9_.~+/-]{20,2000}={0,2}))"#,
-        validators: &[Validator::MinEntropy(3.2), Validator::NotPlaceholder(PLACEHOLDERS)],
+        validators: &[
+            Validator::MinEntropy(3.2),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+        ],
         max_len: 2011,
     },
     DetectorSpec {

@@ -128,7 +128,11 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         id: "plaid-access-token",
         category: Category::Secret,
         description: r#"Plaid access token: access-production- / access-development- / access-sandbox- followed by a UUID"#,
-        keywords: &["access-production-", "access-development-", "access-sandbox-"],
+        keywords: &[
+            "access-production-",
+            "access-development-",
+            "access-sandbox-",
+        ],
         pattern: r#"\baccess-(?:production|development|sandbox)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"#,
         validators: &[],
         max_len: 55,

@@ -49,7 +49,18 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         description: r#"US social security number (AAA-GG-SSSS, excluding the never-issued 000/666/9xx areas, 00 groups and 0000 serials), only after a context word such as 'SSN' or 'social security'"#,
         keywords: &[],
         pattern: r#"\b(?:00[1-9]|0[1-9][0-9]|[1-5][0-9]{2}|6[0-57-9][0-9]|66[0-57-9]|[78][0-9]{2})[- ]?(?:0[1-9]|[1-9][0-9])[- ]?(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})\b"#,
-        validators: &[Validator::ContextBefore { words: &["ssn", "social security", "social-security", "socialsecurity", "ss#", "ss #", "ss no"], window: 32 }],
+        validators: &[Validator::ContextBefore {
+            words: &[
+                "ssn",
+                "social security",
+                "social-security",
+                "socialsecurity",
+                "ss#",
+                "ss #",
+                "ss no",
+            ],
+            window: 32,
+        }],
         max_len: 11,
     },
     DetectorSpec {
