@@ -341,8 +341,9 @@ fn not_placeholder(list: &[&str], masked: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod catalogue_validator_tests {
     use super::*;
+    use proptest::prelude::*;
 
     const PLACEHOLDERS: &[&str] = &["changeme", "password"];
 
@@ -469,6 +470,42 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(ok)
             );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any bytes: no panic, and the checksums agree with a plain
+        /// re-computation on the digits.
+        #[test]
+        fn validators_are_total(s in proptest::collection::vec(any::<u8>(), 0..48)) {
+            for v in [
+                Validator::Luhn,
+                Validator::CardIssuer,
+                Validator::IbanMod97,
+                Validator::MinEntropy(3.0),
+                Validator::ContextBefore { words: &["ssn"], window: 8 },
+                Validator::NotPlaceholder(PLACEHOLDERS),
+            ] {
+                let _ = validate(&v, &s, &s, &s);
+            }
+            let e = shannon_entropy(&s);
+            prop_assert!((0.0..=8.0).contains(&e));
+        }
+
+        /// A card number passes Luhn exactly when its check digit is the
+        /// one Luhn computes.
+        #[test]
+        fn luhn_check_digit(body in "[0-9]{12,18}", d in 0u8..10) {
+            let mut sum = 0u32;
+            for (i, c) in body.bytes().rev().enumerate() {
+                let x = u32::from(c - b'0');
+                sum += if i % 2 == 0 { let y = x * 2; if y > 9 { y - 9 } else { y } } else { x };
+            }
+            let check = (10 - sum % 10) % 10;
+            let n = format!("{body}{d}");
+            prop_assert_eq!(luhn(n.as_bytes()), u32::from(d) == check);
         }
     }
 
