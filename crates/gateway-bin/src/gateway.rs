@@ -518,9 +518,8 @@ impl Hook for Gateway {
                 let store = self.approvals.clone();
                 let state = s.clone();
                 let notice = format!(
-                    "held for approval: {id} ({}; rule {}); an approver in {} runs: \
+                    "held for approval: {id} (rule {}); an approver in {} runs: \
                      portcullis approvals approve {id}",
-                    decision.reason,
                     decision.rule_id.as_deref().unwrap_or("default"),
                     if groups.is_empty() {
                         "any group".to_owned()
@@ -686,10 +685,19 @@ impl Hook for Gateway {
             }
             Event::CommandCompleted {
                 command,
+                tag,
                 rows,
                 bytes,
                 ..
             } => {
+                // Rows returned, or for INSERT/UPDATE/DELETE/… the count in
+                // the tag (`DELETE 5`).
+                let affected = tag
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let rows = &(*rows).max(affected);
                 let (masked, started) = {
                     let mut inner = s.lock();
                     inner.rows = inner.rows.saturating_add(*rows);

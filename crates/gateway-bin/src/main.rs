@@ -7,6 +7,7 @@
 mod admin;
 mod approvals;
 mod config;
+mod demo;
 mod gateway;
 mod identity;
 mod jwks;
@@ -56,8 +57,52 @@ enum Command {
         #[arg(long, global = true)]
         token: Option<String>,
     },
-    /// Start a throwaway PostgreSQL and a gateway in front of it (not built yet).
-    Demo,
+    /// Start a throwaway PostgreSQL with fake customers behind a live gateway.
+    Demo {
+        /// Where the gateway listens for PostgreSQL clients.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: String,
+        /// Where the admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+    },
+    /// Read the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Sessions recorded in the audit trail.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify a trail's hash chain; exit status 1 if anything was changed.
+    Verify {
+        /// The trail's files, in order (or a directory holding them).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the trail's records, one JSON object per line.
+    Tail {
+        /// The trail's files, in order (or a directory holding them).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Only the last N records.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// One session's timeline (commands, decisions, results) from the trail.
+    Show {
+        /// The session id (as in the trail, e.g. s3).
+        id: String,
+        /// The trail's files, in order (or a directory holding them).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,11 +195,23 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve { config } => serve_command(&config),
-        Command::Demo => Err(
-            "not built yet: the demo (a throwaway PostgreSQL behind a live gateway) is the \
-             next step of the gateway issue; `portcullis serve` runs a configured gateway"
-                .to_owned(),
-        ),
+        Command::Demo { listen, admin } => demo::run(&listen, &admin),
+        Command::Audit(a) => audit_command(a),
+        Command::Sessions(SessionsCommand::Show { id, files }) => {
+            let files = trail_paths(&files)?;
+            let entries =
+                portcullis_audit::session_timeline(&files, &id).map_err(|e| e.to_string())?;
+            if entries.is_empty() {
+                return Err(format!("no records of session {id} in the trail"));
+            }
+            for e in entries {
+                println!(
+                    "{}",
+                    serde_json::to_string(&e.event).map_err(|e| e.to_string())?
+                );
+            }
+            Ok(())
+        }
         Command::Check { config } => check(&config),
         Command::Token(t) => token(t),
         Command::Approvals {
@@ -193,6 +250,61 @@ fn approvals(cmd: ApprovalsCommand, admin: &str, token: Option<String>) -> Resul
             "admin API answered {status}: {}",
             message.trim_end()
         ))
+    }
+}
+
+/// Files as given, with each directory replaced by the `*.jsonl` files in it,
+/// in name order (the order a trail's files are written in).
+fn trail_paths(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in given {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn audit_command(cmd: AuditCommand) -> Result<(), String> {
+    match cmd {
+        AuditCommand::Verify { files } => {
+            let files = trail_paths(&files)?;
+            let report = portcullis_audit::verify(&files);
+            println!("{report}");
+            if report.is_intact() {
+                Ok(())
+            } else {
+                Err("the trail does not verify".to_owned())
+            }
+        }
+        AuditCommand::Tail { files, lines } => {
+            let files = trail_paths(&files)?;
+            let mut last = std::collections::VecDeque::with_capacity(lines.min(10_000));
+            for f in &files {
+                let text =
+                    std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                for line in text.lines() {
+                    if last.len() == lines {
+                        last.pop_front();
+                    }
+                    if lines > 0 {
+                        last.push_back(line.to_owned());
+                    }
+                }
+            }
+            for l in last {
+                println!("{l}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -434,7 +546,7 @@ pub(crate) fn build_verifier(config: &Config) -> Result<identity::Verifier, Stri
 }
 
 /// Creates a file that only its owner can read, refusing to overwrite one.
-fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -121,15 +121,3 @@ fn api_key_prints_a_key_and_its_hash() {
     let hash = s.lines().nth(1).unwrap();
     assert_eq!(hash.len(), "sha256 = \"\"".len() + 64, "{hash}");
 }
-
-#[test]
-fn demo_says_it_is_not_built() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = portcullis(&["demo"], dir.path());
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("not built yet"),
-        "{}",
-        text(&out.stderr)
-    );
-}

@@ -1,0 +1,163 @@
+//! `portcullis demo`: a throwaway PostgreSQL with fake customers behind a live
+//! gateway, until Ctrl-C.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use portcullis_testkit::{Client, PgCluster};
+
+use crate::config::Config;
+use crate::identity::{GatewayKey, TokenIssuer};
+
+const SEED: &str = include_str!("seed.sql");
+const POLICY: &str = include_str!("../../../../examples/policy.toml");
+
+/// Runs the demo; returns when Ctrl-C is pressed, having cleaned up.
+pub(crate) fn run(listen: &str, admin: &str) -> Result<(), String> {
+    let pg = PgCluster::start().map_err(|e| format!("starting PostgreSQL: {e}"))?;
+    let backend_password = random_hex(16)?;
+    let out = Client::psql(&pg.dsn())
+        .map_err(|e| e.to_string())?
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-f", "-"])
+        .arg(format!("--variable=gateway_password={backend_password}"))
+        .stdin(SEED)
+        .run()
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!("seeding the demo schema: {}", out.stderr));
+    }
+
+    let dir = tempfile::Builder::new()
+        .prefix("portcullis-demo-")
+        .tempdir()
+        .map_err(|e| format!("creating the demo's directory: {e}"))?;
+    let d = dir.path();
+    let key_pem = GatewayKey::generate_pem()?;
+    crate::write_new_private(&d.join("gateway.pem"), key_pem.as_bytes())?;
+    crate::write_new_private(&d.join("backend.pw"), backend_password.as_bytes())?;
+    std::fs::write(d.join("policy.toml"), POLICY).map_err(|e| e.to_string())?;
+    let config_text = format!(
+        r#"# Written by `portcullis demo`.
+[[listener]]
+address = "{listen}"
+
+[[connection]]
+name = "shop"
+kind = "postgres"
+host = "127.0.0.1"
+port = {pg_port}
+database = "postgres"
+user = "portcullis_gateway"
+password_file = "backend.pw"
+labels = {{ env = "demo" }}
+
+[identity]
+signing_key = "gateway.pem"
+revocation_file = "revoked"
+
+[policy]
+file = "policy.toml"
+
+[[masking.field]]
+name = "api_key"
+
+[audit.jsonl]
+dir = "audit"
+chain = "demo"
+
+[admin]
+address = "{admin}"
+"#,
+        pg_port = pg.port()
+    );
+    let config_path = d.join("portcullis.toml");
+    std::fs::write(&config_path, config_text).map_err(|e| e.to_string())?;
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+
+    let key = GatewayKey::from_pem(&key_pem)?;
+    let issuer = TokenIssuer {
+        key: &key,
+        issuer: &config.identity.issuer,
+        audience: &config.identity.audience,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let agent = issuer.issue("agent:demo-bot", &["agents".to_owned()], 3600, now)?;
+    let approver = issuer.issue("human:alice", &["dba".to_owned()], 3600, now)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async {
+        let running = crate::serve::start(&config).await.map_err(|e| {
+            format!("{e}\n(another program may be using the port: try --listen 127.0.0.1:6543 --admin 127.0.0.1:9091)")
+        })?;
+        let gw = running.listeners.first().copied();
+        let admin_url = running.admin.map(|a| format!("http://{a}")).unwrap_or_default();
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "portcullis".to_owned());
+        if let Some(gw) = gw {
+            print_banner(&pg, gw, &admin_url, d, &exe, &agent.token, &approver.token);
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("\nportcullis demo: stopping; removing the database and {}", d.display());
+        running.shutdown().await
+    })?;
+    drop(pg);
+    Ok(())
+}
+
+fn print_banner(
+    pg: &PgCluster,
+    gw: std::net::SocketAddr,
+    admin_url: &str,
+    dir: &Path,
+    exe: &str,
+    agent: &str,
+    approver: &str,
+) {
+    println!(
+        "\
+Portcullis demo is running (Ctrl-C stops it and removes everything).
+
+  PostgreSQL (throwaway)   127.0.0.1:{pg_port}, schema `shop` with fake customers
+  gateway                  {gw}   (the agent connects here; it never sees the backend password)
+  admin API                {admin_url}
+  audit trail              {dir}/audit/
+
+Connect as the agent (a token for agent:demo-bot, valid one hour):
+
+  psql \"host={host} port={port} user=shop dbname=postgres sslmode=disable password={agent}\"
+
+Then try:
+
+  select name, email, card_number, api_key, notes from customers;   -- masked
+  drop table orders;                                                 -- denied by policy
+  delete from orders;                                                -- held for approval
+
+Approve a held statement as human:alice (group dba), from another terminal:
+
+  export PORTCULLIS_TOKEN={approver}
+  {exe} approvals list --admin {admin_url}
+  {exe} approvals approve <id> --admin {admin_url}
+
+Verify the trail afterwards:  {exe} audit verify {dir}/audit/*.jsonl
+",
+        pg_port = pg.port(),
+        dir = dir.display(),
+        host = gw.ip(),
+        port = gw.port(),
+    );
+}
+
+fn random_hex(bytes: usize) -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut raw = vec![0u8; bytes];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| "no randomness".to_owned())?;
+    Ok(hex::encode(raw))
+}
