@@ -82,6 +82,15 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         max_len: 35,
     },
     DetectorSpec {
+        id: "sql-password-literal",
+        category: Category::Secret,
+        description: r#"Password literal in SQL: CREATE/ALTER ROLE|USER … [ENCRYPTED] PASSWORD '…' (PostgreSQL) or IDENTIFIED BY '…' (MySQL, Oracle)"#,
+        keywords: &["password", "identified"],
+        pattern: r#"(?i)\b(?:password|identified\s{1,3}by)\s{1,3}'(?P<m>[^'\r\n]{1,128})'"#,
+        validators: &[Validator::NotPlaceholder(PLACEHOLDERS)],
+        max_len: 148,
+    },
+    DetectorSpec {
         id: "url-basic-auth-password",
         category: Category::Secret,
         description: r#"Password embedded in a URL's userinfo: http(s)/ftp/sftp/ssh/git/smtp/imap/ldap/ws://user:PASSWORD@host"#,
