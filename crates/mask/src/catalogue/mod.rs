@@ -9,6 +9,23 @@
 //! Every detector has at least three positive and two negative cases in
 //! `testdata/mask/<family>.toml`; the tests below check each pattern (and its
 //! validators) against every case of every family, with the whole catalogue.
+//!
+//! # Adding a detector
+//!
+//! * Write the pattern from the provider's documented token format. Prefer a
+//!   distinctive prefix (`ghp_`, `xoxb-`, `AKIA`) as keyword; a bare format
+//!   (32 hex) needs the variable name as context (`TWILIO_AUTH_TOKEN=`), with
+//!   the secret in the `m` group and the value case-sensitive (`(?-i:…)`).
+//! * Bound every repetition; `max_len` is the pattern's longest match (the
+//!   tests compare it with the parser's own figure). Keep patterns free of
+//!   overlapping bounded repetitions (`[a-z0-9]{20,100}KEY[a-z0-9]{20,100}`):
+//!   their DFAs grow with every possible split. The tests build each as an
+//!   anchored dense DFA of at most 16 MiB.
+//! * Every match must contain a keyword (the prefilter only probes near
+//!   keywords): write header-style separators as a literal space, not `\s`.
+//! * Add three positives in realistic surroundings and two near-miss
+//!   negatives (wrong length, wrong prefix, placeholder) to the family's
+//!   TOML; run `cargo test -p portcullis-mask catalogue`.
 
 use crate::spec::{Category, DetectorSpec};
 
@@ -96,7 +113,7 @@ const fn total(families: &[&[DetectorSpec]]) -> usize {
     n
 }
 
-/// Filler for the array built by [`concat`]; never left in the result.
+/// Filler for the array built by [`concat_families`]; never left in the result.
 const FILLER: DetectorSpec = DetectorSpec {
     id: "",
     category: Category::Secret,
@@ -109,7 +126,7 @@ const FILLER: DetectorSpec = DetectorSpec {
 
 // Const evaluation: an index out of bounds is a compile error, not a panic.
 #[allow(clippy::indexing_slicing)]
-const fn concat<const N: usize>(families: &[&[DetectorSpec]]) -> [DetectorSpec; N] {
+const fn concat_families<const N: usize>(families: &[&[DetectorSpec]]) -> [DetectorSpec; N] {
     let mut out = [FILLER; N];
     let mut k = 0;
     let mut i = 0;
@@ -126,7 +143,7 @@ const fn concat<const N: usize>(families: &[&[DetectorSpec]]) -> [DetectorSpec; 
     out
 }
 
-static ALL: [DetectorSpec; total(FAMILIES)] = concat(FAMILIES);
+static ALL: [DetectorSpec; total(FAMILIES)] = concat_families(FAMILIES);
 
 /// Every built-in detector, in priority order (see the module doc).
 pub(crate) static BUILTIN: &[DetectorSpec] = &ALL;
