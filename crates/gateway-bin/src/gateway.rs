@@ -29,6 +29,7 @@ use portcullis_policy::{self as policy, Effect, Policy};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::approvals::{ApprovalRequest, ApprovalStore, Outcome};
+use crate::catalog::MaskedColumns;
 use crate::identity::{AuthError, Principal, PrincipalKind, Verifier};
 
 /// A backend the gateway fronts.
@@ -36,6 +37,7 @@ use crate::identity::{AuthError, Principal, PrincipalKind, Verifier};
 pub(crate) struct Connection {
     pub(crate) backend: BackendTarget,
     pub(crate) resource: policy::Resource,
+    pub(crate) masked: Arc<MaskedColumns>,
 }
 
 /// Identity with a revocation list that is re-read when its file changes.
@@ -122,6 +124,7 @@ pub(crate) struct SessionState {
     pub(crate) principal: Principal,
     pub(crate) connection: String,
     pub(crate) started: Instant,
+    conn: Connection,
     policy_principal: policy::Principal,
     audit_principal: audit::Principal,
     audit_resource: audit::Resource,
@@ -137,6 +140,8 @@ struct SessionInner {
     started: HashMap<u64, Instant>,
     /// Field patterns a policy rule asked to mask for the current command.
     directive_fields: Vec<String>,
+    /// The current command computes output from a masked column.
+    derived_from_masked: bool,
     /// Approval requests of held commands, to withdraw them if abandoned.
     approvals: HashMap<u64, String>,
     rows: u64,
@@ -179,6 +184,19 @@ impl SessionState {
     }
 }
 
+/// What a [`Gateway`] is made of.
+pub(crate) struct GatewayParts {
+    pub(crate) identity: IdentityStore,
+    pub(crate) connections: HashMap<String, Connection>,
+    pub(crate) policy: Policy,
+    pub(crate) masker: Masker,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) approvals: Arc<ApprovalStore>,
+    pub(crate) end_session_on_expiry: bool,
+    /// The configuration's field rules, as written (`api_key`, `customers.email`).
+    pub(crate) field_patterns: Vec<String>,
+}
+
 /// The reference gateway's hook.
 pub(crate) struct Gateway {
     pub(crate) identity: IdentityStore,
@@ -188,6 +206,8 @@ pub(crate) struct Gateway {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) approvals: Arc<ApprovalStore>,
     pub(crate) end_session_on_expiry: bool,
+    /// The configuration's field rules, as written (`api_key`, `customers.email`).
+    field_patterns: Vec<String>,
     /// Why the audit trail last failed, while it is failing.
     audit_failure: Arc<Mutex<Option<String>>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
@@ -202,23 +222,16 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    pub(crate) fn new(
-        identity: IdentityStore,
-        connections: HashMap<String, Connection>,
-        policy: Policy,
-        masker: Masker,
-        audit: Arc<dyn AuditSink>,
-        approvals: Arc<ApprovalStore>,
-        end_session_on_expiry: bool,
-    ) -> Gateway {
+    pub(crate) fn new(parts: GatewayParts) -> Gateway {
         Gateway {
-            identity,
-            connections,
-            policy,
-            masker,
-            audit,
-            approvals,
-            end_session_on_expiry,
+            identity: parts.identity,
+            connections: parts.connections,
+            policy: parts.policy,
+            masker: parts.masker,
+            audit: parts.audit,
+            approvals: parts.approvals,
+            end_session_on_expiry: parts.end_session_on_expiry,
+            field_patterns: parts.field_patterns,
             audit_failure: Arc::new(Mutex::new(None)),
             sessions: Mutex::new(HashMap::new()),
         }
@@ -324,6 +337,51 @@ fn is_text_type(oid: u32) -> bool {
     matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 0)
 }
 
+/// Whether the statement uses a masked column inside an expression or an
+/// aggregate, whose output columns then carry no source to recognise.
+fn derives_from_masked(facts: &policy::CommandFacts, patterns: &[String]) -> bool {
+    let policy::CommandFacts::Sql { statements } = facts else {
+        return false;
+    };
+    statements.iter().flat_map(|s| &s.columns).any(|c| {
+        c.uses.iter().any(|u| {
+            matches!(
+                u,
+                policy::ColumnUse::Expression | policy::ColumnUse::Aggregate
+            )
+        }) && patterns.iter().any(|p| {
+            let qualified = c
+                .table
+                .as_ref()
+                .map(|t| format!("{t}.{}", c.column))
+                .unwrap_or_default();
+            glob_match(p, &c.column)
+                || glob_match(p, &qualified)
+                || glob_match(p.rsplit('.').next().unwrap_or(p), &c.column)
+        })
+    })
+}
+
+/// Whether a statement may change which columns exist.
+fn changes_schema(facts: &policy::CommandFacts) -> bool {
+    let policy::CommandFacts::Sql { statements } = facts else {
+        return false;
+    };
+    statements.iter().any(|s| {
+        s.unparsed
+            || std::iter::once(&s.kind).chain(&s.nested_kinds).any(|k| {
+                matches!(
+                    k,
+                    policy::StatementKind::Create
+                        | policy::StatementKind::Alter
+                        | policy::StatementKind::Drop
+                        | policy::StatementKind::Do
+                        | policy::StatementKind::Other
+                )
+            })
+    })
+}
+
 fn glob_match(pattern: &str, name: &str) -> bool {
     globset::GlobBuilder::new(pattern)
         .case_insensitive(true)
@@ -366,6 +424,12 @@ impl Hook for Gateway {
             .identity
             .verify(credential)
             .map_err(|e| Rejection::InvalidCredential(failed(e.to_string())))?;
+        // Without the catalog, `SELECT api_key AS k` could not be recognised:
+        // refuse the session rather than risk it.
+        conn.masked
+            .ensure(&conn.backend, &self.field_patterns)
+            .await
+            .map_err(|e| Rejection::NotAuthorized(failed(e)))?;
         if let Some(claimed) = claimed
             && claimed != principal.id
         {
@@ -386,6 +450,7 @@ impl Hook for Gateway {
             session,
             connection: conn_name.to_owned(),
             started: Instant::now(),
+            conn: conn.clone(),
             policy_principal: policy::Principal::new(principal.id.clone(), kind.0)
                 .with_groups(principal.groups.iter().cloned()),
             audit_principal: audit::Principal {
@@ -443,10 +508,17 @@ impl Hook for Gateway {
             return Verdict::Deny(reason);
         }
 
-        let resource = match self.connections.get(&s.connection) {
-            Some(c) => c.resource.clone(),
-            None => return Verdict::Deny("the session's connection is gone".to_owned()),
-        };
+        if let Err(e) = s
+            .conn
+            .masked
+            .ensure(&s.conn.backend, &self.field_patterns)
+            .await
+        {
+            return Verdict::Deny(format!(
+                "the gateway cannot tell which columns to mask, so the statement was not run: {e}"
+            ));
+        }
+        let resource = s.conn.resource.clone();
         let decision = self.policy.evaluate(&policy::Request {
             principal: &s.policy_principal,
             resource: &resource,
@@ -483,6 +555,10 @@ impl Hook for Gateway {
                 .iter()
                 .map(|f| f.field.clone())
                 .collect();
+            inner.derived_from_masked = derives_from_masked(&decision.facts, &self.field_patterns);
+        }
+        if changes_schema(&decision.facts) {
+            s.conn.masked.mark_stale();
         }
         match decision.effect {
             Effect::Allow => Verdict::Forward,
@@ -618,6 +694,23 @@ impl Hook for Gateway {
         }
         let masked = self.masker.mask_field(&column.name, value);
         if !masked.is_masked() {
+            // Not masked by its output name: by its source column, or as an
+            // expression over a masked column?
+            let whole = if s.conn.masked.contains(column.table_oid, column.attribute) {
+                Some("field")
+            } else if column.table_oid == 0 && s.lock().derived_from_masked {
+                Some("derived")
+            } else {
+                None
+            };
+            if let Some(id) = whole {
+                *s.lock().masked.entry(id.to_owned()).or_insert(0) += 1;
+                return if textual {
+                    FieldValue::Replace(format!("[MASKED:{id}]").into_bytes())
+                } else {
+                    FieldValue::Null
+                };
+            }
             return FieldValue::Keep;
         }
         {

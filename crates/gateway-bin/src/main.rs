@@ -6,6 +6,7 @@
 
 mod admin;
 mod approvals;
+mod catalog;
 mod config;
 mod demo;
 mod gateway;

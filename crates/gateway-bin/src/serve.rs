@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::admin::{AdminState, router};
 use crate::approvals::ApprovalStore;
 use crate::config::{self, Config, MaskStyle};
-use crate::gateway::{Connection, Gateway, IdentityStore};
+use crate::gateway::{Connection, Gateway, GatewayParts, IdentityStore};
 
 /// A gateway whose listeners are bound, ready to serve.
 pub(crate) struct Running {
@@ -170,7 +170,14 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
                 }
             },
         };
-        connections.insert(name, Connection { backend, resource });
+        connections.insert(
+            name,
+            Connection {
+                backend,
+                resource,
+                masked: Arc::new(crate::catalog::MaskedColumns::default()),
+            },
+        );
     }
 
     let policy_section = config.policy.as_ref().ok_or(
@@ -184,15 +191,21 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
 
     let masker = build_masker(config)?;
     let audit = build_audit(config).await?;
-    Ok(Gateway::new(
+    Ok(Gateway::new(GatewayParts {
         identity,
         connections,
         policy,
         masker,
         audit,
-        Arc::new(ApprovalStore::default()),
-        config.identity.end_session_on_expiry,
-    ))
+        approvals: Arc::new(ApprovalStore::default()),
+        end_session_on_expiry: config.identity.end_session_on_expiry,
+        field_patterns: config
+            .masking
+            .field
+            .iter()
+            .map(|f| f.name.clone())
+            .collect(),
+    }))
 }
 
 fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {

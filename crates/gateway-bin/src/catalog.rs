@@ -1,0 +1,133 @@
+//! Which result columns come from a masked table column.
+//!
+//! A RowDescription names each column's source table (by OID) and attribute
+//! number, so `SELECT api_key AS k` can be recognised as `api_key` whatever
+//! its output name. This module reads the backend's catalog (with the
+//! gateway's own backend credential) and keeps the set of (table OID,
+//! attribute number) pairs whose column a field rule masks: `api_key`,
+//! `*_token`, `customers.email` or `shop.customers.email` (globs,
+//! ASCII case-insensitive).
+//!
+//! The set is read when the first session of a connection starts and again
+//! after a statement that may have changed the schema (CREATE, ALTER).
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use portcullis_pg::{BackendAddr, BackendTarget, BackendTls};
+
+/// The masked columns of one backend.
+#[derive(Debug, Default)]
+pub(crate) struct MaskedColumns {
+    set: RwLock<Option<HashSet<(u32, i16)>>>,
+    stale: AtomicBool,
+}
+
+const QUERY: &str = "\
+SELECT a.attrelid::oid::int8, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text \
+FROM pg_catalog.pg_attribute a \
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+impl MaskedColumns {
+    /// Whether a result column comes from a masked table column.
+    pub(crate) fn contains(&self, table_oid: u32, attribute: i16) -> bool {
+        table_oid != 0
+            && self
+                .set
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|s| s.contains(&(table_oid, attribute)))
+    }
+
+    /// Asks for a re-read before the next statement.
+    pub(crate) fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// Reads the catalog if it has not been read, or is stale.
+    pub(crate) async fn ensure(
+        &self,
+        backend: &BackendTarget,
+        patterns: &[String],
+    ) -> Result<(), String> {
+        let loaded = self
+            .set
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if patterns.is_empty() || (loaded && !self.stale.swap(false, Ordering::Relaxed)) {
+            return Ok(());
+        }
+        let set = load(backend, patterns).await?;
+        *self
+            .set
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(set);
+        Ok(())
+    }
+}
+
+async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u32, i16)>, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(&backend.user)
+        .password(&backend.password)
+        .dbname(&backend.database)
+        .application_name("portcullis-catalog")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    match &backend.addr {
+        BackendAddr::Tcp { host, port } => config.host(host).port(*port),
+        BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
+    };
+    if !matches!(backend.tls, BackendTls::Disable) {
+        tracing::warn!(
+            "reading the catalog over TLS is not built yet, so result columns cannot be matched \
+             to their source table; masking by column name and by detector still applies"
+        );
+        return Ok(HashSet::new());
+    }
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"))?;
+    let conn = tokio::spawn(connection);
+    let rows = client
+        .query(QUERY, &[])
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"));
+    drop(client);
+    let _ = conn.await;
+    let globs: Vec<globset::GlobMatcher> = patterns
+        .iter()
+        .filter_map(|p| {
+            globset::GlobBuilder::new(p)
+                .case_insensitive(true)
+                .literal_separator(true)
+                .build()
+                .ok()
+                .map(|g| g.compile_matcher())
+        })
+        .collect();
+    let mut set = HashSet::new();
+    for row in rows? {
+        let oid: i64 = row.try_get(0).map_err(|e| e.to_string())?;
+        let attnum: i16 = row.try_get(1).map_err(|e| e.to_string())?;
+        let schema: String = row.try_get(2).map_err(|e| e.to_string())?;
+        let table: String = row.try_get(3).map_err(|e| e.to_string())?;
+        let column: String = row.try_get(4).map_err(|e| e.to_string())?;
+        let names = [
+            column.clone(),
+            format!("{table}.{column}"),
+            format!("{schema}.{table}.{column}"),
+        ];
+        if globs.iter().any(|g| names.iter().any(|n| g.is_match(n))) {
+            set.insert((u32::try_from(oid).unwrap_or(0), attnum));
+        }
+    }
+    Ok(set)
+}
