@@ -210,7 +210,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         category: Category::Secret,
         description: r#"Microsoft Entra ID (Azure AD) application client secret: 3 characters, a digit and 'Q~', then 31-34 characters"#,
         keywords: &["q~"],
-        pattern: r#"\b[A-Za-z0-9_.~-]{3}[0-9]Q~[A-Za-z0-9_.~-]{31,34}"#,
+        pattern: r#"[A-Za-z0-9_.~-]{3}[0-9]Q~[A-Za-z0-9_.~-]{31,34}"#,
         validators: &[],
         max_len: 40,
     },
