@@ -79,4 +79,10 @@ pub use recorder::{AsciicastHeader, Recorder};
 pub use sink::{AuditSink, Durability, Health, Receipt};
 pub use syslog::{SyslogOptions, SyslogSink};
 pub use timeline::{TimelineEntry, session_timeline};
+/// Entry points for property tests and fuzz targets; not a stable API.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::verify::verify_in_memory;
+}
+
 pub use verify::{Location, Problem, Start, VerifyOptions, VerifyReport, verify, verify_with};

@@ -1,7 +1,7 @@
 //! Verification of a hash-chained trail.
 
 use std::fmt;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -473,10 +473,19 @@ pub(crate) enum RawLine<'a> {
 pub(crate) fn for_each_line(
     path: &Path,
     max: usize,
-    mut f: impl FnMut(u64, RawLine<'_>),
+    f: impl FnMut(u64, RawLine<'_>),
 ) -> std::io::Result<()> {
     let file = std::fs::File::open(path)?;
-    let mut reader = BufReader::with_capacity(64 << 10, file);
+    for_each_line_in(file, max, f)
+}
+
+/// [`for_each_line`] over any reader.
+pub(crate) fn for_each_line_in(
+    input: impl Read,
+    max: usize,
+    mut f: impl FnMut(u64, RawLine<'_>),
+) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(64 << 10, input);
     let mut buf = Vec::new();
     let mut too_long = false;
     let mut line_no = 0u64;
@@ -545,14 +554,28 @@ pub fn verify_with<P: AsRef<Path>>(paths: &[P], options: &VerifyOptions) -> Veri
     let mut v = Verifier::new(options);
     for path in paths {
         let path = path.as_ref();
-        let source = path.display().to_string();
         let file = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        v.begin_source();
-        let mut torn = None;
-        let result = for_each_line(path, options.max_line_bytes, |n, line| {
+        let opened = std::fs::File::open(path);
+        verify_source(&mut v, options, path.display().to_string(), file, opened);
+    }
+    v.finish()
+}
+
+/// Feeds one file (or an in-memory stand-in) to the verifier.
+fn verify_source(
+    v: &mut Verifier,
+    options: &VerifyOptions,
+    source: String,
+    file: String,
+    input: std::io::Result<impl Read>,
+) {
+    v.begin_source();
+    let mut torn = None;
+    let result = input.and_then(|input| {
+        for_each_line_in(input, options.max_line_bytes, |n, line| {
             let at = Location {
                 source: source.clone(),
                 line: n,
@@ -562,16 +585,31 @@ pub fn verify_with<P: AsRef<Path>>(paths: &[P], options: &VerifyOptions) -> Veri
                 RawLine::Torn(l) => torn = Some((at, l.to_vec())),
                 RawLine::TooLong => v.problem(Problem::TooLong { at }),
             }
+        })
+    });
+    if let Some((at, bytes)) = torn {
+        v.torn(at, file, &bytes);
+    }
+    if let Err(e) = result {
+        v.problem(Problem::Unreadable {
+            source,
+            reason: e.to_string(),
         });
-        if let Some((at, bytes)) = torn {
-            v.torn(at, file, &bytes);
-        }
-        if let Err(e) = result {
-            v.problem(Problem::Unreadable {
-                source,
-                reason: e.to_string(),
-            });
-        }
+    }
+}
+
+/// Verifies a trail held in memory: `(file name, contents)` in chain order.
+/// The same checks as [`verify_with`]; for property tests and fuzzing.
+pub fn verify_in_memory(files: &[(&str, &[u8])], options: &VerifyOptions) -> VerifyReport {
+    let mut v = Verifier::new(options);
+    for (name, bytes) in files {
+        verify_source(
+            &mut v,
+            options,
+            (*name).to_owned(),
+            (*name).to_owned(),
+            Ok(*bytes),
+        );
     }
     v.finish()
 }

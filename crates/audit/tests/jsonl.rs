@@ -120,6 +120,20 @@ fn verify_files(dir: &Path, files: &[(String, Vec<u8>)], anchor: ChainHead) -> V
     verify_with(&paths, &VerifyOptions::new().anchor(anchor))
 }
 
+/// Verifies `files` in memory (the same checks, no file system) against the
+/// anchor.
+fn verify_mem(files: &[(String, Vec<u8>)], anchor: Option<ChainHead>) -> VerifyReport {
+    let v: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let options = match anchor {
+        Some(a) => VerifyOptions::new().anchor(a),
+        None => VerifyOptions::new(),
+    };
+    portcullis_audit::internal::verify_in_memory(&v, &options)
+}
+
 /// Every "file:line" the report points at.
 fn locations(report: &VerifyReport) -> Vec<String> {
     let mut out: Vec<String> = report
@@ -164,9 +178,31 @@ fn untouched_trail_is_clean_and_rotated() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
 
-    /// Any single-byte change is found, at the line holding the byte.
+    /// Any single-byte change is found, at the line holding the byte
+    /// (verified in memory; the same checks as on files).
     #[test]
     fn any_byte_change_is_found_where_it_is(file in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), delta in 1u8..=255) {
+        let (files, head) = sample();
+        let mut files = files.clone();
+        let f = file.index(files.len());
+        let bytes = &mut files[f].1;
+        let p = pos.index(bytes.len());
+        bytes[p] = bytes[p].wrapping_add(delta);
+        let line = bytes[..p].iter().filter(|&&b| b == b'\n').count() + 1;
+        let report = verify_mem(&files, Some(*head));
+        prop_assert!(!report.is_intact(), "{}", report);
+        let want = format!("{}:{line}", files[f].0);
+        let locs = locations(&report);
+        prop_assert!(locs.contains(&want), "want {} in {:?}\n{}", want, locs, report);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    /// The same on real files.
+    #[test]
+    fn any_byte_change_in_a_file_is_found_where_it_is(file in any::<prop::sample::Index>(), pos in any::<prop::sample::Index>(), delta in 1u8..=255) {
         thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
         let (files, head) = sample();
         let mut files = files.clone();
@@ -185,26 +221,24 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
 
     /// Deleting any line is found.
     #[test]
     fn any_deleted_line_is_found(file in any::<prop::sample::Index>(), line in any::<prop::sample::Index>()) {
-        thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
         let (files, head) = sample();
         let mut files = files.clone();
         let f = file.index(files.len());
         let mut lines = lines_of(&files[f].1);
         lines.remove(line.index(lines.len()));
         files[f].1 = lines.concat();
-        let report = DIR.with(|d| verify_files(d.path(), &files, *head));
+        let report = verify_mem(&files, Some(*head));
         prop_assert!(!report.is_intact(), "{}", report);
     }
 
     /// Inserting a line (a copy of any record, or garbage) anywhere is found.
     #[test]
     fn any_inserted_line_is_found(file in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(), from_file in any::<prop::sample::Index>(), from_line in any::<prop::sample::Index>(), garbage in proptest::option::of("[ -~]{0,40}")) {
-        thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
         let (files, head) = sample();
         let mut files = files.clone();
         let inserted = match garbage {
@@ -219,14 +253,13 @@ proptest! {
         let at = at.index(lines.len() + 1);
         lines.insert(at, inserted);
         files[f].1 = lines.concat();
-        let report = DIR.with(|d| verify_files(d.path(), &files, *head));
+        let report = verify_mem(&files, Some(*head));
         prop_assert!(!report.is_intact(), "{}", report);
     }
 
     /// Swapping any two different lines (in one file or across files) is found.
     #[test]
     fn any_swap_is_found(a in any::<(prop::sample::Index, prop::sample::Index)>(), b in any::<(prop::sample::Index, prop::sample::Index)>()) {
-        thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
         let (files, head) = sample();
         let mut split: Vec<Vec<Vec<u8>>> = files.iter().map(|(_, b)| lines_of(b)).collect();
         let fa = a.0.index(split.len());
@@ -238,7 +271,7 @@ proptest! {
         let y = std::mem::replace(&mut split[fb][lb], x);
         split[fa][la] = y;
         let files: Vec<(String, Vec<u8>)> = files.iter().zip(split).map(|((n, _), l)| (n.clone(), l.concat())).collect();
-        let report = DIR.with(|d| verify_files(d.path(), &files, *head));
+        let report = verify_mem(&files, Some(*head));
         prop_assert!(!report.is_intact(), "{}", report);
     }
 
@@ -247,7 +280,6 @@ proptest! {
     /// still shows as a torn tail.
     #[test]
     fn any_truncation_is_found(file in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>()) {
-        thread_local!(static DIR: tempfile::TempDir = tempfile::tempdir().unwrap());
         let (files, head) = sample();
         let mut files = files.clone();
         let f = file.index(files.len());
@@ -255,11 +287,11 @@ proptest! {
         let len = files[f].1.len();
         let cut = cut.index(len); // keeps 0..len-1 bytes: at least one byte goes
         files[f].1.truncate(cut);
-        let report = DIR.with(|d| verify_files(d.path(), &files, *head));
+        let report = verify_mem(&files, Some(*head));
         prop_assert!(!report.is_intact(), "{}", report);
         let mid_line = cut > 0 && files[f].1[cut - 1] != b'\n';
         if mid_line {
-            let plain = DIR.with(|d| verify(&trail_files(d.path(), "gw-1").unwrap()));
+            let plain = verify_mem(&files, None);
             prop_assert!(plain.torn_tail().is_some(), "{}", plain);
         }
     }
