@@ -313,6 +313,10 @@ pub(crate) struct JsonlAudit {
     pub(crate) group_commit_ms: u64,
     #[serde(default)]
     pub(crate) rotate_bytes: Option<u64>,
+    /// Below this much free space the trail reports itself unable to make
+    /// records durable, and statements are refused (default 16 MiB).
+    #[serde(default)]
+    pub(crate) min_free_bytes: Option<u64>,
 }
 
 fn default_chain() -> String {

@@ -210,6 +210,7 @@ pub(crate) struct Gateway {
     field_patterns: Vec<String>,
     /// Why the audit trail last failed, while it is failing.
     audit_failure: Arc<Mutex<Option<String>>>,
+    health_cache: Mutex<Option<(Instant, Result<(), String>)>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
 }
 
@@ -233,6 +234,7 @@ impl Gateway {
             end_session_on_expiry: parts.end_session_on_expiry,
             field_patterns: parts.field_patterns,
             audit_failure: Arc::new(Mutex::new(None)),
+            health_cache: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -252,6 +254,31 @@ impl Gateway {
             audit::Health::Ready => Ok(()),
             other => Err(format!("audit trail not ready: {other:?}")),
         }
+    }
+
+    /// The sink's own health, asked at most every 250 ms (a statvfs or a
+    /// round trip per statement would be waste).
+    async fn audit_ready(&self) -> Result<(), String> {
+        let cached = self
+            .health_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((at, result)) = cached
+            && at.elapsed() < std::time::Duration::from_millis(250)
+        {
+            return result;
+        }
+        let result = match self.audit.health().await {
+            audit::Health::Ready => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        *self
+            .health_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), result.clone()));
+        result
     }
 
     /// Live sessions, for the admin API.
@@ -529,6 +556,14 @@ impl Hook for Gateway {
             Effect::Deny => audit::Effect::Deny,
             Effect::Review { .. } => audit::Effect::Hold,
         };
+        // Fail closed: a trail that says it cannot make records durable
+        // gets no statement.
+        if let Err(why) = self.audit_ready().await {
+            return Verdict::Deny(format!(
+                "the audit trail cannot make records durable, so the statement was not run \
+                 (fail closed): {why}"
+            ));
+        }
         // Write-ahead: durable before anything reaches the backend.
         let written = s
             .record_durably(EventKind::Command {

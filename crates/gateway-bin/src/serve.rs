@@ -296,6 +296,9 @@ async fn build_audit(config: &Config) -> Result<Arc<dyn AuditSink>, String> {
         if let Some(bytes) = j.rotate_bytes {
             options = options.max_file_bytes(bytes);
         }
+        if let Some(bytes) = j.min_free_bytes {
+            options = options.min_free_bytes(bytes);
+        }
         let (sink, report) =
             JsonlSink::open(&dir, options).map_err(|e| format!("audit: {}: {e}", dir.display()))?;
         if let Some(torn) = &report.torn_tail {

@@ -62,6 +62,11 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start() -> Gateway {
+        Gateway::start_with("")
+    }
+
+    /// `audit_extra` goes into the `[audit.jsonl]` section.
+    fn start_with(audit_extra: &str) -> Gateway {
         let pg = PgCluster::start().unwrap();
         let out = Client::psql(&pg.dsn())
             .unwrap()
@@ -110,6 +115,7 @@ dir = "audit"
 chain = "gw-test"
 durability = "group-commit"
 group_commit_ms = 2
+{audit_extra}
 
 [admin]
 address = "127.0.0.1:{admin_port}"
@@ -444,4 +450,31 @@ fn bad_tokens_are_refused_and_revocation_ends_a_live_session() {
     let out = gw.psql(&good, "select 1");
     assert!(!out.success());
     assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn a_trail_that_cannot_make_records_durable_stops_every_statement() {
+    // The trail reports itself unable to write below this much free space.
+    let gw = Gateway::start_with("min_free_bytes = 1000000000000000000");
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let out = gw.psql(&agent, "select count(*) from customers");
+    assert!(!out.success(), "{}", out.stdout);
+    assert!(out.stderr.contains("fail closed"), "{}", out.stderr);
+    assert!(!out.stdout.contains('5'));
+    let health = http_get(gw.admin.trim_start_matches("http://"), "/healthz");
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    assert!(health.contains("bytes free"), "{health}");
 }
