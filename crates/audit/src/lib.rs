@@ -19,7 +19,7 @@
 //!   (RFC 6587), for a SIEM.
 //! - [`Recorder`]: terminal sessions as asciicast v2; [`session_timeline`]:
 //!   a SQL session's statements, decisions and results read back from a
-//!   trail.
+//!   trail ([`postgres_session_timeline`] from the PostgreSQL sink's table).
 //!
 //! # Example
 //!
@@ -74,7 +74,7 @@ pub use event::{
 };
 pub use fanout::{FanoutBuilder, FanoutSink};
 pub use jsonl::{Commit, JsonlOptions, JsonlSink, OpenReport, TornTail, trail_files};
-pub use postgres::{PostgresOptions, PostgresSink, verify_postgres};
+pub use postgres::{PostgresOptions, PostgresSink, postgres_session_timeline, verify_postgres};
 pub use recorder::{AsciicastHeader, Recorder};
 pub use sink::{AuditSink, Durability, Health, Receipt};
 pub use syslog::{SyslogOptions, SyslogSink};

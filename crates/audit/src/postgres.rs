@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
-use crate::chain::{ChainHash, ChainHead, render_line, validate_chain_id};
+use crate::chain::{ChainHash, ChainHead, parse_line, render_line, validate_chain_id};
 use crate::verify::{Location, Verifier, VerifyOptions, VerifyReport};
-use crate::{AuditError, AuditEvent, AuditSink, Durability, Health, Receipt};
+use crate::{AuditError, AuditEvent, AuditSink, Durability, Health, Receipt, TimelineEntry};
 
 /// Options for [`PostgresSink::connect`].
 #[derive(Debug, Clone)]
@@ -18,6 +18,7 @@ pub struct PostgresOptions {
     table: String,
     max_batch: usize,
     max_event_bytes: usize,
+    batch_timeout: Duration,
 }
 
 impl PostgresOptions {
@@ -47,6 +48,7 @@ impl PostgresOptions {
             table: "portcullis_audit".into(),
             max_batch: 1000,
             max_event_bytes: 1 << 20,
+            batch_timeout: Duration::from_secs(30),
         })
     }
 
@@ -78,6 +80,14 @@ impl PostgresOptions {
     /// The largest encoded event accepted.
     pub fn max_event_bytes(mut self, bytes: usize) -> PostgresOptions {
         self.max_event_bytes = bytes;
+        self
+    }
+
+    /// How long one batch (reconnecting if needed, inserting, committing)
+    /// may take before it fails and the connection is dropped (default
+    /// 30 s): a hung server then surfaces as errors, not as stuck calls.
+    pub fn batch_timeout(mut self, timeout: Duration) -> PostgresOptions {
+        self.batch_timeout = timeout;
         self
     }
 }
@@ -169,12 +179,13 @@ impl PostgresSink {
     }
 }
 
-/// Verifies the chain of `options`' replica in `options`' table.
+/// Verifies the chain of `options`' replica in `options`' table. Needs only
+/// `SELECT` on the table, so an auditor's read-only role can run it.
 pub async fn verify_postgres(
     options: &PostgresOptions,
     verify: &VerifyOptions,
 ) -> Result<VerifyReport, AuditError> {
-    let (mut client, _head) = open_connection(options).await?;
+    let mut client = connect_plain(options).await?;
     let source = format!("{}/{}", options.table, options.replica);
     let mut v = Verifier::new(verify);
     v.begin_source();
@@ -196,18 +207,7 @@ pub async fn verify_postgres(
             let prev: String = row.try_get(1)?;
             let hash: String = row.try_get(2)?;
             let event: String = row.try_get(3)?;
-            line.clear();
-            line.push_str("{\"chain\":\"");
-            line.push_str(&options.replica);
-            line.push_str("\",\"seq\":");
-            line.push_str(&seq.to_string());
-            line.push_str(",\"prev_hash\":");
-            line.push_str(&serde_json::to_string(&prev).unwrap_or_default());
-            line.push_str(",\"event\":");
-            line.push_str(&event);
-            line.push_str(",\"hash\":");
-            line.push_str(&serde_json::to_string(&hash).unwrap_or_default());
-            line.push('}');
+            assemble_line(&mut line, &options.replica, seq, &prev, &event, &hash);
             v.line(
                 Location {
                     source: source.clone(),
@@ -221,12 +221,91 @@ pub async fn verify_postgres(
     Ok(v.finish())
 }
 
-async fn open_connection(options: &PostgresOptions) -> Result<(Client, ChainHead), AuditError> {
-    let (mut client, connection) = options.config.connect(NoTls).await?;
+/// The stored record as the line the JSON Lines sink would have written
+/// (without its newline), so the same checks apply.
+fn assemble_line(line: &mut String, replica: &str, seq: i64, prev: &str, event: &str, hash: &str) {
+    line.clear();
+    line.push_str("{\"chain\":");
+    line.push_str(&serde_json::to_string(replica).unwrap_or_default());
+    line.push_str(",\"seq\":");
+    line.push_str(&seq.to_string());
+    line.push_str(",\"prev_hash\":");
+    line.push_str(&serde_json::to_string(prev).unwrap_or_default());
+    line.push_str(",\"event\":");
+    line.push_str(event);
+    line.push_str(",\"hash\":");
+    line.push_str(&serde_json::to_string(hash).unwrap_or_default());
+    line.push('}');
+}
+
+/// The events of session `session` in `options`' table, from every replica,
+/// in time order; each record's own hash is checked as it is read (see
+/// [`crate::session_timeline`] for a JSON Lines trail). Locations are
+/// `table/replica:seq`.
+pub async fn postgres_session_timeline(
+    options: &PostgresOptions,
+    session: &str,
+) -> Result<Vec<TimelineEntry>, AuditError> {
+    let client = connect_plain(options).await?;
+    let t = &options.table;
+    let rows = client
+        .query(
+            &format!(
+                "SELECT replica, seq, prev_hash, hash, event FROM {t}
+                 WHERE session_id = $1 ORDER BY event_time, replica, seq"
+            ),
+            &[&session],
+        )
+        .await?;
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut line = String::new();
+    for row in rows {
+        let replica: String = row.try_get(0)?;
+        let seq: i64 = row.try_get(1)?;
+        let prev: String = row.try_get(2)?;
+        let hash: String = row.try_get(3)?;
+        let event: String = row.try_get(4)?;
+        let at = Location {
+            source: format!("{t}/{replica}"),
+            line: u64::try_from(seq).unwrap_or(0),
+        };
+        assemble_line(&mut line, &replica, seq, &prev, &event, &hash);
+        let parsed = parse_line(line.as_bytes())
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|rec| {
+                serde_json::from_str::<AuditEvent>(rec.event).map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(event) => entries.push(TimelineEntry {
+                seq: at.line,
+                at,
+                event,
+            }),
+            Err(reason) => {
+                return Err(AuditError::Unreadable {
+                    location: at.to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// A connection, with no schema changes (enough to read the table).
+async fn connect_plain(options: &PostgresOptions) -> Result<Client, AuditError> {
+    let (client, connection) = options.config.connect(NoTls).await?;
     tokio::spawn(async move {
         // The error surfaces on the client's next request.
         let _ = connection.await;
     });
+    Ok(client)
+}
+
+/// A connection for writing: the table created if missing, and the chain's
+/// head read from it.
+async fn open_connection(options: &PostgresOptions) -> Result<(Client, ChainHead), AuditError> {
+    let mut client = connect_plain(options).await?;
     let t = &options.table;
     let tx = client.transaction().await?;
     tx.batch_execute(&format!(
@@ -372,7 +451,15 @@ impl PgWriter {
     }
 
     async fn write(&mut self, batch: &mut Vec<Pending>) {
-        match self.try_write(batch).await {
+        let outcome =
+            match tokio::time::timeout(self.options.batch_timeout, self.try_write(batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(AuditError::Transport {
+                    sink: self.name.clone(),
+                    message: format!("batch not done within {:?}", self.options.batch_timeout),
+                }),
+            };
+        match outcome {
             Ok(receipts) => {
                 lock_set(&self.failure, None);
                 for (p, r) in batch.drain(..).zip(receipts) {

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use portcullis_audit::{
-    AuditEvent, AuditSink, EventKind, PostgresOptions, PostgresSink, VerifyOptions, verify_postgres,
+    AuditEvent, AuditSink, EventKind, PostgresOptions, PostgresSink, VerifyOptions,
+    postgres_session_timeline, verify_postgres,
 };
 use portcullis_testkit::PgCluster;
 
@@ -234,4 +235,47 @@ fn tampering_in_the_table_is_found() {
         "{shown}"
     );
     assert!(shown.contains("records 8..=8 are missing"), "{shown}");
+}
+
+#[test]
+fn a_session_timeline_reads_back_across_replicas() {
+    let pg = PgCluster::start().unwrap();
+    let rt = runtime();
+    let a = PostgresOptions::new(&pg.dsn(), "gw-a").unwrap();
+    let b = PostgresOptions::new(&pg.dsn(), "gw-b").unwrap();
+    rt.block_on(async {
+        let sa = PostgresSink::connect(a.clone()).await.unwrap();
+        let sb = PostgresSink::connect(b).await.unwrap();
+        let mk = |session: &str, id: u64| {
+            AuditEvent::new(EventKind::CommandForwarded { command_id: id }).with_session(session)
+        };
+        sa.record(&mk("x", 1)).await.unwrap();
+        sa.record(&mk("y", 1)).await.unwrap();
+        sb.record(&mk("x", 2)).await.unwrap();
+        sa.record(&mk("x", 3)).await.unwrap();
+        let t = postgres_session_timeline(&a, "x").await.unwrap();
+        let got: Vec<(String, u64)> = t
+            .iter()
+            .map(|e| match e.event.kind {
+                EventKind::CommandForwarded { command_id } => (e.at.source.clone(), command_id),
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("portcullis_audit/gw-a".to_owned(), 1),
+                ("portcullis_audit/gw-b".to_owned(), 2),
+                ("portcullis_audit/gw-a".to_owned(), 3)
+            ]
+        );
+    });
+    // A record edited in the table is refused, with where it is.
+    pg.execute(
+        "alter table portcullis_audit disable trigger user;
+         update portcullis_audit set event = replace(event, ':2', ':7') where replica = 'gw-b';",
+    )
+    .unwrap();
+    let err = rt.block_on(postgres_session_timeline(&a, "x")).unwrap_err();
+    assert!(err.to_string().contains("portcullis_audit/gw-b:1"), "{err}");
 }
