@@ -1,4 +1,12 @@
 //! The SIEM-facing sink: RFC 5424 syslog over TCP.
+//!
+//! Why syslog rather than OTLP logs: every SIEM and log pipeline in use
+//! (Splunk, QRadar, Sentinel through a forwarder, Elastic, rsyslog,
+//! syslog-ng, Vector, Fluent Bit) accepts RFC 5424 over TCP, and it needs no
+//! HTTP/2, gRPC or protobuf stack, so the sink is a few hundred lines on
+//! tokio's TCP stream. Its weakness — no acknowledgement — is stated in the
+//! receipt ([`crate::Durability::Transmitted`]); durability comes from the
+//! other members of a fan-out. TLS (RFC 5425) is the next step.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
