@@ -4,6 +4,8 @@
 //!   (e.g. the audit trail cannot write).
 //! - `GET /v1/approvals`: pending approvals.
 //! - `POST /v1/approvals/{id}/approve`, `POST /v1/approvals/{id}/deny`.
+//! - `GET /v1/sessions`: live sessions.
+//! - `GET /metrics`: Prometheus metrics (no authentication, like `/healthz`).
 //!
 //! Every `/v1` call carries `Authorization: Bearer <token>`: a token or API
 //! key of the same identity system as clients. The approval store decides
@@ -40,6 +42,10 @@ pub(crate) struct AdminState {
     pub(crate) approvals: Arc<ApprovalStore>,
     pub(crate) authenticate: Arc<Authenticate>,
     pub(crate) health: Arc<Health>,
+    /// Live sessions, as JSON.
+    pub(crate) sessions: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// The Prometheus text exposition.
+    pub(crate) metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -51,6 +57,8 @@ impl std::fmt::Debug for AdminState {
 pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/sessions", get(sessions))
         .route("/v1/approvals", get(list))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
@@ -78,6 +86,21 @@ async fn healthz(State(state): State<AdminState>) -> Response {
             format!("unhealthy: {why}\n"),
         )
             .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        (state.metrics)(),
+    )
+        .into_response()
+}
+
+async fn sessions(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    match principal(&state, &headers) {
+        Ok(_) => Json((state.sessions)()).into_response(),
+        Err(e) => error(StatusCode::UNAUTHORIZED, e),
     }
 }
 
@@ -185,6 +208,8 @@ mod tests {
                 }),
                 _ => Err(AuthError::UnknownCredential),
             }),
+            sessions: Arc::new(|| serde_json::json!([])),
+            metrics: Arc::new(|| "portcullis_sessions_active 0\n".to_owned()),
             health: Arc::new(move || {
                 Box::pin(async move {
                     if healthy {

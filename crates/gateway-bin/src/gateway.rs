@@ -282,7 +282,6 @@ impl Gateway {
     }
 
     /// Live sessions, for the admin API.
-    #[allow(dead_code)] // The sessions endpoints are the next step.
     pub(crate) fn sessions(&self) -> Vec<Arc<SessionState>> {
         let mut v: Vec<_> = self
             .sessions
@@ -433,6 +432,7 @@ impl Hook for Gateway {
             None => (None, user),
         };
         let failed = |reason: String| {
+            metrics::counter!("portcullis_auth_failures_total").increment(1);
             let event = AuditEvent::new(EventKind::AuthFailed {
                 method: "token".to_owned(),
                 reason: reason.clone(),
@@ -503,6 +503,8 @@ impl Hook for Gateway {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(session, state.clone());
+        metrics::counter!("portcullis_sessions_total").increment(1);
+        metrics::gauge!("portcullis_sessions_active").increment(1.0);
         Ok(Authenticated {
             principal: state,
             backend: conn.backend.clone(),
@@ -564,7 +566,10 @@ impl Hook for Gateway {
                  (fail closed): {why}"
             ));
         }
+        metrics::counter!("portcullis_commands_total", "effect" => decision.effect.as_str())
+            .increment(1);
         // Write-ahead: durable before anything reaches the backend.
+        let write_started = Instant::now();
         let written = s
             .record_durably(EventKind::Command {
                 command_id,
@@ -575,6 +580,8 @@ impl Hook for Gateway {
                 reason: decision.reason.clone(),
             })
             .await;
+        metrics::histogram!("portcullis_audit_write_seconds")
+            .record(write_started.elapsed().as_secs_f64());
         if let Err(e) = written {
             return Verdict::Deny(format!(
                 "the audit trail cannot record this statement, so it was not run (fail closed): {e}"
@@ -835,6 +842,10 @@ impl Hook for Gateway {
                         inner.started.remove(&command.0),
                     )
                 };
+                for (detector, n) in &masked {
+                    metrics::counter!("portcullis_masked_values_total", "detector" => detector.clone())
+                        .increment(*n);
+                }
                 s.record(EventKind::CommandResult {
                     command_id: command.0,
                     rows: *rows,
@@ -853,6 +864,8 @@ impl Hook for Gateway {
                 message,
                 ..
             } => {
+                metrics::counter!("portcullis_backend_errors_total", "sqlstate" => code.clone())
+                    .increment(1);
                 let started = s.lock().started.remove(&command.0);
                 s.record(EventKind::CommandResult {
                     command_id: command.0,
@@ -886,6 +899,7 @@ impl Hook for Gateway {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .remove(&session);
+                metrics::gauge!("portcullis_sessions_active").decrement(1.0);
             }
             _ => {}
         }

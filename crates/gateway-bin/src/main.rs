@@ -12,6 +12,7 @@ mod demo;
 mod gateway;
 mod identity;
 mod jwks;
+mod metrics;
 mod serve;
 
 use std::io::Write as _;
@@ -96,6 +97,15 @@ enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 enum SessionsCommand {
+    /// Live sessions, from the admin API.
+    List {
+        /// The admin API's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Your token or API key (default: the PORTCULLIS_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// One session's timeline (commands, decisions, results) from the trail.
     Show {
         /// The session id (as in the trail, e.g. s3).
@@ -198,6 +208,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Serve { config } => serve_command(&config),
         Command::Demo { listen, admin } => demo::run(&listen, &admin),
         Command::Audit(a) => audit_command(a),
+        Command::Sessions(SessionsCommand::List { admin, token }) => {
+            admin_get(&admin, token, "/v1/sessions")
+        }
         Command::Sessions(SessionsCommand::Show { id, files }) => {
             let files = trail_paths(&files)?;
             let entries =
@@ -223,10 +236,11 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+fn admin_get(admin: &str, token: Option<String>, path: &str) -> Result<(), String> {
+    admin_call(admin, token, hyper::Method::GET, path)
+}
+
 fn approvals(cmd: ApprovalsCommand, admin: &str, token: Option<String>) -> Result<(), String> {
-    let token = token
-        .or_else(|| std::env::var("PORTCULLIS_TOKEN").ok())
-        .ok_or("give --token or set PORTCULLIS_TOKEN: approvers authenticate like clients")?;
     let (method, path) = match &cmd {
         ApprovalsCommand::List => (hyper::Method::GET, "/v1/approvals".to_owned()),
         ApprovalsCommand::Approve { id } => {
@@ -234,11 +248,23 @@ fn approvals(cmd: ApprovalsCommand, admin: &str, token: Option<String>) -> Resul
         }
         ApprovalsCommand::Deny { id } => (hyper::Method::POST, format!("/v1/approvals/{id}/deny")),
     };
+    admin_call(admin, token, method, &path)
+}
+
+fn admin_call(
+    admin: &str,
+    token: Option<String>,
+    method: hyper::Method,
+    path: &str,
+) -> Result<(), String> {
+    let token = token
+        .or_else(|| std::env::var("PORTCULLIS_TOKEN").ok())
+        .ok_or("give --token or set PORTCULLIS_TOKEN: the admin API authenticates like clients")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let (status, body) = rt.block_on(admin::call(admin, method, &path, &token))?;
+    let (status, body) = rt.block_on(admin::call(admin, method, path, &token))?;
     if (200..300).contains(&status) {
         println!("{}", body.trim_end());
         Ok(())

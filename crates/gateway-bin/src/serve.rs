@@ -106,9 +106,28 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         admin = Some(tcp.local_addr().map_err(|e| e.to_string())?);
         let g = gateway.clone();
         let h = gateway.clone();
+        let l = gateway.clone();
+        let prometheus = crate::metrics::install();
         let state = AdminState {
             approvals: gateway.approvals.clone(),
             authenticate: Arc::new(move |token: &str| g.identity.verify(token)),
+            sessions: Arc::new(move || {
+                serde_json::Value::Array(
+                    l.sessions()
+                        .iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "session": s.session.to_string(),
+                                "principal": s.principal.id,
+                                "kind": s.principal.kind.as_str(),
+                                "connection": s.connection,
+                                "seconds": s.started.elapsed().as_secs(),
+                            })
+                        })
+                        .collect(),
+                )
+            }),
+            metrics: Arc::new(move || prometheus.as_ref().map_or_else(String::new, |p| p.render())),
             health: Arc::new(move || {
                 let h = h.clone();
                 Box::pin(async move { h.health().await })

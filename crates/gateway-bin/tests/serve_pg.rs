@@ -301,6 +301,17 @@ fn masked_select_denied_drop_and_held_delete_approved_through_the_cli() {
             .unwrap()
     });
     let id = wait_for_approval(&gw, &alice);
+    // The held session is live.
+    let (ok, live, err) = portcullis(
+        gw.dir.path(),
+        &["sessions", "list", "--admin", &gw.admin, "--token", &alice],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        live.contains("agent:ci-bot") && live.contains("\"connection\": \"shop\"")
+            || live.contains("\"connection\":\"shop\""),
+        "{live}"
+    );
     // The requester cannot approve its own statement.
     let (ok, _, err) = gw.approvals(&agent, &["approve", &id]);
     assert!(!ok);
@@ -372,6 +383,26 @@ fn masked_select_denied_drop_and_held_delete_approved_through_the_cli() {
     assert!(trail.contains("no-drop-or-truncate"));
     let report = portcullis_audit::verify(&gw.trail());
     assert!(report.is_intact(), "{report:?}");
+
+    let metrics = http_get(gw.admin.trim_start_matches("http://"), "/metrics");
+    assert!(
+        metrics.contains("portcullis_commands_total{effect=\"deny\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_commands_total{effect=\"review\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_masked_values_total{detector=\"email\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_audit_write_seconds"),
+        "{metrics}"
+    );
+    let health = http_get(gw.admin.trim_start_matches("http://"), "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 }
 
 fn wait_for_approval(gw: &Gateway, approver: &str) -> String {
