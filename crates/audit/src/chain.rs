@@ -8,7 +8,10 @@
 //!
 //! `hash` is SHA-256 over the line's bytes from its start up to, but not
 //! including, `,"hash":` — that is, over the chain id, the sequence number,
-//! the previous record's hash and the canonical event bytes. The first
+//! the previous record's hash and the canonical event bytes — or, when the
+//! chain is keyed ([`ChainKey`]), HMAC-SHA-256 with the key over the same
+//! bytes, so that only a holder of the key can write a chain that verifies.
+//! The first
 //! record of a chain has `seq` 1 and a `prev_hash` of 64 zeros. Any change to
 //! any byte of a line changes either the hashed prefix, the hash, or the
 //! fixed framing, so the verifier sees it.
@@ -55,6 +58,48 @@ impl std::fmt::Display for ChainHash {
     }
 }
 
+/// A secret key for an HMAC-SHA-256 chain.
+///
+/// A plain SHA-256 chain shows tampering only against an anchor kept
+/// elsewhere: whoever can rewrite the files can recompute every hash. With a
+/// key (kept out of the trail's reach, e.g. in the gateway's secret store),
+/// a rewritten trail does not verify without it. Verify a keyed chain with
+/// the same key ([`crate::VerifyOptions::key`]).
+#[derive(Clone)]
+pub struct ChainKey(Vec<u8>);
+
+impl ChainKey {
+    /// A key of at least 16 bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<ChainKey, crate::AuditError> {
+        let bytes = bytes.into();
+        if bytes.len() < 16 {
+            return Err(crate::AuditError::InvalidOption {
+                option: "chain key",
+                reason: format!("{} bytes; at least 16 are needed", bytes.len()),
+            });
+        }
+        Ok(ChainKey(bytes))
+    }
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(<redacted>)")
+    }
+}
+
+/// The record hash of `prefix`: SHA-256, or HMAC-SHA-256 with `key`.
+fn digest(key: Option<&ChainKey>, prefix: &[u8]) -> ChainHash {
+    use hmac::Mac as _;
+    match key.and_then(|k| hmac::Hmac::<Sha256>::new_from_slice(&k.0).ok()) {
+        Some(mut mac) => {
+            mac.update(prefix);
+            ChainHash(mac.finalize().into_bytes().into())
+        }
+        None => ChainHash(Sha256::digest(prefix).into()),
+    }
+}
+
 /// The last record of a chain: where the next record links to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainHead {
@@ -95,6 +140,7 @@ pub(crate) fn validate_chain_id(id: &str) -> Result<(), crate::AuditError> {
 /// returns its hash.
 pub(crate) fn render_line(
     out: &mut Vec<u8>,
+    key: Option<&ChainKey>,
     chain: &str,
     seq: u64,
     prev: &ChainHash,
@@ -102,7 +148,7 @@ pub(crate) fn render_line(
 ) -> ChainHash {
     let start = out.len();
     render_prefix(out, chain, seq, prev, event);
-    let hash = ChainHash(Sha256::digest(out.get(start..).unwrap_or_default()).into());
+    let hash = digest(key, out.get(start..).unwrap_or_default());
     render_suffix(out, &hash);
     hash
 }
@@ -166,7 +212,10 @@ pub(crate) enum LineError {
 
 /// Parses a line (without its newline), checks that it is byte for byte the
 /// canonical layout, and checks its own hash.
-pub(crate) fn parse_line(line: &[u8]) -> Result<ParsedRecord<'_>, LineError> {
+pub(crate) fn parse_line<'a>(
+    line: &'a [u8],
+    key: Option<&ChainKey>,
+) -> Result<ParsedRecord<'a>, LineError> {
     let env: Envelope<'_> =
         serde_json::from_slice(line).map_err(|e| LineError::Malformed(e.to_string()))?;
     validate_chain_id(env.chain).map_err(|_| LineError::Malformed("invalid chain id".into()))?;
@@ -182,7 +231,7 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<ParsedRecord<'_>, LineError> {
         &prev_hash,
         env.event.get().as_bytes(),
     );
-    let computed = ChainHash(Sha256::digest(&canonical).into());
+    let computed = digest(key, &canonical);
     render_suffix(&mut canonical, &hash);
     canonical.pop();
     if canonical != line {
@@ -212,15 +261,43 @@ mod tests {
     #[test]
     fn render_then_parse() {
         let mut out = Vec::new();
-        let h = render_line(&mut out, "gw-1", 1, &ChainHash::GENESIS, br#"{"a":1}"#);
+        let h = render_line(
+            &mut out,
+            None,
+            "gw-1",
+            1,
+            &ChainHash::GENESIS,
+            br#"{"a":1}"#,
+        );
         assert_eq!(out.last(), Some(&b'\n'));
-        let rec = parse_line(&out[..out.len() - 1]).unwrap();
+        let rec = parse_line(&out[..out.len() - 1], None).unwrap();
+        let key = ChainKey::new(*b"0123456789abcdef").unwrap();
+        assert!(matches!(
+            parse_line(&out[..out.len() - 1], Some(&key)),
+            Err(LineError::HashMismatch { .. })
+        ));
+        let mut keyed = Vec::new();
+        let hk = render_line(
+            &mut keyed,
+            Some(&key),
+            "gw-1",
+            1,
+            &ChainHash::GENESIS,
+            br#"{"a":1}"#,
+        );
+        assert_ne!(hk, h);
+        assert_eq!(
+            parse_line(&keyed[..keyed.len() - 1], Some(&key))
+                .unwrap()
+                .hash,
+            hk
+        );
         assert_eq!(rec.hash, h);
         assert_eq!(rec.seq, 1);
         assert_eq!(rec.event, r#"{"a":1}"#);
         let mut bad = out[..out.len() - 1].to_vec();
         let i = bad.iter().position(|&b| b == b'1').unwrap();
         bad[i] = b'2';
-        assert!(parse_line(&bad).is_err());
+        assert!(parse_line(&bad, None).is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::chain::{ChainHead, parse_line, render_line, validate_chain_id};
+use crate::chain::{ChainHead, ChainKey, parse_line, render_line, validate_chain_id};
 use crate::{AuditError, AuditEvent, AuditSink, Durability, EventKind, Health, Receipt};
 
 /// When the JSON Lines sink fsyncs.
@@ -38,6 +38,7 @@ pub struct JsonlOptions {
     max_event_bytes: usize,
     min_free_bytes: u64,
     max_batch: usize,
+    key: Option<ChainKey>,
 }
 
 impl JsonlOptions {
@@ -52,7 +53,15 @@ impl JsonlOptions {
             max_event_bytes: 1 << 20,
             min_free_bytes: 16 << 20,
             max_batch: 8192,
+            key: None,
         }
+    }
+
+    /// Keys the chain: each record's hash is HMAC-SHA-256 with this key
+    /// (see [`ChainKey`]). A trail must keep one mode for its whole life.
+    pub fn key(mut self, key: ChainKey) -> JsonlOptions {
+        self.key = Some(key);
+        self
     }
 
     /// When to fsync.
@@ -365,6 +374,7 @@ struct Writer {
     size: u64,
     head: ChainHead,
     scratch: Vec<u8>,
+    key: Option<ChainKey>,
 }
 
 type IoFailure = (&'static str, PathBuf, std::io::Error);
@@ -377,7 +387,11 @@ fn sync_dir(dir: &Path) -> Result<(), AuditError> {
 
 /// The last complete record in `files`, searching backwards; `None` if there
 /// is none.
-fn last_record(files: &[PathBuf], chain: &str) -> Result<Option<ChainHead>, AuditError> {
+fn last_record(
+    files: &[PathBuf],
+    chain: &str,
+    key: Option<&ChainKey>,
+) -> Result<Option<ChainHead>, AuditError> {
     for path in files.iter().rev() {
         let data = std::fs::read(path).map_err(|e| AuditError::io("read", path, e))?;
         let complete = match data.iter().rposition(|&b| b == b'\n') {
@@ -386,7 +400,7 @@ fn last_record(files: &[PathBuf], chain: &str) -> Result<Option<ChainHead>, Audi
         };
         let line_no = complete.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
         let last = complete.rsplit(|&b| b == b'\n').next().unwrap_or_default();
-        let rec = parse_line(last).map_err(|e| AuditError::Corrupt {
+        let rec = parse_line(last, key).map_err(|e| AuditError::Corrupt {
             path: path.clone(),
             line: line_no,
             reason: format!("{e:?}"),
@@ -424,7 +438,7 @@ impl Writer {
             files.pop();
         }
         sync_dir(dir)?;
-        let head = last_record(&files, &chain)?.unwrap_or(ChainHead::EMPTY);
+        let head = last_record(&files, &chain, options.key.as_ref())?.unwrap_or(ChainHead::EMPTY);
         let mut torn = None;
         if let Some(last) = files.last() {
             let data = std::fs::read(last).map_err(|e| AuditError::io("read", last, e))?;
@@ -481,8 +495,14 @@ impl Writer {
                 });
                 let mut buf = Vec::new();
                 let seq = head.seq + 1;
-                let hash =
-                    render_line(&mut buf, &chain, seq, &head.hash, &event.canonical_bytes()?);
+                let hash = render_line(
+                    &mut buf,
+                    options.key.as_ref(),
+                    &chain,
+                    seq,
+                    &head.hash,
+                    &event.canonical_bytes()?,
+                );
                 let path = dir.join(file_name(&chain, next_index));
                 let tmp = dir.join(format!(".{}.tmp", file_name(&chain, next_index)));
                 let mut file = OpenOptions::new()
@@ -546,6 +566,7 @@ impl Writer {
             size,
             head,
             scratch: Vec::new(),
+            key: options.key.clone(),
         }
     }
 
@@ -641,7 +662,14 @@ impl Writer {
             };
             let seq = head.seq + 1;
             let line_start = buf.len();
-            let hash = render_line(&mut buf, &self.chain, seq, &head.hash, event);
+            let hash = render_line(
+                &mut buf,
+                self.key.as_ref(),
+                &self.chain,
+                seq,
+                &head.hash,
+                event,
+            );
             let line_len = (buf.len() - line_start) as u64;
             let pending = self.size + line_start as u64;
             if pending > 0 && pending + line_len > self.max_file_bytes {

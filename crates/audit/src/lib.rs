@@ -66,7 +66,7 @@ mod syslog;
 mod timeline;
 mod verify;
 
-pub use chain::{ChainHash, ChainHead};
+pub use chain::{ChainHash, ChainHead, ChainKey};
 pub use error::AuditError;
 pub use event::{
     AuditEvent, Effect, EventKind, MaskedText, Principal, PrincipalKind, Protocol, Resource,
@@ -78,7 +78,7 @@ pub use postgres::{PostgresOptions, PostgresSink, postgres_session_timeline, ver
 pub use recorder::{AsciicastHeader, Recorder};
 pub use sink::{AuditSink, Durability, Health, Receipt};
 pub use syslog::{SyslogOptions, SyslogSink};
-pub use timeline::{TimelineEntry, session_timeline};
+pub use timeline::{TimelineEntry, session_timeline, session_timeline_keyed};
 /// Entry points for property tests and fuzz targets; not a stable API.
 #[doc(hidden)]
 pub mod internal {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
-use crate::chain::{ChainHash, ChainHead, parse_line, render_line, validate_chain_id};
+use crate::chain::{ChainHash, ChainHead, ChainKey, parse_line, render_line, validate_chain_id};
 use crate::verify::{Location, Verifier, VerifyOptions, VerifyReport};
 use crate::{AuditError, AuditEvent, AuditSink, Durability, Health, Receipt, TimelineEntry};
 
@@ -19,6 +19,7 @@ pub struct PostgresOptions {
     max_batch: usize,
     max_event_bytes: usize,
     batch_timeout: Duration,
+    key: Option<ChainKey>,
 }
 
 impl PostgresOptions {
@@ -49,6 +50,7 @@ impl PostgresOptions {
             max_batch: 1000,
             max_event_bytes: 1 << 20,
             batch_timeout: Duration::from_secs(30),
+            key: None,
         })
     }
 
@@ -80,6 +82,13 @@ impl PostgresOptions {
     /// The largest encoded event accepted.
     pub fn max_event_bytes(mut self, bytes: usize) -> PostgresOptions {
         self.max_event_bytes = bytes;
+        self
+    }
+
+    /// Keys the chains written and read with these options: HMAC-SHA-256
+    /// with this key (see [`ChainKey`]).
+    pub fn key(mut self, key: ChainKey) -> PostgresOptions {
+        self.key = Some(key);
         self
     }
 
@@ -175,7 +184,11 @@ impl PostgresSink {
     /// Verifies this replica's chain as stored in the table (on a separate
     /// connection). Locations are `table/replica:seq`.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
-        verify_postgres(&self.options, &VerifyOptions::default()).await
+        let mut verify = VerifyOptions::default();
+        if let Some(key) = &self.options.key {
+            verify = verify.key(key.clone());
+        }
+        verify_postgres(&self.options, &verify).await
     }
 }
 
@@ -270,7 +283,7 @@ pub async fn postgres_session_timeline(
             line: u64::try_from(seq).unwrap_or(0),
         };
         assemble_line(&mut line, &replica, seq, &prev, &event, &hash);
-        let parsed = parse_line(line.as_bytes())
+        let parsed = parse_line(line.as_bytes(), options.key.as_ref())
             .map_err(|e| format!("{e:?}"))
             .and_then(|rec| {
                 serde_json::from_str::<AuditEvent>(rec.event).map_err(|e| e.to_string())
@@ -500,6 +513,7 @@ impl PgWriter {
             scratch.clear();
             let hash = render_line(
                 &mut scratch,
+                self.options.key.as_ref(),
                 &self.options.replica,
                 seq,
                 &head.hash,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::chain::parse_line;
+use crate::chain::{ChainKey, parse_line};
 use crate::verify::{Location, RawLine, for_each_line};
 use crate::{AuditError, AuditEvent, EventKind};
 
@@ -89,6 +89,23 @@ pub fn session_timeline<P: AsRef<Path>>(
     paths: &[P],
     session: &str,
 ) -> Result<Vec<TimelineEntry>, AuditError> {
+    read_timeline(paths, session, None)
+}
+
+/// [`session_timeline`] for a keyed chain (see [`ChainKey`]).
+pub fn session_timeline_keyed<P: AsRef<Path>>(
+    paths: &[P],
+    session: &str,
+    key: &ChainKey,
+) -> Result<Vec<TimelineEntry>, AuditError> {
+    read_timeline(paths, session, Some(key))
+}
+
+fn read_timeline<P: AsRef<Path>>(
+    paths: &[P],
+    session: &str,
+    key: Option<&ChainKey>,
+) -> Result<Vec<TimelineEntry>, AuditError> {
     let mut entries = Vec::new();
     for path in paths {
         let path = path.as_ref();
@@ -113,7 +130,7 @@ pub fn session_timeline<P: AsRef<Path>>(
                     return;
                 }
             };
-            let parsed = parse_line(line)
+            let parsed = parse_line(line, key)
                 .map_err(|e| format!("{e:?}"))
                 .and_then(|rec| {
                     serde_json::from_str::<AuditEvent>(rec.event)

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::chain::{ChainHash, ChainHead, LineError, parse_line};
+use crate::chain::{ChainHash, ChainHead, ChainKey, LineError, parse_line};
 use crate::{AuditEvent, EventKind};
 
 /// Where a line is: a file (or `table/replica` for the PostgreSQL sink) and
@@ -182,6 +182,7 @@ pub struct VerifyOptions {
     start: Start,
     anchor: Option<ChainHead>,
     max_line_bytes: usize,
+    key: Option<ChainKey>,
 }
 
 impl Default for VerifyOptions {
@@ -190,6 +191,7 @@ impl Default for VerifyOptions {
             start: Start::Genesis,
             anchor: None,
             max_line_bytes: 4 << 20,
+            key: None,
         }
     }
 }
@@ -211,6 +213,13 @@ impl VerifyOptions {
     /// anchor, a trail cut at a line boundary looks like a shorter trail.
     pub fn anchor(mut self, head: ChainHead) -> VerifyOptions {
         self.anchor = Some(head);
+        self
+    }
+
+    /// The key of a keyed chain (see [`ChainKey`]). Without it, every record
+    /// of a keyed chain shows as modified; with a wrong one, too.
+    pub fn key(mut self, key: ChainKey) -> VerifyOptions {
+        self.key = Some(key);
         self
     }
 
@@ -315,6 +324,7 @@ struct PendingTorn {
 
 /// The chain checker, fed one line at a time.
 pub(crate) struct Verifier {
+    key: Option<ChainKey>,
     start: Start,
     anchor: Option<ChainHead>,
     anchor_seen: bool,
@@ -326,6 +336,7 @@ pub(crate) struct Verifier {
 impl Verifier {
     pub(crate) fn new(options: &VerifyOptions) -> Verifier {
         Verifier {
+            key: options.key.clone(),
             start: options.start,
             anchor: options.anchor,
             anchor_seen: false,
@@ -361,7 +372,7 @@ impl Verifier {
 
     /// A complete line (without its newline).
     pub(crate) fn line(&mut self, at: Location, line: &[u8]) {
-        let rec = match parse_line(line) {
+        let rec = match parse_line(line, self.key.as_ref()) {
             Ok(rec) => rec,
             Err(LineError::Malformed(reason)) => {
                 self.problem(Problem::Malformed { at, reason });

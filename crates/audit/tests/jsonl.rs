@@ -522,3 +522,56 @@ fn a_second_writer_on_the_same_chain_is_refused() {
     drop(first);
     JsonlSink::open(dir.path(), JsonlOptions::new("gw-1")).unwrap();
 }
+
+#[test]
+fn a_keyed_chain_verifies_only_with_its_key() {
+    let key = portcullis_audit::ChainKey::new(*b"a 32-byte secret kept elsewhere!").unwrap();
+    let rt = runtime();
+    let keyed = tempfile::tempdir().unwrap();
+    let (sink, _) =
+        JsonlSink::open(keyed.path(), JsonlOptions::new("gw-1").key(key.clone())).unwrap();
+    rt.block_on(async {
+        for i in 0..5 {
+            sink.record(&event(i)).await.unwrap();
+        }
+    });
+    drop(sink);
+    // Reopening with the key continues the chain.
+    let (sink, report) =
+        JsonlSink::open(keyed.path(), JsonlOptions::new("gw-1").key(key.clone())).unwrap();
+    assert_eq!(report.head.seq, 5);
+    rt.block_on(sink.record(&event(5))).unwrap();
+    drop(sink);
+    let files = trail_files(keyed.path(), "gw-1").unwrap();
+    let with_key = verify_with(&files, &VerifyOptions::new().key(key.clone()));
+    assert!(with_key.is_clean(), "{with_key}");
+    assert_eq!(with_key.records(), 6);
+    let without = verify(&files);
+    assert!(
+        matches!(without.problems()[0], Problem::Modified { seq: 1, .. }),
+        "{without}"
+    );
+    let wrong = portcullis_audit::ChainKey::new(*b"another key, 32 bytes long......").unwrap();
+    assert!(!verify_with(&files, &VerifyOptions::new().key(wrong)).is_intact());
+    // Opening a keyed trail without the key is refused.
+    assert!(JsonlSink::open(keyed.path(), JsonlOptions::new("gw-1")).is_err());
+    // The timeline reads it with the key only.
+    assert_eq!(
+        portcullis_audit::session_timeline_keyed(&files, "s1", &key)
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(session_timeline(&files, "s1").is_err());
+
+    // A forger without the key can only write a plain chain (every hash
+    // recomputed): it does not verify with the key.
+    let forged = tempfile::tempdir().unwrap();
+    let (files, _) = write_trail(forged.path(), 6, 1 << 20, Commit::PerRecord);
+    let r = verify_with(&files, &VerifyOptions::new().key(key));
+    assert!(
+        matches!(r.problems()[0], Problem::Modified { seq: 1, .. }),
+        "{r}"
+    );
+    assert!(portcullis_audit::ChainKey::new(*b"short").is_err());
+}

@@ -279,3 +279,33 @@ fn a_session_timeline_reads_back_across_replicas() {
     let err = rt.block_on(postgres_session_timeline(&a, "x")).unwrap_err();
     assert!(err.to_string().contains("portcullis_audit/gw-b:1"), "{err}");
 }
+
+#[test]
+fn a_keyed_chain_in_the_table_verifies_only_with_its_key() {
+    let pg = PgCluster::start().unwrap();
+    let rt = runtime();
+    let key = portcullis_audit::ChainKey::new(*b"0123456789abcdef0123456789abcdef").unwrap();
+    let plain = PostgresOptions::new(&pg.dsn(), "gw-k").unwrap();
+    let keyed = plain.clone().key(key);
+    rt.block_on(async {
+        let sink = PostgresSink::connect(keyed.clone()).await.unwrap();
+        for i in 0..5 {
+            sink.record(&event(&format!("k{i}"))).await.unwrap();
+        }
+        let report = sink.verify().await.unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(report.records(), 5);
+        let unkeyed = verify_postgres(&plain, &VerifyOptions::new())
+            .await
+            .unwrap();
+        assert!(!unkeyed.is_intact(), "{unkeyed}");
+        assert_eq!(
+            postgres_session_timeline(&keyed, "pg-test")
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
+        assert!(postgres_session_timeline(&plain, "pg-test").await.is_err());
+    });
+}
