@@ -403,8 +403,9 @@ pub trait Hook: Send + Sync + 'static {
 
     /// Decides on one execution of a statement that [`Hook::on_parse`] marked
     /// [`ParseVerdict::HoldEachExecution`], with the bound parameters (`None`
-    /// is NULL; values in the client's chosen format). The default asks
-    /// [`Hook::on_query`].
+    /// is NULL; values in the client's chosen format). Also asked, with `sql`
+    /// = `EXECUTE <name>`, for an Execute of a statement prepared with SQL
+    /// `PREPARE` (which no Parse announced). The default asks [`Hook::on_query`].
     async fn on_execute(
         &self,
         cx: &Context<'_, Self::Principal>,

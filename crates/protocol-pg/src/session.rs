@@ -1226,7 +1226,9 @@ impl<H: Hook> Session<H> {
                 let (sql, hold, params) = match self.portals.get(&portal) {
                     Some(p) => match self.statements.get(&p.statement) {
                         Some(s) => (s.sql.to_string(), s.hold, p.params.clone()),
-                        None => (String::new(), false, Vec::new()),
+                        // Not prepared through this session's Parse: an SQL-level
+                        // PREPARE. The hook decides on it as on `EXECUTE name`.
+                        None => (format!("EXECUTE {}", p.statement), true, p.params.clone()),
                     },
                     None => (String::new(), false, Vec::new()),
                 };

@@ -919,6 +919,26 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
 }
 
 #[test]
+fn execute_of_an_sql_prepared_statement_is_asked_as_execute_name() {
+    let mut p = Pair::ready();
+    p.client(&[bind("", "viaprepare", &[Some(b"3")]), execute(""), sync()].concat());
+    assert_eq!(tags(&p.backend_out()), "B");
+    match p.take_request() {
+        HookRequest::Execute { sql, params, .. } => {
+            assert_eq!(sql, "EXECUTE viaprepare");
+            assert_eq!(params, vec![Some(bytes::Bytes::from_static(b"3"))]);
+        }
+        other => panic!("{other:?}"),
+    }
+    p.answer_query(Verdict::Deny("no".into()));
+    // The error follows the Bind's answer, in order.
+    p.backend(&m(b'2', &[]));
+    assert_eq!(codes(&p.client_out()), ["42501"]);
+    // Sync makes the backend's transaction fail, as the denial would.
+    assert_eq!(tags(&p.backend_out()), "PBES");
+}
+
+#[test]
 fn extended_backend_error_skips_to_sync() {
     let mut p = Pair::ready();
     p.client(
@@ -930,7 +950,11 @@ fn extended_backend_error_skips_to_sync() {
         ]
         .concat(),
     );
-    assert_eq!(tags(&p.backend_out()), "BDES");
+    assert_eq!(tags(&p.backend_out()), "BD");
+    assert!(matches!(p.take_request(), HookRequest::Execute { .. }));
+    p.answer_query(Verdict::Forward);
+    // After a hook decision the gateway describes the portal itself.
+    assert_eq!(tags(&p.backend_out()), "DES");
     p.backend(
         &[
             be_error("26000", "prepared statement \"nope\" does not exist"),
