@@ -5,6 +5,7 @@
 //! cargo run -p portcullis-audit --example verify -- DIR            # every *.jsonl in it, by name
 //! cargo run -p portcullis-audit --example verify -- --anchor SEQ:HASH FILE…
 //! cargo run -p portcullis-audit --example verify -- --anywhere FILE… # trail starts mid-chain
+//! cargo run -p portcullis-audit --example verify -- --key-file KEY FILE… # keyed (HMAC) chain
 //! ```
 //!
 //! Exit status: 0 intact (a torn tail is reported but is not a failure),
@@ -13,10 +14,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use portcullis_audit::{ChainHash, ChainHead, Start, VerifyOptions, verify_with};
+use portcullis_audit::{ChainHash, ChainHead, ChainKey, Start, VerifyOptions, verify_with};
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("{msg}\nusage: verify [--anchor SEQ:HASH] [--anywhere] FILE|DIR…");
+    eprintln!("{msg}\nusage: verify [--anchor SEQ:HASH] [--anywhere] [--key-file KEY] FILE|DIR…");
     ExitCode::from(2)
 }
 
@@ -43,6 +44,22 @@ fn main() -> ExitCode {
                 }
             }
             Some("--anywhere") => options = options.start(Start::Anywhere),
+            Some("--key-file") => {
+                let Some(path) = args.next() else {
+                    return usage("--key-file needs a file");
+                };
+                let mut bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => return usage(&format!("{}: {e}", path.to_string_lossy())),
+                };
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                match ChainKey::new(bytes) {
+                    Ok(key) => options = options.key(key),
+                    Err(e) => return usage(&e.to_string()),
+                }
+            }
             Some("-h" | "--help") => return usage("verifies a Portcullis audit trail"),
             _ => {
                 let path = PathBuf::from(arg);
