@@ -400,3 +400,71 @@ fn pgbench_simple_extended_prepared_and_200_clients() {
     );
     assert!(out.stdout.contains("number of clients: 200"), "{out:?}");
 }
+
+/// A raw client that logs in and sends one query, then reads at its own pace.
+fn raw_login(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut body = 196_608i32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0alice\0database\0postgres\0\0");
+    let mut startup = (body.len() as i32 + 4).to_be_bytes().to_vec();
+    startup.extend(body);
+    s.write_all(&startup).unwrap();
+    let mut r = [0u8; 9];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(&r, b"R\0\0\0\x08\0\0\0\x03");
+    let mut pw = vec![b'p'];
+    pw.extend_from_slice(&(common::TOKEN.len() as i32 + 5).to_be_bytes());
+    pw.extend_from_slice(common::TOKEN.as_bytes());
+    pw.push(0);
+    s.write_all(&pw).unwrap();
+    // Read up to ReadyForQuery.
+    loop {
+        let mut h = [0u8; 5];
+        s.read_exact(&mut h).unwrap();
+        let len = i32::from_be_bytes(h[1..5].try_into().unwrap()) as usize;
+        let mut b = vec![0u8; len - 4];
+        s.read_exact(&mut b).unwrap();
+        if h[0] == b'Z' {
+            return s;
+        }
+        assert_ne!(h[0], b'E', "{}", String::from_utf8_lossy(&b));
+    }
+}
+
+#[test]
+fn a_slow_client_slows_the_backend_instead_of_filling_memory() {
+    let cluster = PgCluster::start().unwrap();
+    let proxy = Running::start(&cluster);
+    let mut s = raw_login(proxy.port);
+    // About 60 MB of rows.
+    let sql = b"SELECT repeat('x', 50) || g FROM generate_series(1, 1000000) g\0";
+    let mut q = vec![b'Q'];
+    q.extend_from_slice(&(sql.len() as i32 + 4).to_be_bytes());
+    q.extend_from_slice(sql);
+    let before = rss_kib();
+    s.write_all(&q).unwrap();
+    // The client reads nothing for two seconds.
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled = rss_kib();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut tail = Vec::new();
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        total += n;
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 64 {
+            tail.drain(..tail.len() - 64);
+        }
+        if tail.ends_with(b"Z\0\0\0\x05I") {
+            break;
+        }
+    }
+    println!("rss before {before} KiB, while stalled {stalled} KiB; {total} bytes received");
+    assert!(total > 60_000_000, "{total}");
+    assert!(
+        stalled < before + 16 * 1024,
+        "the proxy buffered the result: {before} KiB -> {stalled} KiB"
+    );
+}
