@@ -468,3 +468,29 @@ fn a_slow_client_slows_the_backend_instead_of_filling_memory() {
         "the proxy buffered the result: {before} KiB -> {stalled} KiB"
     );
 }
+
+#[test]
+fn handshake_and_idle_timeouts_close_connections() {
+    let cluster = PgCluster::start().unwrap();
+    let config = ProxyConfig {
+        session: SessionConfig {
+            handshake_timeout: Duration::from_millis(500),
+            idle_timeout: Some(Duration::from_millis(700)),
+            ..SessionConfig::default()
+        },
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    // Silent after connecting: closed with 08006.
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(String::from_utf8_lossy(&got).contains("C08006"), "{got:?}");
+    // Logged in, then idle: closed with 57P05.
+    let mut s = raw_login(proxy.port);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(String::from_utf8_lossy(&got).contains("C57P05"), "{got:?}");
+}
