@@ -73,8 +73,8 @@ impl CancelKey {
 }
 
 /// An asynchronous question for the hook; answer it with the matching
-/// `handle_*` method of [`Session`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `handle_*` method of [`Session`]. Its `Debug` output redacts the credential.
+#[derive(Clone, PartialEq, Eq)]
 pub enum HookRequest {
     /// Call [`Hook::authenticate`], then [`Session::handle_authenticated`].
     Authenticate {
@@ -108,6 +108,43 @@ pub enum HookRequest {
         /// The bound parameter values.
         params: Vec<Option<Bytes>>,
     },
+}
+
+impl std::fmt::Debug for HookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookRequest::Authenticate { startup, .. } => f
+                .debug_struct("Authenticate")
+                .field("startup", startup)
+                .field("credential", &"<redacted>")
+                .finish(),
+            HookRequest::Query { command, sql } => f
+                .debug_struct("Query")
+                .field("command", command)
+                .field("sql", sql)
+                .finish(),
+            HookRequest::Parse {
+                command,
+                statement,
+                sql,
+            } => f
+                .debug_struct("Parse")
+                .field("command", command)
+                .field("statement", statement)
+                .field("sql", sql)
+                .finish(),
+            HookRequest::Execute {
+                command,
+                sql,
+                params,
+            } => f
+                .debug_struct("Execute")
+                .field("command", command)
+                .field("sql", sql)
+                .field("params", &params.len())
+                .finish(),
+        }
+    }
 }
 
 impl HookRequest {

@@ -342,10 +342,18 @@ impl Pair {
         );
         self.client(&m(b'p', &cstr("token")));
         match self.take_request() {
-            HookRequest::Authenticate {
-                credential,
-                startup,
-            } => {
+            r @ HookRequest::Authenticate { .. } => {
+                assert!(
+                    !format!("{r:?}").contains("token"),
+                    "Debug redacts the credential"
+                );
+                let HookRequest::Authenticate {
+                    credential,
+                    startup,
+                } = r
+                else {
+                    unreachable!()
+                };
                 assert_eq!(credential, "token");
                 assert_eq!(startup.user(), "alice");
             }
