@@ -6,3 +6,5 @@
 //! `cargo bench -p portcullis-benches`; the figures and the commands that
 //! produced them are recorded in BENCHMARKS.md at the workspace root.
 #![deny(missing_docs)]
+
+pub mod corpus;
