@@ -11,8 +11,10 @@
 //! Results: every value of every column goes through the masker. A column
 //! whose name matches a field rule (the configuration's, or a matching policy
 //! rule's `mask` directives, which only add) is masked whole; other text
-//! values are scanned by the detectors. A masked value of a non-text type, or
-//! in binary format, becomes NULL, since it cannot carry a `[MASKED:…]` text.
+//! values are scanned by the detectors. A masked value of a non-text type
+//! (an integer, a timestamp, jsonb in binary format) becomes NULL, since it
+//! cannot carry a `[MASKED:…]` text; text types get the marker in either
+//! format, their binary form being their text.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,10 +25,13 @@ use portcullis_audit::{self as audit, AuditEvent, AuditSink, EventKind, MaskedTe
 use portcullis_mask::Masker;
 use portcullis_pg::{
     Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, FieldValue,
-    Format, Hold, Hook, Rejection, SessionId, StartupParams, TextKind, Verdict, async_trait,
+    Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
+    async_trait,
 };
 use portcullis_policy::{self as policy, Effect, Policy};
 use tokio::sync::{mpsc, oneshot};
+
+use bytes::Bytes;
 
 use crate::approvals::{ApprovalRequest, ApprovalStore, Outcome};
 use crate::catalog::MaskedColumns;
@@ -408,6 +413,12 @@ fn changes_schema(facts: &policy::CommandFacts) -> bool {
     })
 }
 
+/// Types whose binary form is their text bytes: name, text, json, bpchar,
+/// varchar.
+fn binary_is_text(oid: u32) -> bool {
+    matches!(oid, 19 | 25 | 114 | 1042 | 1043)
+}
+
 fn glob_match(pattern: &str, name: &str) -> bool {
     globset::GlobBuilder::new(pattern)
         .case_insensitive(true)
@@ -416,105 +427,47 @@ fn glob_match(pattern: &str, name: &str) -> bool {
         .is_ok_and(|g| g.compile_matcher().is_match(name))
 }
 
-#[async_trait]
-impl Hook for Gateway {
-    type Principal = Arc<SessionState>;
+/// Where in the protocol a decision is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A Parse: a review is answered with an empty hold (each execution is
+    /// held later), and no approval is requested yet.
+    Parse,
+    /// The statement runs now (simple query, or one execution).
+    Run,
+}
 
-    async fn authenticate(
-        &self,
-        session: SessionId,
-        startup: &StartupParams,
-        credential: &str,
-    ) -> Result<Authenticated<Arc<SessionState>>, Rejection> {
-        let user = startup.user();
-        let (claimed, conn_name) = match user.rsplit_once('@') {
-            Some((p, c)) => (Some(p), c),
-            None => (None, user),
-        };
-        let failed = |reason: String| {
-            metrics::counter!("portcullis_auth_failures_total").increment(1);
-            let event = AuditEvent::new(EventKind::AuthFailed {
-                method: "token".to_owned(),
-                reason: reason.clone(),
-            })
-            .with_session(session.to_string());
-            self.record_detached(event);
-            reason
-        };
-        let Some(conn) = self.connections.get(conn_name) else {
-            return Err(Rejection::NotAuthorized(failed(format!(
-                "no connection named {conn_name:?} on this gateway; connect with user \
-                 <connection> or <principal>@<connection>"
-            ))));
-        };
-        let principal = self
-            .identity
-            .verify(credential)
-            .map_err(|e| Rejection::InvalidCredential(failed(e.to_string())))?;
-        // Without the catalog, `SELECT api_key AS k` could not be recognised:
-        // refuse the session rather than risk it.
-        conn.masked
-            .ensure(&conn.backend, &self.field_patterns)
-            .await
-            .map_err(|e| Rejection::NotAuthorized(failed(e)))?;
-        if let Some(claimed) = claimed
-            && claimed != principal.id
-        {
-            return Err(Rejection::NotAuthorized(failed(format!(
-                "the user name names {claimed:?} but the token is for {:?}",
-                principal.id
-            ))));
+impl Gateway {
+    /// The statement's text as audited and shown to approvers: masked, with
+    /// the bound parameters (masked too) when there are any.
+    fn command_text(&self, sql: &str, params: Option<&[Option<Bytes>]>) -> MaskedText {
+        let mut text = sql.to_owned();
+        if let Some(params) = params.filter(|p| !p.is_empty()) {
+            text.push_str("\n-- parameters:");
+            for (i, p) in params.iter().enumerate() {
+                match p {
+                    None => text.push_str(&format!(" ${} = NULL", i + 1)),
+                    Some(v) => text.push_str(&format!(
+                        " ${} = '{}'",
+                        i + 1,
+                        String::from_utf8_lossy(v).replace('\'', "''")
+                    )),
+                }
+            }
         }
-        let kind = match principal.kind {
-            PrincipalKind::Human => (policy::PrincipalKind::Human, audit::PrincipalKind::Human),
-            PrincipalKind::Agent => (policy::PrincipalKind::Agent, audit::PrincipalKind::Agent),
-            PrincipalKind::Service => (
-                policy::PrincipalKind::Service,
-                audit::PrincipalKind::Service,
-            ),
-        };
-        let state = Arc::new(SessionState {
-            session,
-            connection: conn_name.to_owned(),
-            started: Instant::now(),
-            conn: conn.clone(),
-            policy_principal: policy::Principal::new(principal.id.clone(), kind.0)
-                .with_groups(principal.groups.iter().cloned()),
-            audit_principal: audit::Principal {
-                id: principal.id.clone(),
-                kind: kind.1,
-                groups: principal.groups.clone(),
-                token_id: Some(principal.token_id.clone()),
-            },
-            audit_resource: audit::Resource {
-                protocol: audit::Protocol::Postgres,
-                target: conn_name.to_owned(),
-                scope: Some(conn.backend.database.clone()),
-            },
-            audit_tx: self.spawn_writer(),
-            principal,
-            inner: Mutex::new(SessionInner::default()),
-        });
-        state.record(EventKind::SessionStarted {
-            client_addr: None,
-            application: startup.get("application_name").map(str::to_owned),
-        });
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(session, state.clone());
-        metrics::counter!("portcullis_sessions_total").increment(1);
-        metrics::gauge!("portcullis_sessions_active").increment(1.0);
-        Ok(Authenticated {
-            principal: state,
-            backend: conn.backend.clone(),
-        })
+        MaskedText::already_masked(self.mask_text(&text))
     }
 
-    async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict {
+    async fn decide(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        sql: &str,
+        params: Option<&[Option<Bytes>]>,
+        stage: Stage,
+    ) -> Verdict {
         let s = cx.principal;
         let command_id = cx.command.map_or(0, |c| c.0);
-        let text = MaskedText::already_masked(self.mask_text(sql));
+        let text = self.command_text(sql, params);
 
         // The token is checked again at every statement.
         if let Err(e) = self.identity.recheck(&s.principal) {
@@ -568,6 +521,14 @@ impl Hook for Gateway {
         }
         metrics::counter!("portcullis_commands_total", "effect" => decision.effect.as_str())
             .increment(1);
+        tracing::info!(
+            session = %s.session,
+            command = command_id,
+            principal = %s.principal.id,
+            effect = decision.effect.as_str(),
+            rule = decision.rule_id.as_deref().unwrap_or("default"),
+            "command"
+        );
         // Write-ahead: durable before anything reaches the backend.
         let write_started = Instant::now();
         let written = s
@@ -605,6 +566,10 @@ impl Hook for Gateway {
         match decision.effect {
             Effect::Allow => Verdict::Forward,
             Effect::Deny => Verdict::Deny(Gateway::deny_message(&decision)),
+            Effect::Review { .. } if stage == Stage::Parse => Verdict::Hold(Hold {
+                notice: String::new(),
+                decision: Box::pin(async { PgDecision::Forward }),
+            }),
             Effect::Review {
                 groups,
                 min_approvals,
@@ -695,6 +660,133 @@ impl Hook for Gateway {
             }
         }
     }
+}
+
+#[async_trait]
+impl Hook for Gateway {
+    type Principal = Arc<SessionState>;
+
+    async fn authenticate(
+        &self,
+        session: SessionId,
+        startup: &StartupParams,
+        credential: &str,
+    ) -> Result<Authenticated<Arc<SessionState>>, Rejection> {
+        let user = startup.user();
+        let (claimed, conn_name) = match user.rsplit_once('@') {
+            Some((p, c)) => (Some(p), c),
+            None => (None, user),
+        };
+        let failed = |reason: String| {
+            metrics::counter!("portcullis_auth_failures_total").increment(1);
+            tracing::warn!(%session, user, %reason, "authentication refused");
+            let event = AuditEvent::new(EventKind::AuthFailed {
+                method: "token".to_owned(),
+                reason: reason.clone(),
+            })
+            .with_session(session.to_string());
+            self.record_detached(event);
+            reason
+        };
+        let Some(conn) = self.connections.get(conn_name) else {
+            return Err(Rejection::NotAuthorized(failed(format!(
+                "no connection named {conn_name:?} on this gateway; connect with user \
+                 <connection> or <principal>@<connection>"
+            ))));
+        };
+        let principal = self
+            .identity
+            .verify(credential)
+            .map_err(|e| Rejection::InvalidCredential(failed(e.to_string())))?;
+        // Without the catalog, `SELECT api_key AS k` could not be recognised:
+        // refuse the session rather than risk it.
+        conn.masked
+            .ensure(&conn.backend, &self.field_patterns)
+            .await
+            .map_err(|e| Rejection::NotAuthorized(failed(e)))?;
+        if let Some(claimed) = claimed
+            && claimed != principal.id
+        {
+            return Err(Rejection::NotAuthorized(failed(format!(
+                "the user name names {claimed:?} but the token is for {:?}",
+                principal.id
+            ))));
+        }
+        let kind = match principal.kind {
+            PrincipalKind::Human => (policy::PrincipalKind::Human, audit::PrincipalKind::Human),
+            PrincipalKind::Agent => (policy::PrincipalKind::Agent, audit::PrincipalKind::Agent),
+            PrincipalKind::Service => (
+                policy::PrincipalKind::Service,
+                audit::PrincipalKind::Service,
+            ),
+        };
+        let state = Arc::new(SessionState {
+            session,
+            connection: conn_name.to_owned(),
+            started: Instant::now(),
+            conn: conn.clone(),
+            policy_principal: policy::Principal::new(principal.id.clone(), kind.0)
+                .with_groups(principal.groups.iter().cloned()),
+            audit_principal: audit::Principal {
+                id: principal.id.clone(),
+                kind: kind.1,
+                groups: principal.groups.clone(),
+                token_id: Some(principal.token_id.clone()),
+            },
+            audit_resource: audit::Resource {
+                protocol: audit::Protocol::Postgres,
+                target: conn_name.to_owned(),
+                scope: Some(conn.backend.database.clone()),
+            },
+            audit_tx: self.spawn_writer(),
+            principal,
+            inner: Mutex::new(SessionInner::default()),
+        });
+        state.record(EventKind::SessionStarted {
+            client_addr: None,
+            application: startup.get("application_name").map(str::to_owned),
+        });
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session, state.clone());
+        metrics::counter!("portcullis_sessions_total").increment(1);
+        tracing::info!(%session, principal = %state.principal.id, connection = conn_name, "session started");
+        metrics::gauge!("portcullis_sessions_active").increment(1.0);
+        Ok(Authenticated {
+            principal: state,
+            backend: conn.backend.clone(),
+        })
+    }
+
+    async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict {
+        self.decide(cx, sql, None, Stage::Run).await
+    }
+
+    /// Extended protocol: decided when the statement is prepared. A statement
+    /// to be reviewed is held at each execution instead, where the approver
+    /// sees the bound values.
+    async fn on_parse(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        _statement: &str,
+        sql: &str,
+    ) -> ParseVerdict {
+        match self.decide(cx, sql, None, Stage::Parse).await {
+            Verdict::Forward => ParseVerdict::Forward,
+            Verdict::Deny(reason) => ParseVerdict::Deny(reason),
+            Verdict::Hold(_) => ParseVerdict::HoldEachExecution,
+        }
+    }
+
+    async fn on_execute(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        sql: &str,
+        params: &[Option<Bytes>],
+    ) -> Verdict {
+        self.decide(cx, sql, Some(params), Stage::Run).await
+    }
 
     fn on_row_description(
         &self,
@@ -712,7 +804,11 @@ impl Hook for Gateway {
         value: &[u8],
     ) -> FieldValue {
         let s = cx.principal;
-        let textual = column.format == Format::Text && is_text_type(column.type_oid);
+        // Text types carry the same bytes in binary format, so a marker fits.
+        let textual = match column.format {
+            Format::Text => is_text_type(column.type_oid),
+            Format::Binary => binary_is_text(column.type_oid),
+        };
         let directive = {
             let inner = s.lock();
             inner

@@ -31,6 +31,23 @@ use crate::identity::{GatewayKey, TokenIssuer};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: pretty or json. The level comes from RUST_LOG
+    /// (default: info).
+    #[arg(long, global = true, default_value = "pretty", value_parser = ["pretty", "json"])]
+    log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +221,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    if matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        init_logging(&cli.log_format);
+    }
     match cli.command {
         Command::Serve { config } => serve_command(&config),
         Command::Demo { listen, admin } => demo::run(&listen, &admin),

@@ -62,11 +62,11 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start() -> Gateway {
-        Gateway::start_with("")
+        Gateway::start_with("", POLICY)
     }
 
     /// `audit_extra` goes into the `[audit.jsonl]` section.
-    fn start_with(audit_extra: &str) -> Gateway {
+    fn start_with(audit_extra: &str, policy: &str) -> Gateway {
         let pg = PgCluster::start().unwrap();
         let out = Client::psql(&pg.dsn())
             .unwrap()
@@ -81,7 +81,18 @@ impl Gateway {
         let d = dir.path();
         let (ok, _, err) = portcullis(d, &["token", "keygen", "--out", "gateway.pem"]);
         assert!(ok, "{err}");
-        std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+        std::fs::write(d.join("policy.toml"), policy).unwrap();
+        let (ok, key, err) = portcullis(d, &["token", "api-key"]);
+        assert!(ok, "{err}");
+        let api_key = key
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("key:")
+            .trim()
+            .to_owned();
+        let api_key_hash = key.lines().nth(1).unwrap().to_owned();
+        std::fs::write(d.join("api.key"), &api_key).unwrap();
         std::fs::write(d.join("backend.pw"), format!("{BACKEND_PASSWORD}\n")).unwrap();
         let port = free_port();
         let admin_port = free_port();
@@ -103,6 +114,12 @@ labels = {{ env = "prod" }}
 [identity]
 signing_key = "gateway.pem"
 revocation_file = "revoked"
+
+[[identity.api_key]]
+name = "etl"
+principal = "service:etl"
+groups = ["etl"]
+{api_key_hash}
 
 [policy]
 file = "policy.toml"
@@ -340,12 +357,19 @@ fn masked_select_denied_drop_and_held_delete_approved_through_the_cli() {
                 "VERBOSITY=verbose",
                 "-tA",
                 "-c",
-                "UPDATE customers SET phone = NULL",
+                "UPDATE customers SET notes = 'new key sk_live_51HqLyjKf93Jd8s2k3l4m5n6o7p8q9r0'",
             ])
             .run()
             .unwrap()
     });
     let id = wait_for_approval(&gw, &alice);
+    // The approver sees the statement, masked.
+    let (_, listed, _) = gw.approvals(&alice, &["list"]);
+    assert!(listed.contains("UPDATE customers SET notes"), "{listed}");
+    assert!(
+        !listed.contains("sk_live_51HqLyjKf93Jd8s2k3l4m5n6o7p8q9r0"),
+        "{listed}"
+    );
     let (ok, out, err) = gw.approvals(&alice, &["deny", &id]);
     assert!(ok, "{out}{err}");
     let out = held.join().unwrap();
@@ -499,7 +523,7 @@ fn http_get(addr: &str, path: &str) -> String {
 #[test]
 fn a_trail_that_cannot_make_records_durable_stops_every_statement() {
     // The trail reports itself unable to write below this much free space.
-    let gw = Gateway::start_with("min_free_bytes = 1000000000000000000");
+    let gw = Gateway::start_with("min_free_bytes = 1000000000000000000", POLICY);
     let agent = gw.token("agent:ci-bot", "agents", "15m");
     let out = gw.psql(&agent, "select count(*) from customers");
     assert!(!out.success(), "{}", out.stdout);
@@ -508,4 +532,150 @@ fn a_trail_that_cannot_make_records_durable_stops_every_statement() {
     let health = http_get(gw.admin.trim_start_matches("http://"), "/healthz");
     assert!(health.starts_with("HTTP/1.1 503"), "{health}");
     assert!(health.contains("bytes free"), "{health}");
+}
+
+#[test]
+fn api_keys_connect_and_an_undecided_hold_expires() {
+    let policy = POLICY.replace("timeout = \"10m\"", "timeout = \"2s\"");
+    assert_ne!(policy, POLICY);
+    let gw = Gateway::start_with("", &policy);
+    let key = std::fs::read_to_string(gw.dir.path().join("api.key")).unwrap();
+    let out = gw.psql(&key, "select current_user");
+    assert!(out.success(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "portcullis_gateway");
+    let out = gw.psql("pcl_not-a-key", "select 1");
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("password authentication failed"),
+        "{}",
+        out.stderr
+    );
+
+    let started = Instant::now();
+    let out = gw.psql(&key, "DELETE FROM orders");
+    assert!(!out.success());
+    assert!(out.stderr.contains("expired"), "{}", out.stderr);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(
+        gw.psql(&key, "select count(*) from orders").stdout.trim(),
+        "5"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(gw.trail_text().contains("approval_expired"));
+}
+
+#[test]
+fn extended_protocol_holds_each_execution_and_shows_the_approver_its_values() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let alice = gw.token("human:alice", "dba", "15m");
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=shop dbname=postgres password={agent}",
+        gw.port
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    });
+    // A prepared, allowed statement with parameters: masked results.
+    let rows = rt
+        .block_on(client.query("select email, name from customers where id = $1", &[&2i32]))
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "[MASKED:email]");
+    assert_eq!(rows[0].get::<_, String>(1), "Alan Turing");
+    // Denied at Parse.
+    let err = rt
+        .block_on(client.execute("TRUNCATE orders", &[]))
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+
+    // Held at Execute, with the bound value (masked) shown to the approver.
+    let stmt = rt
+        .block_on(client.prepare("UPDATE customers SET notes = $1"))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let approver = std::thread::spawn({
+        let admin = gw.admin.clone();
+        let dir = gw.dir.path().to_owned();
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (ok, out, err) = portcullis(
+                    &dir,
+                    &["approvals", "list", "--admin", &admin, "--token", &alice],
+                );
+                assert!(ok, "{err}");
+                let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+                if let Some(p) = list.as_array().and_then(|a| a.first()) {
+                    let id = p["id"].as_str().unwrap().to_owned();
+                    tx.send(p["command"].as_str().unwrap().to_owned()).unwrap();
+                    let (ok, out, err) = portcullis(
+                        &dir,
+                        &[
+                            "approvals",
+                            "approve",
+                            &id,
+                            "--admin",
+                            &admin,
+                            "--token",
+                            &alice,
+                        ],
+                    );
+                    assert!(ok, "{out}{err}");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "no approval request");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let n = rt
+        .block_on(client.execute(&stmt, &[&"token ghp_R4nd0mLook1ngDemoT0kenValue012345678"]))
+        .unwrap();
+    approver.join().unwrap();
+    assert_eq!(n, 5);
+    let shown = rx.recv().unwrap();
+    assert!(shown.contains("$1 = '"), "{shown}");
+    assert!(
+        !shown.contains("ghp_R4nd0mLook1ngDemoT0kenValue012345678"),
+        "{shown}"
+    );
+    assert!(shown.contains("[MASKED:github-pat]"), "{shown}");
+}
+
+#[test]
+fn pgbench_prepared_through_the_gateway_has_no_errors() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:bench", "agents", "15m");
+    let script = gw.dir.path().join("bench.sql");
+    std::fs::write(
+        &script,
+        "\\set id random(1, 5)\nselect name, email, notes from customers where id = :id;\n",
+    )
+    .unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=shop dbname=postgres password={agent}",
+        gw.port
+    );
+    for mode in ["simple", "extended", "prepared"] {
+        let out = Client::pgbench(&dsn)
+            .unwrap()
+            .args(["-n", "-M", mode, "-c", "4", "-T", "3", "-f"])
+            .arg(&script)
+            .run()
+            .unwrap();
+        assert!(out.success(), "{mode}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout.contains("number of failed transactions: 0"),
+            "{mode}: {}",
+            out.stdout
+        );
+    }
 }
