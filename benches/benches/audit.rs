@@ -1,6 +1,7 @@
 //! Audit sinks: events per second for the JSON Lines sink with fsync per
 //! record and with 5 ms group commit (many concurrent recorders), and for the
-//! PostgreSQL sink batched (a real PostgreSQL 15 from the testkit).
+//! PostgreSQL sink batched (a real PostgreSQL 15 from the testkit, with
+//! `fsync`, `synchronous_commit` and `full_page_writes` on).
 //!
 //! `cargo bench -p portcullis-benches --bench audit`
 
@@ -105,7 +106,14 @@ fn audit(c: &mut Criterion) {
     .unwrap();
     bench_sink(c, &rt, "jsonl_group_commit_5ms/512_recorders", Arc::new(group), 16_384, 512);
 
-    let pg = portcullis_testkit::PgCluster::start().unwrap();
+    // The testkit turns durability off for speed; a durable sink is measured
+    // against a durable server.
+    let pg = portcullis_testkit::PgCluster::builder()
+        .setting("fsync", "on")
+        .setting("synchronous_commit", "on")
+        .setting("full_page_writes", "on")
+        .start()
+        .unwrap();
     let sink = rt
         .block_on(PostgresSink::connect(
             PostgresOptions::new(&pg.dsn(), "bench").unwrap(),
