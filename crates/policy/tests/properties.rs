@@ -121,7 +121,7 @@ proptest! {
     #[test]
     fn evaluate_never_panics_on_arbitrary_strings(s in any::<String>()) {
         let (policy, p, db, _) = ctx();
-        let d = policy.evaluate(&Request::sql(&p, &db, &s));
+        let d = policy.evaluate(&Request::sql(p, db, &s));
         prop_assert!(!d.reason.is_empty());
         let _ = analyze(&s);
     }
@@ -129,7 +129,7 @@ proptest! {
     #[test]
     fn evaluate_never_panics_on_sqlish_strings(s in sqlish()) {
         let (policy, p, db, _) = ctx();
-        let d = policy.evaluate(&Request::sql(&p, &db, &s));
+        let d = policy.evaluate(&Request::sql(p, db, &s));
         // Anything unparsed is never allowed.
         if d.facts.unparsed() {
             prop_assert!(!d.effect.is_allow(), "unparsed but allowed: {s:?}");
@@ -140,10 +140,10 @@ proptest! {
     fn denied_statement_then_anything_is_never_allowed(i in 0..DENIED.len(), rest in any::<String>(), rest2 in sqlish()) {
         let (policy, p, db, _) = ctx();
         let denied = DENIED[i];
-        prop_assert!(policy.evaluate(&Request::sql(&p, &db, denied)).effect.is_deny());
+        prop_assert!(policy.evaluate(&Request::sql(p, db, denied)).effect.is_deny());
         for tail in [&rest, &rest2] {
             let sql = format!("{denied};{tail}");
-            let d = policy.evaluate(&Request::sql(&p, &db, &sql));
+            let d = policy.evaluate(&Request::sql(p, db, &sql));
             prop_assert!(!d.effect.is_allow(), "allowed: {sql:?}");
         }
     }
@@ -153,7 +153,7 @@ proptest! {
         let (policy, p, _, k8s) = ctx();
         let mut req = K8sRequest::new(method, path).with_query(query);
         req.body = body;
-        let d = policy.evaluate(&Request::kubernetes(&p, &k8s, req));
+        let d = policy.evaluate(&Request::kubernetes(p, k8s, req));
         if d.facts.unparsed() {
             prop_assert!(!d.effect.is_allow());
         }

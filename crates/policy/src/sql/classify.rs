@@ -49,6 +49,7 @@ pub(crate) fn classify(
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     let mut risks = BTreeSet::new();
     let mut parameters = BTreeSet::new();
+    let mut table_read: Option<String> = None;
 
     // Skip `CREATE OR REPLACE`, `CREATE TEMP`, … to the object type.
     let after_create = |start: usize| {
@@ -79,7 +80,21 @@ pub(crate) fn classify(
         w(0)
     };
     let kind = match first {
-        "SELECT" | "WITH" | "VALUES" | "TABLE" => StatementKind::Select,
+        "SELECT" | "WITH" | "VALUES" => StatementKind::Select,
+        "TABLE" => {
+            // `TABLE name` reads the whole table.
+            if let Some(Token::Word(word)) = sig.get(1) {
+                let mut parts = vec![fold(&word.value, word.quote_style)];
+                if let (Some(Token::Period), Some(Token::Word(w2))) = (sig.get(2), sig.get(3)) {
+                    parts.push(fold(&w2.value, w2.quote_style));
+                }
+                table_read = Some(match parts.as_slice() {
+                    [one] => format!("{}.{one}", analyzer.default_schema()),
+                    _ => parts.join("."),
+                });
+            }
+            StatementKind::Select
+        }
         "INSERT" => StatementKind::Insert,
         "UPDATE" => StatementKind::Update,
         "DELETE" => StatementKind::Delete,
@@ -270,7 +285,7 @@ pub(crate) fn classify(
         nested_kinds: Vec::new(),
         unparsed: true,
         parse_error: Some(msg),
-        reads: Vec::new(),
+        reads: table_read.into_iter().collect(),
         writes: Vec::new(),
         columns: Vec::new(),
         functions: functions.into_iter().collect(),

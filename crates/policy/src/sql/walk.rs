@@ -406,14 +406,10 @@ impl Generic<'_> {
             Statement::Load { .. } | Statement::Install { .. } => {
                 self.risks.insert(Risk::OpaqueCode);
             }
-            Statement::Execute { name, .. } => {
+            Statement::Execute { .. } => {
+                // In PostgreSQL the name of a prepared statement: what it runs
+                // was decided at PREPARE and is not visible here.
                 self.risks.insert(Risk::OpaqueCode);
-                if let Some(n) = name {
-                    // `EXECUTE fn(...)` in other dialects; in PostgreSQL the name
-                    // of a prepared statement. Either way its body is not here.
-                    self.parameters.extend(std::iter::empty::<String>());
-                    let _ = n;
-                }
             }
             Statement::CreateRole(_)
             | Statement::AlterRole { .. }
