@@ -61,4 +61,7 @@ pub enum SessionError {
     /// A handshake or idle deadline passed.
     #[error("{0} timeout")]
     Timeout(&'static str),
+    /// The hook ended the session ([`crate::Verdict::Terminate`]).
+    #[error("terminated by the gateway: {0}")]
+    Terminated(String),
 }

@@ -164,6 +164,11 @@ pub enum Verdict {
     Deny(String),
     /// Hold it until the decision resolves.
     Hold(Hold),
+    /// End the session: the command never reaches the backend, the client
+    /// gets a FATAL error (SQLSTATE 57P01) with this reason, and both
+    /// connections close. For a session that may go on no longer (its token
+    /// expired or was revoked, or an operator killed it).
+    Terminate(String),
 }
 
 /// The hook's answer to an extended-protocol Parse.
@@ -176,6 +181,8 @@ pub enum ParseVerdict {
     /// Prepare it, but hold every execution: [`Hook::on_execute`] is asked at
     /// each Execute, with the bound parameter values.
     HoldEachExecution,
+    /// End the session, as [`Verdict::Terminate`].
+    Terminate(String),
 }
 
 /// One result column, as described by the backend's RowDescription.
@@ -398,6 +405,7 @@ pub trait Hook: Send + Sync + 'static {
             Verdict::Forward => ParseVerdict::Forward,
             Verdict::Deny(reason) => ParseVerdict::Deny(reason),
             Verdict::Hold(_) => ParseVerdict::HoldEachExecution,
+            Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
         }
     }
 

@@ -713,6 +713,10 @@ impl<H: Hook> Session<H> {
                 self.decide(now, Decision::Deny(reason));
                 None
             }
+            Verdict::Terminate(reason) => {
+                self.terminate(reason);
+                None
+            }
             Verdict::Hold(hold) => {
                 let (cmd, held) = match self.pending.take() {
                     Some(Pending::Query { cmd, frame }) => (cmd, Pending::HeldQuery { cmd, frame }),
@@ -781,6 +785,16 @@ impl<H: Hook> Session<H> {
                     session: self.id,
                     command: cmd,
                 });
+            }
+            ParseVerdict::Terminate(reason) => {
+                self.pending = Some(Pending::Parse {
+                    cmd,
+                    frame,
+                    statement,
+                    sql,
+                });
+                self.terminate(reason);
+                return;
             }
             ParseVerdict::Deny(reason) => {
                 self.event(Event::CommandDenied {
@@ -908,6 +922,30 @@ impl<H: Hook> Session<H> {
                 error,
             });
         }
+    }
+
+    /// Ends the session at the hook's word: the pending command is refused
+    /// and never forwarded; the client gets FATAL 57P01.
+    fn terminate(&mut self, reason: String) {
+        let cmd = match &self.pending {
+            Some(
+                Pending::Query { cmd, .. }
+                | Pending::Execute { cmd, .. }
+                | Pending::Parse { cmd, .. },
+            ) => Some(*cmd),
+            _ => None,
+        };
+        if let Some(cmd) = cmd {
+            self.event(Event::CommandDenied {
+                session: self.id,
+                command: cmd,
+                reason: reason.clone(),
+            });
+        }
+        self.close(
+            Some(wire::fatal("57P01", &reason)),
+            Some(SessionError::Terminated(reason)),
+        );
     }
 
     fn close(&mut self, last: Option<Bytes>, error: Option<SessionError>) {

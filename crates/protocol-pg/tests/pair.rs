@@ -673,6 +673,37 @@ fn denied_query_outside_a_transaction_gets_an_error_and_ready() {
 }
 
 #[test]
+fn a_terminated_session_sends_fatal_and_closes_without_forwarding() {
+    let mut p = Pair::ready();
+    p.client(&q("select secret from t"));
+    p.take_request();
+    p.answer_query(Verdict::Terminate("token revoked".into()));
+    assert!(p.backend_out().is_empty(), "the command reached the backend");
+    let out = p.client_out();
+    assert_eq!(tags(&out), "E");
+    assert_eq!(codes(&out), ["57P01"]);
+    assert!(String::from_utf8_lossy(&out).contains("FATAL"));
+    assert!(String::from_utf8_lossy(&out).contains("token revoked"));
+    assert!(p.s.is_closed());
+    assert!(p.events().iter().any(|e| matches!(e, Event::CommandDenied { .. })));
+    assert!(p.events().iter().any(|e| matches!(
+        e,
+        Event::SessionEnded { error: Some(why), .. } if why.contains("token revoked")
+    )));
+}
+
+#[test]
+fn a_parse_can_terminate_the_session_too() {
+    let mut p = Pair::ready();
+    p.client(&[parse("s1", "select 1"), sync()].concat());
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Terminate("killed".into()));
+    assert!(p.backend_out().is_empty());
+    assert_eq!(codes(&p.client_out()), ["57P01"]);
+    assert!(p.s.is_closed());
+}
+
+#[test]
 fn denied_query_inside_a_transaction_fails_the_backend_transaction() {
     let mut p = Pair::ready();
     p.client(&q("begin"));
