@@ -363,6 +363,18 @@ impl Engine {
             )
         };
 
+        // How far before a keyword's end a match can start.
+        for (i, (src, det)) in sources.iter().zip(dets.iter_mut()).enumerate() {
+            if src.keywords.is_empty() {
+                continue;
+            }
+            let pid = PatternID::new(i).map_err(automaton_error)?;
+            if let Some(reach) = keyword_reach(&probe, &mut cache, pid, &src.keywords, det.max_len)
+            {
+                det.kw_reach = reach.clamp(1, det.max_len);
+            }
+        }
+
         // The bytes each pattern can start with (see `Det::prefix`).
         for (i, det) in dets.iter_mut().enumerate() {
             let pid = PatternID::new(i).map_err(automaton_error)?;
@@ -769,6 +781,75 @@ fn requires_byte(dfa: &DFA, cache: &mut Cache, pid: PatternID, byte: u8) -> bool
     let mut set = ByteSet::default();
     set.insert(byte);
     requires_set(dfa, cache, pid, &set)
+}
+
+/// At most how many bytes from the start of a match of pattern `pid` to the
+/// end of the first of `keywords` (ASCII case-insensitive) in it: walks the
+/// lazy DFA and a keyword automaton in step, level by level, each path
+/// ending where a keyword completes. `None` when the walk does not end
+/// within `limit` bytes or a state budget, when it cycles, or when a match
+/// without keyword is possible (then the window stays `max_len`).
+fn keyword_reach(
+    dfa: &DFA,
+    cache: &mut Cache,
+    pid: PatternID,
+    keywords: &[Cow<'static, str>],
+    limit: usize,
+) -> Option<usize> {
+    use aho_corasick::automaton::Automaton;
+    const BUDGET: usize = 4_000;
+    let ac = aho_corasick::dfa::DFA::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(AcMatchKind::Standard)
+        .build(keywords.iter().map(|k| k.as_bytes()))
+        .ok()?;
+    let unanchored = aho_corasick::Anchored::No;
+    let ac_start = ac.start_state(unanchored).ok()?;
+    let clears = cache.clear_count();
+    let mut level: Vec<(LazyStateID, aho_corasick::automaton::StateID)> = Vec::new();
+    for lb in LOOK_BEHINDS {
+        let config = start::Config::new()
+            .anchored(Anchored::Pattern(pid))
+            .look_behind(lb);
+        let sid = dfa.start_state(cache, &config).ok()?;
+        if !level.contains(&(sid, ac_start)) {
+            level.push((sid, ac_start));
+        }
+    }
+    let mut reach = 0;
+    let mut work = 0;
+    for depth in 1..=limit {
+        let mut next = Vec::new();
+        for &(sid, aid) in &level {
+            if dfa.next_eoi_state(cache, sid).ok()?.is_match() {
+                return None;
+            }
+            for b in 0..=255u8 {
+                let n = dfa.next_state(cache, sid, b).ok()?;
+                if n.is_dead() || n.is_quit() {
+                    continue;
+                }
+                if n.is_match() {
+                    return None;
+                }
+                let a = ac.next_state(unanchored, aid, b);
+                if ac.is_match(a) {
+                    reach = depth;
+                } else if !next.contains(&(n, a)) {
+                    next.push((n, a));
+                }
+            }
+            work += 1;
+        }
+        if cache.clear_count() != clears || work > BUDGET || next == level {
+            return None;
+        }
+        if next.is_empty() {
+            return Some(reach);
+        }
+        level = next;
+    }
+    None
 }
 
 /// Given that every match of pattern `pid` contains `byte`: at most how
@@ -1280,6 +1361,27 @@ mod tests {
             max_len: 64,
             style: Style::redact(),
         }
+    }
+
+    #[test]
+    fn keyword_windows_are_as_narrow_as_the_pattern_allows() {
+        let kw = |id, pattern, kws: &[&'static str], max_len| Source {
+            keywords: kws.iter().map(|k| Cow::Borrowed(*k)).collect(),
+            max_len,
+            ..source(id, pattern)
+        };
+        let engine = Engine::new(
+            vec![
+                kw("jwt", r"eyJ[A-Za-z0-9_-]{10,}", &["eyj"], 500),
+                kw("pre", r"(?i)(?:api|x)_key=[a-z0-9]{8}", &["key="], 100),
+                kw("loop", r"BEGIN [A-Z ]*KEY", &["key"], 300),
+                kw("mid", r"[a-z]{0,5}tok[0-9]+", &["tok"], 40),
+            ],
+            &[],
+        )
+        .unwrap();
+        let reach: Vec<usize> = engine.dets.iter().map(|d| d.kw_reach).collect();
+        assert_eq!(reach, [3, 8, 300, 8]);
     }
 
     #[test]
