@@ -5,6 +5,8 @@
 //! - `GET /v1/approvals`: pending approvals.
 //! - `POST /v1/approvals/{id}/approve`, `POST /v1/approvals/{id}/deny`.
 //! - `GET /v1/sessions`: live sessions.
+//! - `POST /v1/sessions/{id}/kill`: end one (operators only: `[admin]
+//!   operator_groups`).
 //! - `GET /metrics`: Prometheus metrics (no authentication, like `/healthz`).
 //!
 //! Every `/v1` call carries `Authorization: Bearer <token>`: a token or API
@@ -36,6 +38,9 @@ pub(crate) type Health = dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<O
     + Send
     + Sync;
 
+/// Ends a session (by id, by whom); false if there is none.
+pub(crate) type Kill = dyn Fn(&str, &str) -> bool + Send + Sync;
+
 /// What the admin API serves.
 #[derive(Clone)]
 pub(crate) struct AdminState {
@@ -44,6 +49,10 @@ pub(crate) struct AdminState {
     pub(crate) health: Arc<Health>,
     /// Live sessions, as JSON.
     pub(crate) sessions: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// Ends a session (by id, by whom); false if there is none.
+    pub(crate) kill: Arc<Kill>,
+    /// Groups whose members may kill sessions.
+    pub(crate) operator_groups: Vec<String>,
     /// The Prometheus text exposition.
     pub(crate) metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
@@ -59,6 +68,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/sessions", get(sessions))
+        .route("/v1/sessions/{id}/kill", post(kill))
         .route("/v1/approvals", get(list))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
@@ -101,6 +111,32 @@ async fn sessions(State(state): State<AdminState>, headers: HeaderMap) -> Respon
     match principal(&state, &headers) {
         Ok(_) => Json((state.sessions)()).into_response(),
         Err(e) => error(StatusCode::UNAUTHORIZED, e),
+    }
+}
+
+async fn kill(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match principal(&state, &headers) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e),
+    };
+    if !who.groups.iter().any(|g| state.operator_groups.contains(g)) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is not in an operator group ({})",
+                who.id,
+                state.operator_groups.join(", ")
+            ),
+        );
+    }
+    if (state.kill)(&id, &who.id) {
+        Json(json!({ "result": "killed", "session": id })).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no live session {id}"))
     }
 }
 
@@ -209,6 +245,8 @@ mod tests {
                 _ => Err(AuthError::UnknownCredential),
             }),
             sessions: Arc::new(|| serde_json::json!([])),
+            kill: Arc::new(|_, _| false),
+            operator_groups: vec!["ops".to_owned()],
             metrics: Arc::new(|| "portcullis_sessions_active 0\n".to_owned()),
             health: Arc::new(move || {
                 Box::pin(async move {

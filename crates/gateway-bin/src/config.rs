@@ -339,6 +339,13 @@ pub(crate) struct PostgresAudit {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Admin {
     pub(crate) address: Spanned<String>,
+    /// Groups whose members may end sessions (`portcullis sessions kill`).
+    #[serde(default = "default_operator_groups")]
+    pub(crate) operator_groups: Vec<String>,
+}
+
+fn default_operator_groups() -> Vec<String> {
+    vec!["ops".to_owned(), "dba".to_owned()]
 }
 
 impl Config {

@@ -135,6 +135,8 @@ pub(crate) struct SessionState {
     audit_resource: audit::Resource,
     audit_tx: mpsc::UnboundedSender<AuditJob>,
     inner: Mutex<SessionInner>,
+    /// Set by an operator: the session ends at its next command.
+    killed: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -154,6 +156,13 @@ struct SessionInner {
 }
 
 impl SessionState {
+    fn killed(&self) -> Option<String> {
+        self.killed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SessionInner> {
         self.inner
             .lock()
@@ -284,6 +293,32 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some((Instant::now(), result.clone()));
         result
+    }
+
+    /// Ends a live session: a statement it is holding for approval is
+    /// refused now, and the session ends at its next command. Returns false
+    /// if there is no such session.
+    pub(crate) fn kill(&self, session: &str, by: &str) -> bool {
+        let Some(s) = self
+            .sessions()
+            .into_iter()
+            .find(|s| s.session.to_string() == session)
+        else {
+            return false;
+        };
+        *s.killed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(format!("this session was ended by {by}"));
+        let held: Vec<String> = s.lock().approvals.values().cloned().collect();
+        for id in held {
+            self.approvals.withdraw(&id);
+        }
+        s.record(EventKind::GatewayError {
+            message: format!("session killed by {by}"),
+        });
+        tracing::info!(%session, by, "session killed");
+        true
     }
 
     /// Live sessions, for the admin API.
@@ -470,13 +505,20 @@ impl Gateway {
         let text = self.command_text(sql, params);
 
         // The token is checked again at every statement.
-        if let Err(e) = self.identity.recheck(&s.principal) {
-            let reason = match e {
-                AuthError::Expired { .. } if self.end_session_on_expiry => {
-                    format!("{e}; this session has ended: reconnect with a new token")
-                }
-                _ => e.to_string(),
-            };
+        // The token is checked again at every statement; a revoked token, a
+        // killed session (and, as configured, an expired token) end the
+        // session there.
+        let ended = match self.identity.recheck(&s.principal) {
+            Err(e @ AuthError::Expired { .. }) if !self.end_session_on_expiry => {
+                Some((e.to_string(), false))
+            }
+            Err(e) => Some((
+                format!("{e}; this session has ended: reconnect with a valid token"),
+                true,
+            )),
+            Ok(()) => s.killed().map(|why| (why, true)),
+        };
+        if let Some((reason, terminate)) = ended {
             let _ = s
                 .record_durably(EventKind::Command {
                     command_id,
@@ -487,7 +529,11 @@ impl Gateway {
                     reason: reason.clone(),
                 })
                 .await;
-            return Verdict::Deny(reason);
+            return if terminate {
+                Verdict::Terminate(reason)
+            } else {
+                Verdict::Deny(reason)
+            };
         }
 
         if let Err(e) = s
@@ -741,6 +787,7 @@ impl Hook for Gateway {
             audit_tx: self.spawn_writer(),
             principal,
             inner: Mutex::new(SessionInner::default()),
+            killed: Mutex::new(None),
         });
         state.record(EventKind::SessionStarted {
             client_addr: None,
@@ -776,6 +823,7 @@ impl Hook for Gateway {
             Verdict::Forward => ParseVerdict::Forward,
             Verdict::Deny(reason) => ParseVerdict::Deny(reason),
             Verdict::Hold(_) => ParseVerdict::HoldEachExecution,
+            Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
         }
     }
 

@@ -123,6 +123,18 @@ enum SessionsCommand {
         #[arg(long)]
         token: Option<String>,
     },
+    /// End a live session (operators only); it ends at its next command, and
+    /// a statement it holds for approval is refused now.
+    Kill {
+        /// The session id (from `sessions list`).
+        id: String,
+        /// The admin API's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Your token or API key (default: the PORTCULLIS_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// One session's timeline (commands, decisions, results) from the trail.
     Show {
         /// The session id (as in the trail, e.g. s3).
@@ -231,6 +243,12 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Sessions(SessionsCommand::List { admin, token }) => {
             admin_get(&admin, token, "/v1/sessions")
         }
+        Command::Sessions(SessionsCommand::Kill { id, admin, token }) => admin_call(
+            &admin,
+            token,
+            hyper::Method::POST,
+            &format!("/v1/sessions/{id}/kill"),
+        ),
         Command::Sessions(SessionsCommand::Show { id, files }) => {
             let files = trail_paths(&files)?;
             let entries =

@@ -107,6 +107,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         let g = gateway.clone();
         let h = gateway.clone();
         let l = gateway.clone();
+        let k = gateway.clone();
         let prometheus = crate::metrics::install();
         let state = AdminState {
             approvals: gateway.approvals.clone(),
@@ -127,6 +128,8 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
                         .collect(),
                 )
             }),
+            kill: Arc::new(move |id: &str, by: &str| k.kill(id, by)),
+            operator_groups: a.operator_groups.clone(),
             metrics: Arc::new(move || prometheus.as_ref().map_or_else(String::new, |p| p.render())),
             health: Arc::new(move || {
                 let h = h.clone();

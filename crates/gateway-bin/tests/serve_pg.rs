@@ -679,3 +679,54 @@ fn pgbench_prepared_through_the_gateway_has_no_errors() {
         );
     }
 }
+
+#[test]
+fn sessions_kill_refuses_the_held_statement_and_ends_the_session() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let alice = gw.token("human:alice", "dba", "15m");
+    let dsn = gw.dsn(&agent);
+    let client = std::thread::spawn(move || {
+        Client::psql(&dsn)
+            .unwrap()
+            .args(["-tA", "-f", "-"])
+            .stdin("delete from orders;\nselect 'after';\n")
+            .run()
+            .unwrap()
+    });
+    wait_for_approval(&gw, &alice);
+    let (ok, live, err) = portcullis(
+        gw.dir.path(),
+        &["sessions", "list", "--admin", &gw.admin, "--token", &alice],
+    );
+    assert!(ok, "{err}");
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    let id = live[0]["session"].as_str().unwrap().to_owned();
+    // An agent is not an operator.
+    let (ok, _, err) = portcullis(
+        gw.dir.path(),
+        &[
+            "sessions", "kill", &id, "--admin", &gw.admin, "--token", &agent,
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("operator"), "{err}");
+    let (ok, out, err) = portcullis(
+        gw.dir.path(),
+        &[
+            "sessions", "kill", &id, "--admin", &gw.admin, "--token", &alice,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let out = client.join().unwrap();
+    assert!(!out.stdout.contains("after"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("ended by human:alice"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        gw.psql(&agent, "select count(*) from orders").stdout.trim(),
+        "5"
+    );
+}
