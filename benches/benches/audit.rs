@@ -97,14 +97,28 @@ fn audit(c: &mut Criterion) {
         JsonlOptions::new("bench").commit(Commit::PerRecord),
     )
     .unwrap();
-    bench_sink(c, &rt, "jsonl_fsync_per_record/16_recorders", Arc::new(per_record), 256, 16);
+    bench_sink(
+        c,
+        &rt,
+        "jsonl_fsync_per_record/16_recorders",
+        Arc::new(per_record),
+        256,
+        16,
+    );
 
     let (group, _) = JsonlSink::open(
         &dir.path().join("group"),
         JsonlOptions::new("bench").commit(Commit::Group(Duration::from_millis(5))),
     )
     .unwrap();
-    bench_sink(c, &rt, "jsonl_group_commit_5ms/512_recorders", Arc::new(group), 16_384, 512);
+    bench_sink(
+        c,
+        &rt,
+        "jsonl_group_commit_5ms/512_recorders",
+        Arc::new(group),
+        16_384,
+        512,
+    );
 
     // The testkit turns durability off for speed; a durable sink is measured
     // against a durable server.
@@ -119,7 +133,14 @@ fn audit(c: &mut Criterion) {
             PostgresOptions::new(&pg.dsn(), "bench").unwrap(),
         ))
         .unwrap();
-    bench_sink(c, &rt, "postgres_batched/512_recorders", Arc::new(sink), 16_384, 512);
+    bench_sink(
+        c,
+        &rt,
+        "postgres_batched/512_recorders",
+        Arc::new(sink),
+        16_384,
+        512,
+    );
     drop(pg);
 }
 

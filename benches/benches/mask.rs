@@ -86,16 +86,40 @@ mod datadog {
     /// Rules equivalent to ours: the PII detectors and 22 secret formats.
     const RULES: &[(&str, Option<SecondaryValidator>, &[&str])] = &[
         // PII.
-        (r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b", None, &[]),
-        (r"\b(?:\d[ -]?){12,18}\d\b", Some(SecondaryValidator::LuhnChecksum), &[]),
-        (r"\b[A-Z]{2}\d{2}[A-Z0-9]{11,30}\b", Some(SecondaryValidator::IbanChecker), &[]),
-        (r"(?:\+\d{1,3}[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}\b", None, &[]),
+        (
+            r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",
+            None,
+            &[],
+        ),
+        (
+            r"\b(?:\d[ -]?){12,18}\d\b",
+            Some(SecondaryValidator::LuhnChecksum),
+            &[],
+        ),
+        (
+            r"\b[A-Z]{2}\d{2}[A-Z0-9]{11,30}\b",
+            Some(SecondaryValidator::IbanChecker),
+            &[],
+        ),
+        (
+            r"(?:\+\d{1,3}[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}\b",
+            None,
+            &[],
+        ),
         (r"\b\d{3}-\d{2}-\d{4}\b", None, &["ssn", "social security"]),
-        (r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b", None, &[]),
+        (
+            r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b",
+            None,
+            &[],
+        ),
         (r"\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b", None, &[]),
         // Secrets.
         (r"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b", None, &[]),
-        (r"(?i)aws_?secret_?access_?key\s*[:=]\s*[A-Za-z0-9/+]{40}", None, &[]),
+        (
+            r"(?i)aws_?secret_?access_?key\s*[:=]\s*[A-Za-z0-9/+]{40}",
+            None,
+            &[],
+        ),
         (r"\bghp_[A-Za-z0-9]{36}\b", None, &[]),
         (r"\bgithub_pat_[A-Za-z0-9_]{82}\b", None, &[]),
         (r"\bglpat-[A-Za-z0-9_-]{20}\b", None, &[]),
@@ -104,21 +128,33 @@ mod datadog {
         (r"\bsk-(?:proj-)?[A-Za-z0-9_-]{40,200}", None, &[]),
         (r"\bsk-ant-api03-[A-Za-z0-9_-]{93}AA\b", None, &[]),
         (r"\bAIza[0-9A-Za-z_-]{35}\b", None, &[]),
-        (r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", None, &[]),
+        (
+            r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
+            None,
+            &[],
+        ),
         (
             r"-----BEGIN [A-Z ]*PRIVATE KEY-----[A-Za-z0-9+/=\s]{1,3000}-----END [A-Z ]*PRIVATE KEY-----",
             None,
             &[],
         ),
         (r"postgres(?:ql)?://[^:\s/]+:[^@\s]+@", None, &[]),
-        (r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", None, &[]),
+        (
+            r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+",
+            None,
+            &[],
+        ),
         (r"\bmd5[0-9a-f]{32}\b", None, &[]),
         (r"(?i)password\s*[:=]\s*\S{8,}", None, &[]),
         (r"\bSK[0-9a-f]{32}\b", None, &[]),
         (r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b", None, &[]),
         (r"\bnpm_[A-Za-z0-9]{36}\b", None, &[]),
         (r"AccountKey=[A-Za-z0-9+/=]{88}", None, &[]),
-        (r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+", None, &[]),
+        (
+            r"https://hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+",
+            None,
+            &[],
+        ),
         (r#""private_key_id"\s*:\s*"[0-9a-f]{40}""#, None, &[]),
     ];
 

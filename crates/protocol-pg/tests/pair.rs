@@ -678,14 +678,21 @@ fn a_terminated_session_sends_fatal_and_closes_without_forwarding() {
     p.client(&q("select secret from t"));
     p.take_request();
     p.answer_query(Verdict::Terminate("token revoked".into()));
-    assert!(p.backend_out().is_empty(), "the command reached the backend");
+    assert!(
+        p.backend_out().is_empty(),
+        "the command reached the backend"
+    );
     let out = p.client_out();
     assert_eq!(tags(&out), "E");
     assert_eq!(codes(&out), ["57P01"]);
     assert!(String::from_utf8_lossy(&out).contains("FATAL"));
     assert!(String::from_utf8_lossy(&out).contains("token revoked"));
     assert!(p.s.is_closed());
-    assert!(p.events().iter().any(|e| matches!(e, Event::CommandDenied { .. })));
+    assert!(
+        p.events()
+            .iter()
+            .any(|e| matches!(e, Event::CommandDenied { .. }))
+    );
     assert!(p.events().iter().any(|e| matches!(
         e,
         Event::SessionEnded { error: Some(why), .. } if why.contains("token revoked")

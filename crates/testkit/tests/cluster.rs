@@ -32,7 +32,10 @@ fn two_clusters_in_parallel_require_scram_and_refuse_a_wrong_password() {
         let stored = pg
             .execute("select rolpassword from pg_authid where rolname = 'postgres'")
             .unwrap();
-        assert!(stored.starts_with("SCRAM-SHA-256$"), "stored verifier: {stored}");
+        assert!(
+            stored.starts_with("SCRAM-SHA-256$"),
+            "stored verifier: {stored}"
+        );
         let method = pg
             .execute("select auth_method from pg_hba_file_rules where type = 'host' limit 1")
             .unwrap();
@@ -70,7 +73,10 @@ fn settings_apply_restart_keeps_data_and_drop_removes_everything() {
     assert_eq!(pg.execute("show max_connections").unwrap().trim(), "42");
     let out = Client::psql(&pg.dsn())
         .unwrap()
-        .args(["-tAc", "select rolsuper from pg_roles where rolname = current_user"])
+        .args([
+            "-tAc",
+            "select rolsuper from pg_roles where rolname = current_user",
+        ])
         .run()
         .unwrap();
     assert!(out.success(), "{}", out.stderr);
@@ -114,7 +120,8 @@ fn pgbench_runs_against_a_cluster() {
         .unwrap();
     assert!(run.success(), "{}", run.stderr);
     assert!(
-        run.stdout.contains("number of transactions actually processed: 40/40"),
+        run.stdout
+            .contains("number of transactions actually processed: 40/40"),
         "{}",
         run.stdout
     );
