@@ -176,6 +176,10 @@ enum TokenCommand {
         /// Lifetime, e.g. 15m, 1h, 90s.
         #[arg(long, default_value = "15m", value_parser = parse_ttl)]
         ttl: Duration,
+        /// The token becomes valid this long from now (e.g. 1h for a shift
+        /// that starts later); its lifetime counts from then.
+        #[arg(long, value_parser = parse_ttl)]
+        start_in: Option<Duration>,
     },
     /// Print a token's header and claims, and whether this gateway accepts it.
     Inspect {
@@ -477,6 +481,7 @@ fn token(cmd: TokenCommand) -> Result<(), String> {
             principal,
             groups,
             ttl,
+            start_in,
         } => {
             let config = load(&config)?;
             let key_path = config.identity.signing_key.as_ref().ok_or(
@@ -488,7 +493,12 @@ fn token(cmd: TokenCommand) -> Result<(), String> {
                 issuer: &config.identity.issuer,
                 audience: &config.identity.audience,
             }
-            .issue(&principal, &groups, ttl.as_secs(), now())?;
+            .issue(
+                &principal,
+                &groups,
+                ttl.as_secs(),
+                now().saturating_add(start_in.map_or(0, |d| d.as_secs())),
+            )?;
             eprintln!(
                 "token id {} for {principal}, expires at {} (unix seconds)",
                 minted.id, minted.expires_at

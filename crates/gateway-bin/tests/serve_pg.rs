@@ -730,3 +730,99 @@ fn sessions_kill_refuses_the_held_statement_and_ends_the_session() {
         "5"
     );
 }
+
+/// Connects with tokio-postgres and returns the server's SQLSTATE and message.
+fn connect_error(gw: &Gateway, token: &str) -> (String, String) {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=shop dbname=postgres password={token}",
+        gw.port
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(tokio_postgres::connect(&dsn, tokio_postgres::NoTls)) {
+        Ok(_) => panic!("connected with a bad token"),
+        Err(e) => {
+            let db = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("not a server error: {e}"));
+            (
+                db.code().code().to_owned(),
+                format!("{} / {}", db.message(), db.detail().unwrap_or("")),
+            )
+        }
+    }
+}
+
+#[test]
+fn every_kind_of_bad_token_is_refused_with_28p01() {
+    let gw = Gateway::start();
+    let d = gw.dir.path();
+    // Same key, other issuer or audience: written as other configurations.
+    std::fs::write(
+        d.join("other-iss.toml"),
+        "[identity]\nsigning_key = \"gateway.pem\"\nissuer = \"someone-else\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("other-aud.toml"),
+        "[identity]\nsigning_key = \"gateway.pem\"\naudience = \"another-gateway\"\n",
+    )
+    .unwrap();
+    let mint = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "issue",
+            "--principal",
+            "agent:x",
+            "--groups",
+            "agents",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = portcullis(d, &args);
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    };
+    let good = mint(&[]);
+    let mut tampered = good.clone();
+    let mid = tampered.len() / 2;
+    let flipped = if tampered.as_bytes()[mid] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    tampered.replace_range(mid..=mid, flipped);
+    let expired = mint(&["--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let cases = [
+        ("expired", expired, "expired"),
+        (
+            "not yet valid",
+            mint(&["--start-in", "1h"]),
+            "not valid before",
+        ),
+        (
+            "wrong issuer",
+            mint(&["--config", "other-iss.toml"]),
+            "not trusted",
+        ),
+        (
+            "wrong audience",
+            mint(&["--config", "other-aud.toml"]),
+            "audience",
+        ),
+        ("tampered", tampered, "token"),
+    ];
+    for (what, token, says) in cases {
+        let (code, message) = connect_error(&gw, &token);
+        assert_eq!(code, "28P01", "{what}: {message}");
+        assert!(message.contains(says), "{what}: {message}");
+        assert!(
+            !message.contains(&token),
+            "{what}: the message echoes the token"
+        );
+    }
+    let out = gw.psql(&good, "select 1");
+    assert_eq!(out.stdout.trim(), "1", "{}", out.stderr);
+}
