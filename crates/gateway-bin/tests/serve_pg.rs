@@ -826,3 +826,70 @@ fn every_kind_of_bad_token_is_refused_with_28p01() {
     let out = gw.psql(&good, "select 1");
     assert_eq!(out.stdout.trim(), "1", "{}", out.stderr);
 }
+
+/// A TCP relay in front of the gateway that keeps every byte sent to the client.
+fn capturing_relay(gateway_port: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let captured = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = captured.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut server = std::net::TcpStream::connect(("127.0.0.1", gateway_port)).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, captured)
+}
+
+#[test]
+fn no_byte_the_client_receives_holds_the_backend_credential() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let (port, captured) = capturing_relay(gw.port);
+    let dsn = format!(
+        "host=127.0.0.1 port={port} user=shop dbname=postgres sslmode=disable password={agent}"
+    );
+    let out = Client::psql(&dsn)
+        .unwrap()
+        .args(["-f", "-"])
+        .stdin(
+            "select * from customers;\n\
+             select current_setting('application_name'), current_user;\n\
+             select * from pg_stat_activity;\n\
+             drop table orders;\n\
+             select 1/0;\n",
+        )
+        .run()
+        .unwrap();
+    assert!(
+        out.stdout.contains("Ada Lovelace"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let bytes = captured.lock().unwrap().clone();
+    assert!(bytes.len() > 1000, "captured only {} bytes", bytes.len());
+    let text = String::from_utf8_lossy(&bytes);
+    for needle in [BACKEND_PASSWORD, "SCRAM-SHA-256", "backend.pw"] {
+        assert!(!text.contains(needle), "{needle} reached the client");
+    }
+}
