@@ -13,10 +13,6 @@
 //! key of the same identity system as clients. The approval store decides
 //! who may decide what.
 
-// Wired into `serve`, which is being built; until then only the tests and the
-// command-line client use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::sync::Arc;
 
 use axum::Json;

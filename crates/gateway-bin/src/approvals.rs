@@ -7,10 +7,6 @@
 //! release the command; one denial, or the deadline, ends it. Whatever
 //! happens, the ticket resolves exactly once and the request leaves the store.
 
-// Wired into `serve`, which is being built; until then only the tests and the
-// command-line client use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -4,10 +4,6 @@
 //! on loopback, a backend password comes from the environment or a file, ...)
 //! and every error names the file, line and column it is about.
 
-// Every section is parsed and checked now; the serving path that reads the
-// rest of the fields is being built.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -98,6 +94,8 @@ pub(crate) enum BackendTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Connection {
     pub(crate) name: Spanned<String>,
+    /// Only `postgres` today; read once Kubernetes connections exist.
+    #[allow(dead_code)]
     pub(crate) kind: ConnectionKind,
     pub(crate) host: String,
     #[serde(default = "default_pg_port")]

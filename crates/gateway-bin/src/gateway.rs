@@ -92,6 +92,14 @@ impl IdentityStore {
         }
     }
 
+    /// Replaces an OIDC issuer's key set.
+    pub(crate) fn set_jwks(&self, issuer: &str, jwks: jsonwebtoken::jwk::JwkSet) {
+        self.verifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set_jwks(issuer, jwks);
+    }
+
     pub(crate) fn verify(&self, credential: &str) -> Result<Principal, AuthError> {
         self.reload_revocations();
         self.verifier

@@ -268,6 +268,13 @@ impl Verifier {
         self.oidc.push(issuer);
     }
 
+    /// Replaces a trusted issuer's key set (after fetching it again).
+    pub(crate) fn set_jwks(&mut self, issuer: &str, jwks: JwkSet) {
+        for o in self.oidc.iter_mut().filter(|o| o.issuer == issuer) {
+            o.jwks = jwks.clone();
+        }
+    }
+
     pub(crate) fn add_api_key(&mut self, key: ApiKey) {
         self.api_keys.push(key);
     }
@@ -293,8 +300,6 @@ impl Verifier {
 
     /// Whether a principal verified earlier is still valid at `now`: not
     /// expired and not revoked since.
-    // Called at every statement by the session loop, which is being built.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn recheck(&self, principal: &Principal, now: u64) -> Result<(), AuthError> {
         if let Some(exp) = principal.expires_at
             && now > exp.saturating_add(self.leeway)

@@ -4,9 +4,6 @@
 //! plain `http://` is accepted only for a loopback host (a local test IdP).
 //! The answer is untrusted: its size is capped and a slow server times out.
 
-// Wired into `serve`, which is being built; until then only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};

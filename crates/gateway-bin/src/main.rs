@@ -109,6 +109,10 @@ enum AuditCommand {
         /// Only the last N records.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: usize,
+        /// Keep printing records as they are written (also into new files of
+        /// a directory), until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
 }
 
@@ -354,8 +358,12 @@ fn audit_command(cmd: AuditCommand) -> Result<(), String> {
                 Err("the trail does not verify".to_owned())
             }
         }
-        AuditCommand::Tail { files, lines } => {
-            let files = trail_paths(&files)?;
+        AuditCommand::Tail {
+            files: given,
+            lines,
+            follow,
+        } => {
+            let files = trail_paths(&given)?;
             let mut last = std::collections::VecDeque::with_capacity(lines.min(10_000));
             for f in &files {
                 let text =
@@ -372,7 +380,45 @@ fn audit_command(cmd: AuditCommand) -> Result<(), String> {
             for l in last {
                 println!("{l}");
             }
+            if follow {
+                follow_trail(&given, &files)?;
+            }
             Ok(())
+        }
+    }
+}
+
+/// Prints complete lines appended to the trail from now on.
+fn follow_trail(given: &[PathBuf], seen: &[PathBuf]) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut offsets: std::collections::HashMap<PathBuf, u64> = seen
+        .iter()
+        .map(|f| (f.clone(), std::fs::metadata(f).map_or(0, |m| m.len())))
+        .collect();
+    let stdout = std::io::stdout();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        for f in trail_paths(given)? {
+            let offset = offsets.entry(f.clone()).or_insert(0);
+            let Ok(mut file) = std::fs::File::open(&f) else {
+                continue;
+            };
+            if file.seek(SeekFrom::Start(*offset)).is_err() {
+                continue;
+            }
+            let mut new = Vec::new();
+            if file.read_to_end(&mut new).is_err() {
+                continue;
+            }
+            // Only complete lines: a line being written is printed next time.
+            let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if complete > 0 {
+                let mut out = stdout.lock();
+                out.write_all(new.get(..complete).unwrap_or_default())
+                    .and_then(|()| out.flush())
+                    .map_err(|e| format!("writing: {e}"))?;
+                *offset += complete as u64;
+            }
         }
     }
 }
@@ -515,7 +561,14 @@ fn token(cmd: TokenCommand) -> Result<(), String> {
             );
             if let Some(config) = config {
                 let config = load(&config)?;
-                let verifier = build_verifier(&config)?;
+                let mut verifier = build_verifier(&config)?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("starting the runtime: {e}"))?;
+                for (issuer, set) in rt.block_on(fetch_jwks_urls(&jwks_urls(&config)))? {
+                    verifier.set_jwks(&issuer, set);
+                }
                 match verifier.verify(&token, now()) {
                     Ok(p) => println!("accepted: {} ({})", p.id, p.kind.as_str()),
                     Err(e) => println!("refused: {e}"),
@@ -569,13 +622,8 @@ pub(crate) fn build_verifier(config: &Config) -> Result<identity::Verifier, Stri
                 serde_json::from_str(&text)
                     .map_err(|e| format!("{}: not a JWKS: {e}", f.display()))?
             }
-            (None, Some(url)) => {
-                return Err(format!(
-                    "OIDC issuer {}: fetching a JWKS from a URL ({url}) is not built yet; \
-                     use jwks_file",
-                    o.issuer.get_ref()
-                ));
-            }
+            // Fetched by `fetch_jwks_urls`, which the caller runs (async).
+            (None, Some(_)) => jsonwebtoken::jwk::JwkSet { keys: Vec::new() },
             (None, None) => continue,
         };
         v.trust_oidc(identity::OidcIssuer {
@@ -618,6 +666,31 @@ pub(crate) fn build_verifier(config: &Config) -> Result<identity::Verifier, Stri
         }
     }
     Ok(v)
+}
+
+/// The OIDC issuers configured with a `jwks_url`: (issuer, url).
+pub(crate) fn jwks_urls(config: &Config) -> Vec<(String, String)> {
+    config
+        .identity
+        .oidc
+        .iter()
+        .filter(|o| o.jwks_file.is_none())
+        .filter_map(|o| Some((o.issuer.get_ref().clone(), o.jwks_url.clone()?)))
+        .collect()
+}
+
+/// Fetches the key sets of `jwks_urls`.
+pub(crate) async fn fetch_jwks_urls(
+    urls: &[(String, String)],
+) -> Result<Vec<(String, jsonwebtoken::jwk::JwkSet)>, String> {
+    let mut out = Vec::new();
+    for (issuer, url) in urls {
+        let set = jwks::fetch(url)
+            .await
+            .map_err(|e| format!("OIDC issuer {issuer}: {e}"))?;
+        out.push((issuer.clone(), set));
+    }
+    Ok(out)
 }
 
 /// Creates a file that only its owner can read, refusing to overwrite one.

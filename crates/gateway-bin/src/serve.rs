@@ -62,6 +62,32 @@ impl Running {
 /// Builds everything the configuration describes and binds its listeners.
 pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let gateway = Arc::new(build_gateway(config).await?);
+    // OIDC key sets from URLs: fetched before the first client, then every
+    // five minutes (a failed refresh keeps the keys it had, and says so).
+    let urls = crate::jwks_urls(config);
+    for (issuer, set) in crate::fetch_jwks_urls(&urls).await? {
+        gateway.identity.set_jwks(&issuer, set);
+    }
+    if !urls.is_empty() {
+        let g = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match crate::fetch_jwks_urls(&urls).await {
+                    Ok(sets) => {
+                        for (issuer, set) in sets {
+                            g.identity.set_jwks(&issuer, set);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refreshing OIDC key sets failed; keeping the old ones")
+                    }
+                }
+            }
+        });
+    }
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut listeners = Vec::new();

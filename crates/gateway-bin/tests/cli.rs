@@ -121,3 +121,33 @@ fn api_key_prints_a_key_and_its_hash() {
     let hash = s.lines().nth(1).unwrap();
     assert_eq!(hash.len(), "sha256 = \"\"".len() + 64, "{hash}");
 }
+
+#[test]
+fn audit_tail_follow_prints_lines_as_they_are_appended() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw-000001.jsonl");
+    std::fs::write(&file, "{\"old\":1}\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "tail", "-n", "1", "--follow"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "{\"old\":1}");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    // A half-written line is not printed until it is complete.
+    f.write_all(b"{\"new\":").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    f.write_all(b"2}\n").unwrap();
+    // A new file of the trail is followed too.
+    std::fs::write(dir.path().join("gw-000002.jsonl"), "{\"next\":3}\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "{\"new\":2}");
+    assert_eq!(lines.next().unwrap().unwrap(), "{\"next\":3}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}

@@ -65,8 +65,12 @@ impl Gateway {
         Gateway::start_with("", POLICY)
     }
 
-    /// `audit_extra` goes into the `[audit.jsonl]` section.
     fn start_with(audit_extra: &str, policy: &str) -> Gateway {
+        Gateway::start_full(audit_extra, policy, "")
+    }
+
+    /// `audit_extra` goes into the `[audit.jsonl]` section, `tail` at the end.
+    fn start_full(audit_extra: &str, policy: &str, tail: &str) -> Gateway {
         let pg = PgCluster::start().unwrap();
         let out = Client::psql(&pg.dsn())
             .unwrap()
@@ -136,6 +140,8 @@ group_commit_ms = 2
 
 [admin]
 address = "127.0.0.1:{admin_port}"
+
+{tail}
 "#,
             pg_port = pg.port()
         );
@@ -892,4 +898,76 @@ fn no_byte_the_client_receives_holds_the_backend_credential() {
     for needle in [BACKEND_PASSWORD, "SCRAM-SHA-256", "backend.pw"] {
         assert!(!text.contains(needle), "{needle} reached the client");
     }
+}
+
+/// Serves one document over HTTP on loopback, to every request.
+fn serve_http(body: String) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn an_oidc_token_verified_against_a_jwks_url_connects_with_its_groups() {
+    use base64::Engine as _;
+    // An identity provider: an Ed25519 key, its public half as a JWKS on a URL.
+    let idp_dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = portcullis(idp_dir.path(), &["token", "keygen", "--out", "idp.pem"]);
+    assert!(ok, "{err}");
+    let pem = std::fs::read_to_string(idp_dir.path().join("idp.pem")).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(ring::signature::KeyPair::public_key(&pair).as_ref());
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"k1","alg":"EdDSA"}}]}}"#
+    );
+    let port = serve_http(jwks);
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nid = \"dba-only-table\"\neffect = \"deny\"\nreason = \"only DBAs\"\nwhen.principal.groups = {{ none = [\"dba\"] }}\nwhen.sql.reads = [\"*.orders\"]\n"
+    );
+    let gw = Gateway::start_full(
+        "",
+        &policy,
+        &format!(
+            "[[identity.oidc]]\nissuer = \"https://idp.test\"\naudience = \"portcullis-test\"\njwks_url = \"http://127.0.0.1:{port}/jwks\"\ngroups_claim = \"roles\"\n"
+        ),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("k1".to_owned());
+    let token = |roles: &[&str]| {
+        let claims = serde_json::json!({
+            "iss": "https://idp.test", "aud": "portcullis-test", "sub": "alice@example.com",
+            "exp": now + 600, "iat": now, "roles": roles,
+        });
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let out = gw.psql(&token(&["dba"]), "select count(*) from orders");
+    assert!(out.success(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "5");
+    // The groups come from the configured claim: without dba, denied.
+    let out = gw.psql(&token(&["dev"]), "select count(*) from orders");
+    assert!(!out.success());
+    assert!(out.stderr.contains("dba-only-table"), "{}", out.stderr);
 }
