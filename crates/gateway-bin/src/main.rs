@@ -365,9 +365,13 @@ fn audit_command(cmd: AuditCommand) -> Result<(), String> {
         } => {
             let files = trail_paths(&given)?;
             let mut last = std::collections::VecDeque::with_capacity(lines.min(10_000));
+            // Where each file's complete lines end: following resumes there.
+            let mut offsets = std::collections::HashMap::new();
             for f in &files {
-                let text =
-                    std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                offsets.insert(f.clone(), complete as u64);
+                let text = String::from_utf8_lossy(bytes.get(..complete).unwrap_or_default());
                 for line in text.lines() {
                     if last.len() == lines {
                         last.pop_front();
@@ -381,7 +385,7 @@ fn audit_command(cmd: AuditCommand) -> Result<(), String> {
                 println!("{l}");
             }
             if follow {
-                follow_trail(&given, &files)?;
+                follow_trail(&given, offsets)?;
             }
             Ok(())
         }
@@ -389,12 +393,11 @@ fn audit_command(cmd: AuditCommand) -> Result<(), String> {
 }
 
 /// Prints complete lines appended to the trail from now on.
-fn follow_trail(given: &[PathBuf], seen: &[PathBuf]) -> Result<(), String> {
+fn follow_trail(
+    given: &[PathBuf],
+    mut offsets: std::collections::HashMap<PathBuf, u64>,
+) -> Result<(), String> {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let mut offsets: std::collections::HashMap<PathBuf, u64> = seen
-        .iter()
-        .map(|f| (f.clone(), std::fs::metadata(f).map_or(0, |m| m.len())))
-        .collect();
     let stdout = std::io::stdout();
     loop {
         std::thread::sleep(std::time::Duration::from_millis(250));
