@@ -463,10 +463,21 @@ fn check(path: &Path) -> Result<(), String> {
     {
         problems.push(e);
     }
-    if let Some(p) = &config.policy {
-        let f = config.resolve(&p.file);
-        if !f.is_file() {
-            problems.push(format!("policy file {} does not exist", f.display()));
+    match &config.policy {
+        Some(p) => {
+            let f = config.resolve(&p.file);
+            match std::fs::read_to_string(&f) {
+                // The policy's own errors carry its line and column.
+                Ok(text) => {
+                    if let Err(e) = portcullis_policy::Policy::from_toml_str(&text) {
+                        problems.push(policy_error(&f, &e));
+                    }
+                }
+                Err(e) => problems.push(format!("policy file {}: {e}", f.display())),
+            }
+        }
+        None => {
+            problems.push("no [policy] file: the gateway does not serve without one".to_owned())
         }
     }
     for c in &config.connections {
@@ -507,6 +518,18 @@ fn check(path: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// A policy error as `FILE:LINE:COLUMN: message`, like configuration errors.
+pub(crate) fn policy_error(file: &Path, e: &portcullis_policy::PolicyError) -> String {
+    match e {
+        portcullis_policy::PolicyError::Invalid {
+            message,
+            line: Some(line),
+            column: Some(column),
+        } => format!("{}:{line}:{column}: {message}", file.display()),
+        other => format!("{}: {other}", file.display()),
     }
 }
 

@@ -234,8 +234,8 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
     let policy_path = config.resolve(&policy_section.file);
     let policy_text = std::fs::read_to_string(&policy_path)
         .map_err(|e| format!("{}: {e}", policy_path.display()))?;
-    let policy = Policy::from_toml_str(&policy_text)
-        .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+    let policy =
+        Policy::from_toml_str(&policy_text).map_err(|e| crate::policy_error(&policy_path, &e))?;
 
     let masker = build_masker(config)?;
     let audit = build_audit(config).await?;

@@ -101,9 +101,26 @@ fn check_reports_file_line_and_column() {
         text(&out.stderr)
     );
 
+    // The policy file is checked too, with its own line and column.
+    std::fs::write(
+        d.join("policy.toml"),
+        "default = \"deny\"\n\n[[rule]]\nid = \"r\"\neffect = \"alow\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("bad-policy.toml"),
+        "[[listener]]\naddress = \"127.0.0.1:6432\"\n[policy]\nfile = \"policy.toml\"\n",
+    )
+    .unwrap();
+    let out = portcullis(&["check", "--config", "bad-policy.toml"], d);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("policy.toml:5:10: "), "{err}");
+
+    std::fs::write(d.join("policy.toml"), "default = \"deny\"\n").unwrap();
     std::fs::write(
         d.join("ok.toml"),
-        "[[listener]]\naddress = \"127.0.0.1:6432\"\n",
+        "[[listener]]\naddress = \"127.0.0.1:6432\"\n[policy]\nfile = \"policy.toml\"\n",
     )
     .unwrap();
     let out = portcullis(&["check", "--config", "ok.toml"], d);
