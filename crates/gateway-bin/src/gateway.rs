@@ -147,6 +147,16 @@ pub(crate) struct SessionState {
     killed: Mutex<Option<String>>,
 }
 
+/// How one result column is masked, decided at its RowDescription.
+#[derive(Debug, Clone, Copy, Default)]
+struct ColumnPlan {
+    /// A policy rule's `mask` directive names it: masked whole.
+    directive: bool,
+    /// Masked whole (under this id) if neither its name nor its value is:
+    /// it comes from a masked table column, or is computed from one.
+    fallback: Option<&'static str>,
+}
+
 #[derive(Debug, Default)]
 struct SessionInner {
     /// Values masked by the current command, per detector.
@@ -157,6 +167,8 @@ struct SessionInner {
     directive_fields: Vec<String>,
     /// The current command computes output from a masked column.
     derived_from_masked: bool,
+    /// Per column of the current result: how it is masked.
+    plan: Vec<ColumnPlan>,
     /// Approval requests of held commands, to withdraw them if abandoned.
     approvals: HashMap<u64, String>,
     rows: u64,
@@ -846,10 +858,37 @@ impl Hook for Gateway {
 
     fn on_row_description(
         &self,
-        _cx: &Context<'_, Arc<SessionState>>,
+        cx: &Context<'_, Arc<SessionState>>,
         columns: &[Column],
     ) -> Vec<usize> {
-        // Every column: field rules match by name, detectors scan every value.
+        // Decided once per result, not per row: which columns are masked
+        // whole whatever their values. Every column is chosen, since field
+        // rules match by name and detectors scan every value.
+        let s = cx.principal;
+        let mut inner = s.lock();
+        let plan = columns
+            .iter()
+            .map(|c| {
+                // `schema.table.column` directives are matched on the column
+                // part (masking more, never less).
+                let directive = inner
+                    .directive_fields
+                    .iter()
+                    .any(|f| glob_match(f.rsplit('.').next().unwrap_or(f), &c.name));
+                let fallback = if s.conn.masked.contains(c.table_oid, c.attribute) {
+                    Some("field")
+                } else if c.table_oid == 0 && inner.derived_from_masked {
+                    Some("derived")
+                } else {
+                    None
+                };
+                ColumnPlan {
+                    directive,
+                    fallback,
+                }
+            })
+            .collect();
+        inner.plan = plan;
         columns.iter().map(|c| c.index).collect()
     }
 
@@ -865,47 +904,26 @@ impl Hook for Gateway {
             Format::Text => is_text_type(column.type_oid),
             Format::Binary => binary_is_text(column.type_oid),
         };
-        let directive = {
-            let inner = s.lock();
-            inner
-                .directive_fields
-                .iter()
-                // `schema.table.column`: matched on the column part for now
-                // (masking more, never less) until result columns are
-                // resolved to their source tables.
-                .any(|f| glob_match(f.rsplit('.').next().unwrap_or(f), &column.name))
-        };
-        if directive {
-            *s.lock()
-                .masked
-                .entry("policy-field".to_owned())
-                .or_insert(0) += 1;
-            return if textual {
-                FieldValue::Replace(b"[MASKED:policy-field]".to_vec())
+        let plan = s.lock().plan.get(column.index).copied().unwrap_or_default();
+        let whole = |id: &str| {
+            *s.lock().masked.entry(id.to_owned()).or_insert(0) += 1;
+            if textual {
+                FieldValue::Replace(format!("[MASKED:{id}]").into_bytes())
             } else {
                 FieldValue::Null
-            };
+            }
+        };
+        if plan.directive {
+            return whole("policy-field");
         }
         let masked = self.masker.mask_field(&column.name, value);
         if !masked.is_masked() {
-            // Not masked by its output name: by its source column, or as an
-            // expression over a masked column?
-            let whole = if s.conn.masked.contains(column.table_oid, column.attribute) {
-                Some("field")
-            } else if column.table_oid == 0 && s.lock().derived_from_masked {
-                Some("derived")
-            } else {
-                None
+            // Not masked by its output name nor its value: by its source
+            // column, or as an expression over a masked column?
+            return match plan.fallback {
+                Some(id) => whole(id),
+                None => FieldValue::Keep,
             };
-            if let Some(id) = whole {
-                *s.lock().masked.entry(id.to_owned()).or_insert(0) += 1;
-                return if textual {
-                    FieldValue::Replace(format!("[MASKED:{id}]").into_bytes())
-                } else {
-                    FieldValue::Null
-                };
-            }
-            return FieldValue::Keep;
         }
         {
             let mut inner = s.lock();
