@@ -538,6 +538,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A policy error as `FILE:LINE:COLUMN: message`, like configuration errors.
+pub(crate) fn policy_error(file: &Path, e: &portcullis_policy::PolicyError) -> String {
+    match e {
+        portcullis_policy::PolicyError::Invalid {
+            message,
+            line: Some(line),
+            column: Some(column),
+        } => format!("{}:{line}:{column}: {message}", file.display()),
+        other => format!("{}: {other}", file.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

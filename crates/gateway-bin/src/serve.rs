@@ -64,8 +64,8 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let gateway = Arc::new(build_gateway(config).await?);
     // OIDC key sets from URLs: fetched before the first client, then every
     // five minutes (a failed refresh keeps the keys it had, and says so).
-    let urls = crate::jwks_urls(config);
-    for (issuer, set) in crate::fetch_jwks_urls(&urls).await? {
+    let urls = crate::trust::jwks_urls(config);
+    for (issuer, set) in crate::trust::fetch_jwks_urls(&urls).await? {
         gateway.identity.set_jwks(&issuer, set);
     }
     if !urls.is_empty() {
@@ -75,7 +75,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match crate::fetch_jwks_urls(&urls).await {
+                match crate::trust::fetch_jwks_urls(&urls).await {
                     Ok(sets) => {
                         for (issuer, set) in sets {
                             g.identity.set_jwks(&issuer, set);
@@ -183,7 +183,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
 }
 
 async fn build_gateway(config: &Config) -> Result<Gateway, String> {
-    let verifier = crate::build_verifier(config)?;
+    let verifier = crate::trust::build_verifier(config)?;
     let identity = IdentityStore::new(
         verifier,
         config
@@ -234,8 +234,8 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
     let policy_path = config.resolve(&policy_section.file);
     let policy_text = std::fs::read_to_string(&policy_path)
         .map_err(|e| format!("{}: {e}", policy_path.display()))?;
-    let policy =
-        Policy::from_toml_str(&policy_text).map_err(|e| crate::policy_error(&policy_path, &e))?;
+    let policy = Policy::from_toml_str(&policy_text)
+        .map_err(|e| crate::config::policy_error(&policy_path, &e))?;
 
     let masker = build_masker(config)?;
     let audit = build_audit(config).await?;

@@ -33,8 +33,8 @@ pub(crate) fn run(listen: &str, admin: &str) -> Result<(), String> {
         .map_err(|e| format!("creating the demo's directory: {e}"))?;
     let d = dir.path();
     let key_pem = GatewayKey::generate_pem()?;
-    crate::write_new_private(&d.join("gateway.pem"), key_pem.as_bytes())?;
-    crate::write_new_private(&d.join("backend.pw"), backend_password.as_bytes())?;
+    crate::trust::write_new_private(&d.join("gateway.pem"), key_pem.as_bytes())?;
+    crate::trust::write_new_private(&d.join("backend.pw"), backend_password.as_bytes())?;
     std::fs::write(d.join("policy.toml"), POLICY).map_err(|e| e.to_string())?;
     let config_text = format!(
         r#"# Written by `portcullis demo`.

@@ -1,0 +1,30 @@
+//! `serve`: run the gateway until Ctrl-C or SIGTERM.
+
+use std::path::Path;
+
+use crate::serve;
+
+pub(crate) fn run(path: &Path) -> Result<(), String> {
+    let config = super::load(path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async {
+        let running = serve::start(&config).await?;
+        for addr in &running.listeners {
+            eprintln!("portcullis: listening for PostgreSQL clients on {addr}");
+        }
+        if let Some(addr) = running.admin {
+            eprintln!("portcullis: admin API on http://{addr}");
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("portcullis: shutting down");
+        running.shutdown().await
+    })
+}
