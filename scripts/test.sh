@@ -43,7 +43,18 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo bench --no-run"
 cargo bench --workspace --no-run --locked
 
-step "dependency rules"
+step "dependency rules (and what an embedder of one library compiles)"
 python3 scripts/check-deps.py
+
+step "each library without default features (the sans-IO cores without tokio)"
+for crate in portcullis-mask portcullis-policy portcullis-audit portcullis-pg portcullis-k8s portcullis; do
+  cargo check -p "$crate" --no-default-features --locked
+done
+
+step "crate READMEs are the crate docs"
+python3 scripts/crate-readmes.py --check
+
+step "every published crate packages (metadata, versions of its dependencies)"
+cargo package --workspace --exclude portcullis-benches --no-verify --locked --allow-dirty >/dev/null
 
 step "all checks passed"
