@@ -20,7 +20,8 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::derive_accept_key;
-use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use crate::channel::{self, ExitStatus, Protocol};
 use crate::classify::{K8sRequest, StreamKind, Transport, Verb, classify};
@@ -381,7 +382,10 @@ async fn forward<H: Hook>(
     let host =
         HeaderValue::from_str(&inner.config.upstream.authority).map_err(|e| e.to_string())?;
     h.insert(header::HOST, host);
-    h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::ACCEPT,
+        json_accept(header_str(&parts.headers, header::ACCEPT)),
+    );
     h.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -495,11 +499,41 @@ async fn forward<H: Hook>(
     ))
 }
 
+/// The client's `Accept` with every media type but JSON removed (Table and
+/// discovery variants of JSON stay), and plain JSON always acceptable: the
+/// proxy must be able to read every response it masks.
+fn json_accept(client: Option<&str>) -> HeaderValue {
+    let kept: Vec<&str> = client
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| {
+            m.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        })
+        .filter(|m| m.is_ascii() && !m.eq_ignore_ascii_case("application/json"))
+        .collect();
+    let mut value = kept.join(",");
+    if !value.is_empty() {
+        value.push(',');
+    }
+    value.push_str("application/json");
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("application/json"))
+}
+
 fn body_may_exist(headers: &HeaderMap) -> bool {
     header_str(headers, header::CONTENT_LENGTH) != Some("0")
 }
 
 type ClientWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+fn normal_close() -> Option<CloseFrame> {
+    Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    })
+}
 
 async fn close_with(ws: &mut ClientWs, channel_no: u8, data: &[u8]) {
     let _ = ws
@@ -507,7 +541,7 @@ async fn close_with(ws: &mut ClientWs, channel_no: u8, data: &[u8]) {
             channel_no, data,
         ))))
         .await;
-    let _ = ws.close(None).await;
+    let _ = ws.close(normal_close()).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -597,10 +631,10 @@ async fn run_stream<H: Hook>(
             )
             .await;
         } else {
-            let _ = client.close(None).await;
+            let _ = client.close(normal_close()).await;
         }
     } else {
-        let _ = client.close(None).await;
+        let _ = client.close(normal_close()).await;
     }
     hook.on_event(
         &principal,

@@ -93,7 +93,8 @@ pub enum SecretBody {
     /// One object (get, create, update, patch, delete): the whole body is
     /// one Secret (or a Status).
     Object,
-    /// A list: the `items` of the root object are Secrets.
+    /// A list: the `items` of the root object are Secrets (or the `rows`
+    /// of a Table, each holding one in `object`).
     List,
     /// A watch: newline-delimited events whose `object` is a Secret.
     Watch,
@@ -221,7 +222,7 @@ impl SecretStream {
                             // An escaped root key could spell "items": refuse.
                             return Err(self.malformed());
                         }
-                        self.last_key_items = key == b"items";
+                        self.last_key_items = key == b"items" || key == b"rows";
                     }
                 } else if let Some(key) = self.key.as_mut() {
                     if key.len() < MAX_KEY {
@@ -308,7 +309,14 @@ impl SecretStream {
     ) -> Result<(), SecretMaskError> {
         let mut v: Value = serde_json::from_slice(object).map_err(|_| self.malformed())?;
         match self.body {
-            SecretBody::Object | SecretBody::List => mask_secret_object(&mut v, masker),
+            SecretBody::Object => mask_secret_object(&mut v, masker),
+            SecretBody::List => {
+                // A list item is a Secret; a Table row holds one in `object`.
+                mask_secret_object(&mut v, masker);
+                if let Some(o) = v.get_mut("object") {
+                    mask_secret_object(o, masker);
+                }
+            }
             SecretBody::Watch => {
                 if let Some(o) = v.get_mut("object") {
                     mask_secret_object(o, masker);

@@ -45,8 +45,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl SelfSignedTls {
     /// Generates a new certificate and key.
     pub fn generate() -> Result<Self, Error> {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .map_err(|e| Error::Tls(e.to_string()))?;
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .map_err(|e| Error::Tls(e.to_string()))?;
         Ok(SelfSignedTls {
             cert_pem: ck.cert.pem(),
             cert_der: ck.cert.der().clone(),
@@ -70,7 +73,9 @@ impl SelfSignedTls {
     /// A client configuration that trusts only this certificate.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.cert_der.clone()).map_err(|e| Error::Tls(e.to_string()))?;
+        roots
+            .add(self.cert_der.clone())
+            .map_err(|e| Error::Tls(e.to_string()))?;
         let cfg = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
@@ -122,7 +127,9 @@ impl FakeKubeBuilder {
         let tls = SelfSignedTls::generate()?;
         let server_config = tls.server_config()?;
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::KubeStart)?;
-        std_listener.set_nonblocking(true).map_err(Error::KubeStart)?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(Error::KubeStart)?;
         let addr = std_listener.local_addr().map_err(Error::KubeStart)?;
         let state = Arc::new(State {
             token: self.token.clone(),
@@ -141,15 +148,21 @@ impl FakeKubeBuilder {
             .name("fake-kube".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else { return };
+                    let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) else {
+                        return;
+                    };
                     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
                     let accept_loop = async {
                         loop {
-                            let Ok((tcp, _)) = listener.accept().await else { continue };
+                            let Ok((tcp, _)) = listener.accept().await else {
+                                continue;
+                            };
                             let acceptor = acceptor.clone();
                             let st = st.clone();
                             tokio::spawn(async move {
-                                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                                let Ok(tls) = acceptor.accept(tcp).await else {
+                                    return;
+                                };
                                 let svc = hyper::service::service_fn(move |req| {
                                     let st = st.clone();
                                     async move { Ok::<_, Infallible>(route(st, req).await) }
@@ -168,7 +181,14 @@ impl FakeKubeBuilder {
                 });
             })
             .map_err(Error::KubeStart)?;
-        Ok(FakeKube { addr, tls, token: self.token, state, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(FakeKube {
+            addr,
+            tls,
+            token: self.token,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -204,7 +224,10 @@ pub struct FakeKube {
 impl FakeKube {
     /// A builder with the defaults.
     pub fn builder() -> FakeKubeBuilder {
-        FakeKubeBuilder { token: "fake-cluster-token".into(), output_frame_limit: 32 * 1024 }
+        FakeKubeBuilder {
+            token: "fake-cluster-token".into(),
+            output_frame_limit: 32 * 1024,
+        }
     }
 
     /// The address it listens on.
@@ -285,8 +308,18 @@ fn seed() -> BTreeMap<Key, Value> {
         m.insert((res.to_owned(), ns.to_owned(), name.to_owned()), v);
     };
     for ns in ["default", "prod", "kube-system"] {
-        put("namespaces", "", ns, json!({"kind":"Namespace","apiVersion":"v1","metadata":meta(ns, ""),"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}));
-        put("serviceaccounts", ns, "default", json!({"kind":"ServiceAccount","apiVersion":"v1","metadata":meta("default", ns)}));
+        put(
+            "namespaces",
+            "",
+            ns,
+            json!({"kind":"Namespace","apiVersion":"v1","metadata":meta(ns, ""),"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}),
+        );
+        put(
+            "serviceaccounts",
+            ns,
+            "default",
+            json!({"kind":"ServiceAccount","apiVersion":"v1","metadata":meta("default", ns)}),
+        );
     }
     put(
         "pods",
@@ -327,11 +360,31 @@ struct ResourceInfo {
 }
 
 const RESOURCES: [ResourceInfo; 5] = [
-    ResourceInfo { name: "namespaces", kind: "Namespace", namespaced: false },
-    ResourceInfo { name: "pods", kind: "Pod", namespaced: true },
-    ResourceInfo { name: "secrets", kind: "Secret", namespaced: true },
-    ResourceInfo { name: "configmaps", kind: "ConfigMap", namespaced: true },
-    ResourceInfo { name: "serviceaccounts", kind: "ServiceAccount", namespaced: true },
+    ResourceInfo {
+        name: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+    },
+    ResourceInfo {
+        name: "pods",
+        kind: "Pod",
+        namespaced: true,
+    },
+    ResourceInfo {
+        name: "secrets",
+        kind: "Secret",
+        namespaced: true,
+    },
+    ResourceInfo {
+        name: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+    },
+    ResourceInfo {
+        name: "serviceaccounts",
+        kind: "ServiceAccount",
+        namespaced: true,
+    },
 ];
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -339,7 +392,10 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
     *r.status_mut() = code;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -366,19 +422,35 @@ fn discovery_v1() -> Value {
 }
 
 async fn route(st: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     if let Ok(mut log) = st.log.lock() {
         log.push(format!("{} {target}", req.method()));
     }
     let expected = format!("Bearer {}", st.token);
-    if req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+    if req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
     let path = req.uri().path().trim_end_matches('/').to_owned();
     let query: Vec<(String, String)> =
-        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
     let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
+    let req_table = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
     match seg.as_slice() {
         ["version"] => json_response(
             StatusCode::OK,
@@ -389,7 +461,10 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
             StatusCode::OK,
             &json!({"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":"127.0.0.1"}]}),
         ),
-        ["apis"] => json_response(StatusCode::OK, &json!({"kind":"APIGroupList","apiVersion":"v1","groups":[]})),
+        ["apis"] => json_response(
+            StatusCode::OK,
+            &json!({"kind":"APIGroupList","apiVersion":"v1","groups":[]}),
+        ),
         ["api", "v1"] => json_response(StatusCode::OK, &discovery_v1()),
         ["api", "v1", "namespaces", ns, "pods", pod, "exec"] => {
             exec(&st, &mut req, ns, pod, &query)
@@ -399,34 +474,78 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
                 ["namespaces", ns, tail @ ..] if !tail.is_empty() => (ns, tail),
                 _ => ("", rest),
             };
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
             let body = if method == Method::POST || method == Method::PUT {
                 match req.into_body().collect().await {
                     Ok(b) => Some(b.to_bytes()),
-                    Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "unreadable body"),
+                    Err(_) => {
+                        return status(StatusCode::BAD_REQUEST, "BadRequest", "unreadable body");
+                    }
                 }
             } else {
                 None
             };
-            resource(&st, &method, ns, rest, body)
+            let table = req_table;
+            let resp = resource(&st, &method, ns, rest, body, &content_type);
+            if table && method == Method::GET && resp.status() == StatusCode::OK {
+                return to_table(resp).await;
+            }
+            resp
         }
-        _ => status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
     }
 }
 
-fn resource(st: &State, method: &Method, ns: &str, rest: &[&str], body: Option<Bytes>) -> Response<Body> {
+fn resource(
+    st: &State,
+    method: &Method,
+    ns: &str,
+    rest: &[&str],
+    body: Option<Bytes>,
+    content_type: &str,
+) -> Response<Body> {
     let (res, name) = match rest {
         [res] => (*res, None),
         [res, name] => (*res, Some(*name)),
-        _ => return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource"),
+        _ => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
     };
     let Some(info) = RESOURCES.iter().find(|r| r.name == res) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
     };
     let ns = if info.namespaced { ns } else { "" };
     let Ok(mut objects) = st.objects.lock() else {
-        return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "state poisoned");
+        return status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "state poisoned",
+        );
     };
-    let not_found = |name: &str| status(StatusCode::NOT_FOUND, "NotFound", &format!("{res} \"{name}\" not found"));
+    let not_found = |name: &str| {
+        status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{res} \"{name}\" not found"),
+        )
+    };
     match (method, name) {
         (&Method::GET, None) => {
             let items: Vec<Value> = objects
@@ -446,29 +565,52 @@ fn resource(st: &State, method: &Method, ns: &str, rest: &[&str], body: Option<B
                 &json!({"kind": format!("{}List", info.kind), "apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":items}),
             )
         }
-        (&Method::GET, Some(name)) => match objects.get(&(res.to_owned(), ns.to_owned(), name.to_owned())) {
-            Some(v) => json_response(StatusCode::OK, v),
-            None => not_found(name),
-        },
-        (&Method::DELETE, Some(name)) => match objects.remove(&(res.to_owned(), ns.to_owned(), name.to_owned())) {
-            Some(mut v) => {
-                if res == "namespaces" {
-                    v["status"]["phase"] = json!("Terminating");
-                }
-                json_response(StatusCode::OK, &v)
+        (&Method::GET, Some(name)) => {
+            match objects.get(&(res.to_owned(), ns.to_owned(), name.to_owned())) {
+                Some(v) => json_response(StatusCode::OK, v),
+                None => not_found(name),
             }
-            None => not_found(name),
-        },
+        }
+        (&Method::DELETE, Some(name)) => {
+            match objects.remove(&(res.to_owned(), ns.to_owned(), name.to_owned())) {
+                Some(mut v) => {
+                    if res == "namespaces" {
+                        v["status"]["phase"] = json!("Terminating");
+                    }
+                    json_response(StatusCode::OK, &v)
+                }
+                None => not_found(name),
+            }
+        }
         (&Method::POST, None) => {
-            let Some(mut v) = body.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else {
-                return status(StatusCode::BAD_REQUEST, "BadRequest", "body is not a JSON object");
+            let parsed = body.and_then(|b| {
+                if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+                    protobuf_name(&b).map(|name| json!({"metadata": {"name": name}}))
+                } else {
+                    serde_json::from_slice::<Value>(&b).ok()
+                }
+            });
+            let Some(mut v) = parsed else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("body is not a JSON object ({content_type})"),
+                );
             };
             let Some(name) = v["metadata"]["name"].as_str().map(str::to_owned) else {
-                return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name is required");
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    "metadata.name is required",
+                );
             };
             let key = (res.to_owned(), ns.to_owned(), name.clone());
             if objects.contains_key(&key) {
-                return status(StatusCode::CONFLICT, "AlreadyExists", &format!("{res} \"{name}\" already exists"));
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    &format!("{res} \"{name}\" already exists"),
+                );
             }
             v["metadata"] = meta(&name, ns);
             v["kind"] = json!(info.kind);
@@ -476,7 +618,11 @@ fn resource(st: &State, method: &Method, ns: &str, rest: &[&str], body: Option<B
             objects.insert(key, v.clone());
             json_response(StatusCode::CREATED, &v)
         }
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the server does not allow this method"),
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method",
+        ),
     }
 }
 
@@ -486,43 +632,95 @@ enum Proto {
     V5,
 }
 
-fn exec(st: &Arc<State>, req: &mut Request<Incoming>, ns: &str, pod: &str, query: &[(String, String)]) -> Response<Body> {
-    let exists = st.objects.lock().map(|o| o.contains_key(&("pods".into(), ns.to_owned(), pod.to_owned()))).unwrap_or(false);
+fn exec(
+    st: &Arc<State>,
+    req: &mut Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    query: &[(String, String)],
+) -> Response<Body> {
+    let exists = st
+        .objects
+        .lock()
+        .map(|o| o.contains_key(&("pods".into(), ns.to_owned(), pod.to_owned())))
+        .unwrap_or(false);
     if !exists {
-        return status(StatusCode::NOT_FOUND, "NotFound", &format!("pods \"{pod}\" not found"));
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{pod}\" not found"),
+        );
     }
-    let argv: Vec<String> = query.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+    let argv: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
     if argv.is_empty() {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "you must specify at least 1 command");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "you must specify at least 1 command",
+        );
     }
-    let flag = |k: &str| query.iter().any(|(q, v)| q == k && (v == "true" || v == "1"));
+    let flag = |k: &str| {
+        query
+            .iter()
+            .any(|(q, v)| q == k && (v == "true" || v == "1"))
+    };
     let stdin = flag("stdin");
-    let upgrade = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !upgrade.eq_ignore_ascii_case("websocket") {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "this fake server speaks only WebSocket exec");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "this fake server speaks only WebSocket exec",
+        );
     }
     let offers: Vec<String> = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
         .collect();
     let proto = if offers.iter().any(|o| o == "v5.channel.k8s.io") {
         Proto::V5
     } else if offers.iter().any(|o| o == "v4.channel.k8s.io") {
         Proto::V4
     } else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "no supported channel protocol");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "no supported channel protocol",
+        );
     };
-    let Some(accept) = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "missing Sec-WebSocket-Key");
+    let Some(accept) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "missing Sec-WebSocket-Key",
+        );
     };
     let on_upgrade = hyper::upgrade::on(req);
     let frame_limit = st.frame_limit;
     tokio::spawn(async move {
         let Ok(up) = on_upgrade.await else { return };
-        let cfg = WebSocketConfig::default().max_frame_size(Some(1 << 20)).max_message_size(Some(1 << 20));
+        let cfg = WebSocketConfig::default()
+            .max_frame_size(Some(1 << 20))
+            .max_message_size(Some(1 << 20));
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg)).await;
         run_process(ws, proto, argv, stdin, frame_limit).await;
     });
@@ -533,7 +731,11 @@ fn exec(st: &Arc<State>, req: &mut Request<Incoming>, ns: &str, pod: &str, query
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(
         header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(if proto == Proto::V5 { "v5.channel.k8s.io" } else { "v4.channel.k8s.io" }),
+        HeaderValue::from_static(if proto == Proto::V5 {
+            "v5.channel.k8s.io"
+        } else {
+            "v4.channel.k8s.io"
+        }),
     );
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
@@ -550,6 +752,15 @@ fn exit_status(code: i32) -> Value {
     }
 }
 
+fn normal_close() -> Message {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
@@ -557,7 +768,12 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::Binary(Bytes::from(v))
 }
 
-async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, channel: u8, limit: usize, tx: mpsc::Sender<Message>) {
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    channel: u8,
+    limit: usize,
+    tx: mpsc::Sender<Message>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
@@ -573,15 +789,26 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, channel: u8, limit: usi
     }
 }
 
-async fn run_process<S>(ws: WebSocketStream<S>, proto: Proto, argv: Vec<String>, want_stdin: bool, limit: usize)
-where
+async fn run_process<S>(
+    ws: WebSocketStream<S>,
+    proto: Proto,
+    argv: Vec<String>,
+    want_stdin: bool,
+    limit: usize,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut tx, mut rx) = ws.split();
-    let Some((prog, args)) = argv.split_first() else { return };
+    let Some((prog, args)) = argv.split_first() else {
+        return;
+    };
     let child = tokio::process::Command::new(prog)
         .args(args)
-        .stdin(if want_stdin { Stdio::piped() } else { Stdio::null() })
+        .stdin(if want_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -591,6 +818,7 @@ where
         Err(e) => {
             let st = json!({"metadata":{},"status":"Failure","message":format!("exec failed: {e}"),"reason":"InternalError"});
             let _ = tx.send(frame(3, st.to_string().as_bytes())).await;
+            let _ = tx.send(normal_close()).await;
             let _ = tx.close().await;
             return;
         }
@@ -640,7 +868,131 @@ where
         Ok(s) => s.code().unwrap_or(128 + 9),
         Err(_) => 1,
     };
-    let _ = tx.send(frame(3, exit_status(code).to_string().as_bytes())).await;
+    let _ = tx
+        .send(frame(3, exit_status(code).to_string().as_bytes()))
+        .await;
+    let _ = tx.send(normal_close()).await;
     let _ = tx.close().await;
     reader.abort();
+}
+
+/// Finds the versioned kubectl binary `kubectl.1.MINOR` (Debian's `kubectl`
+/// package ships several), on `PATH` or in `/usr/lib/google-cloud-sdk/bin`.
+pub fn find_kubectl(minor: u32) -> Option<std::path::PathBuf> {
+    let name = format!("kubectl.1.{minor}");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/lib/google-cloud-sdk/bin")])
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+}
+
+/// Reads one protobuf field: (field number, wire type, value bytes or
+/// varint) and the rest.
+fn pb_field(b: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+        let mut v = 0u64;
+        for (i, byte) in b.iter().enumerate().take(10) {
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some((v, b.get(i + 1..)?));
+            }
+        }
+        None
+    }
+    let (key, rest) = varint(b)?;
+    match key & 7 {
+        0 => {
+            let (_, after) = varint(rest)?;
+            Some((key >> 3, &[], after))
+        }
+        2 => {
+            let (len, rest) = varint(rest)?;
+            let len = usize::try_from(len).ok()?;
+            Some((key >> 3, rest.get(..len)?, rest.get(len..)?))
+        }
+        _ => None,
+    }
+}
+
+fn pb_get(mut b: &[u8], field: u64) -> Option<&[u8]> {
+    while !b.is_empty() {
+        let (f, v, rest) = pb_field(b)?;
+        if f == field {
+            return Some(v);
+        }
+        b = rest;
+    }
+    None
+}
+
+/// The `metadata.name` of a Kubernetes protobuf envelope (`k8s\0`, then an
+/// `Unknown` whose field 2 is the object, whose field 1 is ObjectMeta, whose
+/// field 1 is the name): enough of protobuf for kubectl's typed creates.
+fn protobuf_name(body: &[u8]) -> Option<String> {
+    let unknown = body.strip_prefix(b"k8s\0")?;
+    let raw = pb_get(unknown, 2)?;
+    let meta = pb_get(raw, 1)?;
+    let name = pb_get(meta, 1)?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+fn age(_: &Value) -> Value {
+    json!("1y")
+}
+
+fn table_row(obj: &Value) -> Value {
+    let name = obj["metadata"]["name"].clone();
+    let cells = if obj["status"]["containerStatuses"].is_array() {
+        let statuses = obj["status"]["containerStatuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ready = statuses
+            .iter()
+            .filter(|c| c["ready"] == json!(true))
+            .count();
+        json!([
+            name,
+            format!("{ready}/{}", statuses.len()),
+            obj["status"]["phase"].clone(),
+            0,
+            age(obj)
+        ])
+    } else {
+        json!([name, age(obj)])
+    };
+    let object = json!({"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":obj["metadata"].clone()});
+    json!({"cells": cells, "object": object})
+}
+
+/// Turns a JSON object or list response into a `meta.k8s.io/v1` Table, as
+/// the API server does for kubectl's default output.
+async fn to_table(resp: Response<Body>) -> Response<Body> {
+    let Ok(body) = resp.into_body().collect().await;
+    let Ok(v) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+        return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "body");
+    };
+    let objects: Vec<Value> = match v["items"].as_array() {
+        Some(items) => items.clone(),
+        None => vec![v.clone()],
+    };
+    let pods = v["kind"] == json!("PodList") || v["kind"] == json!("Pod");
+    let col = |n: &str, t: &str| json!({"name": n, "type": t, "format": if n == "Name" {"name"} else {""}, "description": "", "priority": 0});
+    let columns = if pods {
+        json!([
+            col("Name", "string"),
+            col("Ready", "string"),
+            col("Status", "string"),
+            col("Restarts", "integer"),
+            col("Age", "string")
+        ])
+    } else {
+        json!([col("Name", "string"), col("Age", "string")])
+    };
+    let rows: Vec<Value> = objects.iter().map(table_row).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"1"},"columnDefinitions":columns,"rows":rows}),
+    )
 }
