@@ -157,7 +157,7 @@ fn status_response(code: StatusCode, message: &str, reason: &str) -> Response<Bo
     resp
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

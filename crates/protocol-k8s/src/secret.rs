@@ -280,11 +280,11 @@ impl SecretStream {
                     if depth == 1 && self.in_items {
                         self.in_items = false;
                     }
-                    if depth == self.capture_depth() {
-                        if let Some(cap) = self.capture.take() {
-                            self.emit(&cap, masker, out)?;
-                            pass_from = i + 1;
-                        }
+                    if depth == self.capture_depth()
+                        && let Some(cap) = self.capture.take()
+                    {
+                        self.emit(&cap, masker, out)?;
+                        pass_from = i + 1;
                     }
                 }
                 b' ' | b'\t' | b'\r' | b'\n' => {}

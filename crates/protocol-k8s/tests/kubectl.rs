@@ -1,4 +1,10 @@
 //! Real kubectl binaries through the proxy to the testkit's fake API server.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -89,12 +95,12 @@ impl Hook for TestHook {
                 reason: "portcullis: deleting a namespace is denied by policy".into(),
             };
         }
-        if let Some(s) = &r.stream {
-            if s.command.iter().any(|a| a.contains("forbidden")) {
-                return Verdict::Deny {
-                    reason: "portcullis: exec denied by policy (forbidden command)".into(),
-                };
-            }
+        if let Some(s) = &r.stream
+            && s.command.iter().any(|a| a.contains("forbidden"))
+        {
+            return Verdict::Deny {
+                reason: "portcullis: exec denied by policy (forbidden command)".into(),
+            };
         }
         Verdict::Allow
     }

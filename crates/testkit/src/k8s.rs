@@ -294,10 +294,22 @@ struct State {
 
 const CREATED: &str = "2026-01-01T00:00:00Z";
 
+/// Reads a JSON pointer, `null` when absent.
+fn at<'v>(v: &'v Value, pointer: &str) -> &'v Value {
+    v.pointer(pointer).unwrap_or(&Value::Null)
+}
+
+/// Sets a key of an object (a no-op on anything else).
+fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
+
 fn meta(name: &str, ns: &str) -> Value {
     let mut m = json!({"name": name, "uid": format!("uid-{ns}-{name}"), "resourceVersion": "1", "creationTimestamp": CREATED});
     if !ns.is_empty() {
-        m["namespace"] = json!(ns);
+        set(&mut m, "namespace", json!(ns));
     }
     m
 }
@@ -574,8 +586,10 @@ fn resource(
         (&Method::DELETE, Some(name)) => {
             match objects.remove(&(res.to_owned(), ns.to_owned(), name.to_owned())) {
                 Some(mut v) => {
-                    if res == "namespaces" {
-                        v["status"]["phase"] = json!("Terminating");
+                    if res == "namespaces"
+                        && let Some(phase) = v.pointer_mut("/status/phase")
+                    {
+                        *phase = json!("Terminating");
                     }
                     json_response(StatusCode::OK, &v)
                 }
@@ -597,7 +611,7 @@ fn resource(
                     &format!("body is not a JSON object ({content_type})"),
                 );
             };
-            let Some(name) = v["metadata"]["name"].as_str().map(str::to_owned) else {
+            let Some(name) = at(&v, "/metadata/name").as_str().map(str::to_owned) else {
                 return status(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "Invalid",
@@ -612,9 +626,9 @@ fn resource(
                     &format!("{res} \"{name}\" already exists"),
                 );
             }
-            v["metadata"] = meta(&name, ns);
-            v["kind"] = json!(info.kind);
-            v["apiVersion"] = json!("v1");
+            set(&mut v, "metadata", meta(&name, ns));
+            set(&mut v, "kind", json!(info.kind));
+            set(&mut v, "apiVersion", json!("v1"));
             objects.insert(key, v.clone());
             json_response(StatusCode::CREATED, &v)
         }
@@ -843,10 +857,10 @@ async fn run_process<S>(
             };
             match data.split_first() {
                 Some((0, rest)) => {
-                    if let Some(s) = stdin.as_mut() {
-                        if s.write_all(rest).await.is_err() {
-                            stdin = None;
-                        }
+                    if let Some(s) = stdin.as_mut()
+                        && s.write_all(rest).await.is_err()
+                    {
+                        stdin = None;
                     }
                 }
                 Some((255, [0])) if proto == Proto::V5 => stdin = None,
@@ -942,9 +956,9 @@ fn age(_: &Value) -> Value {
 }
 
 fn table_row(obj: &Value) -> Value {
-    let name = obj["metadata"]["name"].clone();
-    let cells = if obj["status"]["containerStatuses"].is_array() {
-        let statuses = obj["status"]["containerStatuses"]
+    let name = at(obj, "/metadata/name").clone();
+    let cells = if at(obj, "/status/containerStatuses").is_array() {
+        let statuses = at(obj, "/status/containerStatuses")
             .as_array()
             .cloned()
             .unwrap_or_default();
@@ -955,7 +969,7 @@ fn table_row(obj: &Value) -> Value {
         json!([
             name,
             format!("{ready}/{}", statuses.len()),
-            obj["status"]["phase"].clone(),
+            at(obj, "/status/phase").clone(),
             0,
             age(obj)
         ])
@@ -973,11 +987,11 @@ async fn to_table(resp: Response<Body>) -> Response<Body> {
     let Ok(v) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
         return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "body");
     };
-    let objects: Vec<Value> = match v["items"].as_array() {
+    let objects: Vec<Value> = match at(&v, "/items").as_array() {
         Some(items) => items.clone(),
         None => vec![v.clone()],
     };
-    let pods = v["kind"] == json!("PodList") || v["kind"] == json!("Pod");
+    let pods = at(&v, "/kind") == "PodList" || at(&v, "/kind") == "Pod";
     let col = |n: &str, t: &str| json!({"name": n, "type": t, "format": if n == "Name" {"name"} else {""}, "description": "", "priority": 0});
     let columns = if pods {
         json!([
