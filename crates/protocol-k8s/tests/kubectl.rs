@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use portcullis_k8s::{
     Authenticated, BackendCredential, Event, Hook, K8sRequest, Proxy, ProxyConfig, Refusal,
-    ResponsePlan, StreamPlan, StreamTransform, Upstream, Verb, Verdict, async_trait,
+    Release, ResponsePlan, StreamPlan, StreamTransform, Upstream, Verb, Verdict, async_trait,
 };
 use portcullis_testkit::{FAKE_SECRET_PASSWORD, FakeKube, SelfSignedTls, find_kubectl, kubeconfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,6 +66,49 @@ impl StreamTransform for Replace {
 struct TestHook {
     backend_token: String,
     events: Mutex<Vec<String>>,
+    /// Held requests so far.
+    held: std::sync::atomic::AtomicUsize,
+    /// The reviewer's answer: `Some(true)` approves every held request.
+    approvals: tokio::sync::watch::Sender<Option<bool>>,
+}
+
+impl TestHook {
+    fn hold(&self) -> Verdict {
+        let n = self.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let mut rx = self.approvals.subscribe();
+        let release = async move {
+            loop {
+                if let Some(ok) = *rx.borrow_and_update() {
+                    return if ok {
+                        Release::Allow
+                    } else {
+                        Release::Deny {
+                            reason: "portcullis: refused by a reviewer".into(),
+                        }
+                    };
+                }
+                if rx.changed().await.is_err() {
+                    return Release::Deny {
+                        reason: "portcullis: approvals closed".into(),
+                    };
+                }
+            }
+        };
+        Verdict::Hold {
+            id: format!("approval-{n}"),
+            release: Box::pin(release),
+        }
+    }
+
+    async fn wait_held(&self, n: usize) {
+        for _ in 0..600 {
+            if self.held.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nothing was held");
+    }
 }
 
 #[async_trait]
@@ -94,6 +137,14 @@ impl Hook for TestHook {
             return Verdict::Deny {
                 reason: "portcullis: deleting a namespace is denied by policy".into(),
             };
+        }
+        if r.verb == Verb::Create && r.resource.as_deref() == Some("serviceaccounts") {
+            return self.hold();
+        }
+        if let Some(s) = &r.stream
+            && s.command.iter().any(|a| a.contains("needs-approval"))
+        {
+            return self.hold();
         }
         if let Some(s) = &r.stream
             && s.command.iter().any(|a| a.contains("forbidden"))
@@ -354,7 +405,7 @@ async fn unauthenticated_and_impersonating_clients_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_namespace_denied_create_serviceaccount_allowed() {
+async fn delete_namespace_denied() {
     let env = Env::start(32 * 1024).await;
     let out = env
         .kubectl(33, "agent", &["delete", "namespace", "prod"], None)
@@ -366,12 +417,65 @@ async fn delete_namespace_denied_create_serviceaccount_allowed() {
     );
     assert!(env.kube.has_object("namespaces", "", "prod"));
     assert!(!env.kube.requests().iter().any(|r| r.starts_with("DELETE")));
+}
 
-    let out = env
-        .kubectl(33, "agent", &["create", "serviceaccount", "ci-bot"], None)
-        .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_create_and_exec_run_after_approval() {
+    let env = Env::start(32 * 1024).await;
+    let create = env.kubectl(33, "agent", &["create", "serviceaccount", "ci-bot"], None);
+    let approve = async {
+        env.hook.wait_held(1).await;
+        // Held: nothing reached the API server yet.
+        assert!(!env.kube.requests().iter().any(|r| r.starts_with("POST")));
+        env.hook.approvals.send_replace(Some(true));
+    };
+    let (out, ()) = tokio::join!(create, approve);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(env.kube.has_object("serviceaccounts", "default", "ci-bot"));
+
+    env.hook.approvals.send_replace(None);
+    let exec = env.kubectl(
+        33,
+        "agent",
+        &["exec", "web-0", "--", "sh", "-c", "echo needs-approval ran"],
+        None,
+    );
+    let approve = async {
+        env.hook.wait_held(2).await;
+        assert!(!env.kube.requests().iter().any(|r| r.contains("/exec")));
+        env.hook.approvals.send_replace(Some(true));
+    };
+    let (out, ()) = tokio::join!(exec, approve);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with("portcullis: held for approval (id approval-2)"),
+        "{out:?}"
+    );
+    assert!(out.stdout.ends_with("needs-approval ran\n"), "{out:?}");
+
+    env.hook.approvals.send_replace(None);
+    let exec = env.kubectl(
+        33,
+        "agent",
+        &[
+            "exec",
+            "web-0",
+            "--",
+            "sh",
+            "-c",
+            "echo needs-approval again",
+        ],
+        None,
+    );
+    let refuse = async {
+        env.hook.wait_held(3).await;
+        env.hook.approvals.send_replace(Some(false));
+    };
+    let (out, ()) = tokio::join!(exec, refuse);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("refused by a reviewer"), "{out:?}");
+    assert!(!out.stdout.contains("again"), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
