@@ -54,15 +54,22 @@ pub struct ProxyConfig {
     /// Largest WebSocket frame and message accepted from either side; a
     /// larger declared length ends the stream before anything is allocated.
     pub max_message_bytes: usize,
+    /// How long exec output may sit in a transform's held-back tail while
+    /// the server sends nothing more, before it is released (a prompt must
+    /// show). A secret printed in pieces further apart than this is masked
+    /// only as far as the transform can see.
+    pub output_flush_after: std::time::Duration,
 }
 
 impl ProxyConfig {
-    /// Defaults: 8 MiB objects, 1 MiB WebSocket messages.
+    /// Defaults: 8 MiB objects, 1 MiB WebSocket messages, exec output
+    /// released after 5 ms without more.
     pub fn new(upstream: Upstream) -> Self {
         ProxyConfig {
             upstream,
             max_object_bytes: 8 << 20,
             max_message_bytes: 1 << 20,
+            output_flush_after: std::time::Duration::from_millis(5),
         }
     }
 }
@@ -418,6 +425,7 @@ async fn forward<H: Hook>(
     }
     let status = parts.status.as_u16();
     let mut plan = inner.hook.response_plan(&principal, &request);
+    let watch = request.verb == Verb::Watch;
     let mut secret = secret_mode.map(|m| SecretStream::new(m, inner.config.max_object_bytes));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
     let hook = inner.hook.clone();
@@ -463,7 +471,17 @@ async fn forward<H: Hook>(
                 }
                 None => &data,
             };
-            plan.body.transform(chunk, &mut out);
+            if watch {
+                // Each watch event is released whole as soon as it ends.
+                for seg in chunk.split_inclusive(|b| *b == b'\n') {
+                    plan.body.transform(seg, &mut out);
+                    if seg.ends_with(b"\n") {
+                        plan.body.flush(&mut out);
+                    }
+                }
+            } else {
+                plan.body.transform(chunk, &mut out);
+            }
             if out.is_empty() {
                 continue;
             }
@@ -618,6 +636,7 @@ async fn run_stream<H: Hook>(
         plan,
         &mut client,
         upstream,
+        inner.config.output_flush_after,
     )
     .await;
     if let Some(e) = &error {
@@ -689,6 +708,7 @@ fn payload(msg: &Message) -> Option<&[u8]> {
 
 /// Relays one exec/attach stream until the server ends it or either side
 /// fails. Returns the exit status seen and the reason the proxy ended it.
+#[allow(clippy::too_many_arguments)]
 async fn relay<H: Hook, U>(
     hook: &H,
     principal: &H::Principal,
@@ -697,6 +717,7 @@ async fn relay<H: Hook, U>(
     mut plan: crate::hook::StreamPlan,
     client: &mut ClientWs,
     upstream: WebSocketStream<U>,
+    flush_after: std::time::Duration,
 ) -> (Option<ExitStatus>, Option<String>)
 where
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -708,7 +729,41 @@ where
     let downstream = async {
         let mut out = Vec::new();
         let mut finished = false;
-        while let Some(msg) = up_rx.next().await {
+        let mut held = false;
+        loop {
+            let next = if held {
+                match tokio::time::timeout(flush_after, up_rx.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        held = false;
+                        for (ch, t) in [
+                            (channel::STDOUT, &mut plan.stdout),
+                            (channel::STDERR, &mut plan.stderr),
+                        ] {
+                            out.clear();
+                            t.flush(&mut out);
+                            if !out.is_empty() {
+                                hook.on_event(
+                                    principal,
+                                    request,
+                                    &Event::Output {
+                                        channel: ch,
+                                        data: &out,
+                                    },
+                                );
+                                let frame = Message::Binary(Bytes::from(channel::encode(ch, &out)));
+                                c_tx.send(frame)
+                                    .await
+                                    .map_err(|e| format!("client stream: {e}"))?;
+                            }
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                up_rx.next().await
+            };
+            let Some(msg) = next else { break };
             let msg = msg.map_err(|e| format!("upstream stream: {e}"))?;
             if let Message::Close(_) = msg {
                 break;
@@ -731,6 +786,7 @@ where
                     };
                     out.clear();
                     t.transform(m.data, &mut out);
+                    held = true;
                     if !out.is_empty() {
                         hook.on_event(
                             principal,

@@ -13,6 +13,11 @@ use serde_json::Value;
 pub trait StreamTransform: Send {
     /// Transforms `chunk`, appending what can be released to `out`.
     fn transform(&mut self, chunk: &[u8], out: &mut Vec<u8>);
+    /// Release everything held back now, and go on: the caller knows a
+    /// boundary no match may span (the end of a watch event), or waited long
+    /// enough for more output (idle exec output). A transform that holds
+    /// nothing back does nothing.
+    fn flush(&mut self, out: &mut Vec<u8>);
     /// The stream ended: append whatever is still held back.
     fn finish(&mut self, out: &mut Vec<u8>);
 }
@@ -25,6 +30,7 @@ impl StreamTransform for Identity {
     fn transform(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(chunk);
     }
+    fn flush(&mut self, _out: &mut Vec<u8>) {}
     fn finish(&mut self, _out: &mut Vec<u8>) {}
 }
 

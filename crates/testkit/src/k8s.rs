@@ -502,6 +502,12 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
             } else {
                 None
             };
+            let watch = query
+                .iter()
+                .any(|(k, v)| k == "watch" && (v == "true" || v == "1"));
+            if watch && method == Method::GET && rest.len() == 1 {
+                return watch_response(&st, ns, rest.first().copied().unwrap_or(""));
+            }
             let table = req_table;
             let resp = resource(&st, &method, ns, rest, body, &content_type);
             if table && method == Method::GET && resp.status() == StatusCode::OK {
@@ -1009,4 +1015,40 @@ async fn to_table(resp: Response<Body>) -> Response<Body> {
         StatusCode::OK,
         &json!({"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"1"},"columnDefinitions":columns,"rows":rows}),
     )
+}
+
+/// A watch: an `ADDED` event per existing object, one line each, then the
+/// stream stays open (it never ends by itself, as a real watch).
+fn watch_response(st: &State, ns: &str, res: &str) -> Response<Body> {
+    let events: Vec<Bytes> = st
+        .objects
+        .lock()
+        .map(|o| {
+            o.iter()
+                .filter(|((r, n, _), _)| r == res && (ns.is_empty() || n == ns))
+                .map(|(_, v)| Bytes::from(format!("{}\n", json!({"type": "ADDED", "object": v}))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        for e in events {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+        // Keep the watch open until the client goes away.
+        tx.closed().await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(hyper::body::Frame::data(b)), rx))
+    });
+    let mut r = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(stream)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;stream=watch"),
+    );
+    r
 }
