@@ -577,3 +577,32 @@ mod tests {
         assert_eq!(r.name.as_deref(), Some("my.config"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any target classifies or is refused, never panics; a resource
+        /// request's facts come from its own segments.
+        #[test]
+        fn classify_never_panics(target in "[/a-z0-9%.?=&-]{0,80}", method in "(GET|POST|PUT|PATCH|DELETE|HEAD|TRACE)") {
+            if let Ok(r) = classify(&method, &target, []) {
+                if let Some(res) = &r.resource {
+                    prop_assert!(target.contains(res.as_str()) || target.contains('%'));
+                }
+            }
+        }
+
+        /// Every name round-trips through the path, percent-encoded or not.
+        #[test]
+        fn names_round_trip(ns in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", name in "[a-z0-9.]{1,20}") {
+            prop_assume!(name != "." && name != "..");
+            let r = classify("GET", &format!("/api/v1/namespaces/{ns}/pods/{name}"), []).unwrap();
+            prop_assert_eq!(r.namespace.as_deref(), Some(ns.as_str()));
+            prop_assert_eq!(r.name.as_deref(), Some(name.as_str()));
+            prop_assert_eq!(r.verb, Verb::Get);
+        }
+    }
+}

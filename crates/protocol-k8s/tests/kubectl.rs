@@ -707,3 +707,55 @@ async fn watch_streams_masked_events() {
     assert!(env.kube.requests().iter().any(|r| r.contains("watch=true")));
     child.kill().await.unwrap();
 }
+
+/// A client that offers only `v4.channel.k8s.io` (as older client libraries
+/// do) and writes stdin as a text message: relayed, status on channel 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v4_client_with_text_frames() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let env = Env::start(32 * 1024).await;
+    let connector = tokio_rustls::TlsConnector::from(env.proxy_tls.client_config().unwrap());
+    let tcp = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+        .unwrap()
+        .to_owned();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let url = format!(
+        "wss://{}/api/v1/namespaces/default/pods/web-0/exec?command=sh&command=-c&command=head%20-c%205%3B%20exit%203&stdin=true&stdout=true&stderr=true",
+        env.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {AGENT}").parse().unwrap());
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "v4.channel.k8s.io"
+    );
+    ws.send(Message::Text("\u{0}hello".into())).await.unwrap();
+    let mut stdout = Vec::new();
+    let mut status = None;
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            match msg.unwrap() {
+                Message::Binary(b) if b.first() == Some(&1) => stdout.extend_from_slice(&b[1..]),
+                Message::Binary(b) if b.first() == Some(&3) => status = Some(b[1..].to_vec()),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("exec did not end");
+    assert_eq!(stdout, b"hello");
+    let status: serde_json::Value = serde_json::from_slice(&status.expect("no status")).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+}
