@@ -588,10 +588,10 @@ mod proptests {
         /// request's facts come from its own segments.
         #[test]
         fn classify_never_panics(target in "[/a-z0-9%.?=&-]{0,80}", method in "(GET|POST|PUT|PATCH|DELETE|HEAD|TRACE)") {
-            if let Ok(r) = classify(&method, &target, []) {
-                if let Some(res) = &r.resource {
-                    prop_assert!(target.contains(res.as_str()) || target.contains('%'));
-                }
+            if let Ok(r) = classify(&method, &target, [])
+                && let Some(res) = &r.resource
+            {
+                prop_assert!(target.contains(res.as_str()) || target.contains('%'));
             }
         }
 
