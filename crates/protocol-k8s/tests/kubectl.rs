@@ -417,7 +417,7 @@ async fn unauthenticated_and_impersonating_clients_refused() {
 async fn delete_namespace_denied() {
     let env = Env::start(32 * 1024).await;
     let out = env
-        .kubectl(33, "agent", &["delete", "namespace", "prod"], None)
+        .kubectl(33, "agent", &["delete", "ns", "prod"], None)
         .await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(

@@ -367,6 +367,7 @@ fn seed() -> BTreeMap<Key, Value> {
 
 struct ResourceInfo {
     name: &'static str,
+    short: &'static str,
     kind: &'static str,
     namespaced: bool,
 }
@@ -374,26 +375,31 @@ struct ResourceInfo {
 const RESOURCES: [ResourceInfo; 5] = [
     ResourceInfo {
         name: "namespaces",
+        short: "ns",
         kind: "Namespace",
         namespaced: false,
     },
     ResourceInfo {
         name: "pods",
+        short: "po",
         kind: "Pod",
         namespaced: true,
     },
     ResourceInfo {
         name: "secrets",
+        short: "",
         kind: "Secret",
         namespaced: true,
     },
     ResourceInfo {
         name: "configmaps",
+        short: "cm",
         kind: "ConfigMap",
         namespaced: true,
     },
     ResourceInfo {
         name: "serviceaccounts",
+        short: "sa",
         kind: "ServiceAccount",
         namespaced: true,
     },
@@ -424,6 +430,7 @@ fn discovery_v1() -> Value {
         .map(|r| {
             let singular = r.kind.to_ascii_lowercase();
             json!({"name": r.name, "singularName": singular, "namespaced": r.namespaced, "kind": r.kind,
+                "shortNames": if r.short.is_empty() { json!([]) } else { json!([r.short]) },
                 "verbs": ["create","delete","get","list","patch","update","watch"]})
         })
         .collect();
