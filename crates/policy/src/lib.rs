@@ -170,6 +170,7 @@
 //! `serde_json`, `toml` and `globset`.
 #![deny(missing_docs)]
 
+mod cache;
 mod error;
 mod facts;
 mod k8s;

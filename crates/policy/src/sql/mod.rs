@@ -1,6 +1,8 @@
 //! SQL analysis: split, parse, and walk a SQL string into [`StatementFacts`].
 
+mod catalog;
 mod classify;
+mod fold;
 mod walk;
 
 use sqlparser::dialect::PostgreSqlDialect;
@@ -87,6 +89,11 @@ pub struct SqlOptions {
     pub unsafe_parameters: Vec<String>,
     /// The schema given to unqualified table names (`public`).
     pub default_schema: String,
+    /// Functions (folded names, optionally schema-qualified) known not to
+    /// change anything, beyond the built-in list of PostgreSQL's
+    /// `pg_catalog`: a statement calling a function on neither list is not
+    /// `read_only`. A function on the dangerous list never is.
+    pub extra_read_only_functions: Vec<String>,
     /// The parser's recursion limit; a statement nested deeper is unparsed.
     pub recursion_limit: usize,
     /// The most tokens one statement may have; a longer one is unparsed.
@@ -108,6 +115,7 @@ impl Default for SqlOptions {
                 .map(|s| (*s).to_owned())
                 .collect(),
             default_schema: "public".to_owned(),
+            extra_read_only_functions: Vec::new(),
             recursion_limit: 50,
             max_statement_tokens: 20_000,
             max_statement_operators: 500,
@@ -141,6 +149,30 @@ impl Analyzer {
     pub(crate) fn is_dangerous(&self, folded_name: &str) -> bool {
         let base = folded_name.rsplit('.').next().unwrap_or(folded_name);
         self.dangerous.is_match(base)
+    }
+
+    /// True when calling `folded_name` (as written, maybe schema-qualified)
+    /// cannot change anything: a built-in of `pg_catalog` known to be
+    /// read-only (unqualified or qualified with `pg_catalog`) or a name on
+    /// the policy's extra list, and not a dangerous function.
+    pub(crate) fn is_read_only_function(&self, folded_name: &str) -> bool {
+        if self.is_dangerous(folded_name) {
+            return false;
+        }
+        if self
+            .options
+            .extra_read_only_functions
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(folded_name))
+        {
+            return true;
+        }
+        let base = match folded_name.split_once('.') {
+            None => folded_name,
+            Some(("pg_catalog", rest)) if !rest.contains('.') => rest,
+            Some(_) => return false,
+        };
+        catalog::READ_ONLY_FUNCTIONS.binary_search(&base).is_ok()
     }
 
     pub(crate) fn is_unsafe_parameter(&self, name: &str) -> bool {
