@@ -7,7 +7,6 @@
 //! (`random`, `clock_timestamp`, `pg_relation_size`, `currval`, …), a few
 //! PostgreSQL 16 additions, and the SQL-syntax functions (`coalesce`,
 //! `current_user`, …). Sorted (byte order) for binary search.
-
 pub(crate) const READ_ONLY_FUNCTIONS: &[&str] = &[
     "abbrev",
     "abs",
@@ -1849,6 +1848,7 @@ pub(crate) const READ_ONLY_FUNCTIONS: &[&str] = &[
     "reverse",
     "right",
     "round",
+    "row",
     "row_number",
     "row_security_active",
     "row_to_json",
@@ -2274,6 +2274,7 @@ pub(crate) const READ_ONLY_FUNCTIONS: &[&str] = &[
     "xml_is_well_formed_content",
     "xml_is_well_formed_document",
     "xmlagg",
+    "xmlattributes",
     "xmlcomment",
     "xmlconcat",
     "xmlconcat2",
@@ -2284,6 +2285,7 @@ pub(crate) const READ_ONLY_FUNCTIONS: &[&str] = &[
     "xmlpi",
     "xmlroot",
     "xmlserialize",
+    "xmltext",
     "xmlvalidate",
     "xpath",
     "xpath_exists",

@@ -466,3 +466,36 @@ pub fn analyze_with(sql: &str, options: &SqlOptions) -> Vec<StatementFacts> {
         Err(msg) => vec![classify::unparsed(msg)],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn read_only_function_list_is_sorted_for_binary_search() {
+        let list = super::catalog::READ_ONLY_FUNCTIONS;
+        assert!(list.windows(2).all(|w| w[0] < w[1]));
+        for f in [
+            "lower",
+            "count",
+            "now",
+            "coalesce",
+            "row",
+            "pg_relation_size",
+        ] {
+            assert!(list.binary_search(&f).is_ok(), "{f}");
+        }
+        for f in [
+            "set_config",
+            "nextval",
+            "setval",
+            "pg_terminate_backend",
+            "lo_import",
+            "pg_advisory_lock",
+            "pg_read_file",
+            "dblink",
+            "query_to_xml",
+            "txid_current",
+        ] {
+            assert!(list.binary_search(&f).is_err(), "{f}");
+        }
+    }
+}

@@ -696,6 +696,12 @@ impl Visitor for Generic<'_> {
         match e {
             Expr::Function(f) => self.function(&f.name),
             Expr::BinaryOp {
+                op: sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(parts),
+                ..
+            } if parts.first().map(String::as_str) == Some("pg_catalog") && parts.len() == 2 => {
+                // `OPERATOR(pg_catalog.~)`: a built-in operator, as psql writes them.
+            }
+            Expr::BinaryOp {
                 op:
                     sqlparser::ast::BinaryOperator::Custom(_)
                     | sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(_),
