@@ -458,6 +458,12 @@ impl Generic<'_> {
                 }
             }
             Statement::CreatePolicy(cp) => self.write(&cp.table_name),
+            Statement::CreateTextSearch(c) => {
+                self.writes.insert(plain_name(&c.name));
+            }
+            Statement::AlterTextSearch(a) => {
+                self.writes.insert(plain_name(&a.name));
+            }
             Statement::AlterTable(at) => self.write(&at.name),
             Statement::AlterIndex { name, .. } | Statement::AlterView { name, .. } => {
                 self.write(name)
