@@ -172,6 +172,7 @@
 
 mod cache;
 mod error;
+mod explain;
 mod facts;
 mod k8s;
 mod model;
@@ -180,6 +181,9 @@ mod request;
 mod sql;
 
 pub use error::PolicyError;
+pub use explain::{
+    Explanation, ReplayChange, ReplayEntry, ReplayReport, RuleMatch, StatementExplanation, replay,
+};
 pub use facts::{
     ColumnAccess, ColumnUse, CommandFacts, K8sFacts, K8sRisk, K8sVerb, Risk, StatementFacts,
     StatementKind,

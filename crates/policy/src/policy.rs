@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use crate::cache::DecisionCache;
 use crate::error::PolicyError;
+use crate::explain::{Explanation, RuleMatch, StatementExplanation};
 use crate::facts::{
     ColumnUse, CommandFacts, K8sFacts, K8sRisk, Risk, StatementFacts, StatementKind,
 };
@@ -177,7 +178,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn refused(reason: String, facts: CommandFacts) -> Self {
+    pub(crate) fn refused(reason: String, facts: CommandFacts) -> Self {
         Self {
             effect: Effect::Deny,
             rule_id: None,
@@ -952,6 +953,90 @@ impl Policy {
                 "internal error while evaluating the policy; denied".into(),
                 CommandFacts::None,
             ),
+        }
+    }
+
+    /// Decides on a request like [`Policy::evaluate`] (without the decision
+    /// cache) and says how: per SQL statement, its facts, every rule that
+    /// matched and the statement's own decision. What
+    /// `portcullis policy explain` prints (its `Display`).
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{Policy, Principal, PrincipalKind, Request, Resource, ResourceKind};
+    /// let policy = Policy::from_toml_str(r#"
+    ///     [[rule]]
+    ///     id = "read-only"
+    ///     effect = "allow"
+    ///     when.sql.read_only = true
+    /// "#)?;
+    /// let who = Principal::new("agent-7", PrincipalKind::Agent);
+    /// let db = Resource::new("orders", ResourceKind::Postgres);
+    /// let e = policy.explain(&Request::sql(&who, &db, "SELECT 1; SELECT * FROM t FOR UPDATE"));
+    /// assert!(e.decision.effect.is_deny());
+    /// assert_eq!(e.statements[0].matched[0].id, "read-only");
+    /// assert!(e.statements[1].matched.is_empty());
+    /// assert!(e.to_string().contains("statement 2: select\n  read_only: false"));
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    pub fn explain(&self, req: &Request<'_>) -> Explanation {
+        match catch_unwind(AssertUnwindSafe(|| self.explain_inner(req))) {
+            Ok(e) => e,
+            Err(_) => Explanation {
+                decision: Decision::refused(
+                    "internal error while evaluating the policy; denied".into(),
+                    CommandFacts::None,
+                ),
+                statements: Vec::new(),
+            },
+        }
+    }
+
+    fn explain_inner(&self, req: &Request<'_>) -> Explanation {
+        let Command::Sql(sql) = &req.command else {
+            return Explanation {
+                decision: self.evaluate_inner(req),
+                statements: Vec::new(),
+            };
+        };
+        if sql.len() > self.max_command_bytes {
+            return Explanation {
+                decision: self.evaluate_inner(req),
+                statements: Vec::new(),
+            };
+        }
+        let facts = CommandFacts::Sql {
+            statements: self.analyzer.analyze(sql),
+        };
+        let mut statements = Vec::new();
+        for st in crate::explain::sql_statements(&facts) {
+            let view = SqlView::new(st);
+            let mut matched = Vec::new();
+            let mut mask = MaskDirectives::default();
+            let (effect, rule_id, reason) = self.decide(
+                req.principal,
+                req.resource,
+                &View::Sql(&view),
+                Unparsed::of_sql(st),
+                &mut mask,
+                &mut |r: &Rule| {
+                    matched.push(RuleMatch {
+                        id: r.id.clone(),
+                        effect: r.effect.as_str(),
+                    })
+                },
+            );
+            statements.push(StatementExplanation {
+                facts: st.clone(),
+                matched,
+                effect: effect.as_str(),
+                rule_id,
+                reason,
+            });
+        }
+        Explanation {
+            decision: self.decide_facts(req.principal, req.resource, facts),
+            statements,
         }
     }
 

@@ -373,11 +373,8 @@ impl<'a> Reader<'a> {
     fn name_at(&self, i: usize) -> Option<(Vec<String>, usize)> {
         let mut parts = Vec::new();
         let mut j = i;
-        loop {
-            match self.tok(j) {
-                Some(Token::Word(w)) => parts.push(fold(&w.value, w.quote_style)),
-                _ => break,
-            }
+        while let Some(Token::Word(w)) = self.tok(j) {
+            parts.push(fold(&w.value, w.quote_style));
             if matches!(self.tok(j + 1), Some(Token::Period)) {
                 j += 2;
             } else {
@@ -528,10 +525,10 @@ impl<'a> Reader<'a> {
                     let mut kind = NameKind::Relation;
                     if self.w(i) == "ALL" {
                         // ALL TABLES IN SCHEMA s
-                        if let Some(sch) = self.find_top(i, "SCHEMA") {
-                            if let Some((p, _)) = self.name_at(sch + 1) {
-                                f.writes.insert(format!("{}.*", p.join(".")));
-                            }
+                        if let Some(sch) = self.find_top(i, "SCHEMA")
+                            && let Some((p, _)) = self.name_at(sch + 1)
+                        {
+                            f.writes.insert(format!("{}.*", p.join(".")));
                         }
                     } else {
                         if let Some((n, k, _)) = self.object_type(i) {
@@ -557,10 +554,10 @@ impl<'a> Reader<'a> {
             }
             "SECURITY" => {
                 let mut f = Found::new(K::Alter);
-                if let Some(on) = self.find_top(s, "ON") {
-                    if let Some((n, kind, _)) = self.object_type(on + 1) {
-                        self.object(on + 1 + n, kind, &mut f.writes);
-                    }
+                if let Some(on) = self.find_top(s, "ON")
+                    && let Some((n, kind, _)) = self.object_type(on + 1)
+                {
+                    self.object(on + 1 + n, kind, &mut f.writes);
                 }
                 f
             }
@@ -677,10 +674,10 @@ impl<'a> Reader<'a> {
     /// SELECT / WITH / VALUES / TABLE.
     fn query(&self, s: usize) -> Found {
         let mut f = Found::new(StatementKind::Select);
-        if self.w(s) == "TABLE" {
-            if let Some((p, _)) = self.name_at(s + 1) {
-                f.reads.insert(self.qualify(&p));
-            }
+        if self.w(s) == "TABLE"
+            && let Some((p, _)) = self.name_at(s + 1)
+        {
+            f.reads.insert(self.qualify(&p));
         }
         self.query_parts(s, &mut f);
         // Data-modifying CTEs and SELECT … INTO.
@@ -752,11 +749,8 @@ impl<'a> Reader<'a> {
     fn call_name(&self, i: usize) -> String {
         let mut parts = Vec::new();
         let mut j = i;
-        loop {
-            match self.tok(j) {
-                Some(Token::Word(w)) => parts.push(fold(&w.value, w.quote_style)),
-                _ => break,
-            }
+        while let Some(Token::Word(w)) = self.tok(j) {
+            parts.push(fold(&w.value, w.quote_style));
             if j >= 2 && matches!(self.tok(j - 1), Some(Token::Period)) {
                 j -= 2;
             } else {
