@@ -4,7 +4,12 @@
 //! statement inside a `BEGIN READ ONLY` transaction without refusing it as a
 //! write (SQLSTATE 25006).
 
-#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 
@@ -154,4 +159,137 @@ fn postgres_agrees_read_only_statements_do_not_write() {
         "too few statements ran ({ran} of {}) for the comparison to mean much",
         statements.len()
     );
+}
+
+/// Generated statements (proptest strategies, drawn deterministically) that
+/// mix read-only and writing parts: every one the analysis calls
+/// `read_only` must run in a PostgreSQL `READ ONLY` transaction without
+/// 25006, and each writing shape must be seen as not read_only.
+#[test]
+fn postgres_agrees_on_generated_statements() {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let calls = prop::sample::select(vec![
+        ("lower(title)", false),
+        ("now()", false),
+        ("random()", false),
+        ("coalesce(kind, 'x')", false),
+        ("length(title)", false),
+        ("pg_catalog.upper(title)", false),
+        ("pg_relation_size('films')", false),
+        ("nextval('serial')", true),
+        ("setval('serial', 5)", true),
+        ("set_config('work_mem', '8MB', false)", true),
+        ("pg_advisory_xact_lock(1)", true),
+        ("pg_catalog.set_config('application_name', 'x', true)", true),
+        ("txid_current()", true),
+        ("lo_creat(-1)", true),
+        ("pg_notify('c', 'x')", true),
+    ]);
+    let tails = prop::sample::select(vec![
+        ("", false),
+        (" WHERE did IS NULL LIMIT 3", false),
+        (" FOR UPDATE", true),
+        (" FOR SHARE", true),
+        (" FOR NO KEY UPDATE SKIP LOCKED", true),
+        (" FOR KEY SHARE NOWAIT", true),
+    ]);
+    let wrappers = prop::sample::select(vec![
+        ("{}", false),
+        ("EXPLAIN {}", false),
+        ("EXPLAIN ANALYZE {}", false),
+        ("EXPLAIN (ANALYZE, COSTS OFF) {}", false),
+        ("WITH x AS ({}) SELECT * FROM x", false),
+        ("SELECT * FROM ({}) AS s", false),
+        (
+            "WITH d AS (DELETE FROM films WHERE false RETURNING id) {}",
+            true,
+        ),
+        (
+            "WITH i AS (INSERT INTO films (title) SELECT 'x' WHERE false RETURNING id) {}",
+            true,
+        ),
+    ]);
+    let strategy = (calls, tails, wrappers, any::<bool>());
+    let mut runner = TestRunner::deterministic();
+    let mut statements = Vec::new();
+    for _ in 0..300 {
+        let ((call, w1), (tail, w2), (wrap, w3), into) =
+            strategy.new_tree(&mut runner).unwrap().current();
+        let into_clause = if into { " INTO TEMP tmp_into" } else { "" };
+        let select = format!("SELECT {call} AS v{into_clause} FROM films{tail}");
+        // `WITH x AS (… FOR UPDATE)` inside a subquery stays a row lock;
+        // EXPLAIN of a CTE-wrapped statement is fine.
+        let sql = wrap.replace("{}", &select);
+        let writes = w1 || w2 || w3 || into;
+        let explained_only = wrap.starts_with("EXPLAIN {") || wrap.starts_with("EXPLAIN ({");
+        let facts = analyze(&sql);
+        assert_eq!(facts.len(), 1, "{sql}");
+        let ro = facts.iter().all(|f| f.read_only);
+        if writes && !explained_only {
+            assert!(!ro, "writes but read_only: {sql}");
+        }
+        if ro {
+            statements.push(sql);
+        }
+    }
+    statements.sort();
+    statements.dedup();
+    assert!(
+        statements.len() >= 20,
+        "{} read_only statements",
+        statements.len()
+    );
+    let pg = portcullis_testkit::PgCluster::start().unwrap();
+    let fixture = std::fs::read_to_string(corpus_dir().join("fixture.sql")).unwrap();
+    pg.execute(&fixture).unwrap();
+    pg.execute("INSERT INTO films (title, kind) VALUES ('a', 'b'), ('c', NULL)")
+        .unwrap();
+    pg.execute(
+        "CREATE FUNCTION try_ro(q text) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN EXECUTE q; RETURN 'ok';
+         EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $f$",
+    )
+    .unwrap();
+    let mut script = String::from("BEGIN READ ONLY;\n");
+    for (i, s) in statements.iter().enumerate() {
+        script.push_str(&format!("SELECT 'R|{i}|' || try_ro($pq${s}$pq$);\n"));
+    }
+    script.push_str("ROLLBACK;\n");
+    let out = pg.execute(&script).unwrap();
+    let mut ran = 0;
+    let mut refused = Vec::new();
+    let mut failed = Vec::new();
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix("R|") else {
+            continue;
+        };
+        let (i, result) = rest.split_once('|').unwrap();
+        let i: usize = i.parse().unwrap();
+        if result == "ok" {
+            ran += 1;
+        } else if result.starts_with("25006") {
+            refused.push(format!("{}  => {result}", statements[i]));
+        } else {
+            failed.push(format!("{}  => {result}", statements[i]));
+        }
+    }
+    eprintln!(
+        "generated: {} read_only statements, {ran} ran in a read-only transaction, {} refused",
+        statements.len(),
+        refused.len()
+    );
+    assert!(
+        refused.is_empty(),
+        "PostgreSQL refused as writes:\n{}",
+        refused.join("\n")
+    );
+    assert!(
+        failed.is_empty(),
+        "failed for other reasons:\n{}",
+        failed.join("\n")
+    );
+    assert_eq!(ran, statements.len());
 }

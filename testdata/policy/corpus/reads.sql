@@ -442,3 +442,7 @@ SELECT GREATEST(1, 2), LEAST(3, 4), NULLIF(a, b) FROM t
 SELECT ROW(1, 'a') = ROW(1, 'a'), (SELECT max(id) FROM films)
 ---
 SELECT interval '1 day' * 3, date '2024-01-01' + 1, timestamp '2024-01-01 00:00' AT TIME ZONE 'UTC'
+---
+COPY films TO STDOUT
+---
+COPY (SELECT title FROM films WHERE kind = 'Drama') TO STDOUT WITH (FORMAT csv, HEADER)

@@ -992,3 +992,8 @@ SELECT pg_advisory_unlock(72707369)
 DELETE FROM "sessions" WHERE "sessions"."updated_at" < '2024-01-01'
 ---
 UPDATE "jobs" SET "locked_at" = now(), "locked_by" = 'worker.1' WHERE id = (SELECT id FROM "jobs" WHERE "locked_at" IS NULL ORDER BY priority LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *
+
+---
+SET app.tenant_id = '42'
+---
+SELECT set_config('app.tenant_id', '42', false)

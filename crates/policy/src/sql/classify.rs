@@ -967,7 +967,9 @@ impl<'a> Reader<'a> {
         if !param.is_empty() {
             f.parameters.insert(param);
         }
-        f.read_only = !self.read_write(s);
+        // A custom parameter (`app.tenant_id`) may be what row-level security
+        // policies read: changing it is not read-only.
+        f.read_only = !self.read_write(s) && !f.parameters.iter().any(|p| p.contains('.'));
         f
     }
 

@@ -222,8 +222,8 @@ struct Generic<'a> {
     not_read_only: bool,
     /// `EXPLAIN ANALYZE` (the explained statement runs).
     explain_analyze: bool,
-    /// A cursor `FETCH`/`MOVE`/`CLOSE` or `DISCARD PLANS`: touches only
-    /// the session's own state.
+    /// A cursor `FETCH`/`MOVE`/`CLOSE`, `DISCARD PLANS`, `COPY … TO STDOUT`:
+    /// touches only the session's own state or its output.
     harmless_session_op: bool,
 }
 
@@ -259,6 +259,8 @@ impl Generic<'_> {
             K::Cursor => self.harmless_session_op || self.body_read_only(),
             K::Show | K::Listen | K::Deallocate => true,
             K::Discard => self.harmless_session_op,
+            // COPY … TO STDOUT of a table or of a read-only query.
+            K::Copy => self.harmless_session_op && self.body_read_only(),
             K::Transaction | K::Set | K::Reset => !self.not_read_only && self.risks.is_empty(),
             _ => false,
         }
@@ -314,6 +316,11 @@ impl Generic<'_> {
             let full = parts.join(".");
             if parts.len() > 1 && self.an.is_unsafe_parameter(last) {
                 self.risks.insert(Risk::SetsUnsafeParameter);
+            }
+            if parts.len() > 1 {
+                // A custom parameter (`app.tenant_id`) may be what row-level
+                // security policies read: changing it is not read-only.
+                self.not_read_only = true;
             }
             self.set_param(&full);
         }
@@ -400,6 +407,9 @@ impl Generic<'_> {
                     } else {
                         self.write(table_name)
                     }
+                }
+                if *to && matches!(target, CopyTarget::Stdout) {
+                    self.harmless_session_op = true;
                 }
                 match target {
                     CopyTarget::Program { .. } => {
