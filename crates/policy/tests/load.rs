@@ -149,3 +149,17 @@ fn operator_chain_at_the_limit_walks_on_a_test_stack() {
     let facts = handle.join().unwrap();
     assert!(!facts[0].unparsed, "{:?}", facts[0].parse_error);
 }
+
+/// The read-only agent example is the policy the read-only testdata files run.
+#[test]
+fn read_only_agent_example_is_the_tested_policy() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = std::fs::read_to_string(root.join("examples/read-only-agent.toml")).unwrap();
+    portcullis_policy::Policy::from_toml_str(&example).unwrap();
+    for f in ["read-only-agent.toml", "evasion-read-only.toml"] {
+        let text = std::fs::read_to_string(root.join("testdata/policy").join(f)).unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let policy = doc.get("policy").and_then(|p| p.as_str()).unwrap();
+        assert_eq!(policy.trim(), example.trim(), "{f}");
+    }
+}

@@ -1,6 +1,8 @@
 //! SQL analysis: split, parse, and walk a SQL string into [`StatementFacts`].
 
+mod catalog;
 mod classify;
+mod fold;
 mod walk;
 
 use sqlparser::dialect::PostgreSqlDialect;
@@ -87,6 +89,11 @@ pub struct SqlOptions {
     pub unsafe_parameters: Vec<String>,
     /// The schema given to unqualified table names (`public`).
     pub default_schema: String,
+    /// Functions (folded names, optionally schema-qualified) known not to
+    /// change anything, beyond the built-in list of PostgreSQL's
+    /// `pg_catalog`: a statement calling a function on neither list is not
+    /// `read_only`. A function on the dangerous list never is.
+    pub extra_read_only_functions: Vec<String>,
     /// The parser's recursion limit; a statement nested deeper is unparsed.
     pub recursion_limit: usize,
     /// The most tokens one statement may have; a longer one is unparsed.
@@ -108,6 +115,7 @@ impl Default for SqlOptions {
                 .map(|s| (*s).to_owned())
                 .collect(),
             default_schema: "public".to_owned(),
+            extra_read_only_functions: Vec::new(),
             recursion_limit: 50,
             max_statement_tokens: 20_000,
             max_statement_operators: 500,
@@ -141,6 +149,30 @@ impl Analyzer {
     pub(crate) fn is_dangerous(&self, folded_name: &str) -> bool {
         let base = folded_name.rsplit('.').next().unwrap_or(folded_name);
         self.dangerous.is_match(base)
+    }
+
+    /// True when calling `folded_name` (as written, maybe schema-qualified)
+    /// cannot change anything: a built-in of `pg_catalog` known to be
+    /// read-only (unqualified or qualified with `pg_catalog`) or a name on
+    /// the policy's extra list, and not a dangerous function.
+    pub(crate) fn is_read_only_function(&self, folded_name: &str) -> bool {
+        if self.is_dangerous(folded_name) {
+            return false;
+        }
+        if self
+            .options
+            .extra_read_only_functions
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(folded_name))
+        {
+            return true;
+        }
+        let base = match folded_name.split_once('.') {
+            None => folded_name,
+            Some(("pg_catalog", rest)) if !rest.contains('.') => rest,
+            Some(_) => return false,
+        };
+        catalog::READ_ONLY_FUNCTIONS.binary_search(&base).is_ok()
     }
 
     pub(crate) fn is_unsafe_parameter(&self, name: &str) -> bool {
@@ -432,5 +464,38 @@ pub fn analyze_with(sql: &str, options: &SqlOptions) -> Vec<StatementFacts> {
     match Analyzer::new(options.clone()) {
         Ok(a) => a.analyze(sql),
         Err(msg) => vec![classify::unparsed(msg)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn read_only_function_list_is_sorted_for_binary_search() {
+        let list = super::catalog::READ_ONLY_FUNCTIONS;
+        assert!(list.windows(2).all(|w| w[0] < w[1]));
+        for f in [
+            "lower",
+            "count",
+            "now",
+            "coalesce",
+            "row",
+            "pg_relation_size",
+        ] {
+            assert!(list.binary_search(&f).is_ok(), "{f}");
+        }
+        for f in [
+            "set_config",
+            "nextval",
+            "setval",
+            "pg_terminate_backend",
+            "lo_import",
+            "pg_advisory_lock",
+            "pg_read_file",
+            "dblink",
+            "query_to_xml",
+            "txid_current",
+        ] {
+            assert!(list.binary_search(&f).is_err(), "{f}");
+        }
     }
 }
