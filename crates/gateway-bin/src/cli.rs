@@ -57,9 +57,48 @@ pub(crate) enum Command {
     /// Read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Try a policy before enforcing it: explain one statement, or replay a
+    /// trail's statements against it.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Sessions recorded in the audit trail.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// One statement's facts, the rules that match it, and the decision.
+    Explain {
+        /// The policy file.
+        policy: PathBuf,
+        /// The SQL text.
+        sql: String,
+        /// Who runs it: ID:KIND[:GROUP,GROUP…] (kind: human, agent, service).
+        #[arg(long, default_value = "agent:agent")]
+        principal: String,
+        /// The connection's name (as in the configuration).
+        #[arg(long, default_value = "db")]
+        resource: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the statements recorded in a trail against a policy and print
+    /// what would change (e.g. allow -> deny), with counts per rule.
+    Test {
+        /// The candidate policy file.
+        policy: PathBuf,
+        /// The trail's files, in order (or a directory holding them).
+        #[arg(long, required = true, num_args = 1..)]
+        trail: Vec<PathBuf>,
+        /// Compare with this policy instead of the decisions recorded at the time.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Command {

@@ -61,6 +61,7 @@ fn run(cli: Cli) -> Result<(), String> {
         #[cfg(feature = "demo")]
         Command::Demo { listen, admin } => demo::run(&listen, &admin),
         Command::Audit(a) => commands::audit::run(a),
+        Command::Policy(p) => commands::policy::run(p),
         Command::Sessions(SessionsCommand::List { admin, token }) => {
             admin_client::admin_get(&admin, token, "/v1/sessions")
         }

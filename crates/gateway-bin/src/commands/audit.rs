@@ -22,7 +22,7 @@ pub(crate) fn session_show(id: &str, files: &[PathBuf]) -> Result<(), String> {
 
 /// Files as given, with each directory replaced by the `*.jsonl` files in it,
 /// in name order (the order a trail's files are written in).
-fn trail_paths(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn trail_paths(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in given {
         if p.is_dir() {
