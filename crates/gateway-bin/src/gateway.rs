@@ -4,7 +4,13 @@
 //! Per statement: the client's token is checked again (expiry, revocation),
 //! the policy decides, the statement's masked text and the decision are
 //! written to the trail and made durable, and only then is the statement
-//! forwarded, refused, or held for approval. If the trail cannot make the
+//! forwarded, refused, or held for approval. The decision becomes the
+//! statement's [`Plan`] (its command id, the policy's mask directives,
+//! whether it computes output from a masked column), which portcullis-pg
+//! keeps with the prepared statement and hands back with its results.
+//! Every Execute is a command of its own: the session is checked again, the
+//! execution is written to the trail with its bound parameters (masked)
+//! under its own command id, and the Parse's decision is reused. If the trail cannot make the
 //! record durable the statement is refused (fail closed) and the gateway
 //! reports itself unhealthy.
 //!
@@ -544,8 +550,9 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 /// Where in the protocol a decision is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// A Parse: a review is answered with an empty hold (each execution is
-    /// held later), and no approval is requested yet.
+    /// A Parse: a reviewed statement is prepared (each of its executions is
+    /// held later, where the approver sees the bound values), and no
+    /// approval is requested yet.
     Parse,
     /// The statement runs now (simple query, or one execution).
     Run,

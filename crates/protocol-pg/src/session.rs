@@ -2278,7 +2278,6 @@ impl<H: Hook> Session<H> {
                     cmd: Some(command),
                     gateway: false,
                     plan,
-                    kind: Kind::Query | Kind::Execute { .. },
                     ..
                 })) = self.expect.pop_front()
                 {
