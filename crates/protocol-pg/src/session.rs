@@ -2358,15 +2358,16 @@ impl<H: Hook> Session<H> {
                 "DataRow with no result in progress".into(),
             ));
         };
+        if result.chosen.is_empty() {
+            // Nothing to transform: the frame goes out as it came.
+            return Ok(frame.raw);
+        }
         let body = frame.body();
         let fields = codec::split_data_row(body).map_err(SessionError::Backend)?;
         if fields.len() != result.columns.len() {
             return Err(SessionError::Violation(
                 "DataRow with a different number of columns than its RowDescription".into(),
             ));
-        }
-        if result.chosen.is_empty() {
-            return Ok(frame.raw);
         }
         let (Some(principal), Some(plan)) = (self.principal.as_ref(), result.plan.as_ref()) else {
             return Ok(frame.raw);
