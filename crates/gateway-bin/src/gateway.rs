@@ -4,7 +4,13 @@
 //! Per statement: the client's token is checked again (expiry, revocation),
 //! the policy decides, the statement's masked text and the decision are
 //! written to the trail and made durable, and only then is the statement
-//! forwarded, refused, or held for approval. If the trail cannot make the
+//! forwarded, refused, or held for approval. The decision becomes the
+//! statement's [`Plan`] (its command id, the policy's mask directives,
+//! whether it computes output from a masked column), which portcullis-pg
+//! keeps with the prepared statement and hands back with its results.
+//! Every Execute is a command of its own: the session is checked again, the
+//! execution is written to the trail with its bound parameters (masked)
+//! under its own command id, and the Parse's decision is reused. If the trail cannot make the
 //! record durable the statement is refused (fail closed) and the gateway
 //! reports itself unhealthy.
 //!
@@ -24,9 +30,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use portcullis_audit::{self as audit, AuditEvent, AuditSink, EventKind, MaskedText};
 use portcullis_mask::Masker;
 use portcullis_pg::{
-    Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, FieldValue,
-    Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
-    async_trait,
+    Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, Execution,
+    FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind,
+    Verdict, async_trait,
 };
 use portcullis_policy::{self as policy, Effect, Policy};
 use tokio::sync::{mpsc, oneshot};
@@ -149,7 +155,7 @@ pub(crate) struct SessionState {
 
 /// How one result column is masked, decided at its RowDescription.
 #[derive(Debug, Clone, Copy, Default)]
-struct ColumnPlan {
+pub(crate) struct ColumnPlan {
     /// A policy rule's `mask` directive names it: masked whole.
     directive: bool,
     /// Masked whole (under this id) if neither its name nor its value is:
@@ -157,18 +163,77 @@ struct ColumnPlan {
     fallback: Option<&'static str>,
 }
 
+/// What the policy decided for one statement, made once (at its Parse, or
+/// its simple Query) and reused by each of its executions.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    facts: BTreeMap<String, serde_json::Value>,
+    rule_id: Option<String>,
+    reason: String,
+    /// The policy reviews it: each execution is held for approval.
+    review: Option<Review>,
+    /// Field patterns a policy rule asked to mask in its results.
+    directive_fields: Vec<String>,
+    /// It computes output from a masked column.
+    derived_from_masked: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Review {
+    groups: Vec<String>,
+    min_approvals: u32,
+    timeout: std::time::Duration,
+}
+
+/// The gateway's plan for one command (a simple query, a Parse, one
+/// Execute): its audit command id, the statement's decision, and what its
+/// results had masked.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    command_id: u64,
+    started: Instant,
+    decided: Arc<Decided>,
+    /// Values masked in this command's results, per detector.
+    masked: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Plan {
+    fn new(command_id: u64, decided: Arc<Decided>) -> Plan {
+        Plan {
+            command_id,
+            started: Instant::now(),
+            decided,
+            masked: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn count(&self, detector: &str) {
+        *self
+            .masked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(detector.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    fn take_masked(&self) -> BTreeMap<String, u64> {
+        std::mem::take(
+            &mut *self
+                .masked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn duration_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Session totals and the approvals a session is waiting on; nothing about
+/// any one command.
 #[derive(Debug, Default)]
 struct SessionInner {
-    /// Values masked by the current command, per detector.
-    masked: BTreeMap<String, u64>,
-    /// When each command arrived.
-    started: HashMap<u64, Instant>,
-    /// Field patterns a policy rule asked to mask for the current command.
-    directive_fields: Vec<String>,
-    /// The current command computes output from a masked column.
-    derived_from_masked: bool,
-    /// Per column of the current result: how it is masked.
-    plan: Vec<ColumnPlan>,
     /// Approval requests of held commands, to withdraw them if abandoned.
     approvals: HashMap<u64, String>,
     rows: u64,
@@ -485,8 +550,9 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 /// Where in the protocol a decision is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// A Parse: a review is answered with an empty hold (each execution is
-    /// held later), and no approval is requested yet.
+    /// A Parse: a reviewed statement is prepared (each of its executions is
+    /// held later, where the approver sees the bound values), and no
+    /// approval is requested yet.
     Parse,
     /// The statement runs now (simple query, or one execution).
     Run,
@@ -513,21 +579,16 @@ impl Gateway {
         MaskedText::already_masked(self.mask_text(&text))
     }
 
-    async fn decide(
+    /// The checks every command gets, also each execution of an allowed
+    /// prepared statement: the token is checked again (expiry, revocation)
+    /// and the session must not have been killed. A refusal is recorded
+    /// durably under the command's id.
+    async fn check_session(
         &self,
-        cx: &Context<'_, Arc<SessionState>>,
-        sql: &str,
-        params: Option<&[Option<Bytes>]>,
-        stage: Stage,
-    ) -> Verdict {
-        let s = cx.principal;
-        let command_id = cx.command.map_or(0, |c| c.0);
-        let text = self.command_text(sql, params);
-
-        // The token is checked again at every statement.
-        // The token is checked again at every statement; a revoked token, a
-        // killed session (and, as configured, an expired token) end the
-        // session there.
+        s: &SessionState,
+        command_id: u64,
+        text: &MaskedText,
+    ) -> Option<Verdict<Plan>> {
         let ended = match self.identity.recheck(&s.principal) {
             Err(e @ AuthError::Expired { .. }) if !self.end_session_on_expiry => {
                 Some((e.to_string(), false))
@@ -538,24 +599,76 @@ impl Gateway {
             )),
             Ok(()) => s.killed().map(|why| (why, true)),
         };
-        if let Some((reason, terminate)) = ended {
-            let _ = s
-                .record_durably(EventKind::Command {
-                    command_id,
-                    text,
-                    facts: BTreeMap::new(),
-                    effect: audit::Effect::Deny,
-                    rule_id: None,
-                    reason: reason.clone(),
-                })
-                .await;
-            return if terminate {
-                Verdict::Terminate(reason)
-            } else {
-                Verdict::Deny(reason)
-            };
-        }
+        let (reason, terminate) = ended?;
+        let _ = s
+            .record_durably(EventKind::Command {
+                command_id,
+                text: text.clone(),
+                facts: BTreeMap::new(),
+                effect: audit::Effect::Deny,
+                rule_id: None,
+                reason: reason.clone(),
+            })
+            .await;
+        Some(if terminate {
+            Verdict::Terminate(reason)
+        } else {
+            Verdict::Deny(reason)
+        })
+    }
 
+    /// Fail closed: a trail that says it cannot make records durable gets
+    /// no statement. Then the command's record, durable before anything
+    /// reaches the backend.
+    async fn write_ahead(
+        &self,
+        s: &SessionState,
+        command_id: u64,
+        text: MaskedText,
+        decided: &Decided,
+        effect: audit::Effect,
+    ) -> Result<(), String> {
+        if let Err(why) = self.audit_ready().await {
+            return Err(format!(
+                "the audit trail cannot make records durable, so the statement was not run \
+                 (fail closed): {why}"
+            ));
+        }
+        let write_started = Instant::now();
+        let written = s
+            .record_durably(EventKind::Command {
+                command_id,
+                text,
+                facts: decided.facts.clone(),
+                effect,
+                rule_id: decided.rule_id.clone(),
+                reason: decided.reason.clone(),
+            })
+            .await;
+        metrics::histogram!("portcullis_audit_write_seconds")
+            .record(write_started.elapsed().as_secs_f64());
+        written.map_err(|e| {
+            format!(
+                "the audit trail cannot record this statement, so it was not run (fail closed): {e}"
+            )
+        })
+    }
+
+    /// Decides on a statement with the policy: a simple query (`stage`
+    /// Run), a Parse, or an execution of a statement no Parse announced.
+    async fn decide(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        sql: &str,
+        params: Option<&[Option<Bytes>]>,
+        stage: Stage,
+    ) -> Verdict<Plan> {
+        let s = cx.principal;
+        let command_id = cx.command.map_or(0, |c| c.0);
+        let text = self.command_text(sql, params);
+        if let Some(refused) = self.check_session(s, command_id, &text).await {
+            return refused;
+        }
         if let Err(e) = s
             .conn
             .masked
@@ -577,14 +690,32 @@ impl Gateway {
             Effect::Deny => audit::Effect::Deny,
             Effect::Review { .. } => audit::Effect::Hold,
         };
-        // Fail closed: a trail that says it cannot make records durable
-        // gets no statement.
-        if let Err(why) = self.audit_ready().await {
-            return Verdict::Deny(format!(
-                "the audit trail cannot make records durable, so the statement was not run \
-                 (fail closed): {why}"
-            ));
-        }
+        let review = match &decision.effect {
+            Effect::Review {
+                groups,
+                min_approvals,
+                timeout,
+                ..
+            } => Some(Review {
+                groups: groups.clone(),
+                min_approvals: *min_approvals,
+                timeout: *timeout,
+            }),
+            _ => None,
+        };
+        let decided = Arc::new(Decided {
+            facts: facts_map(&decision.facts),
+            rule_id: decision.rule_id.clone(),
+            reason: decision.reason.clone(),
+            review,
+            directive_fields: decision
+                .mask
+                .fields
+                .iter()
+                .map(|f| f.field.clone())
+                .collect(),
+            derived_from_masked: derives_from_masked(&decision.facts, &self.field_patterns),
+        });
         metrics::counter!("portcullis_commands_total", "effect" => decision.effect.as_str())
             .increment(1);
         tracing::info!(
@@ -595,142 +726,162 @@ impl Gateway {
             rule = decision.rule_id.as_deref().unwrap_or("default"),
             "command"
         );
-        // Write-ahead: durable before anything reaches the backend.
-        let write_started = Instant::now();
-        let written = s
-            .record_durably(EventKind::Command {
-                command_id,
-                text: text.clone(),
-                facts: facts_map(&decision.facts),
-                effect,
-                rule_id: decision.rule_id.clone(),
-                reason: decision.reason.clone(),
-            })
-            .await;
-        metrics::histogram!("portcullis_audit_write_seconds")
-            .record(write_started.elapsed().as_secs_f64());
-        if let Err(e) = written {
-            return Verdict::Deny(format!(
-                "the audit trail cannot record this statement, so it was not run (fail closed): {e}"
-            ));
-        }
+        if let Err(e) = self
+            .write_ahead(s, command_id, text.clone(), &decided, effect)
+            .await
         {
-            let mut inner = s.lock();
-            inner.masked.clear();
-            inner.started.insert(command_id, Instant::now());
-            inner.directive_fields = decision
-                .mask
-                .fields
-                .iter()
-                .map(|f| f.field.clone())
-                .collect();
-            inner.derived_from_masked = derives_from_masked(&decision.facts, &self.field_patterns);
+            return Verdict::Deny(e);
         }
         if changes_schema(&decision.facts) {
             s.conn.masked.mark_stale();
         }
+        let plan = Plan::new(command_id, decided.clone());
         match decision.effect {
-            Effect::Allow => Verdict::Forward,
+            Effect::Allow => Verdict::Forward(plan),
             Effect::Deny => Verdict::Deny(Gateway::deny_message(&decision)),
-            Effect::Review { .. } if stage == Stage::Parse => Verdict::Hold(Hold {
-                notice: String::new(),
-                decision: Box::pin(async { PgDecision::Forward }),
-            }),
-            Effect::Review {
-                groups,
-                min_approvals,
-                timeout,
-                ..
-            } => {
-                let request = ApprovalRequest {
-                    requester: s.principal.id.clone(),
-                    session_id: s.session.to_string(),
-                    connection: s.connection.clone(),
-                    command: text.as_str().to_owned(),
-                    rule_id: decision.rule_id.clone().unwrap_or_default(),
-                    reason: decision.reason.clone(),
-                    groups: groups.clone(),
-                    min_approvals: usize::try_from(min_approvals).unwrap_or(usize::MAX),
-                    timeout,
-                };
-                let ticket = match self.approvals.request(request) {
-                    Ok(t) => t,
-                    Err(e) => return Verdict::Deny(format!("cannot hold for approval: {e}")),
-                };
-                let id = ticket.id.clone();
-                s.lock().approvals.insert(command_id, id.clone());
-                s.record(EventKind::ApprovalRequested {
-                    request_id: id.clone(),
-                    command_id,
-                    approver: Some(groups.join(",")),
-                });
-                let store = self.approvals.clone();
-                let state = s.clone();
-                let notice = format!(
-                    "held for approval: {id} (rule {}); an approver in {} runs: \
-                     portcullis approvals approve {id}",
-                    decision.rule_id.as_deref().unwrap_or("default"),
-                    if groups.is_empty() {
-                        "any group".to_owned()
-                    } else {
-                        groups.join(", ")
-                    },
-                );
-                Verdict::Hold(Hold {
-                    notice,
-                    decision: Box::pin(async move {
-                        let outcome = ticket.wait(&store).await;
-                        state.lock().approvals.remove(&command_id);
-                        let (kind, verdict) = match outcome {
-                            Outcome::Approved { by } => (
-                                EventKind::ApprovalGranted {
-                                    request_id: id.clone(),
-                                    approver: by.join(","),
-                                },
-                                PgDecision::Forward,
-                            ),
-                            Outcome::Denied { by } => (
-                                EventKind::ApprovalDenied {
-                                    request_id: id.clone(),
-                                    approver: by.clone(),
-                                    reason: None,
-                                },
-                                PgDecision::Deny(format!("{by} denied approval {id}")),
-                            ),
-                            Outcome::Expired => (
-                                EventKind::ApprovalExpired {
-                                    request_id: id.clone(),
-                                },
-                                PgDecision::Deny(format!(
-                                    "approval {id} expired before anyone decided; the \
-                                     statement was not run"
-                                )),
-                            ),
-                            Outcome::Abandoned => (
-                                EventKind::ApprovalExpired {
-                                    request_id: id.clone(),
-                                },
-                                PgDecision::Deny(format!("approval {id} was abandoned")),
-                            ),
-                        };
-                        // The approval is durable before the command runs.
-                        match state.record_durably(kind).await {
-                            Ok(()) => verdict,
-                            Err(e) => PgDecision::Deny(format!(
-                                "the audit trail cannot record the approval, so the \
-                                 statement was not run (fail closed): {e}"
-                            )),
-                        }
-                    }),
-                })
-            }
+            // Prepared; each execution is held, where the approver sees the
+            // bound values.
+            Effect::Review { .. } if stage == Stage::Parse => Verdict::Forward(plan),
+            Effect::Review { .. } => self.hold(s, text, plan),
         }
+    }
+
+    /// One execution of a statement prepared with `statement` as its plan:
+    /// the policy's decision is reused (not re-parsed); the session is
+    /// checked, and the execution is recorded durably, with its bound
+    /// parameters, under its own command id before it is forwarded.
+    async fn execute(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        statement: &Plan,
+        sql: &str,
+        params: &[Option<Bytes>],
+    ) -> Verdict<Plan> {
+        let s = cx.principal;
+        let command_id = cx.command.map_or(0, |c| c.0);
+        let text = self.command_text(sql, Some(params));
+        if let Some(refused) = self.check_session(s, command_id, &text).await {
+            return refused;
+        }
+        let decided = statement.decided.clone();
+        let effect = if decided.review.is_some() {
+            audit::Effect::Hold
+        } else {
+            audit::Effect::Allow
+        };
+        if let Err(e) = self
+            .write_ahead(s, command_id, text.clone(), &decided, effect)
+            .await
+        {
+            return Verdict::Deny(e);
+        }
+        let plan = Plan::new(command_id, decided);
+        if plan.decided.review.is_some() {
+            self.hold(s, text, plan)
+        } else {
+            Verdict::Forward(plan)
+        }
+    }
+
+    /// Holds a reviewed command for approval.
+    fn hold(&self, s: &Arc<SessionState>, text: MaskedText, plan: Plan) -> Verdict<Plan> {
+        let command_id = plan.command_id;
+        let decided = plan.decided.clone();
+        let Some(review) = decided.review.clone() else {
+            return Verdict::Deny("the gateway has no review to hold this statement for".into());
+        };
+        let request = ApprovalRequest {
+            requester: s.principal.id.clone(),
+            session_id: s.session.to_string(),
+            connection: s.connection.clone(),
+            command: text.as_str().to_owned(),
+            rule_id: decided.rule_id.clone().unwrap_or_default(),
+            reason: decided.reason.clone(),
+            groups: review.groups.clone(),
+            min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
+            timeout: review.timeout,
+        };
+        let ticket = match self.approvals.request(request) {
+            Ok(t) => t,
+            Err(e) => return Verdict::Deny(format!("cannot hold for approval: {e}")),
+        };
+        let id = ticket.id.clone();
+        s.lock().approvals.insert(command_id, id.clone());
+        s.record(EventKind::ApprovalRequested {
+            request_id: id.clone(),
+            command_id,
+            approver: Some(review.groups.join(",")),
+        });
+        let store = self.approvals.clone();
+        let state = s.clone();
+        let notice = format!(
+            "held for approval: {id} (rule {}); an approver in {} runs: \
+             portcullis approvals approve {id}",
+            decided.rule_id.as_deref().unwrap_or("default"),
+            if review.groups.is_empty() {
+                "any group".to_owned()
+            } else {
+                review.groups.join(", ")
+            },
+        );
+        Verdict::Hold(
+            Hold {
+                notice,
+                decision: Box::pin(async move {
+                    let outcome = ticket.wait(&store).await;
+                    state.lock().approvals.remove(&command_id);
+                    let (kind, verdict) = match outcome {
+                        Outcome::Approved { by } => (
+                            EventKind::ApprovalGranted {
+                                request_id: id.clone(),
+                                approver: by.join(","),
+                            },
+                            PgDecision::Forward,
+                        ),
+                        Outcome::Denied { by } => (
+                            EventKind::ApprovalDenied {
+                                request_id: id.clone(),
+                                approver: by.clone(),
+                                reason: None,
+                            },
+                            PgDecision::Deny(format!("{by} denied approval {id}")),
+                        ),
+                        Outcome::Expired => (
+                            EventKind::ApprovalExpired {
+                                request_id: id.clone(),
+                            },
+                            PgDecision::Deny(format!(
+                                "approval {id} expired before anyone decided; the \
+                                 statement was not run"
+                            )),
+                        ),
+                        Outcome::Abandoned => (
+                            EventKind::ApprovalExpired {
+                                request_id: id.clone(),
+                            },
+                            PgDecision::Deny(format!("approval {id} was abandoned")),
+                        ),
+                    };
+                    // The approval is durable before the command runs.
+                    match state.record_durably(kind).await {
+                        Ok(()) => verdict,
+                        Err(e) => PgDecision::Deny(format!(
+                            "the audit trail cannot record the approval, so the \
+                             statement was not run (fail closed): {e}"
+                        )),
+                    }
+                }),
+            },
+            plan,
+        )
     }
 }
 
 #[async_trait]
 impl Hook for Gateway {
     type Principal = Arc<SessionState>;
+    type Plan = Plan;
+    type ColumnPlan = ColumnPlan;
 
     async fn authenticate(
         &self,
@@ -826,7 +977,7 @@ impl Hook for Gateway {
         })
     }
 
-    async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict {
+    async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict<Plan> {
         self.decide(cx, sql, None, Stage::Run).await
     }
 
@@ -838,98 +989,109 @@ impl Hook for Gateway {
         cx: &Context<'_, Arc<SessionState>>,
         _statement: &str,
         sql: &str,
-    ) -> ParseVerdict {
+    ) -> ParseVerdict<Plan> {
         match self.decide(cx, sql, None, Stage::Parse).await {
-            Verdict::Forward => ParseVerdict::Forward,
+            Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
             Verdict::Deny(reason) => ParseVerdict::Deny(reason),
-            Verdict::Hold(_) => ParseVerdict::HoldEachExecution,
             Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
         }
     }
 
+    /// Every Execute: the statement's decision is reused; the session is
+    /// checked and the execution written to the trail with its parameters.
+    /// A statement no Parse announced (SQL `PREPARE`) is decided as
+    /// `EXECUTE name`.
     async fn on_execute(
         &self,
         cx: &Context<'_, Arc<SessionState>>,
-        sql: &str,
-        params: &[Option<Bytes>],
-    ) -> Verdict {
-        self.decide(cx, sql, Some(params), Stage::Run).await
+        execution: Execution<'_, Plan>,
+    ) -> Verdict<Plan> {
+        match execution.plan {
+            Some(statement) => {
+                self.execute(cx, statement, execution.sql, execution.params)
+                    .await
+            }
+            None => {
+                self.decide(cx, execution.sql, Some(execution.params), Stage::Run)
+                    .await
+            }
+        }
     }
 
     fn on_row_description(
         &self,
         cx: &Context<'_, Arc<SessionState>>,
+        plan: &Plan,
         columns: &[Column],
-    ) -> Vec<usize> {
-        // Decided once per result, not per row: which columns are masked
-        // whole whatever their values. Every column is chosen, since field
-        // rules match by name and detectors scan every value.
+    ) -> Vec<(usize, ColumnPlan)> {
+        // Decided once per result, not per row, from this statement's own
+        // plan: which columns are masked whole whatever their values. Every
+        // column is chosen, since field rules match by name and detectors
+        // scan every value.
         let s = cx.principal;
-        let mut inner = s.lock();
-        let plan = columns
+        let decided = &plan.decided;
+        columns
             .iter()
             .map(|c| {
                 // `schema.table.column` directives are matched on the column
                 // part (masking more, never less).
-                let directive = inner
+                let directive = decided
                     .directive_fields
                     .iter()
                     .any(|f| glob_match(f.rsplit('.').next().unwrap_or(f), &c.name));
                 let fallback = if s.conn.masked.contains(c.table_oid, c.attribute) {
                     Some("field")
-                } else if c.table_oid == 0 && inner.derived_from_masked {
+                } else if c.table_oid == 0 && decided.derived_from_masked {
                     Some("derived")
                 } else {
                     None
                 };
-                ColumnPlan {
-                    directive,
-                    fallback,
-                }
+                (
+                    c.index,
+                    ColumnPlan {
+                        directive,
+                        fallback,
+                    },
+                )
             })
-            .collect();
-        inner.plan = plan;
-        columns.iter().map(|c| c.index).collect()
+            .collect()
     }
 
     fn transform_field(
         &self,
-        cx: &Context<'_, Arc<SessionState>>,
+        _cx: &Context<'_, Arc<SessionState>>,
+        plan: &Plan,
         column: &Column,
+        column_plan: &ColumnPlan,
         value: &[u8],
     ) -> FieldValue {
-        let s = cx.principal;
         // Text types carry the same bytes in binary format, so a marker fits.
         let textual = match column.format {
             Format::Text => is_text_type(column.type_oid),
             Format::Binary => binary_is_text(column.type_oid),
         };
-        let plan = s.lock().plan.get(column.index).copied().unwrap_or_default();
         let whole = |id: &str| {
-            *s.lock().masked.entry(id.to_owned()).or_insert(0) += 1;
+            plan.count(id);
             if textual {
                 FieldValue::Replace(format!("[MASKED:{id}]").into_bytes())
             } else {
                 FieldValue::Null
             }
         };
-        if plan.directive {
+        if column_plan.directive {
             return whole("policy-field");
         }
         let masked = self.masker.mask_field(&column.name, value);
         if !masked.is_masked() {
             // Not masked by its output name nor its value: by its source
             // column, or as an expression over a masked column?
-            return match plan.fallback {
+            return match column_plan.fallback {
                 Some(id) => whole(id),
                 None => FieldValue::Keep,
             };
         }
-        {
-            let mut inner = s.lock();
-            for f in masked.findings() {
-                *inner.masked.entry(f.detector().to_owned()).or_insert(0) += 1;
-            }
+        for f in masked.findings() {
+            plan.count(f.detector());
         }
         if textual {
             FieldValue::Replace(masked.output().to_vec())
@@ -938,14 +1100,18 @@ impl Hook for Gateway {
         }
     }
 
-    fn transform_copy(&self, cx: &Context<'_, Arc<SessionState>>, data: &[u8]) -> Option<Vec<u8>> {
+    fn transform_copy(
+        &self,
+        _cx: &Context<'_, Arc<SessionState>>,
+        plan: &Plan,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
         let masked = self.masker.mask(data);
         if !masked.is_masked() {
             return None;
         }
-        let mut inner = cx.principal.lock();
         for f in masked.findings() {
-            *inner.masked.entry(f.detector().to_owned()).or_insert(0) += 1;
+            plan.count(f.detector());
         }
         Some(masked.output().to_vec())
     }
@@ -953,6 +1119,7 @@ impl Hook for Gateway {
     fn transform_text(
         &self,
         _cx: &Context<'_, Arc<SessionState>>,
+        _plan: Option<&Plan>,
         _kind: TextKind,
         text: &str,
     ) -> Option<String> {
@@ -962,7 +1129,7 @@ impl Hook for Gateway {
             .then(|| String::from_utf8_lossy(masked.output()).into_owned())
     }
 
-    fn on_event(&self, event: &Event) {
+    fn on_event(&self, event: &Event, plan: Option<&Plan>) {
         let session = match event {
             Event::SessionStarted { session, .. }
             | Event::CommandReceived { session, .. }
@@ -972,6 +1139,8 @@ impl Hook for Gateway {
             | Event::HoldAbandoned { session, .. }
             | Event::CommandCompleted { session, .. }
             | Event::Error { session, .. }
+            | Event::ProtocolViolation { session, .. }
+            | Event::CommandDiscarded { session, .. }
             | Event::SessionEnded { session, .. } => *session,
             _ => return,
         };
@@ -1003,15 +1172,12 @@ impl Hook for Gateway {
                     .and_then(|n| n.parse::<u64>().ok())
                     .unwrap_or(0);
                 let rows = &(*rows).max(affected);
-                let (masked, started) = {
+                {
                     let mut inner = s.lock();
                     inner.rows = inner.rows.saturating_add(*rows);
                     inner.bytes_out = inner.bytes_out.saturating_add(*bytes);
-                    (
-                        std::mem::take(&mut inner.masked),
-                        inner.started.remove(&command.0),
-                    )
-                };
+                }
+                let masked = plan.map(Plan::take_masked).unwrap_or_default();
                 for (detector, n) in &masked {
                     metrics::counter!("portcullis_masked_values_total", "detector" => detector.clone())
                         .increment(*n);
@@ -1021,9 +1187,7 @@ impl Hook for Gateway {
                     rows: *rows,
                     bytes: *bytes,
                     masked,
-                    duration_us: started.map_or(0, |t| {
-                        u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
-                    }),
+                    duration_us: plan.map_or(0, Plan::duration_us),
                     error_code: None,
                     error_message: None,
                 });
@@ -1036,17 +1200,35 @@ impl Hook for Gateway {
             } => {
                 metrics::counter!("portcullis_backend_errors_total", "sqlstate" => code.clone())
                     .increment(1);
-                let started = s.lock().started.remove(&command.0);
+                s.record(EventKind::CommandResult {
+                    command_id: command.0,
+                    rows: 0,
+                    bytes: 0,
+                    masked: plan.map(Plan::take_masked).unwrap_or_default(),
+                    duration_us: plan.map_or(0, Plan::duration_us),
+                    error_code: Some(code.clone()),
+                    error_message: Some(MaskedText::already_masked(self.mask_text(message))),
+                });
+            }
+            Event::CommandDiscarded { command, .. } => {
                 s.record(EventKind::CommandResult {
                     command_id: command.0,
                     rows: 0,
                     bytes: 0,
                     masked: BTreeMap::new(),
-                    duration_us: started.map_or(0, |t| {
-                        u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
-                    }),
-                    error_code: Some(code.clone()),
-                    error_message: Some(MaskedText::already_masked(self.mask_text(message))),
+                    duration_us: plan.map_or(0, Plan::duration_us),
+                    error_code: None,
+                    error_message: Some(MaskedText::already_masked(
+                        "not run: the backend discarded it after an earlier error in its \
+                         pipeline"
+                            .to_owned(),
+                    )),
+                });
+            }
+            Event::ProtocolViolation { message, .. } => {
+                tracing::warn!(%session, %message, "backend protocol violation; session ended");
+                s.record(EventKind::GatewayError {
+                    message: format!("backend protocol violation, session ended: {message}"),
                 });
             }
             Event::HoldAbandoned { command, .. } => {

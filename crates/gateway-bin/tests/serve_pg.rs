@@ -971,3 +971,122 @@ fn an_oidc_token_verified_against_a_jwks_url_connects_with_its_groups() {
     assert!(!out.success());
     assert!(out.stderr.contains("dba-only-table"), "{}", out.stderr);
 }
+
+/// The `command` records of a trail: (command id, text), in order.
+fn command_records(trail: &str) -> Vec<(u64, String)> {
+    fn find(v: &serde_json::Value, out: &mut Vec<(u64, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("type").and_then(|t| t.as_str()) == Some("command")
+                    && let Some(id) = m.get("command_id").and_then(|i| i.as_u64())
+                {
+                    let text = m
+                        .get("text")
+                        .map(|t| t.as_str().map_or_else(|| t.to_string(), str::to_owned))
+                        .unwrap_or_default();
+                    out.push((id, text));
+                    return;
+                }
+                m.values().for_each(|v| find(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| find(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for line in trail.lines().filter(|l| !l.trim().is_empty()) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            find(&v, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_execute_is_recorded_and_kill_and_revocation_stop_the_next_one() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let alice = gw.token("human:alice", "dba", "15m");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect = |token: &str| {
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=shop dbname=postgres password={token}",
+            gw.port
+        );
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+        })
+    };
+    let sql = "select name from customers where id = $1";
+    let client = connect(&agent);
+    let stmt = rt.block_on(client.prepare(sql)).unwrap();
+    for id in [1i32, 2, 3] {
+        let rows = rt.block_on(client.query(&stmt, &[&id])).unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // One record for the Parse, then one per Execute, each under its own
+    // command id and with its bound parameters.
+    let records: Vec<_> = command_records(&gw.trail_text())
+        .into_iter()
+        .filter(|(_, text)| text.contains(sql))
+        .collect();
+    assert_eq!(records.len(), 4, "{records:?}");
+    let mut ids: Vec<u64> = records.iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "{records:?}");
+    assert!(!records[0].1.contains("-- parameters:"), "{records:?}");
+    assert!(
+        records[1..]
+            .iter()
+            .all(|(_, t)| t.contains("-- parameters: $1 = '")),
+        "{records:?}"
+    );
+
+    // An operator kills the session: its next Execute of the prepared
+    // statement is stopped.
+    let (ok, live, err) = portcullis(
+        gw.dir.path(),
+        &["sessions", "list", "--admin", &gw.admin, "--token", &alice],
+    );
+    assert!(ok, "{err}");
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    let id = live[0]["session"].as_str().unwrap().to_owned();
+    let (ok, out, err) = portcullis(
+        gw.dir.path(),
+        &[
+            "sessions", "kill", &id, "--admin", &gw.admin, "--token", &alice,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let err = rt.block_on(client.query(&stmt, &[&1i32])).unwrap_err();
+    let msg = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|| err.to_string());
+    assert!(msg.contains("ended by human:alice"), "{msg}");
+
+    // A revoked token: the next Execute of an allowed prepared statement.
+    let second = gw.token("agent:ci-bot", "agents", "15m");
+    let client = connect(&second);
+    let stmt = rt.block_on(client.prepare(sql)).unwrap();
+    assert_eq!(rt.block_on(client.query(&stmt, &[&2i32])).unwrap().len(), 1);
+    let (_, claims, _) = portcullis(gw.dir.path(), &["token", "inspect", &second]);
+    let claims: serde_json::Value = serde_json::from_str(&claims).unwrap();
+    let jti = claims["claims"]["jti"].as_str().unwrap().to_owned();
+    let (ok, out, err) = portcullis(gw.dir.path(), &["token", "revoke", &jti]);
+    assert!(ok, "{out}{err}");
+    let err = rt.block_on(client.query(&stmt, &[&2i32])).unwrap_err();
+    let msg = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|| err.to_string());
+    assert!(msg.contains("revoked"), "{msg}");
+}

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::hook::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Hook, ParseVerdict,
-    Rejection, SessionId, Verdict,
+    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Execution, Hook,
+    ParseVerdict, Rejection, SessionId, Verdict,
 };
 use crate::session::{CancelKey, HookRequest, Output, Session, SessionConfig};
 
@@ -85,12 +85,12 @@ struct Inner<H: Hook> {
     cancels: Mutex<HashMap<CancelKey, mpsc::UnboundedSender<()>>>,
 }
 
-type HookFuture<P> = Pin<Box<dyn Future<Output = Answer<P>> + Send>>;
+type HookFuture<P, Q> = Pin<Box<dyn Future<Output = Answer<P, Q>> + Send>>;
 
-enum Answer<P> {
+enum Answer<P, Q> {
     Auth(Result<Authenticated<P>, Rejection>),
-    Verdict(Verdict),
-    Parse(ParseVerdict),
+    Verdict(Verdict<Q>),
+    Parse(ParseVerdict<Q>),
     Decision(Decision),
 }
 
@@ -177,7 +177,7 @@ async fn read_some(s: &mut Option<BoxStream>, buf: &mut [u8]) -> io::Result<usiz
     }
 }
 
-async fn next_answer<P>(f: &mut Option<HookFuture<P>>) -> Answer<P> {
+async fn next_answer<P, Q>(f: &mut Option<HookFuture<P, Q>>) -> Answer<P, Q> {
     match f {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -277,7 +277,11 @@ async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
 }
 
 impl<H: Hook> Inner<H> {
-    fn request_future(&self, session: &Session<H>, req: HookRequest) -> HookFuture<H::Principal> {
+    fn request_future(
+        &self,
+        session: &Session<H>,
+        req: HookRequest<H::Plan>,
+    ) -> HookFuture<H::Principal, H::Plan> {
         let hook = self.hook.clone();
         let id = session.id();
         let principal = session.principal().cloned();
@@ -306,8 +310,22 @@ impl<H: Hook> Inner<H> {
                         HookRequest::Parse { statement, sql, .. } => {
                             Answer::Parse(hook.on_parse(&cx, &statement, &sql).await)
                         }
-                        HookRequest::Execute { sql, params, .. } => {
-                            Answer::Verdict(hook.on_execute(&cx, &sql, &params).await)
+                        HookRequest::Execute {
+                            portal,
+                            statement,
+                            plan,
+                            sql,
+                            params,
+                            ..
+                        } => {
+                            let execution = Execution {
+                                portal: &portal,
+                                statement: &statement,
+                                plan: plan.as_deref(),
+                                sql: &sql,
+                                params: &params,
+                            };
+                            Answer::Verdict(hook.on_execute(&cx, execution).await)
                         }
                         HookRequest::Authenticate { .. } => {
                             Answer::Decision(Decision::Deny("unreachable".into()))
@@ -345,8 +363,8 @@ impl<H: Hook> Inner<H> {
         }
         session.handle_client_closed();
         while let Some(out) = session.poll() {
-            if let Output::Event(e) = out {
-                self.hook.on_event(&e);
+            if let Output::Event(e, plan) = out {
+                self.hook.on_event(&e, plan.as_deref());
             }
         }
         self.cancels
@@ -365,14 +383,14 @@ impl<H: Hook> Inner<H> {
         let mut client = Some(client);
         let mut backend: Option<BoxStream> = None;
         let mut backend_addr: Option<BackendAddr> = None;
-        let mut hook_future: Option<HookFuture<H::Principal>> = None;
+        let mut hook_future: Option<HookFuture<H::Principal, H::Plan>> = None;
         let mut cbuf = vec![0u8; 16 * 1024];
         let mut bbuf = vec![0u8; 64 * 1024];
         let mut stopping = false;
         loop {
             while let Some(out) = session.poll() {
                 match out {
-                    Output::Event(e) => self.hook.on_event(&e),
+                    Output::Event(e, plan) => self.hook.on_event(&e, plan.as_deref()),
                     Output::Request(req) => hook_future = Some(self.request_future(session, req)),
                     Output::StartClientTls => {
                         let (Some(mut c), Some(tls)) =

@@ -51,9 +51,13 @@
 //! #[async_trait]
 //! impl Hook for AllowAll {
 //!     type Principal = ();
+//!     type Plan = ();
+//!     type ColumnPlan = ();
 //!     async fn authenticate(&self, _: SessionId, _: &StartupParams, _: &str)
 //!         -> Result<Authenticated<()>, Rejection> { unreachable!() }
-//!     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict { Verdict::Forward }
+//!     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
+//!         Verdict::Forward(())
+//!     }
 //! }
 //!
 //! let now = Instant::now();
@@ -115,8 +119,8 @@ pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
 pub use hook::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context, Decision,
-    Event, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams,
-    TextKind, Verdict,
+    Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId,
+    StartupParams, TextKind, Verdict,
 };
 pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
 
@@ -148,6 +152,8 @@ pub mod internal {
     #[async_trait::async_trait]
     impl Hook for FuzzHook {
         type Principal = ();
+        type Plan = ();
+        type ColumnPlan = ();
         async fn authenticate(
             &self,
             _: SessionId,
@@ -156,13 +162,25 @@ pub mod internal {
         ) -> Result<Authenticated<()>, Rejection> {
             Err(Rejection::InvalidCredential(String::new()))
         }
-        async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict {
-            Verdict::Forward
+        async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
+            Verdict::Forward(())
         }
-        fn on_row_description(&self, _: &Context<'_, ()>, columns: &[Column]) -> Vec<usize> {
-            (0..columns.len()).collect()
+        fn on_row_description(
+            &self,
+            _: &Context<'_, ()>,
+            _: &(),
+            columns: &[Column],
+        ) -> Vec<(usize, ())> {
+            (0..columns.len()).map(|i| (i, ())).collect()
         }
-        fn transform_field(&self, _: &Context<'_, ()>, _: &Column, value: &[u8]) -> FieldValue {
+        fn transform_field(
+            &self,
+            _: &Context<'_, ()>,
+            _: &(),
+            _: &Column,
+            _: &(),
+            value: &[u8],
+        ) -> FieldValue {
             FieldValue::Replace(value.to_ascii_uppercase())
         }
     }
@@ -207,8 +225,8 @@ pub mod internal {
             while let Some(out) = s.poll() {
                 if let Output::Request(_) = out {
                     answered = true;
-                    let _ = s.handle_verdict(now, Verdict::Forward);
-                    s.handle_parse_verdict(now, crate::ParseVerdict::Forward);
+                    let _ = s.handle_verdict(now, Verdict::Forward(()));
+                    s.handle_parse_verdict(now, crate::ParseVerdict::Forward(()));
                 }
             }
             if !answered {

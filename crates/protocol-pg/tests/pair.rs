@@ -24,6 +24,8 @@ struct PairHook;
 #[async_trait]
 impl Hook for PairHook {
     type Principal = String;
+    type Plan = ();
+    type ColumnPlan = ();
     async fn authenticate(
         &self,
         _: SessionId,
@@ -34,27 +36,45 @@ impl Hook for PairHook {
             "the pair answers itself".into(),
         ))
     }
-    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict {
-        Verdict::Forward
+    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict<()> {
+        Verdict::Forward(())
     }
-    fn on_row_description(&self, _: &Context<'_, String>, columns: &[Column]) -> Vec<usize> {
+    fn on_row_description(
+        &self,
+        _: &Context<'_, String>,
+        _: &(),
+        columns: &[Column],
+    ) -> Vec<(usize, ())> {
         columns
             .iter()
             .filter(|c| c.name == "secret")
-            .map(|c| c.index)
+            .map(|c| (c.index, ()))
             .collect()
     }
-    fn transform_field(&self, _: &Context<'_, String>, _: &Column, value: &[u8]) -> FieldValue {
+    fn transform_field(
+        &self,
+        _: &Context<'_, String>,
+        _: &(),
+        _: &Column,
+        _: &(),
+        value: &[u8],
+    ) -> FieldValue {
         if value == b"nullme" {
             FieldValue::Null
         } else {
             FieldValue::Replace(value.to_ascii_uppercase())
         }
     }
-    fn transform_copy(&self, _: &Context<'_, String>, data: &[u8]) -> Option<Vec<u8>> {
+    fn transform_copy(&self, _: &Context<'_, String>, _: &(), data: &[u8]) -> Option<Vec<u8>> {
         Some(data.to_ascii_uppercase())
     }
-    fn transform_text(&self, _: &Context<'_, String>, _: TextKind, text: &str) -> Option<String> {
+    fn transform_text(
+        &self,
+        _: &Context<'_, String>,
+        _: Option<&()>,
+        _: TextKind,
+        text: &str,
+    ) -> Option<String> {
         text.contains("hush").then(|| text.replace("hush", "****"))
     }
 }
@@ -232,7 +252,7 @@ fn codes(bytes: &[u8]) -> Vec<String> {
 struct Pair {
     s: Session<PairHook>,
     now: Instant,
-    outputs: Vec<Output>,
+    outputs: Vec<Output<()>>,
 }
 
 const GATEWAY_KEY: CancelKey = CancelKey {
@@ -289,7 +309,7 @@ impl Pair {
         v
     }
 
-    fn take_request(&mut self) -> HookRequest {
+    fn take_request(&mut self) -> HookRequest<()> {
         self.collect();
         let at = self
             .outputs
@@ -307,7 +327,7 @@ impl Pair {
         self.outputs
             .iter()
             .filter_map(|o| {
-                if let Output::Event(e) = o {
+                if let Output::Event(e, _) = o {
                     Some(e.clone())
                 } else {
                     None
@@ -418,7 +438,7 @@ impl Pair {
         p
     }
 
-    fn answer_query(&mut self, verdict: Verdict) -> Option<portcullis_pg::DecisionFuture> {
+    fn answer_query(&mut self, verdict: Verdict<()>) -> Option<portcullis_pg::DecisionFuture> {
         let f = self.s.handle_verdict(self.now, verdict);
         self.collect();
         f
@@ -511,7 +531,11 @@ fn cancel_request_is_reported_with_its_key() {
     pkt.extend(4242i32.to_be_bytes());
     pkt.extend(777i32.to_be_bytes());
     p.client(&pkt);
-    assert!(p.outputs.iter().any(|o| *o == Output::Cancel(GATEWAY_KEY)));
+    assert!(
+        p.outputs
+            .iter()
+            .any(|o| matches!(o, Output::Cancel(k) if *k == GATEWAY_KEY))
+    );
     assert!(p.s.is_closed());
     assert_eq!(GATEWAY_KEY.to_request().to_vec(), pkt);
 }
@@ -599,7 +623,7 @@ fn backend_password_never_reaches_the_client() {
     let mut p = Pair::ready();
     p.client(&q("select 1"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend(
         &[
             row_desc(&["x"]),
@@ -628,7 +652,7 @@ fn forwarded_query_is_byte_identical_and_rows_are_transformed() {
         HookRequest::Query { sql, .. } => assert_eq!(sql, "select name, secret from t"),
         other => panic!("{other:?}"),
     }
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     assert_eq!(p.backend_out(), frame);
     let plain = data_row(&[Some("bob"), None]);
     p.backend(
@@ -715,7 +739,7 @@ fn denied_query_inside_a_transaction_fails_the_backend_transaction() {
     let mut p = Pair::ready();
     p.client(&q("begin"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend_out();
     p.backend(&[complete("BEGIN"), ready(b'T')].concat());
     p.client_out();
@@ -748,10 +772,13 @@ fn held_query_sends_the_notice_at_once_and_waits() {
     let frame = q("delete from t");
     p.client(&frame);
     p.take_request();
-    let fut = p.answer_query(Verdict::Hold(Hold {
-        notice: "held for approval: 9".into(),
-        decision: Box::pin(std::future::pending()),
-    }));
+    let fut = p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held for approval: 9".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
     assert!(fut.is_some());
     assert!(p.s.is_holding());
     let out = p.client_out();
@@ -768,10 +795,13 @@ fn held_query_cancelled_gets_57014() {
     let mut p = Pair::ready();
     p.client(&q("delete from t"));
     p.take_request();
-    p.answer_query(Verdict::Hold(Hold {
-        notice: "held".into(),
-        decision: Box::pin(std::future::pending()),
-    }));
+    p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
     p.client_out();
     p.s.handle_hold_abandoned(p.now, true);
     let out = p.client_out();
@@ -800,7 +830,7 @@ fn copy_out_is_transformed_per_message_and_copy_in_passes() {
     let mut p = Pair::ready();
     p.client(&q("copy t to stdout"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend_out();
     p.backend(
         &[
@@ -818,7 +848,7 @@ fn copy_out_is_transformed_per_message_and_copy_in_passes() {
     assert_eq!(f[2], (b'd', b"C\tD\n".to_vec()));
     p.client(&q("copy t from stdin"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend_out();
     p.backend(&m(b'G', &[0, 0, 1, 0, 0]));
     let data = [m(b'd', b"x\ty\n"), m(b'c', &[])].concat();
@@ -837,7 +867,7 @@ fn error_notice_and_notification_texts_are_transformed() {
     assert!(String::from_utf8_lossy(&f[0].1).contains("**** payload"));
     p.client(&q("select 1"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend(&[be_error("23505", "key hush exists"), ready(b'I')].concat());
     let out = p.client_out();
     assert!(String::from_utf8_lossy(&out).contains("key **** exists"));
@@ -893,13 +923,17 @@ fn extended_forward_injects_describe_and_transforms_rows() {
     let mut p = Pair::ready();
     p.client(&[parse("s1", "select secret from t where id = $1"), sync()].concat());
     p.take_request();
-    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward);
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
     assert_eq!(tags(&p.backend_out()), "PS");
     p.backend(&[m(b'1', &[]), ready(b'I')].concat());
     assert_eq!(tags(&p.client_out()), "1Z");
     p.client(&[bind("", "s1", &[Some(b"1")]), execute(""), sync()].concat());
+    assert_eq!(tags(&p.backend_out()), "B");
+    // Every Execute is a command the hook decides on.
+    assert!(matches!(p.take_request(), HookRequest::Execute { .. }));
+    p.answer_query(Verdict::Forward(()));
     let sent = p.backend_out();
-    assert_eq!(tags(&sent), "BDES", "a Describe is injected before Execute");
+    assert_eq!(tags(&sent), "DES", "a Describe is injected before Execute");
     p.backend(
         &[
             m(b'2', &[]),
@@ -924,7 +958,7 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
     let mut p = Pair::ready();
     p.client(&[parse("d", "delete from t where id = $1"), sync()].concat());
     p.take_request();
-    p.s.handle_parse_verdict(p.now, ParseVerdict::HoldEachExecution);
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
     p.backend_out();
     p.backend(&[m(b'1', &[]), ready(b'I')].concat());
     p.client_out();
@@ -941,10 +975,13 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
             }
             other => panic!("{other:?}"),
         }
-        p.answer_query(Verdict::Hold(Hold {
-            notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
-        }));
+        p.answer_query(Verdict::Hold(
+            Hold {
+                notice: "held".into(),
+                decision: Box::pin(std::future::pending()),
+            },
+            (),
+        ));
         assert!(
             p.backend_out().is_empty(),
             "Sync waits behind the held Execute"
@@ -998,9 +1035,9 @@ fn extended_backend_error_skips_to_sync() {
     );
     assert_eq!(tags(&p.backend_out()), "BD");
     assert!(matches!(p.take_request(), HookRequest::Execute { .. }));
-    p.answer_query(Verdict::Forward);
-    // After a hook decision the gateway describes the portal itself.
-    assert_eq!(tags(&p.backend_out()), "DES");
+    p.answer_query(Verdict::Forward(()));
+    // The client described the portal itself, just before.
+    assert_eq!(tags(&p.backend_out()), "ES");
     p.backend(
         &[
             be_error("26000", "prepared statement \"nope\" does not exist"),
@@ -1075,7 +1112,7 @@ fn malformed_bodies_and_wrong_state_messages_are_refused() {
 }
 
 #[test]
-fn malformed_backend_messages_close_with_08006() {
+fn malformed_backend_messages_close_with_08p01() {
     let cases: Vec<Vec<u8>> = vec![
         m(b'D', &[0, 2, 0, 0, 0, 9, b'a']),
         m(b'T', &[0, 1, b'x']),
@@ -1087,11 +1124,11 @@ fn malformed_backend_messages_close_with_08006() {
         let mut p = Pair::ready();
         p.client(&q("select 1"));
         p.take_request();
-        p.answer_query(Verdict::Forward);
+        p.answer_query(Verdict::Forward(()));
         p.backend_out();
         p.backend(&[row_desc(&["secret"]), bad.clone()].concat());
         let out = p.client_out();
-        assert_eq!(codes(&out), ["08006"], "{bad:?}");
+        assert_eq!(codes(&out), ["08P01"], "{bad:?}");
         assert!(p.s.is_closed());
         assert_eq!(tags(&p.backend_out()), "X");
     }
@@ -1099,7 +1136,7 @@ fn malformed_backend_messages_close_with_08006() {
     let mut p = Pair::loopback();
     p.authenticate();
     p.backend(&data_row(&[Some("x")]));
-    assert_eq!(codes(&p.client_out()), ["08006"]);
+    assert_eq!(codes(&p.client_out()), ["08P01"]);
 }
 
 #[test]
@@ -1134,10 +1171,13 @@ fn shutdown_and_disconnects_end_the_session() {
     let mut p = Pair::ready();
     p.client(&q("delete from t"));
     p.take_request();
-    p.answer_query(Verdict::Hold(Hold {
-        notice: "held".into(),
-        decision: Box::pin(std::future::pending()),
-    }));
+    p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
     p.s.handle_client_closed();
     let events = p.events();
     assert!(
@@ -1169,7 +1209,7 @@ fn conversation(client_cuts: &[usize], backend_cuts: &[usize]) -> (Vec<u8>, Vec<
         last = c.max(last);
     }
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     to_backend.extend(p.backend_out());
     let backend_bytes = [
         row_desc(&["name", "secret"]),
@@ -1221,7 +1261,7 @@ proptest! {
         let mut p = Pair::ready();
         p.client(&q("select 1"));
         p.take_request();
-        p.answer_query(Verdict::Forward);
+        p.answer_query(Verdict::Forward(()));
         p.backend(&data);
         let _ = p.client_out();
         let mut p = Pair::loopback();
