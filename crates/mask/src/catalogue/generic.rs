@@ -18,6 +18,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         validators: &[
             Validator::MinEntropy(2.5),
             Validator::NotPlaceholder(PLACEHOLDERS),
+            Validator::NoPlaceholderText,
         ],
         max_len: 212,
     },
@@ -30,6 +31,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         validators: &[
             Validator::MinEntropy(3.0),
             Validator::NotPlaceholder(PLACEHOLDERS),
+            Validator::NoPlaceholderText,
         ],
         max_len: 276,
     },
@@ -42,6 +44,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         validators: &[
             Validator::MinEntropy(3.2),
             Validator::NotPlaceholder(PLACEHOLDERS),
+            Validator::NoPlaceholderText,
         ],
         max_len: 527,
     },
@@ -54,8 +57,35 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         validators: &[
             Validator::MinEntropy(3.2),
             Validator::NotPlaceholder(PLACEHOLDERS),
+            Validator::NoPlaceholderText,
         ],
         max_len: 273,
+    },
+    DetectorSpec {
+        id: "generic-credential",
+        category: Category::Secret,
+        description: r#"A credential assigned under another secret-like key name, in any casing and separator (snake, kebab, camel, dotted, ENV): pwd / pass / auth / credential(s) as whole words, access_key / private_key / auth_key / client_key / signing_key / encryption_key / master_key / session_key, followed by = : := => and a value of 8 or more characters with mixed character classes and high entropy (paths, plain words, numbers, templates and placeholders are not)"#,
+        keywords: &[
+            "pwd",
+            "pass",
+            "auth",
+            "credential",
+            "access",
+            "private",
+            "client",
+            "signing",
+            "encryption",
+            "master",
+            "session",
+        ],
+        pattern: r#"(?i)(?:(?:\b|[^a-z])(?:pwd|pass|auth|credentials?)|(?:access|private|auth|client|signing|encryption|master|session)[_.-]?key)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_+=!@#$%^*-][A-Za-z0-9_.~+/=!@#$%^*-]{7,255}))"#,
+        validators: &[
+            Validator::MinEntropy(3.0),
+            Validator::MinClasses(2),
+            Validator::NotPlaceholder(PLACEHOLDERS),
+            Validator::NoPlaceholderText,
+        ],
+        max_len: 280,
     },
     DetectorSpec {
         id: "bearer-token",
@@ -66,6 +96,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         validators: &[
             Validator::MinEntropy(3.2),
             Validator::NotPlaceholder(PLACEHOLDERS),
+            Validator::NoPlaceholderText,
         ],
         max_len: 2011,
     },
