@@ -33,6 +33,15 @@ mod ai;
 mod cloud;
 mod code;
 mod db;
+mod formats_ai;
+mod formats_cloud;
+mod formats_comms;
+mod formats_data;
+mod formats_devtools;
+mod formats_keys;
+mod formats_observability;
+mod formats_payments;
+mod formats_saas;
 mod generic;
 mod keys;
 mod messaging;
@@ -97,6 +106,15 @@ const FAMILIES: &[&[DetectorSpec]] = &[
     saas::DETECTORS,
     db::DETECTORS,
     keys::DETECTORS,
+    formats_ai::DETECTORS,
+    formats_cloud::DETECTORS,
+    formats_devtools::DETECTORS,
+    formats_comms::DETECTORS,
+    formats_payments::DETECTORS,
+    formats_observability::DETECTORS,
+    formats_saas::DETECTORS,
+    formats_data::DETECTORS,
+    formats_keys::DETECTORS,
     pii::DETECTORS,
     generic::DETECTORS,
 ];

@@ -39,9 +39,9 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         category: Category::Pii,
         description: r#"Phone number: E.164 (+<country><number>, compact or grouped) or North American (NXX) NXX-XXXX with separators; plain digit runs are not phones"#,
         keywords: &[],
-        pattern: r#"(?:\B\+[1-9][0-9]{7,14}|\B\+[1-9][0-9]{0,2}[ .-](?:\([0-9]{1,4}\) ?)?[0-9]{1,4}(?:[ .-][0-9]{2,4}){1,4}|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[.-][0-9]{4}|\b[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-][0-9]{4})\b"#,
-        validators: &[],
-        max_len: 36,
+        pattern: r#"(?:\B\+[1-9][0-9]{7,14}|\B\+[1-9][0-9]{0,2}[ .-](?:\([0-9]{1,4}\) ?)?[0-9]{1,5}(?:[ .-][0-9]{2,6}){1,4}|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[.-][0-9]{4}|\b[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-][0-9]{4})\b"#,
+        validators: &[Validator::DigitsBetween(7, 15)],
+        max_len: 45,
     },
     DetectorSpec {
         id: "us-ssn",
