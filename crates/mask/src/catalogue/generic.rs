@@ -40,7 +40,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         category: Category::Secret,
         description: r#"A token assigned in config, env, JSON or headers: <anything>token followed by = or : and a high-entropy value"#,
         keywords: &["token"],
-        pattern: r#"(?i)token["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{12,512}))"#,
+        pattern: r#"(?i)token["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{16,512}))"#,
         validators: &[
             Validator::MinEntropy(3.2),
             Validator::MinClasses(2),
@@ -54,7 +54,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         category: Category::Secret,
         description: r#"An API key assigned in config, env, JSON or headers: api_key / apikey / api-key followed by = or : and a high-entropy value"#,
         keywords: &["apikey", "api_key", "api-key", "api.key"],
-        pattern: r#"(?i)api[_.-]?key["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{12,256}))"#,
+        pattern: r#"(?i)api[_.-]?key["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_.~+/=-]{16,256}))"#,
         validators: &[
             Validator::MinEntropy(3.2),
             Validator::MinClasses(2),
@@ -80,14 +80,14 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
             "master",
             "session",
         ],
-        pattern: r#"(?i)(?:(?:\b|[^a-z])(?:pwd|pass|auth|credentials?)|(?:access|private|auth|client|signing|encryption|master|session)[_.-]?key)["']?\]?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_+=!@#$%^*-][A-Za-z0-9_.~+/=!@#$%^*-]{7,255}))"#,
+        pattern: r#"(?i)(?:(?:\b|[^a-z])(?:pwd|pass|auth|credentials?)|(?:access|private|auth|client|signing|encryption|master|session)[_.-]?key)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_+=!@#$%^*-][A-Za-z0-9_.~+/=!@#$%^*-]{7,255}))"#,
         validators: &[
             Validator::MinEntropy(3.0),
             Validator::MinClasses(2),
             Validator::NotPlaceholder(PLACEHOLDERS),
             Validator::NoPlaceholderText,
         ],
-        max_len: 281,
+        max_len: 280,
     },
     DetectorSpec {
         id: "netrc-password",
