@@ -78,7 +78,7 @@ def rand_body(cs, n):
     chars = CHARSETS[cs]
     while True:
         s = "".join(rng.choice(chars) for _ in range(n))
-        if cs not in WORDY and cs != "crypt" and not (s[-1].isalnum() and s[0].isalnum()):
+        if cs not in WORDY and not (s[-1].isalnum() and (s[0].isalnum() or cs == "crypt")):
             continue
         low = s.lower()
         if any(f in low for f in FRAGMENTS):
@@ -169,9 +169,13 @@ def prefix_det(fam, id, display, what, prefixes, cs, length, env):
     rep = "{%d}" % lo if lo == hi else "{%d,%d}" % (lo, hi)
     if cs == "uuid":
         body_re, end = UUID_RE, r"\b"
+    elif cs in WORDY:
+        body_re, end = CLASS[cs] + rep, r"\b"
     else:
-        body_re = CLASS[cs] + rep
-        end = r"\b" if cs in WORDY else ""
+        # End on a word character and a word boundary, so the match never
+        # stops inside a longer word (masking must be idempotent).
+        rep1 = "{%d}" % (lo - 1) if lo == hi else "{%d,%d}" % (lo - 1, hi - 1)
+        body_re, end = CLASS[cs] + rep1 + "[A-Za-z0-9_]", r"\b"
     pre_alt = "|".join(re.escape(p) for p in prefixes)
     pre_re = f"(?:{pre_alt})" if len(prefixes) > 1 else re.escape(prefixes[0])
     start = r"\b" if prefixes[0][0].isalnum() else ""
@@ -242,9 +246,13 @@ def context_det(fam, id, display, what, names, suffixes, cs, length, value_re=No
         if cs == "uuid":
             value_re = UUID_RE
         else:
-            rep = "{%d}" % lo if lo == hi else "{%d,%d}" % (lo, hi)
-            value_re = CLASS[cs] + rep
-        wordy = cs == "uuid" or cs in WORDY
+            if cs in WORDY:
+                rep = "{%d}" % lo if lo == hi else "{%d,%d}" % (lo, hi)
+                value_re = CLASS[cs] + rep
+            else:
+                rep1 = "{%d}" % (lo - 1) if lo == hi else "{%d,%d}" % (lo - 1, hi - 1)
+                value_re = CLASS[cs] + rep1 + "[A-Za-z0-9_]"
+        wordy = True
     else:
         wordy = cs == "uuid"
     names_re = "|".join(words_re(n) for n in names)
