@@ -76,7 +76,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         category: Category::Secret,
         description: r#"IFTTT Webhooks (Maker) key in a trigger URL: maker.ifttt.com/trigger/<event>/with/key/<22 characters>"#,
         keywords: &["maker.ifttt.com/"],
-        pattern: r#"\bmaker\.ifttt\.com/trigger/[A-Za-z0-9_-]{1,64}/(?:json/)?with/key/(?P<m>[A-Za-z0-9_-]{22})"#,
+        pattern: r#"\bmaker\.ifttt\.com/trigger/[A-Za-z0-9_-]{1,64}/(?:json/)?with/key/(?P<m>[A-Za-z0-9_-]{21}[A-Za-z0-9_])\b"#,
         validators: &[Validator::NoPlaceholderText],
         max_len: 125,
     },
