@@ -102,16 +102,9 @@ async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u
         .map_err(|e| format!("reading the backend's catalog: {e}"));
     drop(client);
     let _ = conn.await;
-    let globs: Vec<globset::GlobMatcher> = patterns
+    let globs: Vec<portcullis_mask::FieldPattern> = patterns
         .iter()
-        .filter_map(|p| {
-            globset::GlobBuilder::new(p)
-                .case_insensitive(true)
-                .literal_separator(true)
-                .build()
-                .ok()
-                .map(|g| g.compile_matcher())
-        })
+        .map(|p| portcullis_mask::FieldPattern::new(p))
         .collect();
     let mut set = HashSet::new();
     for row in rows? {
@@ -125,7 +118,7 @@ async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u
             format!("{table}.{column}"),
             format!("{schema}.{table}.{column}"),
         ];
-        if globs.iter().any(|g| names.iter().any(|n| g.is_match(n))) {
+        if globs.iter().any(|g| names.iter().any(|n| g.matches(n))) {
             set.insert((u32::try_from(oid).unwrap_or(0), attnum));
         }
     }

@@ -290,10 +290,19 @@ pub(crate) struct Audit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Durability {
-    /// fsync after every record.
-    Fsync,
-    /// fsync every `group_commit_ms`, acknowledging the records it covers.
+    /// The record is written to the trail file (in order, hash-chained)
+    /// before the command is forwarded, and fsynced within `sync_window_ms`
+    /// by a group commit that never waits for a timer when idle: a crash of
+    /// the gateway loses nothing, a crash of the machine at most that window.
     #[default]
+    Flushed,
+    /// The record is fsynced before the command is forwarded (one fsync
+    /// shared by every record that arrives while the previous one runs).
+    Durable,
+    /// fsync after every record, one at a time (for comparison).
+    Fsync,
+    /// fsync every `group_commit_ms`, acknowledging the records it covers
+    /// (the first wave's mode: every record waits for the next tick).
     GroupCommit,
 }
 
@@ -309,6 +318,9 @@ pub(crate) struct JsonlAudit {
     pub(crate) durability: Durability,
     #[serde(default = "default_group_commit_ms")]
     pub(crate) group_commit_ms: u64,
+    /// `flushed`: the longest a written record waits for its fsync.
+    #[serde(default = "default_sync_window_ms")]
+    pub(crate) sync_window_ms: u64,
     #[serde(default)]
     pub(crate) rotate_bytes: Option<u64>,
     /// Below this much free space the trail reports itself unable to make
@@ -323,6 +335,10 @@ fn default_chain() -> String {
 
 fn default_group_commit_ms() -> u64 {
     5
+}
+
+fn default_sync_window_ms() -> u64 {
+    10
 }
 
 #[derive(Debug, Deserialize)]

@@ -539,12 +539,10 @@ fn binary_is_text(oid: u32) -> bool {
     matches!(oid, 19 | 25 | 114 | 1042 | 1043)
 }
 
+/// Field patterns are matched by portcullis-mask's one matcher, as the
+/// masker's own field rules are (no compilation: it lowercases the pattern).
 fn glob_match(pattern: &str, name: &str) -> bool {
-    globset::GlobBuilder::new(pattern)
-        .case_insensitive(true)
-        .literal_separator(false)
-        .build()
-        .is_ok_and(|g| g.compile_matcher().is_match(name))
+    portcullis_mask::FieldPattern::new(pattern).matches(name)
 }
 
 /// Where in the protocol a decision is taken.

@@ -336,11 +336,14 @@ async fn build_audit(config: &Config) -> Result<Arc<dyn AuditSink>, String> {
         let dir = config.resolve(&j.dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("audit: {}: {e}", dir.display()))?;
         let mut options = JsonlOptions::new(j.chain.clone()).commit(match j.durability {
+            config::Durability::Flushed => Commit::Flushed,
+            config::Durability::Durable => Commit::Durable,
             config::Durability::Fsync => Commit::PerRecord,
             config::Durability::GroupCommit => {
                 Commit::Group(Duration::from_millis(j.group_commit_ms))
             }
         });
+        options = options.sync_window(Duration::from_millis(j.sync_window_ms.max(1)));
         if let Some(bytes) = j.rotate_bytes {
             options = options.max_file_bytes(bytes);
         }

@@ -111,6 +111,6 @@ pub use masker::{
     DEFAULT_MAX_MATCH_LEN, DetectorInfo, Finding, Masked, Masker, MaskerBuilder, StreamMasker,
     catalogue,
 };
-pub use rule::{FieldRule, Rule};
+pub use rule::{FieldPattern, FieldRule, Rule};
 pub use spec::{Category, Validator};
 pub use style::Style;
