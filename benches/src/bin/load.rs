@@ -145,8 +145,7 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>> {
     if !root {
         return Ok(None);
     }
-    let passwd =
-        std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
     passwd
         .lines()
         .find_map(|line| {
@@ -162,10 +161,14 @@ fn unprivileged_user() -> Result<Option<(u32, u32)>> {
 
 fn pgbouncer_binary() -> Result<PathBuf> {
     let find = || {
-        ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer", "/usr/local/bin/pgbouncer"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
+        [
+            "/usr/sbin/pgbouncer",
+            "/usr/bin/pgbouncer",
+            "/usr/local/bin/pgbouncer",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
     };
     if let Some(p) = find() {
         return Ok(p);
@@ -222,9 +225,7 @@ fn start_pgbouncer(pg: &PgCluster, dir: &Path) -> Result<(Proc, u16)> {
         }
         cmd.uid(uid).gid(gid);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
     let mut proc = Proc(child);
     wait_for_port(port, "pgbouncer", &mut proc.0).map_err(|e| {
         let log = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
@@ -496,7 +497,10 @@ fn run() -> Result<()> {
         "pgbench -S, {} s per run, {} repeat(s), targets interleaved; load average at start: {}",
         args.seconds,
         args.repeat,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "{:<9} {:>7} {:<10} {:>10} {:>9} {:>9}",
@@ -559,7 +563,10 @@ fn run() -> Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "load average at end: {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     drop(gateway);
     // The gateway's trail must verify after the run.

@@ -648,10 +648,7 @@ impl AuditSink for JsonlSink {
 fn sync_loop(shared: &Shared) {
     let mut st = shared.lock();
     loop {
-        while st.failed.is_none()
-            && st.written == st.synced
-            && st.retired.is_empty()
-            && !st.closing
+        while st.failed.is_none() && st.written == st.synced && st.retired.is_empty() && !st.closing
         {
             st = shared
                 .syncer_wake
@@ -964,12 +961,7 @@ impl Writer {
         Ok(())
     }
 
-    fn run(
-        mut self,
-        rx: mpsc::Receiver<Request>,
-        shared: &Shared,
-        syncer: Option<JoinHandle<()>>,
-    ) {
+    fn run(mut self, rx: mpsc::Receiver<Request>, shared: &Shared, syncer: Option<JoinHandle<()>>) {
         let mut batch = Vec::new();
         let mut last_commit = Instant::now();
         while let Ok(first) = rx.recv() {

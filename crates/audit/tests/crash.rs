@@ -213,7 +213,11 @@ fn crash_test_sigkill_never_loses_an_acknowledged_event() {
     for e in session_timeline(&files, "crash").unwrap() {
         if let EventKind::GatewayError { message } = e.event.kind {
             let mut parts = message.split('/');
-            let (run, task, i) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+            let (run, task, i) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
             let i: u64 = i.parse().unwrap();
             if let Some(prev) = last.insert((run.to_owned(), task.to_owned()), i) {
                 assert!(prev < i, "{message} after {run}/{task}/{prev}");

@@ -82,7 +82,10 @@ fn durable_batches_concurrent_records_into_few_fsyncs() {
     assert_eq!(records, 64 * 40);
     // 64 recorders each waiting for its fsync: while one fsync runs the
     // others queue up and share the next one.
-    assert!(fsyncs * 4 <= records, "{fsyncs} fsyncs for {records} records");
+    assert!(
+        fsyncs * 4 <= records,
+        "{fsyncs} fsyncs for {records} records"
+    );
 }
 
 #[test]
@@ -90,7 +93,10 @@ fn flushed_batches_concurrent_records_into_few_fsyncs() {
     let (records, fsyncs) = concurrent(Commit::Flushed, 64, 40);
     println!("flushed: {records} records, {fsyncs} fsyncs");
     assert_eq!(records, 64 * 40);
-    assert!(fsyncs * 4 <= records, "{fsyncs} fsyncs for {records} records");
+    assert!(
+        fsyncs * 4 <= records,
+        "{fsyncs} fsyncs for {records} records"
+    );
 }
 
 #[test]
@@ -116,7 +122,10 @@ fn durable_idle_record_gets_its_own_fsync_at_once() {
             let r = sink.record(&event(&i.to_string())).await.unwrap();
             assert_eq!(r.durability(), Durability::Fsynced);
             assert_eq!(r.seq(), i + 1);
-            assert!(sink.stats().fsyncs > before, "record {i} acknowledged unsynced");
+            assert!(
+                sink.stats().fsyncs > before,
+                "record {i} acknowledged unsynced"
+            );
         }
     });
 }
@@ -146,11 +155,7 @@ fn flushed_receipt_means_written_and_the_syncer_follows() {
 fn submit_and_enqueue_keep_each_recorders_order() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let (sink, _) = JsonlSink::open(
-        dir.path(),
-        JsonlOptions::new("gc").queue_capacity(8),
-    )
-    .unwrap();
+    let (sink, _) = JsonlSink::open(dir.path(), JsonlOptions::new("gc").queue_capacity(8)).unwrap();
     let sink = Arc::new(sink);
     rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
