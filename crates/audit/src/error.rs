@@ -69,6 +69,21 @@ pub enum AuditError {
     /// unknown).
     #[error("sink is unavailable: {0}")]
     Unavailable(String),
+    /// The sink's queue is full and the caller cannot wait (see
+    /// `AuditSink::enqueue`): the event is not recorded.
+    #[error("audit queue is full ({capacity} events waiting)")]
+    Overloaded {
+        /// The events waiting when it was refused.
+        capacity: usize,
+    },
+    /// The sink does not offer this operation.
+    #[error("{sink} does not support {operation}")]
+    Unsupported {
+        /// The sink's name.
+        sink: String,
+        /// The operation.
+        operation: &'static str,
+    },
     /// The sink was shut down.
     #[error("sink is closed")]
     Closed,

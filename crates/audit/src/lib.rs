@@ -10,7 +10,9 @@
 //!   durability contract (a [`Receipt`] means durable as configured), `flush`
 //!   and a [`Health`] query so the gateway can fail closed.
 //! - [`JsonlSink`]: the embedded default, a hash-chained JSON Lines trail
-//!   with fsync per record or group commit, rotation by size, and torn-tail
+//!   with two durability levels ([`Commit::Flushed`], [`Commit::Durable`])
+//!   over a group commit that never waits for a timer, an ordered bounded
+//!   queue ([`AuditSink::submit`], [`Ack`]), rotation by size, and torn-tail
 //!   recovery; [`verify`] checks such a trail.
 //! - [`PostgresSink`]: the same chain in an append-only PostgreSQL table, one
 //!   chain per replica, batched transactions.
@@ -39,7 +41,7 @@
 //!     reason: "allowed".into(),
 //! })
 //! .with_session("s-1");
-//! let receipt = sink.record(&event).await?; // durable (fsynced) once this returns
+//! let receipt = sink.record(&event).await?; // written (level `flushed`) once this returns
 //! drop(sink);
 //! let report = portcullis_audit::verify(&portcullis_audit::trail_files(dir.path(), "gw-1")?);
 //! assert!(report.is_clean());
@@ -73,10 +75,10 @@ pub use event::{
     SCHEMA_VERSION, Timestamp,
 };
 pub use fanout::{FanoutBuilder, FanoutSink};
-pub use jsonl::{Commit, JsonlOptions, JsonlSink, OpenReport, TornTail, trail_files};
+pub use jsonl::{Commit, JsonlOptions, JsonlSink, JsonlStats, OpenReport, TornTail, trail_files};
 pub use postgres::{PostgresOptions, PostgresSink, postgres_session_timeline, verify_postgres};
 pub use recorder::{AsciicastHeader, Recorder};
-pub use sink::{AuditSink, Durability, Health, Receipt};
+pub use sink::{Ack, AuditSink, Durability, Health, Receipt};
 pub use syslog::{SyslogOptions, SyslogSink};
 pub use timeline::{TimelineEntry, session_timeline, session_timeline_keyed};
 /// Entry points for property tests and fuzz targets; not a stable API.
