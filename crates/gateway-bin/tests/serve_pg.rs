@@ -134,8 +134,7 @@ name = "api_key"
 [audit.jsonl]
 dir = "audit"
 chain = "gw-test"
-durability = "group-commit"
-group_commit_ms = 2
+durability = "flushed"
 {audit_extra}
 
 [admin]
