@@ -706,6 +706,38 @@ fn payload(msg: &Message) -> Option<&[u8]> {
     }
 }
 
+/// Reports one transformed output chunk to the hook and sends it to the
+/// client on its channel (nothing when the transform held everything back).
+async fn emit_output<H: Hook, S>(
+    hook: &H,
+    principal: &H::Principal,
+    request: &K8sRequest,
+    client: &mut S,
+    ch: u8,
+    out: &[u8],
+) -> Result<(), String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    if out.is_empty() {
+        return Ok(());
+    }
+    hook.on_event(
+        principal,
+        request,
+        &Event::Output {
+            channel: ch,
+            data: out,
+        },
+    );
+    let frame = Message::Binary(Bytes::from(channel::encode(ch, out)));
+    client
+        .send(frame)
+        .await
+        .map_err(|e| format!("client stream: {e}"))
+}
+
 /// Relays one exec/attach stream until the server ends it or either side
 /// fails. Returns the exit status seen and the reason the proxy ended it.
 #[allow(clippy::too_many_arguments)]
@@ -742,20 +774,7 @@ where
                         ] {
                             out.clear();
                             t.flush(&mut out);
-                            if !out.is_empty() {
-                                hook.on_event(
-                                    principal,
-                                    request,
-                                    &Event::Output {
-                                        channel: ch,
-                                        data: &out,
-                                    },
-                                );
-                                let frame = Message::Binary(Bytes::from(channel::encode(ch, &out)));
-                                c_tx.send(frame)
-                                    .await
-                                    .map_err(|e| format!("client stream: {e}"))?;
-                            }
+                            emit_output(hook, principal, request, &mut c_tx, ch, &out).await?;
                         }
                         continue;
                     }
@@ -787,20 +806,7 @@ where
                     out.clear();
                     t.transform(m.data, &mut out);
                     held = true;
-                    if !out.is_empty() {
-                        hook.on_event(
-                            principal,
-                            request,
-                            &Event::Output {
-                                channel: m.channel,
-                                data: &out,
-                            },
-                        );
-                        let frame = Message::Binary(Bytes::from(channel::encode(m.channel, &out)));
-                        c_tx.send(frame)
-                            .await
-                            .map_err(|e| format!("client stream: {e}"))?;
-                    }
+                    emit_output(hook, principal, request, &mut c_tx, m.channel, &out).await?;
                 }
                 channel::ERROR => {
                     if !finished {
@@ -811,20 +817,7 @@ where
                         ] {
                             out.clear();
                             t.finish(&mut out);
-                            if !out.is_empty() {
-                                hook.on_event(
-                                    principal,
-                                    request,
-                                    &Event::Output {
-                                        channel: ch,
-                                        data: &out,
-                                    },
-                                );
-                                let frame = Message::Binary(Bytes::from(channel::encode(ch, &out)));
-                                c_tx.send(frame)
-                                    .await
-                                    .map_err(|e| format!("client stream: {e}"))?;
-                            }
+                            emit_output(hook, principal, request, &mut c_tx, ch, &out).await?;
                         }
                     }
                     exit = Some(
