@@ -52,6 +52,10 @@ EMBEDDERS = [
     # The sans-IO core of the protocol crate, without its tokio driver (it
     # keeps postgres-protocol, a sans-IO codec, for SCRAM).
     ("portcullis-pg", ["--no-default-features"], HEAVY - {"postgres-protocol"}),
+    # The audit trail's sinks are async (tokio's sync, rt and time), but its
+    # PostgreSQL and syslog sinks are features: the JSON Lines trail alone
+    # pulls in no PostgreSQL client and no networking.
+    ("portcullis-audit", [], HEAVY - {"tokio"}),
 ]
 
 def embedder_trees():

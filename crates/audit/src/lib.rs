@@ -51,9 +51,15 @@
 //!
 //! # Features
 //!
-//! None. The crate depends on tokio (`sync`, `rt`, `time`, `net`, `io-util`)
-//! because its network sinks are async; the JSON Lines sink writes from its
-//! own thread and works under any runtime flavour.
+//! - `postgres` (off by default): [`PostgresSink`], [`verify_postgres`] and
+//!   [`postgres_session_timeline`]; pulls in tokio-postgres.
+//! - `syslog` (off by default): [`SyslogSink`]; pulls in tokio's `net` and
+//!   `io-util`.
+//!
+//! Without them the crate depends on tokio's `sync`, `rt` and `time` only
+//! (the [`AuditSink`] trait is async; [`FanoutSink`] joins its members on the
+//! caller's runtime); the JSON Lines sink writes from its own threads and
+//! works under any runtime flavour. The `portcullis` binary enables both.
 #![deny(missing_docs)]
 
 mod chain;
@@ -61,24 +67,28 @@ mod error;
 mod event;
 mod fanout;
 mod jsonl;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod recorder;
 mod sink;
+#[cfg(feature = "syslog")]
 mod syslog;
 mod timeline;
 mod verify;
 
 pub use chain::{ChainHash, ChainHead, ChainKey};
-pub use error::AuditError;
+pub use error::{AuditError, PostgresError};
 pub use event::{
     AuditEvent, Effect, EventKind, MaskedText, Principal, PrincipalKind, Protocol, Resource,
     SCHEMA_VERSION, Timestamp,
 };
 pub use fanout::{FanoutBuilder, FanoutSink};
 pub use jsonl::{Commit, JsonlOptions, JsonlSink, JsonlStats, OpenReport, TornTail, trail_files};
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresSink, postgres_session_timeline, verify_postgres};
 pub use recorder::{AsciicastHeader, Recorder};
 pub use sink::{Ack, AuditSink, Durability, Health, Receipt};
+#[cfg(feature = "syslog")]
 pub use syslog::{SyslogOptions, SyslogSink};
 pub use timeline::{TimelineEntry, session_timeline, session_timeline_keyed};
 /// Entry points for property tests and fuzz targets; not a stable API.

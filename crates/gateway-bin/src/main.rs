@@ -18,6 +18,7 @@ mod gateway;
 mod identity;
 mod jwks;
 mod metrics;
+mod policy_file;
 mod serve;
 mod trust;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use portcullis_audit::{AuditSink, Commit, FanoutSink, JsonlOptions, JsonlSink, PostgresOptions};
 use portcullis_mask::{FieldRule, Masker, Rule, Style};
 use portcullis_pg::{BackendAddr, BackendTarget, BackendTls, Proxy, ProxyConfig};
-use portcullis_policy::{Policy, Resource, ResourceKind};
+use portcullis_policy::{Resource, ResourceKind};
 use tokio::sync::watch;
 
 use crate::admin::{AdminState, router};
@@ -232,10 +232,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         "the configuration has no [policy] file: without one every command would be refused",
     )?;
     let policy_path = config.resolve(&policy_section.file);
-    let policy_text = std::fs::read_to_string(&policy_path)
-        .map_err(|e| format!("{}: {e}", policy_path.display()))?;
-    let policy = Policy::from_toml_str(&policy_text)
-        .map_err(|e| crate::config::policy_error(&policy_path, &e))?;
+    let policy = crate::policy_file::load(&policy_path)?;
 
     let masker = build_masker(config)?;
     let audit = build_audit(config).await?;

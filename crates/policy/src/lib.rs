@@ -38,7 +38,6 @@
 //!     when.sql.reads = { all = ["public.*"] }
 //!     [rule.mask]
 //!     fields = [{ field = "public.users.email", action = "redact" }]
-//!     detectors = ["credit_card"]
 //!
 //!     [[rule]]
 //!     id = "no-server-files"

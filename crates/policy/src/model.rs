@@ -125,15 +125,15 @@ pub(crate) struct K8sWhen {
 pub(crate) struct MaskSpec {
     #[serde(default)]
     pub(crate) fields: Vec<FieldSpec>,
-    #[serde(default)]
-    pub(crate) detectors: Vec<String>,
+    /// Accepted only to reject it with its location (see `Compiler::rule`).
+    pub(crate) detectors: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FieldSpec {
     pub(crate) field: String,
-    pub(crate) action: String,
+    pub(crate) action: Option<Spanned<String>>,
 }
 
 /// A condition's patterns: `"x"`, `["x", "y"]`, or `{ any = [...], all = [...], none = [...] }`.

@@ -27,7 +27,9 @@ pub enum ReviewMode {
     /// The client's command waits until it is approved, denied or times out.
     Hold,
     /// The command is refused now with a ticket id; once approved, the client
-    /// runs it again.
+    /// runs it again. This crate only reports the mode: carrying it out is the
+    /// enforcer's job (the `portcullis` gateway does not implement it yet and
+    /// refuses to load a policy that asks for it).
     Ticket,
 }
 
@@ -118,8 +120,9 @@ impl Serialize for Effect {
 }
 
 /// A field rule carried to the masker: which field (a column glob such as
-/// `public.users.email` or a JSON path) and what to do with it (`redact`,
-/// `hash`, `last4`, … — interpreted by the gateway, not here).
+/// `public.users.email`) and what to do with it. The one action is
+/// `redact`: the whole value is replaced (the gateway writes a marker naming
+/// the rule); any other action is rejected when the policy loads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FieldRule {
     /// The field.
@@ -134,14 +137,12 @@ pub struct FieldRule {
 pub struct MaskDirectives {
     /// Field rules, sorted, without duplicates.
     pub fields: Vec<FieldRule>,
-    /// Detector ids to enable, sorted, without duplicates.
-    pub detectors: Vec<String>,
 }
 
 impl MaskDirectives {
     /// True when there is nothing to mask beyond the gateway's defaults.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty() && self.detectors.is_empty()
+        self.fields.is_empty()
     }
 
     fn merge(&mut self, other: &MaskDirectives) {
@@ -151,11 +152,6 @@ impl MaskDirectives {
         for f in &other.fields {
             if let Err(i) = self.fields.binary_search(f) {
                 self.fields.insert(i, f.clone());
-            }
-        }
-        for d in &other.detectors {
-            if let Err(i) = self.detectors.binary_search(d) {
-                self.detectors.insert(i, d.clone());
             }
         }
     }
@@ -800,18 +796,38 @@ impl Compiler<'_> {
         }
         let mut mask = MaskDirectives::default();
         if let Some(m) = &r.mask {
-            let fields = MaskDirectives {
-                fields: m
-                    .fields
-                    .iter()
-                    .map(|f| FieldRule {
-                        field: f.field.clone(),
-                        action: f.action.clone(),
-                    })
-                    .collect(),
-                detectors: m.detectors.clone(),
-            };
-            mask.merge(&fields);
+            if let Some(d) = &m.detectors {
+                return self.err(
+                    Some(d.span()),
+                    format!(
+                        "rule {id}: mask.detectors is not supported: the gateway runs every \
+                         detector of its catalogue on every response (choose them in its \
+                         [masking] configuration)"
+                    ),
+                );
+            }
+            let mut fields = Vec::with_capacity(m.fields.len());
+            for f in &m.fields {
+                let action = match &f.action {
+                    None => "redact".to_owned(),
+                    Some(a) if a.get_ref() == "redact" => a.get_ref().clone(),
+                    Some(a) => {
+                        return self.err(
+                            Some(a.span()),
+                            format!(
+                                "rule {id}: unknown mask action {:?} (the one action is \
+                                 \"redact\": the whole value is replaced)",
+                                a.get_ref()
+                            ),
+                        );
+                    }
+                };
+                fields.push(FieldRule {
+                    field: f.field.clone(),
+                    action,
+                });
+            }
+            mask.merge(&MaskDirectives { fields });
         }
         Ok(Rule {
             id,

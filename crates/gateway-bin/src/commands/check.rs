@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use crate::config::policy_error;
 use crate::trust::read_signing_key;
 
 pub(crate) fn run(path: &Path) -> Result<(), String> {
@@ -16,14 +15,9 @@ pub(crate) fn run(path: &Path) -> Result<(), String> {
     match &config.policy {
         Some(p) => {
             let f = config.resolve(&p.file);
-            match std::fs::read_to_string(&f) {
-                // The policy's own errors carry its line and column.
-                Ok(text) => {
-                    if let Err(e) = portcullis_policy::Policy::from_toml_str(&text) {
-                        problems.push(policy_error(&f, &e));
-                    }
-                }
-                Err(e) => problems.push(format!("policy file {}: {e}", f.display())),
+            // The policy's own errors carry its line and column.
+            if let Err(e) = crate::policy_file::load(&f) {
+                problems.push(e);
             }
         }
         None => {
