@@ -54,6 +54,12 @@ for crate in portcullis-mask portcullis-policy portcullis-audit portcullis-pg po
   cargo check -p "$crate" --no-default-features --locked
 done
 
+step "the declared MSRV holds for every dependency"
+python3 scripts/msrv.py
+
+step "the libraries' API against the last release tag"
+bash scripts/semver.sh
+
 step "crate READMEs are the crate docs"
 python3 scripts/crate-readmes.py --check
 
