@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use portcullis_audit::{self as audit, AuditEvent, AuditSink, EventKind, MaskedText};
+use portcullis_audit::{self as audit, AuditError, AuditEvent, AuditSink, EventKind, MaskedText};
 use portcullis_mask::Masker;
 use portcullis_pg::{
     Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, Execution,
@@ -147,7 +147,7 @@ pub(crate) struct SessionState {
     policy_principal: policy::Principal,
     audit_principal: audit::Principal,
     audit_resource: audit::Resource,
-    audit_tx: mpsc::UnboundedSender<AuditJob>,
+    audit: SessionAudit,
     inner: Mutex<SessionInner>,
     /// Set by an operator: the session ends at its next command.
     killed: Mutex<Option<String>>,
@@ -261,25 +261,115 @@ impl SessionState {
             .with_resource(self.audit_resource.clone())
     }
 
-    /// Queues a record behind the session's earlier ones.
+    /// Queues a record behind the session's earlier ones, without waiting.
     fn record(&self, kind: EventKind) {
-        let _ = self.audit_tx.send(AuditJob {
-            event: self.event(kind),
-            done: None,
-        });
+        let event = self.event(kind);
+        match self.audit.enqueue(&event) {
+            // Not awaited: a later write failure makes the sink unavailable,
+            // and the next command's write-ahead fails closed on it.
+            Ok(_ack) => {}
+            Err(AuditError::Unsupported { .. }) => self.audit.via_writer(event, None),
+            Err(e) => self.audit.failed(e.to_string()),
+        }
     }
 
-    /// Queues a record and waits until it is durable.
+    /// Queues a record behind the session's earlier ones and waits until it
+    /// is as durable as the sink's level promises.
     async fn record_durably(&self, kind: EventKind) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.audit_tx
-            .send(AuditJob {
-                event: self.event(kind),
-                done: Some(tx),
-            })
-            .map_err(|_| "the session's audit writer has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the session's audit writer has stopped".to_owned())?
+        let event = self.event(kind);
+        match self.audit.enqueue(&event) {
+            Ok(ack) => {
+                let result = ack.await.map(|_| ()).map_err(|e| e.to_string());
+                set_failure(&self.audit.failure, result.as_ref().err().cloned());
+                result
+            }
+            Err(AuditError::Unsupported { .. }) => {
+                let (tx, rx) = oneshot::channel();
+                self.audit.via_writer(event, Some(tx));
+                rx.await
+                    .map_err(|_| "the session's audit writer has stopped".to_owned())?
+            }
+            Err(e) => {
+                let e = e.to_string();
+                self.audit.failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How one session's records reach the sink, in the order the session made
+/// them. A sink with an ordered queue (the JSON Lines trail) takes each
+/// record straight from the session's task ([`AuditSink::enqueue`]): no
+/// task hop, and the session waits only for the acknowledgement a
+/// write-ahead record needs. A sink without one gets a writer task per
+/// session that records one event after the other, started the first time
+/// the sink refuses `enqueue`.
+struct SessionAudit {
+    sink: Arc<dyn AuditSink>,
+    failure: Arc<Mutex<Option<String>>>,
+    writer: std::sync::OnceLock<mpsc::UnboundedSender<AuditJob>>,
+}
+
+impl std::fmt::Debug for SessionAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionAudit")
+            .field("sink", &self.sink.name())
+            .field("writer", &self.writer.get().is_some())
+            .finish()
+    }
+}
+
+impl SessionAudit {
+    fn new(sink: Arc<dyn AuditSink>, failure: Arc<Mutex<Option<String>>>) -> Self {
+        Self {
+            sink,
+            failure,
+            writer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The sink's ordered queue, unless this session already writes through
+    /// its own writer task (then every record goes there, keeping order).
+    fn enqueue(&self, event: &AuditEvent) -> Result<audit::Ack, AuditError> {
+        if self.writer.get().is_some() {
+            return Err(AuditError::Unsupported {
+                sink: self.sink.name().to_owned(),
+                operation: "enqueue",
+            });
+        }
+        self.sink.enqueue(event)
+    }
+
+    fn failed(&self, why: String) {
+        set_failure(&self.failure, Some(why));
+    }
+
+    fn via_writer(&self, event: AuditEvent, done: Option<oneshot::Sender<Result<(), String>>>) {
+        let tx = self.writer.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<AuditJob>();
+            let sink = self.sink.clone();
+            let failure = self.failure.clone();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    let result = sink
+                        .record(&job.event)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    set_failure(&failure, result.as_ref().err().cloned());
+                    if let Some(done) = job.done {
+                        let _ = done.send(result);
+                    }
+                }
+            });
+            tx
+        });
+        if let Err(mpsc::error::SendError(job)) = tx.send(AuditJob { event, done })
+            && let Some(done) = job.done
+        {
+            let _ = done.send(Err("the session's audit writer has stopped".to_owned()));
+        }
     }
 }
 
@@ -432,27 +522,6 @@ impl Gateway {
                 set_failure(&failure, Some(e.to_string()));
             }
         });
-    }
-
-    /// Starts the task that writes one session's records in order.
-    fn spawn_writer(&self) -> mpsc::UnboundedSender<AuditJob> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<AuditJob>();
-        let sink = self.audit.clone();
-        let failure = self.audit_failure.clone();
-        tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                let result = sink
-                    .record(&job.event)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                set_failure(&failure, result.as_ref().err().cloned());
-                if let Some(done) = job.done {
-                    let _ = done.send(result);
-                }
-            }
-        });
-        tx
     }
 
     fn deny_message(decision: &policy::Decision) -> String {
@@ -953,7 +1022,7 @@ impl Hook for Gateway {
                 target: conn_name.to_owned(),
                 scope: Some(conn.backend.database.clone()),
             },
-            audit_tx: self.spawn_writer(),
+            audit: SessionAudit::new(self.audit.clone(), self.audit_failure.clone()),
             principal,
             inner: Mutex::new(SessionInner::default()),
             killed: Mutex::new(None),
