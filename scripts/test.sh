@@ -19,6 +19,7 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""
@@ -36,6 +37,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "the load harness, smoke run (direct, PgBouncer and the gateway; fails on errors, never on slowness)"
+cargo run --locked -q -p portcullis-benches --bin load -- --smoke
 
 step "the libraries' examples, run as their docs show"
 bash scripts/run-examples.sh

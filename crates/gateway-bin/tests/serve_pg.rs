@@ -134,7 +134,7 @@ name = "api_key"
 [audit.jsonl]
 dir = "audit"
 chain = "gw-test"
-durability = "flushed"
+{durability}
 {audit_extra}
 
 [admin]
@@ -142,7 +142,12 @@ address = "127.0.0.1:{admin_port}"
 
 {tail}
 "#,
-            pg_port = pg.port()
+            pg_port = pg.port(),
+            durability = if audit_extra.contains("durability") {
+                ""
+            } else {
+                "durability = \"flushed\""
+            },
         );
         std::fs::write(d.join("portcullis.toml"), config).unwrap();
         let (ok, out, err) = portcullis(d, &["check", "--config", "portcullis.toml"]);
@@ -1088,4 +1093,89 @@ fn every_execute_is_recorded_and_kill_and_revocation_stop_the_next_one() {
         .map(|e| e.message().to_owned())
         .unwrap_or_else(|| err.to_string());
     assert!(msg.contains("revoked"), "{msg}");
+}
+
+/// SIGKILL of the gateway in the middle of a pgbench run, at both durability
+/// levels: every INSERT the backend committed was forwarded, so each must
+/// have its record in the trail, and the trail verifies (a torn last line is
+/// allowed, a gap or a broken chain is not).
+#[test]
+fn sigkill_under_pgbench_loses_no_record_of_a_forwarded_command() {
+    for durability in ["flushed", "durable"] {
+        let mut gw = Gateway::start_with(
+            &format!("durability = \"{durability}\""),
+            "default = \"allow\"\n",
+        );
+        let setup = Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+            .arg(
+                "CREATE TABLE public.crash_t (v text PRIMARY KEY); \
+                 GRANT INSERT, SELECT ON public.crash_t TO portcullis_gateway;",
+            )
+            .run()
+            .unwrap();
+        assert!(setup.success(), "{}", setup.stderr);
+        let agent = gw.token("agent:crash", "agents", "15m");
+        let script = gw.dir.path().join("crash.sql");
+        std::fs::write(
+            &script,
+            "\\set id random(1, 2000000000)\n\
+             INSERT INTO public.crash_t (v) VALUES ('crash-:id') ON CONFLICT DO NOTHING;\n",
+        )
+        .unwrap();
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=shop dbname=postgres password={agent}",
+            gw.port
+        );
+        let bench = std::thread::spawn(move || {
+            Client::pgbench(&dsn)
+                .unwrap()
+                .args(["-n", "-M", "simple", "-c", "4", "-T", "60", "-f"])
+                .arg(&script)
+                .run()
+                .unwrap()
+        });
+        let count = |gw: &Gateway| -> usize {
+            let out = Client::psql(&gw.pg.dsn())
+                .unwrap()
+                .args(["-tA", "-c", "SELECT count(*) FROM public.crash_t"])
+                .run()
+                .unwrap();
+            out.stdout.trim().parse().unwrap_or(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&gw) < 300 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SIGKILL: no shutdown path runs.
+        gw.child.kill().unwrap();
+        gw.child.wait().unwrap();
+        let bench = bench.join().unwrap();
+        assert!(
+            !bench.success(),
+            "pgbench did not notice the gateway die: {}{}",
+            bench.stdout,
+            bench.stderr
+        );
+
+        let report = portcullis_audit::verify(&gw.trail());
+        assert!(report.is_intact(), "{durability}: {report}");
+        let rows = Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-tA", "-c", "SELECT v FROM public.crash_t"])
+            .run()
+            .unwrap();
+        let rows: Vec<&str> = rows.stdout.lines().filter(|l| !l.is_empty()).collect();
+        assert!(rows.len() >= 300, "{durability}: only {} rows", rows.len());
+        let trail = gw.trail_text();
+        let missing: Vec<&&str> = rows.iter().filter(|v| !trail.contains(*v)).collect();
+        assert!(
+            missing.is_empty(),
+            "{durability}: {} of {} committed INSERTs have no record, e.g. {:?}",
+            missing.len(),
+            rows.len(),
+            missing.first()
+        );
+    }
 }
