@@ -202,6 +202,12 @@ pub(crate) struct ApiKeyEntry {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicySection {
     pub(crate) file: PathBuf,
+    /// `false`: observe mode. Every command is decided and recorded with
+    /// the decision the policy would have taken, and forwarded anyway (no
+    /// denials, no holds). Identity checks, masking and the write-ahead
+    /// audit stay as they are.
+    #[serde(default = "yes")]
+    pub(crate) enforce: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -237,6 +237,13 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
     let policy = Policy::from_toml_str(&policy_text)
         .map_err(|e| crate::config::policy_error(&policy_path, &e))?;
 
+    if !policy_section.enforce {
+        tracing::warn!(
+            policy = %policy_path.display(),
+            "observe mode ([policy] enforce = false): commands are decided and recorded but \
+             never refused or held"
+        );
+    }
     let masker = build_masker(config)?;
     let audit = build_audit(config).await?;
     Ok(Gateway::new(GatewayParts {
@@ -247,6 +254,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         audit,
         approvals: Arc::new(ApprovalStore::default()),
         end_session_on_expiry: config.identity.end_session_on_expiry,
+        enforce: policy_section.enforce,
         field_patterns: config
             .masking
             .field

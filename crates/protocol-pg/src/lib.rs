@@ -23,7 +23,9 @@
 //! a denied statement is an ErrorResponse with SQLSTATE 42501 (inside a
 //! transaction block the transaction is failed, as a server error would);
 //! a held statement gets a NoticeResponse at once and runs when approved;
-//! BackendKeyData is issued by the gateway and CancelRequests are mapped to
+//! BackendKeyData carries the backend's real process id (as notifications and
+//! `pg_backend_pid()` do) with a secret the gateway chose, and a
+//! CancelRequest is honoured only with exactly that pair, then sent on with
 //! the backend's own key.
 //!
 //! # Example

@@ -420,8 +420,15 @@ impl Pair {
         let f = frames(&out);
         assert_eq!(
             f[2].1,
-            [4242i32.to_be_bytes(), 777i32.to_be_bytes()].concat(),
-            "the gateway's key, not the backend's"
+            [99i32.to_be_bytes(), 777i32.to_be_bytes()].concat(),
+            "the backend's process id with the gateway's secret"
+        );
+        assert_eq!(
+            p.s.client_key(),
+            Some(CancelKey {
+                pid: 99,
+                secret: 777
+            })
         );
         assert_eq!(
             p.s.backend_key(),
