@@ -419,3 +419,168 @@ fn psycopg_gives_the_same_results_through_the_gateway() {
     let trail = stack.trail();
     assert!(trail.contains("psy_copy"), "{trail}");
 }
+
+#[test]
+fn asyncpg_gives_the_same_results_through_the_gateway() {
+    let Some(python) = python() else { return };
+    let stack = Stack::transparent();
+    let (direct, _) = compare(&stack, "asyncpg", |side| {
+        python_script(&stack, &python, "asyncpg_client.py", side)
+    });
+    for needle in [
+        "== COPY",
+        "== LISTEN / NOTIFY",
+        "('apg_channel', 'from other', 'other')",
+        "timed out; asyncpg cancels the statement",
+        "pid agrees True",
+    ] {
+        assert!(
+            direct.stdout.contains(needle),
+            "{needle}:\n{}",
+            direct.stdout
+        );
+    }
+}
+
+#[test]
+fn node_postgres_gives_the_same_results_through_the_gateway() {
+    let Some(modules) = node_modules() else {
+        return;
+    };
+    let node = find_client_binary("node").unwrap_or_else(|_| PathBuf::from("node (not on PATH)"));
+    let Some(node) = require("node (Node.js)", node) else {
+        return;
+    };
+    let stack = Stack::transparent();
+    let (direct, _) = compare(&stack, "node-postgres", |side| {
+        let mut c = Command::new(&node);
+        c.arg(script("node_pg_client.js"))
+            .env("NODE_PATH", &modules)
+            .envs(stack.env(side));
+        c
+    });
+    for needle in [
+        "== named prepared statements",
+        "[\"processID agrees with pg_backend_pid()\",true]",
+        "\"other\"]",
+        "57014",
+    ] {
+        assert!(
+            direct.stdout.contains(needle),
+            "{needle}:\n{}",
+            direct.stdout
+        );
+    }
+}
+
+#[test]
+fn psql_scripts_give_the_same_output_through_the_gateway() {
+    let psql = find_client_binary("psql").expect("psql (postgresql-client) is not installed");
+    let stack = Stack::transparent();
+    let (direct, through) = compare(&stack, "psql", |side| {
+        let mut c = Command::new(&psql);
+        c.args(["-X", "-a", "-v", "VERBOSITY=verbose", "-f"])
+            .arg(script("psql_script.sql"))
+            .envs(stack.env(side));
+        c
+    });
+    // psql writes its errors to stderr: those are the same too.
+    assert_eq!(direct.stderr, through.stderr);
+    for needle in ["ERROR:  22012: division by zero", "COPY 3", "23505"] {
+        assert!(
+            direct.stdout.contains(needle) || direct.stderr.contains(needle),
+            "{needle}:\n{}{}",
+            direct.stdout,
+            direct.stderr
+        );
+    }
+}
+
+#[test]
+fn pgbench_simple_extended_and_prepared_give_the_same_results_through_the_gateway() {
+    let pgbench =
+        find_client_binary("pgbench").expect("pgbench (postgresql-client) is not installed");
+    let stack = Stack::transparent();
+    // The balances after a run with a fixed seed and one client are the same
+    // whichever way the statements went; the summary is read directly.
+    let checksum = "\\connect app\nselect sum(abalance), sum(abs(abalance)), \
+        (select sum(bbalance) from pgbench_branches), \
+        (select sum(tbalance) from pgbench_tellers), \
+        (select count(*) from pgbench_history), (select sum(delta) from pgbench_history) \
+        from pgbench_accounts";
+    let mut outputs = Vec::new();
+    for side in [Side::Direct, Side::Gateway] {
+        let mut printed = String::new();
+        let init = run(
+            {
+                let mut c = Command::new(&pgbench);
+                c.args(["-i", "-s", "1", "-q"]).envs(stack.env(side));
+                c
+            },
+            Duration::from_secs(300),
+        );
+        assert!(
+            init.ok,
+            "pgbench -i ({side:?}):\n{}{}",
+            init.stdout, init.stderr
+        );
+        printed.push_str(&format!(
+            "== init\n{}\n",
+            stack.pg.execute(checksum).unwrap().trim()
+        ));
+        for mode in ["simple", "extended", "prepared"] {
+            let out = run(
+                {
+                    let mut c = Command::new(&pgbench);
+                    c.args([
+                        "-n",
+                        "-M",
+                        mode,
+                        "-c",
+                        "1",
+                        "-j",
+                        "1",
+                        "-t",
+                        "150",
+                        "--random-seed=20241130",
+                    ])
+                    .envs(stack.env(side));
+                    c
+                },
+                Duration::from_secs(300),
+            );
+            assert!(
+                out.ok,
+                "pgbench -M {mode} ({side:?}):\n{}{}",
+                out.stdout, out.stderr
+            );
+            printed.push_str(&format!("== {mode}\n"));
+            for line in out.stdout.lines().filter(|l| {
+                l.starts_with("query mode")
+                    || l.starts_with("number of transactions actually processed")
+                    || l.starts_with("number of failed transactions")
+            }) {
+                printed.push_str(line);
+                printed.push('\n');
+            }
+            printed.push_str(stack.pg.execute(checksum).unwrap().trim());
+            printed.push('\n');
+        }
+        printed.push_str("== done\n");
+        outputs.push(Run {
+            ok: true,
+            stdout: printed,
+            stderr: String::new(),
+        });
+    }
+    assert_same("pgbench", &outputs[0], &outputs[1]);
+    assert!(
+        outputs[0].stdout.contains("query mode: prepared")
+            && outputs[0]
+                .stdout
+                .contains("number of transactions actually processed: 150/150"),
+        "{}",
+        outputs[0].stdout
+    );
+    eprintln!("{}", outputs[1].stdout);
+}
