@@ -623,6 +623,7 @@ address = "127.0.0.1:9090"
         )
         .unwrap();
         assert_eq!(c.connections[0].port, 5432);
+        assert!(c.policy.as_ref().is_some_and(|p| p.enforce), "enforcing by default");
         assert_eq!(c.connections[0].tls, BackendTls::VerifyFull);
         assert_eq!(c.audit.jsonl.as_ref().unwrap().group_commit_ms, 5);
         assert_eq!(
@@ -663,6 +664,14 @@ address = "127.0.0.1:9090"
             Some("prod")
         );
         assert_eq!(c.audit.quorum.as_ref().map(|q| *q.get_ref()), Some(2));
+    }
+
+    #[test]
+    fn observe_mode_is_enforce_false() {
+        let c = parse("[policy]\nfile = \"p.toml\"\nenforce = false\n").unwrap();
+        assert!(c.policy.as_ref().is_some_and(|p| !p.enforce));
+        let e = parse("[policy]\nfile = \"p.toml\"\nenforce = \"no\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]

@@ -372,7 +372,7 @@ fn assert_same(client: &str, direct: &Run, through: &Run) {
 
 /// Runs `make(side)` once directly and once through the gateway and
 /// compares.
-fn compare(stack: &Stack, client: &str, make: impl Fn(Side) -> Command) -> (Run, Run) {
+fn compare(client: &str, make: impl Fn(Side) -> Command) -> (Run, Run) {
     let direct = run(make(Side::Direct), Duration::from_secs(300));
     let through = run(make(Side::Gateway), Duration::from_secs(300));
     assert_same(client, &direct, &through);
@@ -397,7 +397,7 @@ fn python_script(stack: &Stack, python: &Path, name: &str, side: Side) -> Comman
 fn psycopg_gives_the_same_results_through_the_gateway() {
     let Some(python) = python() else { return };
     let stack = Stack::transparent();
-    let (direct, _) = compare(&stack, "psycopg", |side| {
+    let (direct, _) = compare("psycopg", |side| {
         python_script(&stack, &python, "psycopg_client.py", side)
     });
     // The script ran what it says it ran, and the trail saw it.
@@ -424,7 +424,7 @@ fn psycopg_gives_the_same_results_through_the_gateway() {
 fn asyncpg_gives_the_same_results_through_the_gateway() {
     let Some(python) = python() else { return };
     let stack = Stack::transparent();
-    let (direct, _) = compare(&stack, "asyncpg", |side| {
+    let (direct, _) = compare("asyncpg", |side| {
         python_script(&stack, &python, "asyncpg_client.py", side)
     });
     for needle in [
@@ -452,7 +452,7 @@ fn node_postgres_gives_the_same_results_through_the_gateway() {
         return;
     };
     let stack = Stack::transparent();
-    let (direct, _) = compare(&stack, "node-postgres", |side| {
+    let (direct, _) = compare("node-postgres", |side| {
         let mut c = Command::new(&node);
         c.arg(script("node_pg_client.js"))
             .env("NODE_PATH", &modules)
@@ -477,7 +477,7 @@ fn node_postgres_gives_the_same_results_through_the_gateway() {
 fn psql_scripts_give_the_same_output_through_the_gateway() {
     let psql = find_client_binary("psql").expect("psql (postgresql-client) is not installed");
     let stack = Stack::transparent();
-    let (direct, through) = compare(&stack, "psql", |side| {
+    let (direct, through) = compare("psql", |side| {
         let mut c = Command::new(&psql);
         c.args(["-X", "-a", "-v", "VERBOSITY=verbose", "-f"])
             .arg(script("psql_script.sql"))
@@ -583,4 +583,155 @@ fn pgbench_simple_extended_and_prepared_give_the_same_results_through_the_gatewa
         outputs[0].stdout
     );
     eprintln!("{}", outputs[1].stdout);
+}
+
+/// Every event object (one with a `"type"`) in a trail, in order.
+fn events(trail: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    fn find(v: &serde_json::Value, out: &mut Vec<serde_json::Map<String, serde_json::Value>>) {
+        match v {
+            serde_json::Value::Object(m) if m.get("type").is_some_and(|t| t.is_string()) => {
+                out.push(m.clone());
+            }
+            serde_json::Value::Object(m) => m.values().for_each(|v| find(v, out)),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| find(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for line in trail.lines().filter(|l| !l.trim().is_empty()) {
+        find(&serde_json::from_str(line).unwrap(), &mut out);
+    }
+    out
+}
+
+fn str_of<'a>(m: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> &'a str {
+    m.get(key).and_then(|v| v.as_str()).unwrap_or_default()
+}
+
+/// `[policy] enforce = false`: what the example policy denies or holds runs,
+/// and the trail says what the policy would have done; masking stays.
+#[test]
+fn observe_mode_forwards_everything_and_records_what_the_policy_would_have_done() {
+    let policy = include_str!("../../../examples/policy.toml");
+    let stack = Stack::start(policy, false, "[[masking.field]]\nname = \"api_key\"\n");
+    let psql = find_client_binary("psql").expect("psql (postgresql-client) is not installed");
+    let pgbench = find_client_binary("pgbench").expect("pgbench is not installed");
+    let setup = run(
+        {
+            let mut c = Command::new(&psql);
+            c.args(["-X", "-v", "ON_ERROR_STOP=1", "-c"])
+                .arg(
+                    "create table customers (id int, api_key text, note text); \
+                     insert into customers values (1, 'pk_live_0123456789abcdef', 'plain'), \
+                     (2, 'pk_live_fedcba9876543210', 'plain'), (3, 'x', 'plain'); \
+                     create table scratch (id int); insert into scratch values (1), (2);",
+                )
+                .envs(stack.env(Side::Direct));
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(setup.ok, "{}", setup.stderr);
+    let gw_psql = |sql: &str| {
+        let mut c = Command::new(&psql);
+        c.args(["-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .envs(stack.env(Side::Gateway));
+        run(c, Duration::from_secs(60))
+    };
+
+    // Masking is as configured: a field rule masks api_key.
+    let out = gw_psql("select id, api_key from customers order by id");
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!out.stdout.contains("pk_live_"), "{}", out.stdout);
+    assert!(out.stdout.contains("[MASKED:"), "{}", out.stdout);
+
+    // A DELETE without WHERE (held for review when enforced) runs at once,
+    // over the simple protocol and as a prepared statement (pgbench).
+    let out = gw_psql("delete from customers");
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "DELETE 3");
+    let script = stack.dir.path().join("delete.sql");
+    std::fs::write(&script, "delete from scratch;\n").unwrap();
+    let out = run(
+        {
+            let mut c = Command::new(&pgbench);
+            c.args(["-n", "-M", "prepared", "-t", "1", "-f"])
+                .arg(&script)
+                .envs(stack.env(Side::Gateway));
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("number of transactions actually processed: 1/1"),
+        "{}",
+        out.stdout
+    );
+    // A DROP (denied when enforced) runs.
+    let out = gw_psql("drop table scratch");
+    assert!(out.ok, "{}", out.stderr);
+    let check = run(
+        {
+            let mut c = Command::new(&psql);
+            c.args(["-X", "-tA", "-c", "select to_regclass('scratch') is null"])
+                .envs(stack.env(Side::Direct));
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(check.stdout.trim(), "t", "{}", check.stderr);
+
+    // The trail: each command with the decision it would have had, then
+    // its forwarding; no approval was asked for.
+    let all = events(&stack.trail());
+    let forwarded: Vec<u64> = all
+        .iter()
+        .filter(|e| str_of(e, "type") == "command_forwarded")
+        .filter_map(|e| e.get("command_id").and_then(serde_json::Value::as_u64))
+        .collect();
+    let command = |needle: &str, effect: &str| {
+        let found: Vec<_> = all
+            .iter()
+            .filter(|e| str_of(e, "type") == "command")
+            .filter(|e| {
+                e.get("text")
+                    .is_some_and(|t| t.to_string().to_lowercase().contains(needle))
+            })
+            .collect();
+        assert!(
+            !found.is_empty(),
+            "no command record for {needle}: {all:#?}"
+        );
+        let mut ids = Vec::new();
+        for e in &found {
+            assert_eq!(str_of(e, "effect"), effect, "{e:?}");
+            if effect != "allow" {
+                assert!(
+                    str_of(e, "reason").starts_with("observe mode ([policy] enforce = false)"),
+                    "{e:?}"
+                );
+            }
+            ids.extend(e.get("command_id").and_then(serde_json::Value::as_u64));
+        }
+        ids
+    };
+    command("select id, api_key", "allow");
+    let delete = command("delete from customers", "hold");
+    // The Parse and the Execute of pgbench's prepared DELETE.
+    let prepared = command("delete from scratch", "hold");
+    assert!(prepared.len() >= 2, "{all:#?}");
+    let drop = command("drop table scratch", "deny");
+    for id in delete.iter().chain(&drop).chain(prepared.last()) {
+        assert!(
+            forwarded.contains(id),
+            "command {id} was not recorded as forwarded: {all:#?}"
+        );
+    }
+    assert!(
+        !all.iter()
+            .any(|e| str_of(e, "type").starts_with("approval_")),
+        "no approval is asked for in observe mode: {all:#?}"
+    );
 }
