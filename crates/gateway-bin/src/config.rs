@@ -623,7 +623,10 @@ address = "127.0.0.1:9090"
         )
         .unwrap();
         assert_eq!(c.connections[0].port, 5432);
-        assert!(c.policy.as_ref().is_some_and(|p| p.enforce), "enforcing by default");
+        assert!(
+            c.policy.as_ref().is_some_and(|p| p.enforce),
+            "enforcing by default"
+        );
         assert_eq!(c.connections[0].tls, BackendTls::VerifyFull);
         assert_eq!(c.audit.jsonl.as_ref().unwrap().group_commit_ms, 5);
         assert_eq!(

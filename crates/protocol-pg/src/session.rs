@@ -871,8 +871,9 @@ impl<H: Hook> Session<H> {
                     }
                 };
                 self.pending = Some(held);
-                // A notice may arrive at any time: it goes out at once.
-                self.to_client.push_back(wire::notice(&hold.notice));
+                // The notice is about this Execute (or query): it never
+                // overtakes the replies owed for an earlier Sync or Query.
+                self.synthetic_after_synced(wire::notice(&hold.notice));
                 self.event_with(
                     Event::CommandHeld {
                         session: self.id,
@@ -1208,6 +1209,23 @@ impl<H: Hook> Session<H> {
 
     fn synthetic(&mut self, b: Bytes) {
         self.expect.push_back(Expect::Synthetic(b));
+        self.flush_synthetic();
+    }
+
+    /// Queues a message of the gateway's own behind every reply the backend
+    /// owes up to its last Sync or Query (which it sends without more
+    /// input), but ahead of the replies of a pipeline not yet synced (which
+    /// the backend keeps until a Sync or Flush: waiting for them could wait
+    /// forever).
+    fn synthetic_after_synced(&mut self, b: Bytes) {
+        let at = self
+            .expect
+            .iter()
+            .rposition(
+                |e| matches!(e, Expect::Backend(r) if matches!(r.kind, Kind::Sync | Kind::Query)),
+            )
+            .map_or(0, |i| i + 1);
+        self.expect.insert(at, Expect::Synthetic(b));
         self.flush_synthetic();
     }
 
