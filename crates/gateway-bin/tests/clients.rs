@@ -92,13 +92,13 @@ fn require(what: &str, path: PathBuf) -> Option<PathBuf> {
     let skip = std::env::var("PORTCULLIS_SKIP_CLIENTS").is_ok_and(|v| v == "1");
     if skip {
         eprintln!(
-            "SKIPPED: {what} is not installed ({} is missing) and PORTCULLIS_SKIP_CLIENTS=1",
+            "SKIPPED: {what}: not installed ({} is missing) and PORTCULLIS_SKIP_CLIENTS=1",
             path.display()
         );
         return None;
     }
     panic!(
-        "{what} is not installed: {} is missing. Run scripts/install-clients.sh \
+        "{what}: not installed ({} is missing). Run scripts/install-clients.sh \
          (scripts/test.sh does), or set PORTCULLIS_SKIP_CLIENTS=1 to skip this test locally",
         path.display()
     );
