@@ -172,6 +172,9 @@ pub(crate) struct Decided {
     reason: String,
     /// The policy reviews it: each execution is held for approval.
     review: Option<Review>,
+    /// The policy denies it: executions exist only in observe mode, where
+    /// each is recorded as denied and forwarded.
+    denied: bool,
     /// Field patterns a policy rule asked to mask in its results.
     directive_fields: Vec<String>,
     /// It computes output from a masked column.
@@ -732,6 +735,7 @@ impl Gateway {
                 observed_reason(&decision)
             },
             review,
+            denied: decision.effect == Effect::Deny,
             directive_fields: decision
                 .mask
                 .fields
@@ -791,7 +795,9 @@ impl Gateway {
             return refused;
         }
         let decided = statement.decided.clone();
-        let effect = if decided.review.is_some() {
+        let effect = if decided.denied {
+            audit::Effect::Deny
+        } else if decided.review.is_some() {
             audit::Effect::Hold
         } else {
             audit::Effect::Allow

@@ -624,7 +624,8 @@ fn observe_mode_forwards_everything_and_records_what_the_policy_would_have_done(
                     "create table customers (id int, api_key text, note text); \
                      insert into customers values (1, 'pk_live_0123456789abcdef', 'plain'), \
                      (2, 'pk_live_fedcba9876543210', 'plain'), (3, 'x', 'plain'); \
-                     create table scratch (id int); insert into scratch values (1), (2);",
+                     create table scratch (id int); insert into scratch values (1), (2); \
+                     create table scratch2 (id int); insert into scratch2 values (1);",
                 )
                 .envs(stack.env(Side::Direct));
             c
@@ -669,6 +670,19 @@ fn observe_mode_forwards_everything_and_records_what_the_policy_would_have_done(
         "{}",
         out.stdout
     );
+    // A TRUNCATE (denied when enforced) prepared and executed runs.
+    std::fs::write(&script, "truncate scratch2;\n").unwrap();
+    let out = run(
+        {
+            let mut c = Command::new(&pgbench);
+            c.args(["-n", "-M", "prepared", "-t", "1", "-f"])
+                .arg(&script)
+                .envs(stack.env(Side::Gateway));
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
     // A DROP (denied when enforced) runs.
     let out = gw_psql("drop table scratch");
     assert!(out.ok, "{}", out.stderr);
@@ -682,6 +696,16 @@ fn observe_mode_forwards_everything_and_records_what_the_policy_would_have_done(
         Duration::from_secs(60),
     );
     assert_eq!(check.stdout.trim(), "t", "{}", check.stderr);
+    let check = run(
+        {
+            let mut c = Command::new(&psql);
+            c.args(["-X", "-tA", "-c", "select count(*) from scratch2"])
+                .envs(stack.env(Side::Direct));
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(check.stdout.trim(), "0", "{}", check.stderr);
 
     // The trail: each command with the decision it would have had, then
     // its forwarding; no approval was asked for.
@@ -723,7 +747,15 @@ fn observe_mode_forwards_everything_and_records_what_the_policy_would_have_done(
     let prepared = command("delete from scratch", "hold");
     assert!(prepared.len() >= 2, "{all:#?}");
     let drop = command("drop table scratch", "deny");
-    for id in delete.iter().chain(&drop).chain(prepared.last()) {
+    // The Parse and the Execute of the prepared TRUNCATE: both would deny.
+    let truncate = command("truncate scratch2", "deny");
+    assert!(truncate.len() >= 2, "{all:#?}");
+    for id in delete
+        .iter()
+        .chain(&drop)
+        .chain(prepared.last())
+        .chain(truncate.last())
+    {
         assert!(
             forwarded.contains(id),
             "command {id} was not recorded as forwarded: {all:#?}"
