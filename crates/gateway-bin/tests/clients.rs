@@ -125,6 +125,8 @@ struct Stack {
     dir: tempfile::TempDir,
     port: u16,
     token: String,
+    /// What `portcullis check` printed and what `serve` logged while starting.
+    startup: String,
 }
 
 impl Drop for Stack {
@@ -188,7 +190,7 @@ address = "127.0.0.1:{admin_port}"
             pg_port = pg.port()
         );
         std::fs::write(d.join("portcullis.toml"), config).unwrap();
-        portcullis(d, &["check", "--config", "portcullis.toml"]);
+        let mut seen = portcullis(d, &["check", "--config", "portcullis.toml"]);
         let token = portcullis(
             d,
             &[
@@ -212,7 +214,6 @@ address = "127.0.0.1:{admin_port}"
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
         loop {
             let line = lines
                 .next()
@@ -231,6 +232,7 @@ address = "127.0.0.1:{admin_port}"
             dir,
             port,
             token,
+            startup: seen,
         }
     }
 
@@ -633,6 +635,16 @@ fn observe_mode_forwards_everything_and_records_what_the_policy_would_have_done(
         Duration::from_secs(60),
     );
     assert!(setup.ok, "{}", setup.stderr);
+    assert!(
+        stack
+            .startup
+            .contains("ok (observe mode: the policy is not enforced)")
+            && stack
+                .startup
+                .contains("portcullis: observe mode ([policy] enforce = false)"),
+        "{}",
+        stack.startup
+    );
     let gw_psql = |sql: &str| {
         let mut c = Command::new(&psql);
         c.args(["-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql])
