@@ -262,34 +262,37 @@ def run_cancel(conn):
     section("cancel")
     victim = connect(autocommit=True)
     try:
-        result = {}
+        # cancel_safe() (libpq's newer cancel API where available) and the
+        # classic cancel(): both send a CancelRequest with the key libpq got.
+        for how in ("cancel_safe", "cancel"):
+            result = {}
 
-        def sleeper():
-            try:
-                victim.execute("select pg_sleep(30)")
-                result["outcome"] = "completed"
-            except errors.QueryCanceled as e:
-                result["outcome"] = f"cancelled {e.sqlstate}"
-            except psycopg.Error as e:
-                result["outcome"] = f"other error {type(e).__name__} {e.sqlstate}"
+            def sleeper():
+                try:
+                    victim.execute("select pg_sleep(30)")
+                    result["outcome"] = "completed"
+                except errors.QueryCanceled as e:
+                    result["outcome"] = f"cancelled {e.sqlstate}"
+                except psycopg.Error as e:
+                    result["outcome"] = f"other error {type(e).__name__} {e.sqlstate}"
 
-        t = threading.Thread(target=sleeper)
-        t.start()
-        # Cancel only once the statement is running on the server.
-        pid = victim.info.backend_pid
-        probe = connect(autocommit=True)
-        for _ in range(300):
-            row = probe.execute(
-                "select count(*) from pg_stat_activity where pid = %s and query like 'select pg_sleep%%' "
-                "and state = 'active'", (pid,)).fetchone()
-            if row[0]:
-                break
-            time.sleep(0.05)
-        probe.close()
-        victim.cancel_safe()
-        t.join(60)
-        print("sleeper", result.get("outcome"))
-        print("after cancel", victim.execute("select 'alive'").fetchone())
+            t = threading.Thread(target=sleeper)
+            t.start()
+            # Cancel only once the statement is running on the server.
+            pid = victim.info.backend_pid
+            probe = connect(autocommit=True)
+            for _ in range(300):
+                row = probe.execute(
+                    "select count(*) from pg_stat_activity where pid = %s "
+                    "and query like 'select pg_sleep%%' and state = 'active'", (pid,)).fetchone()
+                if row[0]:
+                    break
+                time.sleep(0.05)
+            probe.close()
+            getattr(victim, how)()
+            t.join(60)
+            print(how, "sleeper", result.get("outcome"))
+            print("after cancel", victim.execute("select 'alive'").fetchone())
     finally:
         victim.close()
 

@@ -408,7 +408,8 @@ fn psycopg_gives_the_same_results_through_the_gateway() {
         "== server-side cursors",
         "== COPY in and out",
         "== LISTEN / NOTIFY",
-        "sleeper cancelled 57014",
+        "cancel_safe sleeper cancelled 57014",
+        "cancel sleeper cancelled 57014",
         "backend pid agrees True",
         "libpq backend pid equals pg_backend_pid(): True",
     ] {
