@@ -263,8 +263,10 @@ def run_cancel(conn):
     victim = connect(autocommit=True)
     try:
         # cancel_safe() (libpq's newer cancel API where available) and the
-        # classic cancel(): both send a CancelRequest with the key libpq got.
-        for how in ("cancel_safe", "cancel"):
+        # classic cancel(): both send a CancelRequest with the key libpq got;
+        # pg_cancel_backend() from another session with the process id libpq
+        # was told (the backend's real one).
+        for how in ("cancel_safe", "cancel", "pg_cancel_backend"):
             result = {}
 
             def sleeper():
@@ -288,8 +290,12 @@ def run_cancel(conn):
                 if row[0]:
                     break
                 time.sleep(0.05)
+            if how == "pg_cancel_backend":
+                print("pg_cancel_backend", probe.execute(
+                    "select pg_cancel_backend(%s)", (victim.info.backend_pid,)).fetchone())
+            else:
+                getattr(victim, how)()
             probe.close()
-            getattr(victim, how)()
             t.join(60)
             print(how, "sleeper", result.get("outcome"))
             print("after cancel", victim.execute("select 'alive'").fetchone())

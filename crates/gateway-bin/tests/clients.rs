@@ -410,6 +410,7 @@ fn psycopg_gives_the_same_results_through_the_gateway() {
         "== LISTEN / NOTIFY",
         "cancel_safe sleeper cancelled 57014",
         "cancel sleeper cancelled 57014",
+        "pg_cancel_backend sleeper cancelled 57014",
         "backend pid agrees True",
         "libpq backend pid equals pg_backend_pid(): True",
     ] {
