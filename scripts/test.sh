@@ -20,6 +20,9 @@ command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
+# The transparency tests' client libraries (scripts/install-clients.sh).
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""
@@ -27,6 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# psycopg and asyncpg (PyPI) and node-postgres (npm) for
+# crates/gateway-bin/tests/clients.rs, in a project-local directory.
+step "client libraries for the transparency tests"
+bash scripts/install-clients.sh
+export PORTCULLIS_CLIENTS_DIR
+PORTCULLIS_CLIENTS_DIR="$(cd "${PORTCULLIS_CLIENTS_DIR:-${CARGO_TARGET_DIR:-target}/clients}" && pwd)"
 
 # --- The checks ---------------------------------------------------------------
 step "cargo fmt"

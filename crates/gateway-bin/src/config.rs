@@ -202,6 +202,12 @@ pub(crate) struct ApiKeyEntry {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicySection {
     pub(crate) file: PathBuf,
+    /// `false`: observe mode. Every command is decided and recorded with
+    /// the decision the policy would have taken, and forwarded anyway (no
+    /// denials, no holds). Identity checks, masking and the write-ahead
+    /// audit stay as they are.
+    #[serde(default = "yes")]
+    pub(crate) enforce: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -617,6 +623,10 @@ address = "127.0.0.1:9090"
         )
         .unwrap();
         assert_eq!(c.connections[0].port, 5432);
+        assert!(
+            c.policy.as_ref().is_some_and(|p| p.enforce),
+            "enforcing by default"
+        );
         assert_eq!(c.connections[0].tls, BackendTls::VerifyFull);
         assert_eq!(c.audit.jsonl.as_ref().unwrap().group_commit_ms, 5);
         assert_eq!(
@@ -657,6 +667,14 @@ address = "127.0.0.1:9090"
             Some("prod")
         );
         assert_eq!(c.audit.quorum.as_ref().map(|q| *q.get_ref()), Some(2));
+    }
+
+    #[test]
+    fn observe_mode_is_enforce_false() {
+        let c = parse("[policy]\nfile = \"p.toml\"\nenforce = false\n").unwrap();
+        assert!(c.policy.as_ref().is_some_and(|p| !p.enforce));
+        let e = parse("[policy]\nfile = \"p.toml\"\nenforce = \"no\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]

@@ -172,6 +172,9 @@ pub(crate) struct Decided {
     reason: String,
     /// The policy reviews it: each execution is held for approval.
     review: Option<Review>,
+    /// The policy denies it: executions exist only in observe mode, where
+    /// each is recorded as denied and forwarded.
+    denied: bool,
     /// Field patterns a policy rule asked to mask in its results.
     directive_fields: Vec<String>,
     /// It computes output from a masked column.
@@ -382,6 +385,8 @@ pub(crate) struct GatewayParts {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) approvals: Arc<ApprovalStore>,
     pub(crate) end_session_on_expiry: bool,
+    /// `false`: observe mode (`[policy] enforce = false`).
+    pub(crate) enforce: bool,
     /// The configuration's field rules, as written (`api_key`, `customers.email`).
     pub(crate) field_patterns: Vec<String>,
 }
@@ -395,6 +400,11 @@ pub(crate) struct Gateway {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) approvals: Arc<ApprovalStore>,
     pub(crate) end_session_on_expiry: bool,
+    /// `false`: observe mode. The policy decides and the trail records what
+    /// it would have done, but nothing is refused or held for approval.
+    /// Identity checks (expiry, revocation, `sessions kill`), masking and
+    /// the write-ahead audit (fail closed) are the same in both modes.
+    enforce: bool,
     /// The configuration's field rules, as written (`api_key`, `customers.email`).
     field_patterns: Vec<String>,
     /// Why the audit trail last failed, while it is failing.
@@ -421,6 +431,7 @@ impl Gateway {
             audit: parts.audit,
             approvals: parts.approvals,
             end_session_on_expiry: parts.end_session_on_expiry,
+            enforce: parts.enforce,
             field_patterns: parts.field_patterns,
             audit_failure: Arc::new(Mutex::new(None)),
             health_cache: Mutex::new(None),
@@ -530,6 +541,20 @@ impl Gateway {
             None => format!("{} (policy default)", decision.reason),
         }
     }
+}
+
+/// The reason recorded for a command observe mode forwarded although the
+/// policy would have refused or held it.
+fn observed_reason(decision: &policy::Decision) -> String {
+    let would = match decision.effect {
+        Effect::Deny => "deny",
+        Effect::Review { .. } => "hold for review",
+        Effect::Allow => "allow",
+    };
+    format!(
+        "observe mode ([policy] enforce = false), forwarded; the policy would {would}: {}",
+        Gateway::deny_message(decision)
+    )
 }
 
 fn set_failure(failure: &Mutex<Option<String>>, value: Option<String>) {
@@ -773,8 +798,13 @@ impl Gateway {
         let decided = Arc::new(Decided {
             facts: facts_map(&decision.facts),
             rule_id: decision.rule_id.clone(),
-            reason: decision.reason.clone(),
+            reason: if self.enforce || decision.effect == Effect::Allow {
+                decision.reason.clone()
+            } else {
+                observed_reason(&decision)
+            },
             review,
+            denied: decision.effect == Effect::Deny,
             directive_fields: decision
                 .mask
                 .fields
@@ -790,6 +820,7 @@ impl Gateway {
             command = command_id,
             principal = %s.principal.id,
             effect = decision.effect.as_str(),
+            enforced = self.enforce,
             rule = decision.rule_id.as_deref().unwrap_or("default"),
             "command"
         );
@@ -805,6 +836,8 @@ impl Gateway {
         let plan = Plan::new(command_id, decided.clone());
         match decision.effect {
             Effect::Allow => Verdict::Forward(plan),
+            // Observe mode: recorded with the decision it would have been.
+            _ if !self.enforce => Verdict::Forward(plan),
             Effect::Deny => Verdict::Deny(Gateway::deny_message(&decision)),
             // Prepared; each execution is held, where the approver sees the
             // bound values.
@@ -831,7 +864,9 @@ impl Gateway {
             return refused;
         }
         let decided = statement.decided.clone();
-        let effect = if decided.review.is_some() {
+        let effect = if decided.denied {
+            audit::Effect::Deny
+        } else if decided.review.is_some() {
             audit::Effect::Hold
         } else {
             audit::Effect::Allow
@@ -843,7 +878,7 @@ impl Gateway {
             return Verdict::Deny(e);
         }
         let plan = Plan::new(command_id, decided);
-        if plan.decided.review.is_some() {
+        if plan.decided.review.is_some() && self.enforce {
             self.hold(s, text, plan)
         } else {
             Verdict::Forward(plan)

@@ -234,6 +234,13 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
     let policy_path = config.resolve(&policy_section.file);
     let policy = crate::policy_file::load(&policy_path)?;
 
+    if !policy_section.enforce {
+        tracing::warn!(
+            policy = %policy_path.display(),
+            "observe mode ([policy] enforce = false): commands are decided and recorded but \
+             never refused or held"
+        );
+    }
     let masker = build_masker(config)?;
     let audit = build_audit(config).await?;
     Ok(Gateway::new(GatewayParts {
@@ -244,6 +251,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         audit,
         approvals: Arc::new(ApprovalStore::default()),
         end_session_on_expiry: config.identity.end_session_on_expiry,
+        enforce: policy_section.enforce,
         field_patterns: config
             .masking
             .field

@@ -82,7 +82,17 @@ struct Inner<H: Hook> {
     hook: Arc<H>,
     config: ProxyConfig,
     next_id: AtomicU64,
-    cancels: Mutex<HashMap<CancelKey, mpsc::UnboundedSender<()>>>,
+    /// Live sessions by the cancel secret the gateway gave them (unique
+    /// among live sessions), with the backend process id the client was
+    /// told once the backend announced it.
+    cancels: Mutex<HashMap<i32, CancelEntry>>,
+}
+
+/// Where a CancelRequest with one secret goes.
+struct CancelEntry {
+    /// The backend's process id, once known: until then no cancel matches.
+    pid: Option<i32>,
+    tx: mpsc::UnboundedSender<()>,
 }
 
 type HookFuture<P, Q> = Pin<Box<dyn Future<Output = Answer<P, Q>> + Send>>;
@@ -149,7 +159,7 @@ impl<H: Hook> Proxy<H> {
     }
 }
 
-fn random_key() -> CancelKey {
+fn random_secret() -> i32 {
     let mut b = [0u8; 8];
     let random = rustls::crypto::ring::default_provider().secure_random;
     if random.fill(&mut b).is_err() {
@@ -163,11 +173,8 @@ fn random_key() -> CancelKey {
         );
         b = h.finish().to_be_bytes();
     }
-    let [a0, a1, a2, a3, b0, b1, b2, b3] = b;
-    CancelKey {
-        pid: i32::from_be_bytes([a0 & 0x7f, a1, a2, a3]),
-        secret: i32::from_be_bytes([b0, b1, b2, b3]),
-    }
+    let [_, _, _, _, b0, b1, b2, b3] = b;
+    i32::from_be_bytes([b0, b1, b2, b3])
 }
 
 async fn read_some(s: &mut Option<BoxStream>, buf: &mut [u8]) -> io::Result<usize> {
@@ -339,18 +346,26 @@ impl<H: Hook> Inner<H> {
     async fn run(self: Arc<Self>, tcp: BoxStream, loopback: bool, mut stop: watch::Receiver<bool>) {
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
-        let key = {
+        let secret = {
             let mut map = self
                 .cancels
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut key = random_key();
-            while map.contains_key(&key) {
-                key = random_key();
+            let mut secret = random_secret();
+            while map.contains_key(&secret) {
+                secret = random_secret();
             }
-            map.insert(key, cancel_tx);
-            key
+            map.insert(
+                secret,
+                CancelEntry {
+                    pid: None,
+                    tx: cancel_tx,
+                },
+            );
+            secret
         };
+        // The process id is the backend's, filled in by the session.
+        let key = CancelKey { pid: 0, secret };
         let mut cfg = self.config.session.clone();
         cfg.tls_available = self.config.client_tls.is_some();
         cfg.loopback = loopback;
@@ -370,7 +385,20 @@ impl<H: Hook> Inner<H> {
         self.cancels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&key);
+            .remove(&secret);
+    }
+
+    /// Makes a session cancellable with the key its client was given, once
+    /// the backend's process id is known.
+    fn register_client_key(&self, key: CancelKey) {
+        if let Some(entry) = self
+            .cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(&key.secret)
+        {
+            entry.pid = Some(key.pid);
+        }
     }
 
     async fn pump(
@@ -387,6 +415,7 @@ impl<H: Hook> Inner<H> {
         let mut cbuf = vec![0u8; 16 * 1024];
         let mut bbuf = vec![0u8; 64 * 1024];
         let mut stopping = false;
+        let mut registered = false;
         loop {
             while let Some(out) = session.poll() {
                 match out {
@@ -420,17 +449,25 @@ impl<H: Hook> Inner<H> {
                         }
                     }
                     Output::Cancel(key) => {
+                        // Only the exact pair a client was given: a known
+                        // process id with any other secret matches nothing.
                         let target = self
                             .cancels
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get(&key)
-                            .cloned();
+                            .get(&key.secret)
+                            .filter(|e| e.pid == Some(key.pid))
+                            .map(|e| e.tx.clone());
                         if let Some(tx) = target {
                             let _ = tx.send(());
                         }
                     }
                 }
+            }
+            // Before the client can have read its key.
+            if !registered && let Some(key) = session.client_key() {
+                self.register_client_key(key);
+                registered = true;
             }
             if let Some(b) = backend.as_mut() {
                 write_out(b, || session.poll_backend_transmit()).await?;

@@ -23,7 +23,9 @@
 //! a denied statement is an ErrorResponse with SQLSTATE 42501 (inside a
 //! transaction block the transaction is failed, as a server error would);
 //! a held statement gets a NoticeResponse at once and runs when approved;
-//! BackendKeyData is issued by the gateway and CancelRequests are mapped to
+//! BackendKeyData carries the backend's real process id (as notifications and
+//! `pg_backend_pid()` do) with a secret the gateway chose, and a
+//! CancelRequest is honoured only with exactly that pair, then sent on with
 //! the backend's own key.
 //!
 //! # Example
@@ -36,58 +38,51 @@
 //! psql "host=127.0.0.1 port=6543 user=me dbname=DB password=X"
 //! ```
 //!
-//! Driving a [`Session`] by hand (what the driver does):
+//! A hook in 40 lines: a token check, a plan per statement (here: whether
+//! its results are masked), column plans chosen once per result, and the
+//! [`Proxy`] driving it. [`Session`]'s documentation drives a session by hand.
 //!
-//! ```
+//! ```no_run
 //! use std::sync::Arc;
-//! use std::time::Instant;
-//! use portcullis_pg::{
-//!     async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Context,
-//!     Hook, HookRequest, Output, Rejection, Session, SessionConfig, SessionId, StartupParams,
-//!     Verdict,
-//! };
+//! use portcullis_pg::{async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls,
+//!     Column, Context, FieldValue, Hook, Proxy, ProxyConfig, Rejection, SessionId,
+//!     StartupParams, Verdict};
 //!
-//! struct AllowAll;
+//! /// Refuses DROP; every value of a statement that mentions `ssn` becomes NULL.
+//! struct Guard { backend: BackendTarget }
+//!
 //! #[async_trait]
-//! impl Hook for AllowAll {
-//!     type Principal = ();
-//!     type Plan = ();
+//! impl Hook for Guard {
+//!     type Principal = String; // the connected user
+//!     type Plan = bool; // per statement (kept with its prepared statement): mask it?
 //!     type ColumnPlan = ();
-//!     async fn authenticate(&self, _: SessionId, _: &StartupParams, _: &str)
-//!         -> Result<Authenticated<()>, Rejection> { unreachable!() }
-//!     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-//!         Verdict::Forward(())
+//!     async fn authenticate(&self, _: SessionId, startup: &StartupParams, token: &str)
+//!         -> Result<Authenticated<String>, Rejection> {
+//!         if token != "let-me-in" { return Err(Rejection::InvalidCredential("bad token".into())) }
+//!         Ok(Authenticated { principal: startup.user().into(), backend: self.backend.clone() })
 //!     }
+//!     async fn on_query(&self, _: &Context<'_, String>, sql: &str) -> Verdict<bool> {
+//!         let sql = sql.to_lowercase();
+//!         if sql.contains("drop ") { return Verdict::Deny("no DROP through this proxy".into()) }
+//!         Verdict::Forward(sql.contains("ssn"))
+//!     }
+//!     fn on_row_description(&self, _: &Context<'_, String>, mask: &bool, columns: &[Column])
+//!         -> Vec<(usize, ())> {
+//!         columns.iter().filter(|_| *mask).map(|c| (c.index, ())).collect()
+//!     }
+//!     fn transform_field(&self, _: &Context<'_, String>, _: &bool, _: &Column, _: &(), _: &[u8])
+//!         -> FieldValue { FieldValue::Null }
 //! }
 //!
-//! let now = Instant::now();
-//! let config = SessionConfig { loopback: true, ..SessionConfig::default() };
-//! let key = CancelKey { pid: 1, secret: 2 };
-//! let mut s = Session::new(SessionId(1), config, Arc::new(AllowAll), key, now);
-//! // StartupMessage for user "me", protocol 3.0.
-//! let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
-//! startup.extend_from_slice(b"user\0me\0\0");
-//! let len = (startup.len() as u32).to_be_bytes();
-//! startup[..4].copy_from_slice(&len);
-//! s.handle_client_data(now, &startup);
-//! // The token is asked for as a cleartext password ('R', code 3).
-//! assert_eq!(s.poll_client_transmit().as_deref(), Some(&b"R\0\0\0\x08\0\0\0\x03"[..]));
-//! s.handle_client_data(now, b"p\0\0\0\x0atoken\0");
-//! let Some(Output::Request(HookRequest::Authenticate { credential, .. })) = s.poll() else {
-//!     panic!("expected an authentication request");
-//! };
-//! assert_eq!(credential, "token");
-//! s.handle_authenticated(now, Ok(Authenticated {
-//!     principal: (),
-//!     backend: BackendTarget {
-//!         addr: BackendAddr::Tcp { host: "127.0.0.1".into(), port: 5432 },
-//!         database: "app".into(),
-//!         user: "app".into(),
-//!         password: "injected".into(),
-//!         tls: BackendTls::Disable,
-//!     },
-//! }));
-//! assert!(matches!(s.poll(), Some(Output::ConnectBackend(_))));
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let addr = BackendAddr::Tcp { host: "127.0.0.1".into(), port: 5432 };
+//!     let backend = BackendTarget { addr, database: "app".into(), user: "app".into(),
+//!         password: "from-your-vault".into(), tls: BackendTls::Disable };
+//!     let proxy = Proxy::new(Arc::new(Guard { backend }), ProxyConfig::default());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:6543").await?;
+//!     proxy.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! }
 //! ```
 //!
 //! # Features

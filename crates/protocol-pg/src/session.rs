@@ -474,7 +474,10 @@ impl<H: Hook> std::fmt::Debug for Session<H> {
 
 impl<H: Hook> Session<H> {
     /// A new session for a freshly accepted client connection.
-    /// `gateway_key` is the cancel key the client will be given.
+    /// `gateway_key`'s secret is the cancel secret the client will be given;
+    /// the process id it is given is the backend's real one (so that
+    /// BackendKeyData, NotificationResponse and `pg_backend_pid()` agree),
+    /// see [`Session::client_key`].
     pub fn new(
         id: SessionId,
         config: SessionConfig,
@@ -534,6 +537,16 @@ impl<H: Hook> Session<H> {
     /// The backend's own cancel key, once the backend sent it.
     pub fn backend_key(&self) -> Option<CancelKey> {
         self.backend_key
+    }
+
+    /// The cancel key the client was given, once the backend sent its own:
+    /// the backend's process id with the gateway's secret. A CancelRequest
+    /// is honoured only for exactly this key.
+    pub fn client_key(&self) -> Option<CancelKey> {
+        self.backend_key.map(|b| CancelKey {
+            pid: b.pid,
+            secret: self.gateway_key.secret,
+        })
     }
 
     /// Whether a hold is in progress (a decision future is being awaited).
@@ -858,8 +871,9 @@ impl<H: Hook> Session<H> {
                     }
                 };
                 self.pending = Some(held);
-                // A notice may arrive at any time: it goes out at once.
-                self.to_client.push_back(wire::notice(&hold.notice));
+                // The notice is about this Execute (or query): it never
+                // overtakes the replies owed for an earlier Sync or Query.
+                self.synthetic_after_synced(wire::notice(&hold.notice));
                 self.event_with(
                     Event::CommandHeld {
                         session: self.id,
@@ -1195,6 +1209,23 @@ impl<H: Hook> Session<H> {
 
     fn synthetic(&mut self, b: Bytes) {
         self.expect.push_back(Expect::Synthetic(b));
+        self.flush_synthetic();
+    }
+
+    /// Queues a message of the gateway's own behind every reply the backend
+    /// owes up to its last Sync or Query (which it sends without more
+    /// input), but ahead of the replies of a pipeline not yet synced (which
+    /// the backend keeps until a Sync or Flush: waiting for them could wait
+    /// forever).
+    fn synthetic_after_synced(&mut self, b: Bytes) {
+        let at = self
+            .expect
+            .iter()
+            .rposition(
+                |e| matches!(e, Expect::Backend(r) if matches!(r.kind, Kind::Sync | Kind::Query)),
+            )
+            .map_or(0, |i| i + 1);
+        self.expect.insert(at, Expect::Synthetic(b));
         self.flush_synthetic();
     }
 
@@ -1893,11 +1924,11 @@ impl<H: Hook> Session<H> {
                 let mut r = Reader::new(frame.body());
                 match (r.i32(), r.i32(), r.done()) {
                     (Some(pid), Some(secret), true) => {
+                        // The real process id (notifications carry it too),
+                        // never the backend's secret.
                         self.backend_key = Some(CancelKey { pid, secret });
-                        self.to_client.push_back(wire::backend_key_data(
-                            self.gateway_key.pid,
-                            self.gateway_key.secret,
-                        ));
+                        self.to_client
+                            .push_back(wire::backend_key_data(pid, self.gateway_key.secret));
                     }
                     _ => {
                         return Err(SessionError::Backend(CodecError::Malformed {

@@ -420,8 +420,15 @@ impl Pair {
         let f = frames(&out);
         assert_eq!(
             f[2].1,
-            [4242i32.to_be_bytes(), 777i32.to_be_bytes()].concat(),
-            "the gateway's key, not the backend's"
+            [99i32.to_be_bytes(), 777i32.to_be_bytes()].concat(),
+            "the backend's process id with the gateway's secret"
+        );
+        assert_eq!(
+            p.s.client_key(),
+            Some(CancelKey {
+                pid: 99,
+                secret: 777
+            })
         );
         assert_eq!(
             p.s.backend_key(),
@@ -999,6 +1006,52 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
         );
         assert_eq!(tags(&p.client_out()), "N2CZ");
     }
+}
+
+/// A hold's notice is about its Execute: it never overtakes the replies the
+/// backend owes for what came before (a simple query, an earlier Sync), and
+/// it does not wait for the replies of its own unsynced pipeline (the
+/// backend keeps those until the held Sync).
+#[test]
+fn a_hold_notice_follows_the_replies_owed_before_it() {
+    let mut p = Pair::ready();
+    p.client(&[parse("d", "delete from t"), sync()].concat());
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
+    p.backend_out();
+    p.backend(&[m(b'1', &[]), ready(b'I')].concat());
+    p.client_out();
+    // One packet: a query, then an execution of d in a new pipeline.
+    p.client(&[q("select 1"), bind("", "d", &[]), execute(""), sync()].concat());
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "QB");
+    p.take_request();
+    p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
+    assert!(
+        p.client_out().is_empty(),
+        "the notice waits for the query's reply"
+    );
+    p.backend(&[complete("SELECT 0"), ready(b'I')].concat());
+    assert_eq!(tags(&p.client_out()), "CZN");
+    p.s.handle_decision(p.now, Decision::Forward);
+    assert_eq!(tags(&p.backend_out()), "DES");
+    p.backend(
+        &[
+            m(b'2', &[]),
+            m(b'n', &[]),
+            complete("DELETE 0"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(tags(&p.client_out()), "2CZ");
 }
 
 #[test]

@@ -58,7 +58,16 @@ pub(crate) fn run(path: &Path) -> Result<(), String> {
         }
     }
     if problems.is_empty() {
-        println!("{}: ok", path.display());
+        let observe = config.policy.as_ref().is_some_and(|p| !p.enforce);
+        println!(
+            "{}: ok{}",
+            path.display(),
+            if observe {
+                " (observe mode: the policy is not enforced)"
+            } else {
+                ""
+            }
+        );
         Ok(())
     } else {
         Err(problems.join("\n"))

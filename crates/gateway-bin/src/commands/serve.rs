@@ -15,6 +15,12 @@ pub(crate) fn run(path: &Path) -> Result<(), String> {
         for addr in &running.listeners {
             eprintln!("portcullis: listening for PostgreSQL clients on {addr}");
         }
+        if config.policy.as_ref().is_some_and(|p| !p.enforce) {
+            eprintln!(
+                "portcullis: observe mode ([policy] enforce = false): every command is decided \
+                 and recorded, none is refused or held"
+            );
+        }
         if let Some(addr) = running.admin {
             eprintln!("portcullis: admin API on http://{addr}");
         }
