@@ -1,6 +1,8 @@
 //! The side-by-side load harness: PostgreSQL directly, through PgBouncer
-//! (session pooling) and through the Portcullis gateway, measured with
-//! `pgbench -S` in one run, targets interleaved.
+//! (session pooling) and through the Portcullis gateway, measured in one run,
+//! targets interleaved: `pgbench -S` and pgbench's TPC-B-like script, a large
+//! result read with psql (MB/s, and the gateway's peak RSS), and idle
+//! sessions held open (the gateway's RSS per session).
 //!
 //! ```text
 //! cargo run --release -p portcullis-benches --bin load            # full run
@@ -8,7 +10,9 @@
 //! ```
 //!
 //! Options: `--seconds N` per pgbench run (default 8), `--clients 1,8,32,100`,
-//! `--modes simple,extended,prepared`, `--repeat N` (default 1),
+//! `--modes simple,extended,prepared`, `--workloads select,tpcb`,
+//! `--big-mb 200,2000` (large results; 0 to skip), `--idle 1000` (idle
+//! sessions; 0 to skip), `--repeat N` (default 1),
 //! `--portcullis PATH` (default: `portcullis` beside this binary, built with
 //! `cargo build --release -p portcullis` when missing), `--gateway-audit
 //! TOML` (extra lines for the gateway's `[audit.jsonl]` section, e.g.
@@ -16,11 +20,14 @@
 //!
 //! It starts a PostgreSQL 15 cluster (the testkit's, `max_connections` 400),
 //! `pgbench -i -s 10`, PgBouncer (installed with `apt-get` when missing; run
-//! as the `postgres` user when we are root) and the gateway (the example
-//! policy plus a rule for pgbench's tables, the default masking catalogue, a
-//! JSON Lines trail), then runs every (mode, clients) for each target in turn
-//! and prints TPS, average and p99 latency (from pgbench's per-transaction
-//! log) and the ratios gateway/PgBouncer and gateway/direct.
+//! as the `postgres` user when we are root) and the gateway (a 20-rule
+//! policy: the example policy, a rule for pgbench's tables and the kind of
+//! rules a team adds; the default masking catalogue; a JSON Lines trail).
+//! First the idle sessions and the large results (so that the gateway's peak
+//! RSS is its own, before any pgbench run), then every (workload, mode,
+//! clients) for each target in turn: TPS, average and p99 latency (from
+//! pgbench's per-transaction log) and the ratios gateway/PgBouncer and
+//! gateway/direct.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -36,12 +43,104 @@ type Result<T> = std::result::Result<T, String>;
 
 const POLICY: &str = include_str!("../../../examples/policy.toml");
 
+/// With the example policy's five, the twenty rules of a team's policy: the
+/// harness's own (pgbench's tables, psql's cursor for large results) and
+/// the kind of rules teams add, evaluated on every statement.
+const EXTRA_RULES: &str = r#"
+[[rule]]
+id = "pgbench"
+description = "the load harness's tables"
+effect = "allow"
+when.sql.kind = ["select", "update", "insert", "transaction", "cursor"]
+
+[[rule]]
+id = "no-audit-schema"
+effect = "deny"
+reason = "the audit schema is not for agents"
+when.sql.reads = ["audit.*"]
+
+[[rule]]
+id = "no-audit-writes"
+effect = "deny"
+reason = "the audit schema is append-only"
+when.sql.writes = ["audit.*"]
+
+[[rule]]
+id = "no-pg-authid"
+effect = "deny"
+reason = "credentials are not readable"
+when.sql.reads = ["pg_catalog.pg_authid", "pg_catalog.pg_shadow", "pg_catalog.pg_user_mapping"]
+
+[[rule]]
+id = "no-roles"
+effect = "deny"
+reason = "roles are managed by the platform team"
+when.sql.kind = ["role_change", "grant", "revoke"]
+
+[[rule]]
+id = "no-extensions"
+effect = "deny"
+reason = "functions are installed by migrations"
+when.sql.kind = ["function_definition", "do", "load"]
+
+[[rule]]
+id = "hold-prod-ddl"
+effect = "review"
+when.resource.labels.env = "prod"
+when.sql.kind = ["create", "alter"]
+
+[[rule]]
+id = "hold-billing-writes"
+effect = "review"
+when.sql.writes = ["billing.*"]
+
+[[rule]]
+id = "deny-payroll"
+effect = "deny"
+reason = "payroll is not available to agents"
+when.principal.kind = "agent"
+when.sql.reads = ["payroll.*", "hr.salaries"]
+
+[[rule]]
+id = "deny-listen"
+effect = "deny"
+reason = "no LISTEN/NOTIFY through the gateway"
+when.sql.kind = ["listen", "notify"]
+
+[[rule]]
+id = "deny-vacuum-full"
+effect = "deny"
+reason = "maintenance runs in the maintenance window"
+when.sql.kind = ["maintenance", "checkpoint", "two_phase"]
+
+[[rule]]
+id = "deny-large-objects"
+effect = "deny"
+reason = "large objects are not used here"
+when.sql.functions = ["lo_*"]
+
+[[rule]]
+id = "deny-dblink"
+effect = "deny"
+reason = "no connections out of the database"
+when.sql.functions = ["dblink*", "postgres_fdw*"]
+
+[[rule]]
+id = "services-read"
+effect = "allow"
+when.principal.kind = "service"
+when.sql.kind = "select"
+"#;
+
 #[derive(Debug)]
 struct Args {
     smoke: bool,
     seconds: u64,
     clients: Vec<u32>,
     modes: Vec<String>,
+    workloads: Vec<String>,
+    big_mb: Vec<u64>,
+    idle: u32,
     repeat: u32,
     portcullis: Option<PathBuf>,
     gateway_audit: String,
@@ -53,6 +152,9 @@ fn parse_args() -> Result<Args> {
         seconds: 8,
         clients: vec![1, 8, 32, 100],
         modes: vec!["simple".into(), "extended".into(), "prepared".into()],
+        workloads: vec!["select".into(), "tpcb".into()],
+        big_mb: vec![200, 2000],
+        idle: 1000,
         repeat: 1,
         portcullis: None,
         gateway_audit: String::new(),
@@ -71,12 +173,26 @@ fn parse_args() -> Result<Args> {
                     .collect::<Result<_>>()?;
             }
             "--modes" => a.modes = value()?.split(',').map(|m| m.trim().to_owned()).collect(),
+            "--workloads" => {
+                a.workloads = value()?.split(',').map(|m| m.trim().to_owned()).collect();
+            }
+            "--big-mb" => {
+                a.big_mb = value()?
+                    .split(',')
+                    .map(|c| c.trim().parse().map_err(|e| format!("--big-mb {c}: {e}")))
+                    .collect::<Result<Vec<u64>>>()?
+                    .into_iter()
+                    .filter(|&m| m > 0)
+                    .collect();
+            }
+            "--idle" => a.idle = value()?.parse().map_err(|e| format!("--idle: {e}"))?,
             "--portcullis" => a.portcullis = Some(PathBuf::from(value()?)),
             "--gateway-audit" => a.gateway_audit = value()?,
             "-h" | "--help" => {
                 println!(
                     "usage: load [--smoke] [--seconds N] [--clients 1,8,32,100] \
-                     [--modes simple,extended,prepared] [--repeat N] [--portcullis PATH] \
+                     [--modes simple,extended,prepared] [--workloads select,tpcb] \
+                     [--big-mb 200,2000] [--idle 1000] [--repeat N] [--portcullis PATH] \
                      [--gateway-audit TOML]"
                 );
                 std::process::exit(0);
@@ -88,7 +204,15 @@ fn parse_args() -> Result<Args> {
         a.seconds = 1;
         a.clients = vec![1, 8];
         a.modes = vec!["simple".into(), "extended".into()];
+        a.workloads = vec!["select".into(), "tpcb".into()];
+        a.big_mb = vec![8];
+        a.idle = 20;
         a.repeat = 1;
+    }
+    for w in &a.workloads {
+        if !["select", "tpcb"].contains(&w.as_str()) {
+            return Err(format!("unknown workload {w} (select or tpcb)"));
+        }
     }
     for m in &a.modes {
         if !["simple", "extended", "prepared"].contains(&m.as_str()) {
@@ -286,14 +410,7 @@ fn start_gateway(
     audit_extra: &str,
 ) -> Result<(Proc, u16, String)> {
     run_portcullis(bin, dir, &["token", "keygen", "--out", "gateway.pem"])?;
-    let policy = format!(
-        "{POLICY}\n\
-         [[rule]]\n\
-         id = \"pgbench\"\n\
-         description = \"the load harness's tables\"\n\
-         effect = \"allow\"\n\
-         when.sql.kind = [\"select\", \"update\", \"insert\"]\n"
-    );
+    let policy = format!("{POLICY}\n{EXTRA_RULES}");
     std::fs::write(dir.join("policy.toml"), policy).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("backend.pw"), format!("{}\n", pg.password()))
         .map_err(|e| e.to_string())?;
@@ -378,13 +495,25 @@ struct Figures {
     p99_ms: f64,
 }
 
-/// One `pgbench -S` run; fails on any error or failed transaction.
-fn pgbench(target: &Target, mode: &str, clients: u32, seconds: u64) -> Result<Figures> {
+/// One pgbench run (`select`: `-S`; `tpcb`: the built-in TPC-B-like
+/// script); fails on any error or failed transaction.
+fn pgbench(
+    target: &Target,
+    workload: &str,
+    mode: &str,
+    clients: u32,
+    seconds: u64,
+) -> Result<Figures> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let bin = find_client_binary("pgbench").map_err(|e| e.to_string())?;
     let threads = clients.min(2);
+    let script = if workload == "select" {
+        "select-only"
+    } else {
+        "tpcb-like"
+    };
     let out = Command::new(bin)
-        .args(["-n", "-S", "-l", "--log-prefix", "tx", "-M", mode])
+        .args(["-n", "-b", script, "-l", "--log-prefix", "tx", "-M", mode])
         .args(["-c", &clients.to_string(), "-j", &threads.to_string()])
         .args(["-T", &seconds.to_string()])
         .arg(&target.conninfo)
@@ -393,7 +522,10 @@ fn pgbench(target: &Target, mode: &str, clients: u32, seconds: u64) -> Result<Fi
         .map_err(|e| format!("pgbench: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let what = format!("pgbench -S -M {mode} -c {clients} against {}", target.name);
+    let what = format!(
+        "pgbench -b {script} -M {mode} -c {clients} against {}",
+        target.name
+    );
     if !out.status.success() {
         return Err(format!("{what} failed ({}):\n{stderr}", out.status));
     }
@@ -438,6 +570,169 @@ fn pgbench(target: &Target, mode: &str, clients: u32, seconds: u64) -> Result<Fi
     })
 }
 
+/// The resident set (`VmRSS`) and its peak (`VmHWM`) of process `pid`, KiB.
+fn rss_kib(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| format!("/proc/{pid}/status has no {name}"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Resets the peak RSS of `pid` to its current RSS (Linux `clear_refs` 5);
+/// false when the kernel refuses, so the peak is the process's lifetime one.
+fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// Opens `n` sessions through each target, runs one statement on each and
+/// holds them idle; prints the gateway's RSS per session.
+fn idle_sessions(targets: &[Target], gateway_pid: u32, n: u32, errors: &mut Vec<String>) {
+    let Some(gw) = targets.iter().find(|t| t.name == "gateway") else {
+        return;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            errors.push(format!("idle sessions: runtime: {e}"));
+            return;
+        }
+    };
+    let before = rss_kib(gateway_pid);
+    let opened: std::result::Result<Vec<tokio_postgres::Client>, String> = rt.block_on(async {
+        let mut clients = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let (client, conn) = tokio_postgres::connect(&gw.conninfo, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("idle session {i}: connect: {e}"))?;
+            tokio::spawn(conn);
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| format!("idle session {i}: SELECT 1: {e}"))?;
+            clients.push(client);
+        }
+        // Let the gateway settle (write-ahead records, buffers) before reading.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(clients)
+    });
+    let after = rss_kib(gateway_pid);
+    match (opened, before, after) {
+        (Ok(clients), Ok((rss0, _)), Ok((rss1, _))) => {
+            println!(
+                "idle sessions: {} through the gateway; its RSS {:.1} MiB -> {:.1} MiB, \
+                 {:.1} KiB per session",
+                clients.len(),
+                rss0 as f64 / 1024.0,
+                rss1 as f64 / 1024.0,
+                rss1.saturating_sub(rss0) as f64 / f64::from(n.max(1))
+            );
+            drop(clients);
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => errors.push(e),
+    }
+    // The connection tasks end with the runtime.
+    drop(rt);
+}
+
+/// Reads a result of about `mb` MB (text rows of ~1 KB, masking on in the
+/// gateway) with psql, fetching 10,000 rows at a time, through each target;
+/// prints MB/s and, for the gateway, its peak RSS during the read.
+fn large_results(targets: &[Target], gateway_pid: u32, sizes: &[u64], errors: &mut Vec<String>) {
+    let psql = match find_client_binary("psql") {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(format!("large results: {e}"));
+            return;
+        }
+    };
+    println!();
+    println!(
+        "{:<10} {:>9} {:>12} {:>10} {:>9} {:>15}",
+        "result", "target", "bytes", "seconds", "MB/s", "gateway peak"
+    );
+    for &mb in sizes {
+        // 32 hex digits repeated 30 times, an id and separators: ~1 KB/row.
+        let rows = mb * 1_000_000 / 1_000;
+        let sql = format!(
+            "SELECT g, repeat(md5(g::text), 30) AS payload FROM generate_series(1, {rows}) g"
+        );
+        for t in targets {
+            let peak_reset = t.name == "gateway" && reset_peak(gateway_pid);
+            let started = Instant::now();
+            let child = Command::new(&psql)
+                .args([
+                    "-X",
+                    "-q",
+                    "-At",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-v",
+                    "FETCH_COUNT=10000",
+                ])
+                .args(["-c", &sql])
+                .arg(&t.conninfo)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("psql: {e}"));
+                    continue;
+                }
+            };
+            let bytes = child
+                .stdout
+                .take()
+                .map(|mut out| std::io::copy(&mut out, &mut std::io::sink()).unwrap_or(0))
+                .unwrap_or(0);
+            let out = child.wait_with_output();
+            let secs = started.elapsed().as_secs_f64();
+            match out {
+                Ok(o) if o.status.success() => {
+                    let peak = if t.name == "gateway" {
+                        match rss_kib(gateway_pid) {
+                            Ok((_, hwm)) => format!(
+                                "{:.1} MiB{}",
+                                hwm as f64 / 1024.0,
+                                if peak_reset { "" } else { " (lifetime)" }
+                            ),
+                            Err(e) => e,
+                        }
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "{:<10} {:>9} {:>12} {:>10.2} {:>9.1} {:>15}",
+                        format!("{mb} MB"),
+                        t.name,
+                        bytes,
+                        secs,
+                        bytes as f64 / 1e6 / secs.max(1e-9),
+                        peak
+                    );
+                }
+                Ok(o) => errors.push(format!(
+                    "large result of {mb} MB through {}: psql failed: {}",
+                    t.name,
+                    String::from_utf8_lossy(&o.stderr)
+                )),
+                Err(e) => errors.push(format!("psql: {e}")),
+            }
+        }
+    }
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("load: {e}");
@@ -448,8 +743,9 @@ fn main() {
 fn run() -> Result<()> {
     let args = parse_args()?;
     let bin = portcullis_binary(args.portcullis.clone())?;
+    let max_connections = (args.idle + 150).max(400).to_string();
     let pg = PgCluster::builder()
-        .setting("max_connections", "400")
+        .setting("max_connections", &max_connections)
         .start()
         .map_err(|e| format!("postgres: {e}"))?;
     let init = Command::new(find_client_binary("pgbench").map_err(|e| e.to_string())?)
@@ -494,7 +790,7 @@ fn run() -> Result<()> {
     ];
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "pgbench -S, {} s per run, {} repeat(s), targets interleaved; load average at start: {}",
+        "pgbench, {} s per run, {} repeat(s), targets interleaved; load average at start: {}",
         args.seconds,
         args.repeat,
         load.split_whitespace()
@@ -502,48 +798,58 @@ fn run() -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!(
-        "{:<9} {:>7} {:<10} {:>10} {:>9} {:>9}",
-        "mode", "clients", "target", "TPS", "avg ms", "p99 ms"
-    );
     let mut errors = Vec::new();
+    if args.idle > 0 {
+        idle_sessions(&targets, gateway.0.id(), args.idle, &mut errors);
+    }
+    if !args.big_mb.is_empty() {
+        large_results(&targets, gateway.0.id(), &args.big_mb, &mut errors);
+    }
+    println!();
+    println!(
+        "{:<16} {:>7} {:<10} {:>10} {:>9} {:>9}",
+        "workload/mode", "clients", "target", "TPS", "avg ms", "p99 ms"
+    );
     let mut summary = Vec::new();
-    for mode in &args.modes {
-        for &clients in &args.clients {
-            let mut best: [Option<Figures>; 3] = [None; 3];
-            for _ in 0..args.repeat {
-                for (i, t) in targets.iter().enumerate() {
-                    if let Ok(Some(status)) = gateway.0.try_wait() {
-                        return Err(format!("the gateway exited: {status}"));
-                    }
-                    match pgbench(t, mode, clients, args.seconds) {
-                        Ok(f) => {
-                            println!(
-                                "{mode:<9} {clients:>7} {:<10} {:>10.0} {:>9.3} {:>9.3}",
-                                t.name, f.tps, f.avg_ms, f.p99_ms
-                            );
-                            // Of repeats, keep the median-ish: the best TPS
-                            // is the least disturbed by other load.
-                            if let Some(slot) = best.get_mut(i)
-                                && slot.is_none_or(|b| b.tps < f.tps)
-                            {
-                                *slot = Some(f);
-                            }
+    for workload in &args.workloads {
+        for mode in &args.modes {
+            let label = format!("{workload}/{mode}");
+            for &clients in &args.clients {
+                let mut best: [Option<Figures>; 3] = [None; 3];
+                for _ in 0..args.repeat {
+                    for (i, t) in targets.iter().enumerate() {
+                        if let Ok(Some(status)) = gateway.0.try_wait() {
+                            return Err(format!("the gateway exited: {status}"));
                         }
-                        Err(e) => {
-                            println!("{mode:<9} {clients:>7} {:<10} {:>10}", t.name, "ERROR");
-                            errors.push(e);
+                        match pgbench(t, workload, mode, clients, args.seconds) {
+                            Ok(f) => {
+                                println!(
+                                    "{label:<16} {clients:>7} {:<10} {:>10.0} {:>9.3} {:>9.3}",
+                                    t.name, f.tps, f.avg_ms, f.p99_ms
+                                );
+                                // Of repeats, keep the best TPS: the least
+                                // disturbed by other load.
+                                if let Some(slot) = best.get_mut(i)
+                                    && slot.is_none_or(|b| b.tps < f.tps)
+                                {
+                                    *slot = Some(f);
+                                }
+                            }
+                            Err(e) => {
+                                println!("{label:<16} {clients:>7} {:<10} {:>10}", t.name, "ERROR");
+                                errors.push(e);
+                            }
                         }
                     }
                 }
+                summary.push((label.clone(), clients, best));
             }
-            summary.push((mode.clone(), clients, best));
         }
     }
     println!();
     println!(
-        "{:<9} {:>7} {:>10} {:>10} {:>10} {:>13} {:>13}",
-        "mode", "clients", "direct", "pgbouncer", "gateway", "gw/pgbouncer", "gw/direct"
+        "{:<16} {:>7} {:>10} {:>10} {:>10} {:>13} {:>13}",
+        "workload/mode", "clients", "direct", "pgbouncer", "gateway", "gw/pgbouncer", "gw/direct"
     );
     let ratio = |a: Option<Figures>, b: Option<Figures>| match (a, b) {
         (Some(a), Some(b)) if b.tps > 0.0 => format!("{:.3}", a.tps / b.tps),
@@ -552,7 +858,7 @@ fn run() -> Result<()> {
     let tps = |f: Option<Figures>| f.map_or("-".to_owned(), |f| format!("{:.0}", f.tps));
     for (mode, clients, [d, b, g]) in &summary {
         println!(
-            "{mode:<9} {clients:>7} {:>10} {:>10} {:>10} {:>13} {:>13}",
+            "{mode:<16} {clients:>7} {:>10} {:>10} {:>10} {:>13} {:>13}",
             tps(*d),
             tps(*b),
             tps(*g),
