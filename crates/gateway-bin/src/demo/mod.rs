@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::identity::{GatewayKey, TokenIssuer};
 
 const SEED: &str = include_str!("seed.sql");
-const POLICY: &str = include_str!("../../../../examples/policy.toml");
+const POLICY: &str = include_str!("policy.toml");
 
 /// Runs the demo; returns when Ctrl-C is pressed, having cleaned up.
 pub(crate) fn run(listen: &str, admin: &str) -> Result<(), String> {
