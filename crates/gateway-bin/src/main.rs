@@ -1,5 +1,5 @@
 //! `portcullis`, the reference gateway: one binary that serves the PostgreSQL
-//! (and, later, Kubernetes) data path with policy, masking and audit, and the
+//! and Kubernetes data paths with policy, masking and audit, and the
 //! commands an operator runs around it.
 //!
 //! Layout: `cli` holds the command-line definitions; `commands/` one module
@@ -17,6 +17,7 @@ mod demo;
 mod gateway;
 mod identity;
 mod jwks;
+mod k8s;
 mod metrics;
 mod serve;
 mod trust;

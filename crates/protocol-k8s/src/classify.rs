@@ -152,6 +152,11 @@ pub struct K8sRequest {
     pub impersonation: Vec<String>,
     /// `dryRun=All` was asked.
     pub dry_run: bool,
+    /// The HTTP method as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// The request target as sent: path and query, still percent-encoded
+    /// (at most [`MAX_TARGET_LEN`] bytes).
+    pub target: String,
 }
 
 impl K8sRequest {
@@ -252,6 +257,8 @@ where
         stream: None,
         impersonation,
         dry_run: params.values("dryRun").any(|v| v == "All"),
+        method: method.to_owned(),
+        target: target.to_owned(),
     };
 
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();

@@ -328,6 +328,7 @@ async fn connect_upstream<H>(
 fn bearer(backend: &BackendCredential) -> Option<HeaderValue> {
     match backend {
         BackendCredential::BearerToken(t) => HeaderValue::from_str(&format!("Bearer {t}")).ok(),
+        BackendCredential::ClientCertificate => None,
     }
 }
 

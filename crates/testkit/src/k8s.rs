@@ -34,6 +34,8 @@ use crate::Error;
 pub struct SelfSignedTls {
     /// The certificate, PEM.
     pub cert_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: String,
     cert_der: rustls::pki_types::CertificateDer<'static>,
     key_der: Vec<u8>,
 }
@@ -52,6 +54,7 @@ impl SelfSignedTls {
         .map_err(|e| Error::Tls(e.to_string()))?;
         Ok(SelfSignedTls {
             cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
             cert_der: ck.cert.der().clone(),
             key_der: ck.signing_key.serialize_der(),
         })
