@@ -33,6 +33,9 @@ pub(crate) enum Command {
     /// Mint, inspect and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a kubeconfig that points kubectl at a Kubernetes connection of
+    /// this gateway, with a freshly minted token (or the one given).
+    Kubeconfig(KubeconfigArgs),
     /// List, approve and deny held commands through the admin API.
     Approvals {
         #[command(subcommand)]
@@ -177,6 +180,30 @@ pub(crate) enum ApprovalsCommand {
     Approve { id: String },
     /// Deny one.
     Deny { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct KubeconfigArgs {
+    #[arg(long, default_value = "portcullis.toml")]
+    pub(crate) config: PathBuf,
+    /// The Kubernetes connection's name (default: the only one).
+    #[arg(long)]
+    pub(crate) connection: Option<String>,
+    /// Who the token is for: kind:name, e.g. agent:ci-bot.
+    #[arg(long, required_unless_present = "token")]
+    pub(crate) principal: Option<String>,
+    /// Groups, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) groups: Vec<String>,
+    /// The token's lifetime, e.g. 15m, 1h.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub(crate) ttl: Duration,
+    /// Use this token (an API key, an OIDC token) instead of minting one.
+    #[arg(long, conflicts_with = "principal")]
+    pub(crate) token: Option<String>,
+    /// The context's default namespace.
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
 }
 
 #[derive(Debug, Subcommand)]

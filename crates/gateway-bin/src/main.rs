@@ -77,6 +77,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Check { config } => commands::check::run(&config),
         Command::Token(t) => commands::token::run(t),
+        Command::Kubeconfig(k) => commands::kubeconfig::run(k),
         Command::Approvals {
             command,
             admin,

@@ -16,7 +16,9 @@ pub(crate) fn run(path: &Path) -> Result<(), String> {
             eprintln!("portcullis: listening for PostgreSQL clients on {addr}");
         }
         for (name, addr) in &running.kubernetes {
-            eprintln!("portcullis: listening for Kubernetes clients (connection {name}) on https://{addr}");
+            eprintln!(
+                "portcullis: listening for Kubernetes clients (connection {name}) on https://{addr}"
+            );
         }
         if let Some(addr) = running.admin {
             eprintln!("portcullis: admin API on http://{addr}");

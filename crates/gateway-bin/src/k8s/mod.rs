@@ -436,8 +436,27 @@ fn deny_message(decision: &policy::Decision) -> String {
     }
 }
 
-fn facts_map(facts: &policy::CommandFacts) -> BTreeMap<String, serde_json::Value> {
-    match serde_json::to_value(facts) {
+/// Every string of a JSON value through the masker (the facts carry the
+/// exec argv and names as sent).
+fn mask_strings(v: &mut serde_json::Value, mask: &dyn Fn(&str) -> String) {
+    match v {
+        serde_json::Value::String(s) => *s = mask(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| mask_strings(v, mask)),
+        serde_json::Value::Object(m) => m.values_mut().for_each(|v| mask_strings(v, mask)),
+        _ => {}
+    }
+}
+
+/// The facts as the trail keeps them: masked like the command's text.
+fn facts_map(
+    facts: &policy::CommandFacts,
+    mask: &dyn Fn(&str) -> String,
+) -> BTreeMap<String, serde_json::Value> {
+    let facts = serde_json::to_value(facts).map(|mut v| {
+        mask_strings(&mut v, mask);
+        v
+    });
+    match facts {
         Ok(serde_json::Value::Object(m)) => m.into_iter().collect(),
         Ok(other) => [("facts".to_owned(), other)].into_iter().collect(),
         Err(e) => [(
@@ -594,7 +613,7 @@ impl Hook for KubeGateway {
             .record_durably(call.event(EventKind::Command {
                 command_id: COMMAND,
                 text: MaskedText::already_masked(text.clone()),
-                facts: facts_map(&decision.facts),
+                facts: facts_map(&decision.facts, &|t| self.mask_text(t)),
                 effect,
                 rule_id: decision.rule_id.clone(),
                 reason: decision.reason.clone(),
@@ -622,10 +641,19 @@ impl Hook for KubeGateway {
         }
     }
 
-    fn response_plan(&self, call: &Arc<Call>, _request: &K8sRequest) -> ResponsePlan {
+    fn response_plan(&self, call: &Arc<Call>, request: &K8sRequest) -> ResponsePlan {
         let counted = call.clone();
+        // A Secret's values are masked whole (and re-encoded in base64);
+        // the detectors would mask that base64 again and break it, so a
+        // `secrets` body is not scanned further (its metadata included).
+        let body: Box<dyn StreamTransform> =
+            if request.resource.as_deref() == Some("secrets") && request.subresource.is_none() {
+                Box::new(portcullis_k8s::Identity)
+            } else {
+                MaskTransform::boxed(&self.gateway.masker, call)
+            };
         ResponsePlan {
-            body: MaskTransform::boxed(&self.gateway.masker, call),
+            body,
             secret_values: Arc::new(move |_value: &str| {
                 counted.count(SECRET_VALUE, 1);
                 format!("[MASKED:{SECRET_VALUE}]")
@@ -778,6 +806,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&k).unwrap();
         assert_eq!(v["users"][0]["user"]["token"], "tok");
         assert_eq!(v["current-context"], "portcullis-prod");
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], "UEVN");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            "UEVN"
+        );
     }
 }

@@ -56,7 +56,9 @@ pub(crate) fn check_connection(c: &Connection) -> Result<(), (Span, String)> {
     if c.kind != ConnectionKind::Kubernetes {
         return Err((
             c.name.span(),
-            format!("connection {name:?} has a [connection.kubernetes] table but is not of kind \"kubernetes\""),
+            format!(
+                "connection {name:?} has a [connection.kubernetes] table but is not of kind \"kubernetes\""
+            ),
         ));
     }
     let Some(k) = &c.kubernetes else {
@@ -142,12 +144,9 @@ pub(crate) fn upstream(
 ) -> Result<(Upstream, BackendCredential), String> {
     let (host, port) = server_parts(k.server.get_ref())?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let server_name = ServerName::try_from(
-        k.tls_server_name
-            .clone()
-            .unwrap_or_else(|| bare.to_owned()),
-    )
-    .map_err(|e| format!("connection {name}: tls server name: {e}"))?;
+    let server_name =
+        ServerName::try_from(k.tls_server_name.clone().unwrap_or_else(|| bare.to_owned()))
+            .map_err(|e| format!("connection {name}: tls server name: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
     match &k.ca_file {
         Some(f) => {
