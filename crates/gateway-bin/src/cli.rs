@@ -47,7 +47,8 @@ pub(crate) enum Command {
         #[arg(long, global = true)]
         token: Option<String>,
     },
-    /// Start a throwaway PostgreSQL with fake customers behind a live gateway.
+    /// Start a throwaway PostgreSQL with fake customers, and a fake Kubernetes
+    /// cluster, behind a live gateway.
     #[cfg(feature = "demo")]
     Demo {
         /// Where the gateway listens for PostgreSQL clients.
@@ -56,6 +57,9 @@ pub(crate) enum Command {
         /// Where the admin API listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: String,
+        /// Where the gateway listens for kubectl (the fake cluster's leg).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        kube_listen: String,
     },
     /// Read the audit trail.
     #[command(subcommand)]

@@ -60,7 +60,11 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve { config } => commands::serve::run(&config),
         #[cfg(feature = "demo")]
-        Command::Demo { listen, admin } => demo::run(&listen, &admin),
+        Command::Demo {
+            listen,
+            admin,
+            kube_listen,
+        } => demo::run(&listen, &admin, &kube_listen),
         Command::Audit(a) => commands::audit::run(a),
         Command::Policy(p) => commands::policy::run(p),
         Command::Sessions(SessionsCommand::List { admin, token }) => {

@@ -801,6 +801,83 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policy_decides_kubernetes_requests() {
+        let policy =
+            policy::Policy::from_toml_str(include_str!("../../../../examples/policy.toml"))
+                .unwrap();
+        let agent = policy::Principal::new("agent:bot", policy::PrincipalKind::Agent);
+        let cluster = policy::Resource::new("cluster", policy::ResourceKind::Kubernetes);
+        let decide = |method: &str, target: &str, headers: &[(&str, &str)]| {
+            let r = portcullis_k8s::classify(method, target, headers.iter().copied()).unwrap();
+            let d = policy.evaluate(&policy::Request {
+                principal: &agent,
+                resource: &cluster,
+                command: policy::Command::Kubernetes(policy_request(&r)),
+            });
+            (d.effect.as_str(), d.rule_id.unwrap_or_default())
+        };
+        let cases = [
+            (
+                "GET",
+                "/api/v1/namespaces/default/pods",
+                &[][..],
+                "allow",
+                "k8s-read",
+            ),
+            ("GET", "/version", &[], "allow", "k8s-read"),
+            (
+                "DELETE",
+                "/api/v1/namespaces/prod",
+                &[],
+                "deny",
+                "k8s-no-namespace-delete",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/default/pods/web-0",
+                &[],
+                "deny",
+                "",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/default/pods/web-0/exec?command=id&stdout=true",
+                &[("Upgrade", "websocket")],
+                "allow",
+                "k8s-exec",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/kube-system/pods/dns/exec?command=id&stdout=true",
+                &[("Upgrade", "websocket")],
+                "review",
+                "k8s-review-exec-kube-system",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/default/serviceaccounts",
+                &[],
+                "review",
+                "k8s-review-identities",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/default/pods",
+                &[("Impersonate-User", "admin")],
+                "deny",
+                "k8s-no-impersonation",
+            ),
+        ];
+        for (method, target, headers, effect, rule) in cases {
+            assert_eq!(
+                decide(method, target, headers),
+                (effect, rule.to_owned()),
+                "{method} {target}"
+            );
+        }
+    }
+
+    #[test]
     fn kubeconfig_is_json_kubectl_reads() {
         let k = kubeconfig("prod", "https://127.0.0.1:8443", "PEM", "tok", "default");
         let v: serde_json::Value = serde_json::from_str(&k).unwrap();
