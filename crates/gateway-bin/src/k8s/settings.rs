@@ -254,6 +254,56 @@ pub(crate) fn server_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(text, Path::new("gw.toml"), Path::new("/etc/portcullis"))
+    }
+
+    /// The commented connection of examples/portcullis.toml, uncommented.
+    fn example_block() -> String {
+        let text = include_str!("../../../../examples/portcullis.toml");
+        let start = text.find("# [[connection]]").unwrap();
+        let end = text[start..].find("\n\n").unwrap() + start;
+        text[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_example_kubernetes_connection_loads() {
+        let c = parse(&example_block()).unwrap();
+        let k = c.connections[0].kubernetes.as_ref().unwrap();
+        assert_eq!(c.connections[0].kind, ConnectionKind::Kubernetes);
+        assert_eq!(k.listen.get_ref(), "127.0.0.1:8443");
+        assert_eq!(k.token_env.as_deref(), Some("PROD_KUBE_TOKEN"));
+        assert_eq!(super::super::public_url(k), "https://127.0.0.1:8443");
+    }
+
+    #[test]
+    fn kubernetes_connections_are_checked() {
+        let base = example_block();
+        let two = base.replace(
+            "token_env = \"PROD_KUBE_TOKEN\"",
+            "token_env = \"T\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"",
+        );
+        let e = parse(&two).unwrap_err();
+        assert!(e.message.contains("exactly one of token_env"), "{e}");
+        let e = parse(&base.replace("https://", "http://")).unwrap_err();
+        assert!(e.message.contains("https only"), "{e}");
+        assert!(e.line > 0, "{e}");
+        let e = parse(&base.replace("127.0.0.1:8443", "localhost")).unwrap_err();
+        assert!(e.message.contains("not an address"), "{e}");
+        let cut = base.find("[connection.kubernetes]").unwrap();
+        let e = parse(&base[..cut]).unwrap_err();
+        assert!(e.message.contains("needs a [connection.kubernetes]"), "{e}");
+        let e = parse(&base.replace("kind = \"kubernetes\"", "kind = \"postgres\"")).unwrap_err();
+        assert!(e.message.contains("not of kind"), "{e}");
+        let e = parse(&format!("{base}\npassword_env = \"X\"")).unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
 
     #[test]
     fn server_urls_are_https_without_a_path() {
