@@ -133,6 +133,7 @@ token_file = "cluster.token"
 listen = "127.0.0.1:{port}"
 tls_cert = "gw.crt"
 tls_key = "gw.key"
+recordings_dir = "recordings"
 
 [identity]
 signing_key = "gateway.pem"
@@ -366,6 +367,40 @@ fn kubectl_through_the_gateway_is_decided_masked_and_audited() {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stdout, "hello\n");
 
+    // Each exec was recorded as asciicast v2, masked, which asciinema reads.
+    let casts: Vec<PathBuf> = std::fs::read_dir(gw.dir.path().join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(casts.len(), 3, "{casts:?}");
+    let mut shown = String::new();
+    for cast in &casts {
+        let raw = std::fs::read_to_string(cast).unwrap();
+        assert!(!raw.contains(FAKE_SECRET_PASSWORD), "{raw}");
+        assert!(raw.starts_with(r#"{"version":2,"#), "{raw}");
+        // asciinema cat opens /dev/tty: give it one with `script`.
+        let out = Command::new("script")
+            .args([
+                "-qec",
+                &format!("asciinema cat '{}'", cast.display()),
+                "/dev/null",
+            ])
+            .output()
+            .expect("`script` (util-linux) and asciinema (apt-get install asciinema)");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        shown.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(
+        shown.contains("url=postgres://app:[MASKED:postgres-uri-password]@db:5432/app"),
+        "{shown}"
+    );
+    assert!(shown.contains("hello"), "{shown}");
+
     // A denied exec fails with the reason.
     let out = gw.kubectl(
         33,
@@ -433,10 +468,12 @@ fn kubectl_through_the_gateway_is_decided_masked_and_audited() {
         "no result with the two Secret values masked"
     );
     assert!(
-        records
-            .iter()
-            .any(|r| r["type"] == "command_result" && r["error_code"] == "exit 3"),
-        "no exec result with its exit code"
+        records.iter().any(|r| r["type"] == "command_result"
+            && r["error_code"] == "exit 3"
+            && r["error_message"]
+                .as_str()
+                .is_some_and(|m| m.contains("recording: "))),
+        "no exec result with its exit code and recording"
     );
     let report = portcullis_audit::verify(&gw.trail());
     assert!(report.is_intact(), "{report:?}");

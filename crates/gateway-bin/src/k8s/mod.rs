@@ -16,12 +16,17 @@
 mod settings;
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use portcullis_audit::{self as audit, AuditEvent, EventKind, MaskedText};
+use portcullis_audit::{
+    self as audit, AsciicastHeader, AuditEvent, EventKind, MaskedText, Recorder,
+};
 use portcullis_k8s::channel::ExitStatus;
 use portcullis_k8s::{
     Authenticated, BackendCredential, Event, Hook, K8sRequest, Proxy, ProxyConfig, Refusal,
@@ -72,7 +77,23 @@ pub(crate) async fn start(
         for (key, value) in &c.labels {
             resource = resource.with_label(key.clone(), value.clone());
         }
-        let hook = Arc::new(KubeGateway::new(gateway, name.clone(), resource, backend));
+        let recordings = match &k.recordings_dir {
+            Some(dir) => {
+                let dir = config.resolve(dir);
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    format!("connection {name}: recordings_dir {}: {e}", dir.display())
+                })?;
+                Some(dir)
+            }
+            None => None,
+        };
+        let hook = Arc::new(KubeGateway::new(
+            gateway,
+            name.clone(),
+            resource,
+            backend,
+            recordings,
+        ));
         let addr = k.listen.get_ref();
         let tcp = tokio::net::TcpListener::bind(addr.as_str())
             .await
@@ -148,6 +169,8 @@ pub(crate) struct KubeGateway {
     resource: policy::Resource,
     backend: BackendCredential,
     trail: Trail,
+    /// Where exec/attach streams are recorded, if they are.
+    recordings: Option<PathBuf>,
     next_call: AtomicU64,
     health: Mutex<Option<(Instant, Result<(), String>)>>,
 }
@@ -181,6 +204,33 @@ struct CallState {
     bytes_out: u64,
     stdin_bytes: u64,
     resizes: u64,
+    recording: Option<Recording>,
+    /// Why the recording stopped early, if it did.
+    recording_error: Option<String>,
+}
+
+/// One exec/attach stream's asciicast v2 recording: output as the client
+/// got it (masked), stdin through its own streaming masker, resizes.
+struct Recording {
+    path: PathBuf,
+    /// Set when the stream opens (a hold's wait is not recorded).
+    started: Option<Instant>,
+    rec: Recorder<BufWriter<File>>,
+    stdin: Option<StreamMasker<'static>>,
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recording {
+    fn at(&self) -> Duration {
+        self.started.map_or(Duration::ZERO, |s| s.elapsed())
+    }
 }
 
 impl Call {
@@ -209,6 +259,45 @@ impl Call {
     fn duration_us(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
+
+    /// Writes to the recording, if there is one; a write error ends the
+    /// recording (and is reported in the stream's result).
+    fn record(&self, write: impl FnOnce(&mut Recording) -> std::io::Result<()>) {
+        let mut s = self.lock();
+        let Some(rec) = s.recording.as_mut() else {
+            return;
+        };
+        if let Err(e) = write(rec) {
+            tracing::error!(call = %self.id, error = %e, "recording failed; stopped");
+            s.recording = None;
+            s.recording_error = Some(format!("recording failed: {e}"));
+        }
+    }
+
+    /// Ends the recording: the rest of stdin's masker, flushed to disk.
+    /// Returns a line for the stream's result.
+    fn finish_recording(&self) -> Option<String> {
+        let mut s = self.lock();
+        if let Some(e) = s.recording_error.take() {
+            return Some(e);
+        }
+        let mut r = s.recording.take()?;
+        let at = r.at();
+        let mut rest = Vec::new();
+        if let Some(stdin) = r.stdin.take() {
+            stdin.finish(&mut rest);
+        }
+        let path = r.path.display().to_string();
+        let done = r
+            .rec
+            .input(at, &rest)
+            .and_then(|()| r.rec.finish())
+            .and_then(|mut w| w.flush());
+        Some(match done {
+            Ok(()) => format!("recording: {path}"),
+            Err(e) => format!("recording {path} failed: {e}"),
+        })
+    }
 }
 
 /// The command id of a call's one command.
@@ -220,16 +309,56 @@ impl KubeGateway {
         connection: String,
         resource: policy::Resource,
         backend: BackendCredential,
+        recordings: Option<PathBuf>,
     ) -> KubeGateway {
         KubeGateway {
             gateway,
             connection,
             resource,
             backend,
+            recordings,
             trail: Trail::spawn(gateway.audit.clone()),
             next_call: AtomicU64::new(1),
             health: Mutex::new(None),
         }
+    }
+
+    /// Opens an exec/attach stream's recording file, if streams are
+    /// recorded.
+    fn open_recording(&self, call: &Call, text: &str) -> Result<(), String> {
+        let Some(dir) = &self.recordings else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let path = dir.join(format!(
+            "{}-{}-{}.cast",
+            self.connection,
+            now.as_micros(),
+            call.id
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut header = AsciicastHeader::new(80, 24);
+        header.timestamp = i64::try_from(now.as_secs()).ok();
+        header.command = Some(text.to_owned());
+        header.title = Some(format!(
+            "{} on {} ({})",
+            call.principal.id, self.connection, call.id
+        ));
+        let rec = Recorder::new(BufWriter::new(file), &header)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        call.lock().recording = Some(Recording {
+            path,
+            started: None,
+            rec,
+            stdin: Some(self.gateway.masker.stream()),
+        });
+        Ok(())
     }
 
     fn mask_text(&self, text: &str) -> String {
@@ -627,6 +756,17 @@ impl Hook for KubeGateway {
                 ),
             };
         }
+        if request.stream.is_some()
+            && !matches!(decision.effect, Effect::Deny)
+            && let Err(e) = self.open_recording(call, &text)
+        {
+            return Verdict::Deny {
+                reason: format!(
+                    "portcullis: the session cannot be recorded, so it was not opened (fail \
+                     closed): {e}"
+                ),
+            };
+        }
         match decision.effect {
             Effect::Allow => {
                 self.trail.record(call.event(EventKind::CommandForwarded {
@@ -662,6 +802,9 @@ impl Hook for KubeGateway {
     }
 
     fn stream_plan(&self, call: &Arc<Call>, _request: &K8sRequest) -> StreamPlan {
+        if let Some(r) = call.lock().recording.as_mut() {
+            r.started = Some(Instant::now());
+        }
         StreamPlan {
             stdout: MaskTransform::boxed(&self.gateway.masker, call),
             stderr: MaskTransform::boxed(&self.gateway.masker, call),
@@ -671,14 +814,29 @@ impl Hook for KubeGateway {
     fn on_event(&self, call: &Arc<Call>, _request: &K8sRequest, event: &Event<'_>) {
         match event {
             Event::Output { data, .. } => {
-                let mut s = call.lock();
-                s.bytes_out = s.bytes_out.saturating_add(data.len() as u64);
+                {
+                    let mut s = call.lock();
+                    s.bytes_out = s.bytes_out.saturating_add(data.len() as u64);
+                }
+                call.record(|r| r.rec.output(r.at(), data));
             }
             Event::Stdin(data) => {
-                let mut s = call.lock();
-                s.stdin_bytes = s.stdin_bytes.saturating_add(data.len() as u64);
+                {
+                    let mut s = call.lock();
+                    s.stdin_bytes = s.stdin_bytes.saturating_add(data.len() as u64);
+                }
+                call.record(|r| {
+                    let mut out = Vec::new();
+                    if let Some(stdin) = r.stdin.as_mut() {
+                        stdin.push(data, &mut out);
+                    }
+                    r.rec.input(r.at(), &out)
+                });
             }
-            Event::Resize(_) => call.lock().resizes += 1,
+            Event::Resize(size) => {
+                call.lock().resizes += 1;
+                call.record(|r| r.rec.resize(r.at(), size.width, size.height));
+            }
             Event::StreamEnded { exit, error } => {
                 let (bytes, masked, stdin, resizes) = {
                     let mut s = call.lock();
@@ -702,7 +860,11 @@ impl Hook for KubeGateway {
                         None => (*e).to_owned(),
                     });
                 }
-                let summary = format!("stream: {stdin} bytes of stdin, {resizes} resizes");
+                let mut summary = format!("stream: {stdin} bytes of stdin, {resizes} resizes");
+                if let Some(line) = call.finish_recording() {
+                    summary.push_str("; ");
+                    summary.push_str(&line);
+                }
                 let message = match message {
                     Some(m) => format!("{m} ({summary})"),
                     None => summary,

@@ -46,6 +46,10 @@ pub(crate) struct KubeSettings {
     /// The URL `portcullis kubeconfig` writes (default `https://LISTEN`).
     #[serde(default)]
     pub(crate) public_url: Option<String>,
+    /// Where exec/attach sessions are recorded as asciicast v2 files (one
+    /// per stream); no recording when absent.
+    #[serde(default)]
+    pub(crate) recordings_dir: Option<PathBuf>,
 }
 
 type Span = std::ops::Range<usize>;
