@@ -74,6 +74,7 @@ token_file = "cluster.token"
 listen = "{kube_listen}"
 tls_cert = "gateway.crt"
 tls_key = "gateway.key"
+recordings_dir = "recordings"
 
 [identity]
 signing_key = "gateway.pem"
@@ -164,8 +165,12 @@ Use kubectl (1.30 or later) as the agent:
   kubectl exec web-0 -- sh -c 'echo postgres://app:s3cret@db/app'   # output masked
   kubectl delete namespace prod                              # denied by policy
   kubectl create serviceaccount robot                        # held for approval
+
+Each exec is recorded (masked) in {recordings}/; replay one with
+  asciinema play {recordings}/<file>.cast
 ",
         kubeconfig = kubeconfig.display(),
+        recordings = kubeconfig.with_file_name("recordings").display(),
     );
 }
 
