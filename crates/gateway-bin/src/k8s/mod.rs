@@ -111,6 +111,24 @@ pub(crate) async fn start(
     Ok(bound)
 }
 
+/// What `portcullis check` finds wrong with the files and variables a
+/// Kubernetes connection names (CA, token, client certificate, listener
+/// certificate): the same loading as `serve` does.
+pub(crate) fn check_files(config: &Config, c: &crate::config::Connection) -> Vec<String> {
+    let Some(k) = &c.kubernetes else {
+        return Vec::new();
+    };
+    let name = c.name.get_ref();
+    let mut problems = Vec::new();
+    if let Err(e) = settings::upstream(config, name, k) {
+        problems.push(e);
+    }
+    if let Err(e) = settings::server_tls(config, k) {
+        problems.push(format!("connection {name}: listener: {e}"));
+    }
+    problems
+}
+
 /// One audit record on its way to the trail; `done` is told once it is
 /// written (or failed).
 struct Job {

@@ -287,6 +287,16 @@ mod tests {
     }
 
     #[test]
+    fn check_reports_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::parse(&example_block(), Path::new("gw.toml"), dir.path()).unwrap();
+        let problems = super::super::check_files(&c, &c.connections[0]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("cluster-ca.crt"), "{problems:?}");
+        assert!(problems[1].contains("gateway.crt"), "{problems:?}");
+    }
+
+    #[test]
     fn kubernetes_connections_are_checked() {
         let base = example_block();
         let two = base.replace(
