@@ -106,9 +106,25 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start() -> Gateway {
-        let kube = FakeKube::builder().output_frame_limit(7).start().unwrap();
+        Gateway::start_with(false)
+    }
+
+    /// `client_cert`: the gateway presents a client certificate to the
+    /// cluster instead of a bearer token.
+    fn start_with(client_cert: bool) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        let mut builder = FakeKube::builder().output_frame_limit(7);
+        let credential = if client_cert {
+            let client = SelfSignedTls::generate().unwrap();
+            std::fs::write(d.join("client.crt"), &client.cert_pem).unwrap();
+            std::fs::write(d.join("client.key"), &client.key_pem).unwrap();
+            builder = builder.client_certificate(&client.cert_pem).unwrap();
+            "client_cert = \"client.crt\"\nclient_key = \"client.key\""
+        } else {
+            "token_file = \"cluster.token\""
+        };
+        let kube = builder.start().unwrap();
         let (ok, _, err) = portcullis(d, &["token", "keygen", "--out", "gateway.pem"]);
         assert!(ok, "{err}");
         std::fs::write(d.join("policy.toml"), POLICY).unwrap();
@@ -129,7 +145,7 @@ labels = {{ env = "test" }}
 [connection.kubernetes]
 server = "{server}"
 ca_file = "cluster-ca.pem"
-token_file = "cluster.token"
+{credential}
 listen = "127.0.0.1:{port}"
 tls_cert = "gw.crt"
 tls_key = "gw.key"
@@ -552,4 +568,27 @@ fn a_held_create_runs_once_an_operator_approves() {
         );
     }
     assert!(portcullis_audit::verify(&gw.trail()).is_intact());
+}
+
+#[test]
+fn the_cluster_credential_can_be_a_client_certificate() {
+    let gw = Gateway::start_with(true);
+    let cfg = gw.kubeconfig("agent.kubeconfig", "agent:ci-bot");
+    let out = gw.kubectl(33, &cfg, &["get", "pods", "-o", "name"], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "pod/web-0");
+    let out = gw.kubectl(33, &cfg, &["exec", "web-0", "--", "echo", "hi"], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "hi\n");
+    // The cluster saw the requests (authenticated by the certificate alone).
+    assert!(
+        gw.kube
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/default/pods")),
+        "{:?}",
+        gw.kube.requests()
+    );
 }
