@@ -865,6 +865,7 @@ impl Hook for KubeGateway {
                         s.resizes,
                     )
                 };
+                count_masked(&masked);
                 let (code, mut message) = match exit {
                     Some(ExitStatus::Success) => (None, None),
                     Some(ExitStatus::Code(c)) => (Some(format!("exit {c}")), None),
@@ -903,10 +904,7 @@ impl Hook for KubeGateway {
                 error,
             } => {
                 let masked = std::mem::take(&mut call.lock().masked);
-                for (detector, n) in &masked {
-                    metrics::counter!("portcullis_masked_values_total", "detector" => detector.clone())
-                        .increment(*n);
-                }
+                count_masked(&masked);
                 self.trail.record(call.event(EventKind::CommandResult {
                     command_id: COMMAND,
                     rows: 0,
@@ -919,6 +917,13 @@ impl Hook for KubeGateway {
             }
             _ => {}
         }
+    }
+}
+
+fn count_masked(masked: &BTreeMap<String, u64>) {
+    for (detector, n) in masked {
+        metrics::counter!("portcullis_masked_values_total", "detector" => detector.clone())
+            .increment(*n);
     }
 }
 
