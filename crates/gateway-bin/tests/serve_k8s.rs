@@ -54,6 +54,12 @@ when.k8s.verb = "exec"
 when.k8s.command = ["rm *", "sh -c *rm *"]
 
 [[rule]]
+id = "no-privileged"
+effect = "deny"
+reason = "privileged containers are not allowed"
+when.k8s.risk = "privileged"
+
+[[rule]]
 id = "review-serviceaccounts"
 effect = "review"
 when.k8s.verb = "create"
@@ -431,6 +437,28 @@ fn kubectl_through_the_gateway_is_decided_masked_and_audited() {
         "{stderr}"
     );
 
+    // A JSON create's body is analysed: a privileged pod is refused.
+    let pod = gw.dir.path().join("pod.json");
+    std::fs::write(
+        &pod,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"root-shell"},
+            "spec":{"containers":[{"name":"c","image":"busybox",
+            "securityContext":{"privileged":true}}]}}"#,
+    )
+    .unwrap();
+    let out = gw.kubectl(
+        33,
+        &cfg,
+        &["create", "--validate=false", "-f", pod.to_str().unwrap()],
+        None,
+    );
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("privileged containers are not allowed (policy rule no-privileged)"),
+        "{stderr}"
+    );
+
     // A bad token is refused.
     let bad = gw.dir.path().join("bad.kubeconfig");
     std::fs::write(
@@ -502,8 +530,17 @@ fn a_held_create_runs_once_an_operator_approves() {
     let gw = Gateway::start();
     let cfg = gw.kubeconfig("agent.kubeconfig", "agent:ci-bot");
     let alice = gw.token("human:alice", "ops");
+    // Sent as JSON (read whole by the gateway before the decision, then
+    // forwarded as read).
+    let sa = gw.dir.path().join("sa.json");
+    std::fs::write(
+        &sa,
+        r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"robot"}}"#,
+    )
+    .unwrap();
     let held = {
         let cfg = cfg.clone();
+        let sa = sa.clone();
         let bin = kubectl_bin(33);
         let home = gw.dir.path().to_owned();
         std::thread::spawn(move || {
@@ -512,7 +549,8 @@ fn a_held_create_runs_once_an_operator_approves() {
                 .arg(&cfg)
                 .arg("--cache-dir")
                 .arg(home.join("cache-held"))
-                .args(["create", "serviceaccount", "robot"])
+                .args(["create", "--validate=false", "-f"])
+                .arg(&sa)
                 .env("HOME", &home)
                 .env_remove("KUBECONFIG")
                 .stdin(Stdio::null())

@@ -157,6 +157,10 @@ pub struct K8sRequest {
     /// The request target as sent: path and query, still percent-encoded
     /// (at most [`MAX_TARGET_LEN`] bytes).
     pub target: String,
+    /// The body of a create, update or patch sent as JSON, read whole
+    /// (bounded) before the decision; `None` for other requests and bodies
+    /// (kubectl sends protobuf for its typed creates).
+    pub body: Option<Vec<u8>>,
 }
 
 impl K8sRequest {
@@ -259,6 +263,7 @@ where
         dry_run: params.values("dryRun").any(|v| v == "All"),
         method: method.to_owned(),
         target: target.to_owned(),
+        body: None,
     };
 
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();

@@ -173,7 +173,7 @@ fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle<H: Hook>(inner: Arc<Inner<H>>, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle<H: Hook>(inner: Arc<Inner<H>>, req: Request<Incoming>) -> Response<Body> {
     let token = header_str(req.headers(), header::AUTHORIZATION)
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -200,7 +200,7 @@ async fn handle<H: Hook>(inner: Arc<Inner<H>>, mut req: Request<Incoming>) -> Re
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("")));
-    let request = match classify(req.method().as_str(), &target, headers) {
+    let mut request = match classify(req.method().as_str(), &target, headers) {
         Ok(r) => r,
         Err(e) => {
             return status_response(
@@ -210,6 +210,37 @@ async fn handle<H: Hook>(inner: Arc<Inner<H>>, mut req: Request<Incoming>) -> Re
             );
         }
     };
+    // A JSON body of a write is read (bounded) before the decision, so the
+    // hook can see what is created or changed; any other body streams on.
+    let (parts, body) = req.into_parts();
+    let body: Body = if request.stream.is_none()
+        && matches!(request.method.as_str(), "POST" | "PUT" | "PATCH")
+        && header_str(&parts.headers, header::CONTENT_TYPE).is_some_and(is_json_type)
+    {
+        match http_body_util::Limited::new(body, inner.config.max_object_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                request.body = Some(bytes.to_vec());
+                full(bytes)
+            }
+            Err(_) => {
+                return status_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "portcullis: a request body of more than {} bytes, or one that could not be read",
+                        inner.config.max_object_bytes
+                    ),
+                    "RequestEntityTooLarge",
+                );
+            }
+        }
+    } else {
+        body.map_err(io::Error::other).boxed()
+    };
+    let mut req = Request::from_parts(parts, body);
     let principal = Arc::new(auth.principal);
     let request = Arc::new(request);
 
@@ -373,7 +404,7 @@ async fn forward<H: Hook>(
     inner: &Arc<Inner<H>>,
     principal: Arc<H::Principal>,
     request: Arc<K8sRequest>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     target: &str,
     backend: &BackendCredential,
 ) -> Result<Response<Body>, String> {
@@ -529,6 +560,18 @@ async fn forward<H: Hook>(
         parts,
         BodyExt::boxed(StreamBody::new(stream)),
     ))
+}
+
+/// `application/json` and its patch variants (`merge-patch+json`,
+/// `strategic-merge-patch+json`, `json-patch+json`), any parameters aside.
+fn is_json_type(content_type: &str) -> bool {
+    let t = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
 }
 
 /// The client's `Accept` with every media type but JSON removed (Table and

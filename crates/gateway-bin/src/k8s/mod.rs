@@ -526,7 +526,8 @@ impl Drop for Withdraw {
     }
 }
 
-/// The request as the policy crate analyses it. The proxy refuses to
+/// The request as the policy crate analyses it: with its body when the
+/// proxy read one (a JSON create, update or patch). The proxy refuses to
 /// forward impersonation headers; their names are passed so that rules on
 /// the `impersonation` risk still see them.
 fn policy_request(request: &K8sRequest) -> policy::K8sRequest {
@@ -537,6 +538,9 @@ fn policy_request(request: &K8sRequest) -> policy::K8sRequest {
     let mut r = policy::K8sRequest::new(request.method.clone(), path).with_query(query);
     for name in &request.impersonation {
         r = r.with_header(name.clone(), "");
+    }
+    if let Some(body) = &request.body {
+        r = r.with_body(body.clone());
     }
     r
 }
