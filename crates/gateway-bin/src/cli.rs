@@ -33,6 +33,9 @@ pub(crate) enum Command {
     /// Mint, inspect and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a kubeconfig that points kubectl at a Kubernetes connection of
+    /// this gateway, with a freshly minted token (or the one given).
+    Kubeconfig(KubeconfigArgs),
     /// List, approve and deny held commands through the admin API.
     Approvals {
         #[command(subcommand)]
@@ -44,7 +47,8 @@ pub(crate) enum Command {
         #[arg(long, global = true)]
         token: Option<String>,
     },
-    /// Start a throwaway PostgreSQL with fake customers behind a live gateway.
+    /// Start a throwaway PostgreSQL with fake customers, and a fake Kubernetes
+    /// cluster, behind a live gateway.
     #[cfg(feature = "demo")]
     Demo {
         /// Where the gateway listens for PostgreSQL clients.
@@ -53,6 +57,9 @@ pub(crate) enum Command {
         /// Where the admin API listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: String,
+        /// Where the gateway listens for kubectl (the fake cluster's leg).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        kube_listen: String,
     },
     /// Read the audit trail.
     #[command(subcommand)]
@@ -177,6 +184,30 @@ pub(crate) enum ApprovalsCommand {
     Approve { id: String },
     /// Deny one.
     Deny { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct KubeconfigArgs {
+    #[arg(long, default_value = "portcullis.toml")]
+    pub(crate) config: PathBuf,
+    /// The Kubernetes connection's name (default: the only one).
+    #[arg(long)]
+    pub(crate) connection: Option<String>,
+    /// Who the token is for: kind:name, e.g. agent:ci-bot.
+    #[arg(long, required_unless_present = "token")]
+    pub(crate) principal: Option<String>,
+    /// Groups, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) groups: Vec<String>,
+    /// The token's lifetime, e.g. 15m, 1h.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub(crate) ttl: Duration,
+    /// Use this token (an API key, an OIDC token) instead of minting one.
+    #[arg(long, conflicts_with = "principal")]
+    pub(crate) token: Option<String>,
+    /// The context's default namespace.
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -76,6 +76,8 @@ pub(crate) struct Listener {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ConnectionKind {
     Postgres,
+    /// A Kubernetes API server, with its own listener (`[connection.kubernetes]`).
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -94,13 +96,15 @@ pub(crate) enum BackendTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Connection {
     pub(crate) name: Spanned<String>,
-    /// Only `postgres` today; read once Kubernetes connections exist.
-    #[allow(dead_code)]
     pub(crate) kind: ConnectionKind,
+    /// PostgreSQL only (as are port, database, user, password*, tls).
+    #[serde(default)]
     pub(crate) host: String,
     #[serde(default = "default_pg_port")]
     pub(crate) port: u16,
+    #[serde(default)]
     pub(crate) database: String,
+    #[serde(default)]
     pub(crate) user: String,
     #[serde(default)]
     pub(crate) password_env: Option<String>,
@@ -115,6 +119,9 @@ pub(crate) struct Connection {
     pub(crate) tls: BackendTls,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
+    /// Kubernetes only: the API server, its credential and the listener.
+    #[serde(default)]
+    pub(crate) kubernetes: Option<crate::k8s::KubeSettings>,
 }
 
 fn default_pg_port() -> u16 {
@@ -452,6 +459,16 @@ impl Config {
                     "a connection name is not empty and has no '@' (clients write \
                      principal@connection)"
                         .to_owned(),
+                ));
+            }
+            if c.kind == ConnectionKind::Kubernetes || c.kubernetes.is_some() {
+                crate::k8s::check_connection(c)?;
+                continue;
+            }
+            if c.host.is_empty() || c.database.is_empty() || c.user.is_empty() {
+                return Err((
+                    c.name.span(),
+                    "a postgres connection needs host, database and user".to_owned(),
                 ));
             }
             let sources = usize::from(c.password_env.is_some())

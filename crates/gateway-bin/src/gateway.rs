@@ -439,6 +439,12 @@ impl Gateway {
         }
     }
 
+    /// False in observe mode (`[policy] enforce = false`): every command is
+    /// decided and recorded, and forwarded whatever the decision.
+    pub(crate) fn enforces(&self) -> bool {
+        self.enforce
+    }
+
     /// Why the gateway cannot serve right now, if it cannot: the last audit
     /// write failed, or the sink says it cannot make records durable.
     pub(crate) async fn health(&self) -> Result<(), String> {
@@ -545,7 +551,7 @@ impl Gateway {
 
 /// The reason recorded for a command observe mode forwarded although the
 /// policy would have refused or held it.
-fn observed_reason(decision: &policy::Decision) -> String {
+pub(crate) fn observed_reason(decision: &policy::Decision) -> String {
     let would = match decision.effect {
         Effect::Deny => "deny",
         Effect::Review { .. } => "hold for review",

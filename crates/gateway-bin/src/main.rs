@@ -1,5 +1,5 @@
 //! `portcullis`, the reference gateway: one binary that serves the PostgreSQL
-//! (and, later, Kubernetes) data path with policy, masking and audit, and the
+//! and Kubernetes data paths with policy, masking and audit, and the
 //! commands an operator runs around it.
 //!
 //! Layout: `cli` holds the command-line definitions; `commands/` one module
@@ -17,6 +17,7 @@ mod demo;
 mod gateway;
 mod identity;
 mod jwks;
+mod k8s;
 mod metrics;
 mod policy_file;
 mod serve;
@@ -60,7 +61,11 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve { config } => commands::serve::run(&config),
         #[cfg(feature = "demo")]
-        Command::Demo { listen, admin } => demo::run(&listen, &admin),
+        Command::Demo {
+            listen,
+            admin,
+            kube_listen,
+        } => demo::run(&listen, &admin, &kube_listen),
         Command::Audit(a) => commands::audit::run(a),
         Command::Policy(p) => commands::policy::run(p),
         Command::Sessions(SessionsCommand::List { admin, token }) => {
@@ -77,6 +82,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Check { config } => commands::check::run(&config),
         Command::Token(t) => commands::token::run(t),
+        Command::Kubeconfig(k) => commands::kubeconfig::run(k),
         Command::Approvals {
             command,
             admin,

@@ -24,6 +24,8 @@ pub(crate) struct Running {
     pub(crate) gateway: Arc<Gateway>,
     /// The bound PostgreSQL listeners' addresses (port 0 resolved).
     pub(crate) listeners: Vec<SocketAddr>,
+    /// The Kubernetes connections' listeners: (connection, address).
+    pub(crate) kubernetes: Vec<(String, SocketAddr)>,
     pub(crate) admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<Result<(), String>>,
@@ -91,7 +93,8 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut listeners = Vec::new();
-    if config.listeners.is_empty() {
+    let kubernetes = crate::k8s::start(config, &gateway, &stop_rx, &mut tasks).await?;
+    if config.listeners.is_empty() && kubernetes.is_empty() {
         return Err("the configuration has no [[listener]]".to_owned());
     }
     for l in &config.listeners {
@@ -176,6 +179,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     Ok(Running {
         gateway,
         listeners,
+        kubernetes,
         admin,
         stop,
         tasks,
@@ -195,6 +199,9 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
 
     let mut connections = HashMap::new();
     for c in &config.connections {
+        if c.kind != config::ConnectionKind::Postgres {
+            continue; // served by crate::k8s
+        }
         let name = c.name.get_ref().clone();
         let password = backend_password(config, c)?;
         let mut resource = Resource::new(name.clone(), ResourceKind::Postgres);

@@ -152,6 +152,15 @@ pub struct K8sRequest {
     pub impersonation: Vec<String>,
     /// `dryRun=All` was asked.
     pub dry_run: bool,
+    /// The HTTP method as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// The request target as sent: path and query, still percent-encoded
+    /// (at most [`MAX_TARGET_LEN`] bytes).
+    pub target: String,
+    /// The body of a create, update or patch sent as JSON, read whole
+    /// (bounded) before the decision; `None` for other requests and bodies
+    /// (kubectl sends protobuf for its typed creates).
+    pub body: Option<Vec<u8>>,
 }
 
 impl K8sRequest {
@@ -252,6 +261,9 @@ where
         stream: None,
         impersonation,
         dry_run: params.values("dryRun").any(|v| v == "All"),
+        method: method.to_owned(),
+        target: target.to_owned(),
+        body: None,
     };
 
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();

@@ -16,12 +16,16 @@ use crate::secret::{Identity, StreamTransform};
 pub enum BackendCredential {
     /// `Authorization: Bearer TOKEN`.
     BearerToken(String),
+    /// No header: the client certificate configured in the upstream's TLS
+    /// settings ([`Upstream::tls`](crate::Upstream)) authenticates the proxy.
+    ClientCertificate,
 }
 
 impl fmt::Debug for BackendCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackendCredential::BearerToken(_) => f.write_str("BearerToken(..)"),
+            BackendCredential::ClientCertificate => f.write_str("ClientCertificate"),
         }
     }
 }

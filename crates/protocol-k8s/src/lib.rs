@@ -19,8 +19,7 @@
 //! - [`Proxy`] (feature `tokio`): the TLS listener, reverse proxy and relay.
 //!
 //! Not supported yet, each refused with a clear Status: exec over SPDY
-//! (kubectl ≤ 1.29 is told to use ≥ 1.30), port-forward, client-certificate
-//! backend credentials.
+//! (kubectl ≤ 1.29 is told to use ≥ 1.30), port-forward.
 //!
 //! # Example
 //!

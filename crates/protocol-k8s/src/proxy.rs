@@ -59,17 +59,22 @@ pub struct ProxyConfig {
     /// show). A secret printed in pieces further apart than this is masked
     /// only as far as the transform can see.
     pub output_flush_after: std::time::Duration,
+    /// How long a write to a client may wait for the client to read (exec
+    /// output, a response body, a watch event) before the proxy ends that
+    /// stream: a client that stops reading holds no upstream stream open.
+    pub client_write_timeout: std::time::Duration,
 }
 
 impl ProxyConfig {
     /// Defaults: 8 MiB objects, 1 MiB WebSocket messages, exec output
-    /// released after 5 ms without more.
+    /// released after 5 ms without more, 60 s for a client to read.
     pub fn new(upstream: Upstream) -> Self {
         ProxyConfig {
             upstream,
             max_object_bytes: 8 << 20,
             max_message_bytes: 1 << 20,
             output_flush_after: std::time::Duration::from_millis(5),
+            client_write_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -168,7 +173,7 @@ fn header_str(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle<H: Hook>(inner: Arc<Inner<H>>, mut req: Request<Incoming>) -> Response<Body> {
+async fn handle<H: Hook>(inner: Arc<Inner<H>>, req: Request<Incoming>) -> Response<Body> {
     let token = header_str(req.headers(), header::AUTHORIZATION)
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -195,7 +200,7 @@ async fn handle<H: Hook>(inner: Arc<Inner<H>>, mut req: Request<Incoming>) -> Re
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("")));
-    let request = match classify(req.method().as_str(), &target, headers) {
+    let mut request = match classify(req.method().as_str(), &target, headers) {
         Ok(r) => r,
         Err(e) => {
             return status_response(
@@ -205,6 +210,37 @@ async fn handle<H: Hook>(inner: Arc<Inner<H>>, mut req: Request<Incoming>) -> Re
             );
         }
     };
+    // A JSON body of a write is read (bounded) before the decision, so the
+    // hook can see what is created or changed; any other body streams on.
+    let (parts, body) = req.into_parts();
+    let body: Body = if request.stream.is_none()
+        && matches!(request.method.as_str(), "POST" | "PUT" | "PATCH")
+        && header_str(&parts.headers, header::CONTENT_TYPE).is_some_and(is_json_type)
+    {
+        match http_body_util::Limited::new(body, inner.config.max_object_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                request.body = Some(bytes.to_vec());
+                full(bytes)
+            }
+            Err(_) => {
+                return status_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "portcullis: a request body of more than {} bytes, or one that could not be read",
+                        inner.config.max_object_bytes
+                    ),
+                    "RequestEntityTooLarge",
+                );
+            }
+        }
+    } else {
+        body.map_err(io::Error::other).boxed()
+    };
+    let mut req = Request::from_parts(parts, body);
     let principal = Arc::new(auth.principal);
     let request = Arc::new(request);
 
@@ -328,6 +364,7 @@ async fn connect_upstream<H>(
 fn bearer(backend: &BackendCredential) -> Option<HeaderValue> {
     match backend {
         BackendCredential::BearerToken(t) => HeaderValue::from_str(&format!("Bearer {t}")).ok(),
+        BackendCredential::ClientCertificate => None,
     }
 }
 
@@ -367,7 +404,7 @@ async fn forward<H: Hook>(
     inner: &Arc<Inner<H>>,
     principal: Arc<H::Principal>,
     request: Arc<K8sRequest>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     target: &str,
     backend: &BackendCredential,
 ) -> Result<Response<Body>, String> {
@@ -429,6 +466,7 @@ async fn forward<H: Hook>(
     let mut secret = secret_mode.map(|m| SecretStream::new(m, inner.config.max_object_bytes));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
     let hook = inner.hook.clone();
+    let write_timeout = inner.config.client_write_timeout;
     tokio::spawn(async move {
         let mut sent = 0u64;
         let mut error: Option<String> = None;
@@ -486,13 +524,20 @@ async fn forward<H: Hook>(
                 continue;
             }
             sent += out.len() as u64;
-            if tx
-                .send(Ok(Frame::data(Bytes::from(std::mem::take(&mut out)))))
-                .await
-                .is_err()
-            {
-                error = Some("client went away".into());
-                break;
+            let frame = Ok(Frame::data(Bytes::from(std::mem::take(&mut out))));
+            match tokio::time::timeout(write_timeout, tx.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    error = Some("client went away".into());
+                    break;
+                }
+                Err(_) => {
+                    error = Some(format!(
+                        "the client read nothing for {} s",
+                        write_timeout.as_secs_f32()
+                    ));
+                    break;
+                }
             }
         }
         if let Some(e) = &error {
@@ -515,6 +560,18 @@ async fn forward<H: Hook>(
         parts,
         BodyExt::boxed(StreamBody::new(stream)),
     ))
+}
+
+/// `application/json` and its patch variants (`merge-patch+json`,
+/// `strategic-merge-patch+json`, `json-patch+json`), any parameters aside.
+fn is_json_type(content_type: &str) -> bool {
+    let t = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
 }
 
 /// The client's `Accept` with every media type but JSON removed (Table and
@@ -553,13 +610,24 @@ fn normal_close() -> Option<CloseFrame> {
     })
 }
 
+/// How long a last status message and close may wait for the client: a
+/// client that stops reading must not keep its stream's task alive.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn close_with(ws: &mut ClientWs, channel_no: u8, data: &[u8]) {
-    let _ = ws
-        .send(Message::Binary(Bytes::from(channel::encode(
-            channel_no, data,
-        ))))
-        .await;
-    let _ = ws.close(normal_close()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = ws
+            .send(Message::Binary(Bytes::from(channel::encode(
+                channel_no, data,
+            ))))
+            .await;
+        let _ = ws.close(normal_close()).await;
+    })
+    .await;
+}
+
+async fn close_normally(ws: &mut ClientWs) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(normal_close())).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -636,7 +704,10 @@ async fn run_stream<H: Hook>(
         plan,
         &mut client,
         upstream,
-        inner.config.output_flush_after,
+        (
+            inner.config.output_flush_after,
+            inner.config.client_write_timeout,
+        ),
     )
     .await;
     if let Some(e) = &error {
@@ -650,10 +721,10 @@ async fn run_stream<H: Hook>(
             )
             .await;
         } else {
-            let _ = client.close(normal_close()).await;
+            close_normally(&mut client).await;
         }
     } else {
-        let _ = client.close(normal_close()).await;
+        close_normally(&mut client).await;
     }
     hook.on_event(
         &principal,
@@ -706,6 +777,25 @@ fn payload(msg: &Message) -> Option<&[u8]> {
     }
 }
 
+/// Sends one message to the client, waiting at most `limit` for it to read.
+async fn send_within<S>(
+    client: &mut S,
+    msg: Message,
+    limit: std::time::Duration,
+) -> Result<(), String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    match tokio::time::timeout(limit, client.send(msg)).await {
+        Ok(r) => r.map_err(|e| format!("client stream: {e}")),
+        Err(_) => Err(format!(
+            "the client read nothing for {} s",
+            limit.as_secs_f32()
+        )),
+    }
+}
+
 /// Reports one transformed output chunk to the hook and sends it to the
 /// client on its channel (nothing when the transform held everything back).
 async fn emit_output<H: Hook, S>(
@@ -713,8 +803,8 @@ async fn emit_output<H: Hook, S>(
     principal: &H::Principal,
     request: &K8sRequest,
     client: &mut S,
-    ch: u8,
-    out: &[u8],
+    (ch, out): (u8, &[u8]),
+    limit: std::time::Duration,
 ) -> Result<(), String>
 where
     S: futures_util::Sink<Message> + Unpin,
@@ -732,10 +822,7 @@ where
         },
     );
     let frame = Message::Binary(Bytes::from(channel::encode(ch, out)));
-    client
-        .send(frame)
-        .await
-        .map_err(|e| format!("client stream: {e}"))
+    send_within(client, frame, limit).await
 }
 
 /// Relays one exec/attach stream until the server ends it or either side
@@ -749,7 +836,7 @@ async fn relay<H: Hook, U>(
     mut plan: crate::hook::StreamPlan,
     client: &mut ClientWs,
     upstream: WebSocketStream<U>,
-    flush_after: std::time::Duration,
+    (flush_after, limit): (std::time::Duration, std::time::Duration),
 ) -> (Option<ExitStatus>, Option<String>)
 where
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -774,7 +861,8 @@ where
                         ] {
                             out.clear();
                             t.flush(&mut out);
-                            emit_output(hook, principal, request, &mut c_tx, ch, &out).await?;
+                            emit_output(hook, principal, request, &mut c_tx, (ch, &out), limit)
+                                .await?;
                         }
                         continue;
                     }
@@ -806,7 +894,15 @@ where
                     out.clear();
                     t.transform(m.data, &mut out);
                     held = true;
-                    emit_output(hook, principal, request, &mut c_tx, m.channel, &out).await?;
+                    emit_output(
+                        hook,
+                        principal,
+                        request,
+                        &mut c_tx,
+                        (m.channel, &out),
+                        limit,
+                    )
+                    .await?;
                 }
                 channel::ERROR => {
                     if !finished {
@@ -817,16 +913,15 @@ where
                         ] {
                             out.clear();
                             t.finish(&mut out);
-                            emit_output(hook, principal, request, &mut c_tx, ch, &out).await?;
+                            emit_output(hook, principal, request, &mut c_tx, (ch, &out), limit)
+                                .await?;
                         }
                     }
                     exit = Some(
                         channel::parse_status(m.data)
                             .map_err(|e| format!("upstream stream: {e}"))?,
                     );
-                    c_tx.send(msg.clone())
-                        .await
-                        .map_err(|e| format!("client stream: {e}"))?;
+                    send_within(&mut c_tx, msg.clone(), limit).await?;
                 }
                 other => {
                     return Err(format!(
@@ -844,9 +939,7 @@ where
                 t.finish(&mut out);
                 if !out.is_empty() {
                     let frame = Message::Binary(Bytes::from(channel::encode(ch, &out)));
-                    c_tx.send(frame)
-                        .await
-                        .map_err(|e| format!("client stream: {e}"))?;
+                    send_within(&mut c_tx, frame, limit).await?;
                 }
             }
         }

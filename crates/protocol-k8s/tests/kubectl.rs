@@ -205,6 +205,10 @@ struct Env {
 
 impl Env {
     async fn start(frame_limit: usize) -> Env {
+        Env::start_with(frame_limit, |_| {}).await
+    }
+
+    async fn start_with(frame_limit: usize, adjust: impl FnOnce(&mut ProxyConfig)) -> Env {
         let kube = FakeKube::builder()
             .output_frame_limit(frame_limit)
             .start()
@@ -229,6 +233,7 @@ impl Env {
             // flush never cuts between them on a loaded machine.
             config.output_flush_after = Duration::from_secs(2);
         }
+        adjust(&mut config);
         let proxy = Proxy::new(hook.clone(), config);
         tokio::spawn(proxy.serve(listener, proxy_tls.server_config().unwrap()));
         let dir = tempfile::tempdir().unwrap();
@@ -649,6 +654,55 @@ async fn one_gib_frame_refused() {
     // Only that stream ended: the proxy still serves.
     let out = env.kubectl(33, "agent", &["get", "pods"], None).await;
     assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+/// An exec whose client never reads: once the proxy has waited
+/// `client_write_timeout` to hand it more output, that stream (and its
+/// remote process) ends; the proxy goes on serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_client_that_never_reads_is_ended() {
+    let env = Env::start_with(32 * 1024, |c| {
+        c.client_write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let connector = tokio_rustls::TlsConnector::from(env.proxy_tls.client_config().unwrap());
+    let tcp = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+        .unwrap()
+        .to_owned();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let req = format!(
+        "GET /api/v1/namespaces/default/pods/web-0/exec?command=yes&stdout=true HTTP/1.1\r\n\
+         Host: {}\r\nAuthorization: Bearer {AGENT}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+        env.addr
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    // Read nothing more (not even the 101): `yes` fills every buffer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        let ended = env
+            .hook
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.contains(" ended "))
+            .cloned();
+        if let Some(e) = ended {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream was not ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ended.contains("the client read nothing for 1 s"), "{ended}");
+    let out = env.kubectl(33, "agent", &["get", "pods"], None).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    drop(tls);
 }
 
 /// A watch never ends; its events must reach the client one by one, masked,

@@ -34,6 +34,8 @@ use crate::Error;
 pub struct SelfSignedTls {
     /// The certificate, PEM.
     pub cert_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: String,
     cert_der: rustls::pki_types::CertificateDer<'static>,
     key_der: Vec<u8>,
 }
@@ -52,6 +54,7 @@ impl SelfSignedTls {
         .map_err(|e| Error::Tls(e.to_string()))?;
         Ok(SelfSignedTls {
             cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
             cert_der: ck.cert.der().clone(),
             key_der: ck.signing_key.serialize_der(),
         })
@@ -70,6 +73,27 @@ impl SelfSignedTls {
         Ok(Arc::new(cfg))
     }
 
+    /// Like [`server_config`](Self::server_config), also asking clients for
+    /// a certificate and accepting only `pinned` (clients without one still
+    /// connect).
+    fn server_config_with_client(
+        &self,
+        pinned: rustls::pki_types::CertificateDer<'static>,
+    ) -> Result<Arc<rustls::ServerConfig>, Error> {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_client_cert_verifier(Arc::new(PinnedClient {
+                pinned,
+                provider: provider(),
+            }))
+            .with_single_cert(vec![self.cert_der.clone()], key)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
     /// A client configuration that trusts only this certificate.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
         let mut roots = rustls::RootCertStore::empty();
@@ -82,6 +106,70 @@ impl SelfSignedTls {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(Arc::new(cfg))
+    }
+}
+
+/// Accepts exactly one client certificate (its signatures checked as usual).
+#[derive(Debug)]
+struct PinnedClient {
+    pinned: rustls::pki_types::CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for PinnedClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.pinned.as_ref() {
+            Ok(rustls::server::danger::ClientCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("unknown client certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -105,6 +193,7 @@ pub const FAKE_SECRET_PASSWORD: &str = "hunter2-fake-db-password";
 pub struct FakeKubeBuilder {
     token: String,
     output_frame_limit: usize,
+    client_cert: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl FakeKubeBuilder {
@@ -121,11 +210,25 @@ impl FakeKubeBuilder {
         self
     }
 
+    /// Also accepts clients that present this certificate (PEM) in the TLS
+    /// handshake, without a bearer token (a pinned certificate, as a test
+    /// stands in for a cluster CA).
+    pub fn client_certificate(mut self, cert_pem: &str) -> Result<Self, Error> {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        self.client_cert = Some(der);
+        Ok(self)
+    }
+
     /// Starts the server on `127.0.0.1` on a free port, on its own thread
     /// and runtime; it stops when the [`FakeKube`] is dropped.
     pub fn start(self) -> Result<FakeKube, Error> {
         let tls = SelfSignedTls::generate()?;
-        let server_config = tls.server_config()?;
+        let server_config = match &self.client_cert {
+            None => tls.server_config()?,
+            Some(pinned) => tls.server_config_with_client(pinned.clone())?,
+        };
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(Error::KubeStart)?;
         std_listener
             .set_nonblocking(true)
@@ -163,9 +266,13 @@ impl FakeKubeBuilder {
                                 let Ok(tls) = acceptor.accept(tcp).await else {
                                     return;
                                 };
+                                // Only the pinned certificate passes the handshake.
+                                let by_cert = tls.get_ref().1.peer_certificates().is_some();
                                 let svc = hyper::service::service_fn(move |req| {
                                     let st = st.clone();
-                                    async move { Ok::<_, Infallible>(route(st, req).await) }
+                                    async move {
+                                        Ok::<_, Infallible>(route(st, req, by_cert).await)
+                                    }
                                 });
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .serve_connection(TokioIo::new(tls), svc)
@@ -227,6 +334,7 @@ impl FakeKube {
         FakeKubeBuilder {
             token: "fake-cluster-token".into(),
             output_frame_limit: 32 * 1024,
+            client_cert: None,
         }
     }
 
@@ -440,7 +548,7 @@ fn discovery_v1() -> Value {
     json!({"kind":"APIResourceList","groupVersion":"v1","resources":resources})
 }
 
-async fn route(st: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
+async fn route(st: Arc<State>, mut req: Request<Incoming>, by_cert: bool) -> Response<Body> {
     let target = req
         .uri()
         .path_and_query()
@@ -450,11 +558,12 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
         log.push(format!("{} {target}", req.method()));
     }
     let expected = format!("Bearer {}", st.token);
-    if req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        != Some(expected.as_str())
+    if !by_cert
+        && req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(expected.as_str())
     {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }

@@ -25,6 +25,7 @@ pub(crate) fn run(path: &Path) -> Result<(), String> {
         }
     }
     for c in &config.connections {
+        problems.extend(crate::k8s::check_files(&config, c));
         if let Some(f) = &c.password_file {
             let f = config.resolve(f);
             if !f.is_file() {

@@ -15,6 +15,11 @@ pub(crate) fn run(path: &Path) -> Result<(), String> {
         for addr in &running.listeners {
             eprintln!("portcullis: listening for PostgreSQL clients on {addr}");
         }
+        for (name, addr) in &running.kubernetes {
+            eprintln!(
+                "portcullis: listening for Kubernetes clients (connection {name}) on https://{addr}"
+            );
+        }
         if config.policy.as_ref().is_some_and(|p| !p.enforce) {
             eprintln!(
                 "portcullis: observe mode ([policy] enforce = false): every command is decided \
