@@ -35,6 +35,8 @@ use portcullis_pg::{
     Verdict, async_trait,
 };
 use portcullis_policy::{self as policy, Effect, Policy};
+
+use crate::tickets::{Attempt, Fingerprint, Tickets};
 use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
@@ -186,6 +188,9 @@ struct Review {
     groups: Vec<String>,
     min_approvals: u32,
     timeout: std::time::Duration,
+    /// `mode = "ticket"`: refused at once with a request id, run once after
+    /// approval (see [`crate::tickets`]), instead of held.
+    ticket: bool,
 }
 
 /// The gateway's plan for one command (a simple query, a Parse, one
@@ -411,6 +416,8 @@ pub(crate) struct Gateway {
     audit_failure: Arc<Mutex<Option<String>>>,
     health_cache: Mutex<Option<(Instant, Result<(), String>)>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
+    /// Ticket-mode approvals, by statement fingerprint.
+    tickets: Arc<Tickets>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -436,6 +443,7 @@ impl Gateway {
             audit_failure: Arc::new(Mutex::new(None)),
             health_cache: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
+            tickets: Arc::new(Tickets::default()),
         }
     }
 
@@ -793,11 +801,12 @@ impl Gateway {
                 groups,
                 min_approvals,
                 timeout,
-                ..
+                mode,
             } => Some(Review {
                 groups: groups.clone(),
                 min_approvals: *min_approvals,
                 timeout: *timeout,
+                ticket: *mode == policy::ReviewMode::Ticket,
             }),
             _ => None,
         };
@@ -848,7 +857,10 @@ impl Gateway {
             // Prepared; each execution is held, where the approver sees the
             // bound values.
             Effect::Review { .. } if stage == Stage::Parse => Verdict::Forward(plan),
-            Effect::Review { .. } => self.hold(s, text, plan),
+            Effect::Review { .. } => {
+                let key = Fingerprint::of(&s.principal.id, &s.connection, sql, params);
+                self.hold(s, text, plan, key)
+            }
         }
     }
 
@@ -885,19 +897,30 @@ impl Gateway {
         }
         let plan = Plan::new(command_id, decided);
         if plan.decided.review.is_some() && self.enforce {
-            self.hold(s, text, plan)
+            let key = Fingerprint::of(&s.principal.id, &s.connection, sql, Some(params));
+            self.hold(s, text, plan, key)
         } else {
             Verdict::Forward(plan)
         }
     }
 
-    /// Holds a reviewed command for approval.
-    fn hold(&self, s: &Arc<SessionState>, text: MaskedText, plan: Plan) -> Verdict<Plan> {
+    /// Holds a reviewed command for approval (or, in ticket mode, answers
+    /// its attempt: see [`Gateway::ticket`]).
+    fn hold(
+        &self,
+        s: &Arc<SessionState>,
+        text: MaskedText,
+        plan: Plan,
+        key: Fingerprint,
+    ) -> Verdict<Plan> {
         let command_id = plan.command_id;
         let decided = plan.decided.clone();
         let Some(review) = decided.review.clone() else {
             return Verdict::Deny("the gateway has no review to hold this statement for".into());
         };
+        if review.ticket {
+            return self.ticket(s, text, plan, key, &review);
+        }
         let request = ApprovalRequest {
             requester: s.principal.id.clone(),
             session_id: s.session.to_string(),
@@ -982,6 +1005,128 @@ impl Gateway {
             },
             plan,
         )
+    }
+
+    /// Ticket mode: the first attempt files a request and is refused at once
+    /// with its id; an attempt while it is pending is refused with the same
+    /// id; the first attempt after approval runs (once, within the review's
+    /// timeout), with the approval's use in the trail before it runs.
+    fn ticket(
+        &self,
+        s: &Arc<SessionState>,
+        text: MaskedText,
+        plan: Plan,
+        key: Fingerprint,
+        review: &Review,
+    ) -> Verdict<Plan> {
+        let decided = plan.decided.clone();
+        let rule = decided
+            .rule_id
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let approvers = if review.groups.is_empty() {
+            "any group".to_owned()
+        } else {
+            review.groups.join(", ")
+        };
+        match self.tickets.attempt(key, Instant::now()) {
+            Attempt::Run { id } => {
+                let state = s.clone();
+                let command_id = plan.command_id;
+                Verdict::Hold(
+                    Hold {
+                        notice: format!(
+                            "approval {id} (rule {rule}) was given for this statement; it runs \
+                             now, once"
+                        ),
+                        decision: Box::pin(async move {
+                            match state
+                                .record_durably(EventKind::ApprovalGranted {
+                                    request_id: id.clone(),
+                                    approver: format!("ticket used by command {command_id}"),
+                                })
+                                .await
+                            {
+                                Ok(()) => PgDecision::Forward,
+                                Err(e) => PgDecision::Deny(format!(
+                                    "the audit trail cannot record the use of approval {id}, so \
+                                     the statement was not run (fail closed): {e}"
+                                )),
+                            }
+                        }),
+                    },
+                    plan,
+                )
+            }
+            Attempt::Waiting { id } => Verdict::Deny(format!(
+                "approval {id} for this statement is still pending (rule {rule}); retry the \
+                 same statement after approval: an approver in {approvers} runs: portcullis \
+                 approvals approve {id}"
+            )),
+            Attempt::File => {
+                let request = ApprovalRequest {
+                    requester: s.principal.id.clone(),
+                    session_id: s.session.to_string(),
+                    connection: s.connection.clone(),
+                    command: text.as_str().to_owned(),
+                    rule_id: rule.clone(),
+                    reason: decided.reason.clone(),
+                    groups: review.groups.clone(),
+                    min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
+                    timeout: review.timeout,
+                };
+                let ticket = match self.approvals.request(request) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Verdict::Deny(format!("cannot file an approval request: {e}"));
+                    }
+                };
+                let id = ticket.id.clone();
+                self.tickets.filed(key, id.clone());
+                s.record(EventKind::ApprovalRequested {
+                    request_id: id.clone(),
+                    command_id: plan.command_id,
+                    approver: Some(review.groups.join(",")),
+                });
+                // The request outlives this attempt (and this session: the
+                // agent may retry on a new connection).
+                let store = self.approvals.clone();
+                let tickets = self.tickets.clone();
+                let state = s.clone();
+                let ttl = review.timeout;
+                let request_id = id.clone();
+                tokio::spawn(async move {
+                    let id = request_id;
+                    let kind = match ticket.wait(&store).await {
+                        Outcome::Approved { by } => {
+                            tickets.approved(key, id.clone(), Instant::now() + ttl);
+                            EventKind::ApprovalGranted {
+                                request_id: id,
+                                approver: by.join(","),
+                            }
+                        }
+                        Outcome::Denied { by } => {
+                            tickets.ended(key, &id);
+                            EventKind::ApprovalDenied {
+                                request_id: id,
+                                approver: by,
+                                reason: None,
+                            }
+                        }
+                        Outcome::Expired | Outcome::Abandoned => {
+                            tickets.ended(key, &id);
+                            EventKind::ApprovalExpired { request_id: id }
+                        }
+                    };
+                    state.record(kind);
+                });
+                Verdict::Deny(format!(
+                    "approval required: request {id} was filed (rule {rule}) and this statement \
+                     was not run; retry the same statement after approval: an approver in \
+                     {approvers} runs: portcullis approvals approve {id}"
+                ))
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ mod k8s;
 mod metrics;
 mod policy_file;
 mod serve;
+mod tickets;
 mod trust;
 
 use std::process::ExitCode;

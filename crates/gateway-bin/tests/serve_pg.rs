@@ -1179,3 +1179,103 @@ fn sigkill_under_pgbench_loses_no_record_of_a_forwarded_command() {
         );
     }
 }
+
+/// Ticket mode with real psql: the first attempt fails at once with the
+/// request id; a retry before approval is refused with the same id; after
+/// approval the same statement runs once; the next attempt files a new
+/// request. A different statement never rides on the approval.
+#[test]
+fn ticket_mode_refuses_with_an_id_then_runs_the_approved_statement_once() {
+    let policy = POLICY.replace(
+        "id = \"hold-unbounded-writes\"\ndescription = \"UPDATE or DELETE without WHERE waits for a DBA\"\neffect = \"review\"\n",
+        "id = \"hold-unbounded-writes\"\ndescription = \"UPDATE or DELETE without WHERE waits for a DBA\"\neffect = \"review\"\nmode = \"ticket\"\n",
+    );
+    assert!(policy.contains("mode = \"ticket\""));
+    let gw = Gateway::start_with("", &policy);
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let alice = gw.token("human:alice", "dba", "15m");
+    let delete = "DELETE FROM shop.orders";
+    let orders = |gw: &Gateway| {
+        Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-tA", "-c", "SELECT count(*) FROM shop.orders"])
+            .run()
+            .unwrap()
+            .stdout
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = orders(&gw);
+    assert!(before > 0);
+    let request_id = |stderr: &str| -> String {
+        let at = stderr
+            .find("apr-")
+            .unwrap_or_else(|| panic!("no request id: {stderr}"));
+        stderr[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect()
+    };
+
+    let first = gw.psql(&agent, delete);
+    assert!(!first.success());
+    assert!(first.stderr.contains("42501"), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("approval required"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first
+            .stderr
+            .contains("retry the same statement after approval"),
+        "{}",
+        first.stderr
+    );
+    let id = request_id(&first.stderr);
+    assert_eq!(orders(&gw), before);
+
+    let again = gw.psql(&agent, delete);
+    assert!(!again.success());
+    assert!(again.stderr.contains("still pending"), "{}", again.stderr);
+    assert_eq!(request_id(&again.stderr), id);
+
+    let (ok, out, err) = gw.approvals(&alice, &["approve", &id]);
+    assert!(ok, "{out}{err}");
+    // The approval is recorded by a task; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Another statement does not ride on it.
+    let other = gw.psql(&agent, "DELETE FROM shop.orders ");
+    assert!(!other.success(), "{}", other.stdout);
+    assert!(
+        other.stderr.contains("approval required"),
+        "{}",
+        other.stderr
+    );
+    assert_ne!(request_id(&other.stderr), id);
+    assert_eq!(orders(&gw), before);
+
+    let run = gw.psql(&agent, delete);
+    assert!(run.success(), "{}", run.stderr);
+    assert_eq!(orders(&gw), 0);
+
+    let third = gw.psql(&agent, delete);
+    assert!(!third.success());
+    assert!(
+        third.stderr.contains("approval required"),
+        "{}",
+        third.stderr
+    );
+    let new_id = request_id(&third.stderr);
+    assert_ne!(new_id, id);
+
+    let trail = gw.trail_text();
+    assert!(
+        trail.contains(&format!("\"request_id\":\"{id}\"")),
+        "{trail}"
+    );
+    assert!(trail.contains("ticket used by command"), "{trail}");
+    assert!(portcullis_audit::verify(&gw.trail()).is_intact());
+}

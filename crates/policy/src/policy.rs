@@ -28,8 +28,8 @@ pub enum ReviewMode {
     Hold,
     /// The command is refused now with a ticket id; once approved, the client
     /// runs it again. This crate only reports the mode: carrying it out is the
-    /// enforcer's job (the `portcullis` gateway does not implement it yet and
-    /// refuses to load a policy that asks for it).
+    /// enforcer's job (the `portcullis` gateway runs an approved statement
+    /// once, for the same principal, text and bound values).
     Ticket,
 }
 
