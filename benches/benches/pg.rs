@@ -130,6 +130,7 @@ fn ready_session(transform: bool) -> Session<Bench> {
         user: "u".into(),
         password: "p".into(),
         tls: BackendTls::Disable,
+        allow: Default::default(),
     };
     s.handle_authenticated(
         now,

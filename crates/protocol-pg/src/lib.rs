@@ -85,6 +85,7 @@
 //!         user: "app".into(),
 //!         password: "injected".into(),
 //!         tls: BackendTls::Disable,
+//!         allow: Default::default(),
 //!     },
 //! }));
 //! assert!(matches!(s.poll(), Some(Output::ConnectBackend(_))));
@@ -110,6 +111,7 @@ mod driver;
 mod error;
 mod hook;
 mod session;
+mod startup;
 mod wire;
 
 pub use async_trait::async_trait;
@@ -118,7 +120,7 @@ pub use codec::Limits;
 pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
 pub use hook::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context, Decision,
+    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context, Decision,
     Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId,
     StartupParams, TextKind, Verdict,
 };
@@ -199,6 +201,8 @@ pub mod internal {
         if ready {
             s.handle_client_data(now, b"\0\0\0\x10\0\x03\0\0user\0u\0\0");
             s.handle_client_data(now, b"p\0\0\0\x06t\0");
+            let mut allow = crate::Allowances::default();
+            allow.backend_trust = true;
             let target = BackendTarget {
                 addr: BackendAddr::Tcp {
                     host: String::new(),
@@ -208,6 +212,7 @@ pub mod internal {
                 user: "u".into(),
                 password: "p".into(),
                 tls: BackendTls::Disable,
+                allow,
             };
             s.handle_authenticated(
                 now,

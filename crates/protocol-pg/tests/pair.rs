@@ -337,6 +337,9 @@ impl Pair {
     }
 
     fn target() -> BackendTarget {
+        // The scripted backend asks for a cleartext password.
+        let mut allow = portcullis_pg::Allowances::default();
+        allow.backend_cleartext = true;
         BackendTarget {
             addr: BackendAddr::Tcp {
                 host: "db".into(),
@@ -346,6 +349,7 @@ impl Pair {
             user: "app".into(),
             password: BACKEND_PASSWORD.into(),
             tls: BackendTls::Disable,
+            allow,
         }
     }
 

@@ -269,6 +269,7 @@ impl Running {
             user: cluster.superuser().to_string(),
             password: cluster.password().to_string(),
             tls: BackendTls::Disable,
+            allow: Default::default(),
         };
         let hook = Arc::new(TestHook::new(backend));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
