@@ -57,6 +57,8 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) audit: Audit,
     pub(crate) admin: Option<Admin>,
+    #[serde(default)]
+    pub(crate) limits: Limits,
     /// The directory of the file: relative paths in it are relative to this.
     #[serde(skip)]
     pub(crate) base_dir: PathBuf,
@@ -115,6 +117,78 @@ pub(crate) struct Connection {
     pub(crate) tls: BackendTls,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
+    /// What happens to a client's startup parameter outside the allow-list.
+    #[serde(default)]
+    pub(crate) startup_params: StartupParams,
+    /// Backend authentication methods accepted besides SCRAM-SHA-256.
+    #[serde(default)]
+    pub(crate) allow_backend_auth: Vec<BackendAuthMethod>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum StartupParams {
+    /// The session is refused with FATAL 42501 naming the parameter.
+    #[default]
+    Refuse,
+    /// The parameter is dropped and the client gets a notice naming it.
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum BackendAuthMethod {
+    /// AuthenticationMD5Password.
+    Md5,
+    /// AuthenticationCleartextPassword (pg_hba `password`).
+    Password,
+    /// No password asked at all (pg_hba `trust`).
+    Trust,
+}
+
+/// Resource limits of the PostgreSQL listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    /// Client connections served at once, per listener.
+    #[serde(default = "default_max_sessions")]
+    pub(crate) max_sessions: usize,
+    /// Sessions one principal may hold open at once (all connections).
+    #[serde(default = "default_max_sessions_per_principal")]
+    pub(crate) max_sessions_per_principal: usize,
+    /// Seconds from connection to ready-for-query.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub(crate) handshake_timeout_secs: u64,
+    /// Seconds one write to a client (or backend) that stops reading may block.
+    #[serde(default = "default_write_timeout_secs")]
+    pub(crate) write_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: default_max_sessions(),
+            max_sessions_per_principal: default_max_sessions_per_principal(),
+            handshake_timeout_secs: default_handshake_timeout_secs(),
+            write_timeout_secs: default_write_timeout_secs(),
+        }
+    }
+}
+
+fn default_max_sessions() -> usize {
+    1000
+}
+
+fn default_max_sessions_per_principal() -> usize {
+    64
+}
+
+fn default_handshake_timeout_secs() -> u64 {
+    30
+}
+
+fn default_write_timeout_secs() -> u64 {
+    60
 }
 
 fn default_pg_port() -> u16 {
