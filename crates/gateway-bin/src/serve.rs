@@ -100,9 +100,11 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
             .await
             .map_err(|e| format!("listening on {addr}: {e}"))?;
         listeners.push(tcp.local_addr().map_err(|e| e.to_string())?);
-        let mut proxy_config = ProxyConfig::default();
-        proxy_config.max_sessions = Some(config.limits.max_sessions);
-        proxy_config.write_timeout = Duration::from_secs(config.limits.write_timeout_secs.max(1));
+        let mut proxy_config = ProxyConfig {
+            max_sessions: Some(config.limits.max_sessions),
+            write_timeout: Duration::from_secs(config.limits.write_timeout_secs.max(1)),
+            ..ProxyConfig::default()
+        };
         proxy_config.session.handshake_timeout =
             Duration::from_secs(config.limits.handshake_timeout_secs.max(1));
         if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {

@@ -1160,11 +1160,7 @@ fn standard_conforming_strings_tricks_never_smuggle_a_delete_past_the_policy() {
             .args(["-tA", "-c", setter, "-c", attack])
             .run()
             .unwrap();
-        assert!(
-            !out.stdout.contains("DELETE 5"),
-            "{setter}: {}",
-            out.stdout
-        );
+        assert!(!out.stdout.contains("DELETE 5"), "{setter}: {}", out.stdout);
         assert_eq!(orders(), "5", "{setter}: {}", out.stderr);
     }
     // Through the gateway the text is what the policy read: two literals.
@@ -1199,7 +1195,10 @@ fn sessions_per_principal_are_capped_with_a_clear_error() {
     assert!(out.success(), "{out:?}");
     let first = first.join().unwrap();
     assert!(first.success(), "{first:?}");
-    assert_eq!(first.stdout.split_whitespace().collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(
+        first.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["1", "2"]
+    );
     // Once the first session ended, the principal may connect again.
     let out = gw.psql(&agent, "select 1");
     assert!(out.success(), "{out:?}");

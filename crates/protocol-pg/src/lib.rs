@@ -120,8 +120,8 @@ pub use codec::Limits;
 pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
 pub use hook::{
-    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context, Decision,
-    Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId,
+    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context,
+    Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId,
     StartupParams, TextKind, Verdict,
 };
 pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
@@ -201,8 +201,10 @@ pub mod internal {
         if ready {
             s.handle_client_data(now, b"\0\0\0\x10\0\x03\0\0user\0u\0\0");
             s.handle_client_data(now, b"p\0\0\0\x06t\0");
-            let mut allow = crate::Allowances::default();
-            allow.backend_trust = true;
+            let allow = crate::Allowances {
+                backend_trust: true,
+                ..Default::default()
+            };
             let target = BackendTarget {
                 addr: BackendAddr::Tcp {
                     host: String::new(),
@@ -297,12 +299,13 @@ pub mod internal {
                     for req in std::mem::take(&mut requests) {
                         match req {
                             crate::HookRequest::Authenticate { .. } => {
-                                let mut allow = crate::Allowances::default();
                                 let lenient = choice & 8 != 0;
-                                allow.backend_trust = lenient;
-                                allow.backend_md5 = lenient;
-                                allow.backend_cleartext = lenient;
-                                allow.drop_unknown_startup_params = lenient;
+                                let allow = crate::Allowances {
+                                    backend_trust: lenient,
+                                    backend_md5: lenient,
+                                    backend_cleartext: lenient,
+                                    drop_unknown_startup_params: lenient,
+                                };
                                 let backend = BackendTarget {
                                     addr: BackendAddr::Tcp {
                                         host: String::new(),

@@ -111,9 +111,8 @@ pub(crate) fn filter(
                 )),
             }
         } else if lower == "standard_conforming_strings" {
-            (!is_on(value)).then(|| {
-                "the gateway requires standard_conforming_strings = on".to_owned()
-            })
+            (!is_on(value))
+                .then(|| "the gateway requires standard_conforming_strings = on".to_owned())
         } else {
             Some(format!(
                 "the gateway does not forward the startup parameter \"{name}\""

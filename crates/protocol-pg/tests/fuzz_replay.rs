@@ -4,7 +4,8 @@
 
 #[test]
 fn pg_session_seeds_and_crashers_replay() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/fuzz/pg_session");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/fuzz/pg_session");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -18,7 +19,8 @@ fn pg_session_seeds_and_crashers_replay() {
 /// Every prefix of every seed: a session cut off at any step.
 #[test]
 fn every_prefix_of_the_seeds_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/fuzz/pg_session");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/fuzz/pg_session");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let script = std::fs::read(entry.unwrap().path()).unwrap();
         for end in 0..script.len() {

@@ -1377,7 +1377,7 @@ fn allowed_parameters_are_forwarded_with_the_pinned_settings() {
         "application_name\0psql\0",
         "datestyle\0ISO, MDY\0",
         "timezone\0UTC\0",
-        "extra_float_digits\03\0",
+        "extra_float_digits\x003\0",
         "client_encoding\0UTF8\0",
         "standard_conforming_strings\0on\0",
         "user\0app\0",
@@ -1493,7 +1493,11 @@ fn a_reported_setting_the_analysis_cannot_follow_ends_the_session() {
         assert_eq!(tags(&p.backend_out()), "Q");
         p.backend(&[complete("SELECT 1"), m(b'S', &status), ready(b'I')].concat());
         let out = p.client_out();
-        assert_eq!(tags(&out), "CE", "the ParameterStatus and ReadyForQuery are not forwarded");
+        assert_eq!(
+            tags(&out),
+            "CE",
+            "the ParameterStatus and ReadyForQuery are not forwarded"
+        );
         assert!(String::from_utf8_lossy(&out).contains(value));
         assert_eq!(tags(&p.backend_out()), "X");
         assert!(p.s.is_closed());
@@ -1522,16 +1526,16 @@ fn text_after_a_possible_setting_change_waits_for_the_report() {
     assert_eq!(tags(&p.backend_out()), "Q");
     // The second query is not even shown to the hook before the first's
     // ReadyForQuery: what PostgreSQL will read is not known yet.
-    assert!(
-        !p.outputs
-            .iter()
-            .any(|o| matches!(o, Output::Request(_)))
-    );
+    assert!(!p.outputs.iter().any(|o| matches!(o, Output::Request(_))));
     let mut status = cstr("standard_conforming_strings");
     status.extend(cstr("off"));
     p.backend(&[complete("SET"), m(b'S', &status), ready(b'I')].concat());
     assert_eq!(codes(&p.client_out()), ["42501"]);
-    assert_eq!(tags(&p.backend_out()), "X", "the DELETE never reaches the backend");
+    assert_eq!(
+        tags(&p.backend_out()),
+        "X",
+        "the DELETE never reaches the backend"
+    );
     assert!(p.s.is_closed());
 
     // Text that reads the same under any setting is not held back.

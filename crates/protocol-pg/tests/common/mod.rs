@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use portcullis_pg::{
-    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision, Event,
-    Execution, FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection, SessionId,
-    StartupParams, Verdict, async_trait,
+    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision,
+    Event, Execution, FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection,
+    SessionId, StartupParams, Verdict, async_trait,
 };
 use portcullis_testkit::PgCluster;
 
