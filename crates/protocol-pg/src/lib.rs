@@ -26,6 +26,17 @@
 //! BackendKeyData is issued by the gateway and CancelRequests are mapped to
 //! the backend's own key.
 //!
+//! What the backend sees: only allow-listed startup parameters
+//! (`application_name`, `client_encoding` UTF8/SQL_ASCII, `DateStyle`,
+//! `TimeZone`, `IntervalStyle`, `extra_float_digits`; anything else, such as
+//! `options`, ends the session with FATAL 42501 or, per [`Allowances`], is
+//! dropped with a notice), with `standard_conforming_strings = on` and the
+//! client encoding pinned. A ParameterStatus reporting a value the analysis
+//! does not read correctly ends the session, and statement text that a
+//! pending setting change could make PostgreSQL read differently waits for
+//! that report. The gateway logs in with SCRAM-SHA-256 only, unless the
+//! target's [`Allowances`] accept MD5, cleartext or trust.
+//!
 //! # Example
 //!
 //! Run a pass-through proxy with an allow-all hook (`examples/passthrough.rs`):
