@@ -180,7 +180,7 @@ fn default_max_sessions() -> usize {
 }
 
 fn default_max_sessions_per_principal() -> usize {
-    64
+    128
 }
 
 fn default_handshake_timeout_secs() -> u64 {
