@@ -1198,3 +1198,20 @@ fn a_backend_killed_mid_result_gives_a_clean_error_and_spares_other_sessions() {
         vec![vec![Some("2".to_owned())]]
     );
 }
+
+#[test]
+fn postgresql_unreachable_at_connect_gives_08001_and_recovers() {
+    let (mut cluster, proxy) = setup();
+    cluster.stop().unwrap();
+    let (mut raw, login) = Raw::login_with(&proxy, &[]);
+    assert_fatal(
+        &mut raw,
+        &login,
+        "08001",
+        "could not connect to the backend",
+    );
+    cluster.start_again().unwrap();
+    let mut raw = Raw::connect(&proxy);
+    raw.send(&q("SELECT count(*) FROM cust"));
+    assert_eq!(data_values(&raw.ready(1)), vec![vec![Some("2".to_owned())]]);
+}
