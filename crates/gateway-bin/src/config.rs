@@ -723,6 +723,36 @@ address = "127.0.0.1:9090"
     }
 
     #[test]
+    fn startup_parameters_backend_auth_and_limits() {
+        let conn = "[[connection]]\nname = \"a\"\nkind = \"postgres\"\nhost = \"h\"\n\
+                    database = \"d\"\nuser = \"u\"\npassword_env = \"P\"\n";
+        let c = parse(conn).unwrap();
+        assert_eq!(c.connections[0].startup_params, StartupParams::Refuse);
+        assert!(c.connections[0].allow_backend_auth.is_empty());
+        assert_eq!(c.limits.max_sessions, 1000);
+        assert_eq!(c.limits.max_sessions_per_principal, 128);
+        let c = parse(&format!(
+            "{conn}startup_params = \"drop\"\nallow_backend_auth = [\"md5\", \"trust\"]\n\
+             [limits]\nmax_sessions = 10\nmax_sessions_per_principal = 2\nwrite_timeout_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.connections[0].startup_params, StartupParams::Drop);
+        assert_eq!(
+            c.connections[0].allow_backend_auth,
+            [BackendAuthMethod::Md5, BackendAuthMethod::Trust]
+        );
+        assert_eq!(
+            (c.limits.max_sessions, c.limits.max_sessions_per_principal),
+            (10, 2)
+        );
+        assert_eq!(c.limits.write_timeout_secs, 5);
+        let e = parse(&format!("{conn}allow_backend_auth = [\"kerberos\"]\n")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
+        let e = parse(&format!("{conn}startup_params = \"ignore\"\n")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
+    }
+
+    #[test]
     fn the_shipped_example_loads() {
         let text = include_str!("../../../examples/portcullis.toml");
         let c = parse(text).unwrap();
