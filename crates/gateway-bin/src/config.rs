@@ -113,8 +113,9 @@ pub(crate) struct Connection {
     /// Must be set for an inline `password` to be accepted.
     #[serde(default)]
     pub(crate) allow_inline_password: bool,
-    #[serde(default)]
-    pub(crate) tls: BackendTls,
+    /// Unset: `verify-full`, or `disable` for a loopback host (see [`Connection::tls`]).
+    #[serde(default, rename = "tls")]
+    pub(crate) tls_setting: Option<BackendTls>,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
     /// What happens to a client's startup parameter outside the allow-list.
@@ -189,6 +190,27 @@ fn default_handshake_timeout_secs() -> u64 {
 
 fn default_write_timeout_secs() -> u64 {
     60
+}
+
+impl Connection {
+    /// TLS towards this backend: as configured, else `verify-full` unless
+    /// the host is a loopback address or `localhost`.
+    pub(crate) fn tls(&self) -> BackendTls {
+        self.tls_setting.unwrap_or_else(|| {
+            let loopback = self.host.eq_ignore_ascii_case("localhost")
+                || self
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                BackendTls::Disable
+            } else {
+                BackendTls::VerifyFull
+            }
+        })
+    }
 }
 
 fn default_pg_port() -> u16 {
@@ -691,7 +713,7 @@ address = "127.0.0.1:9090"
         )
         .unwrap();
         assert_eq!(c.connections[0].port, 5432);
-        assert_eq!(c.connections[0].tls, BackendTls::VerifyFull);
+        assert_eq!(c.connections[0].tls(), BackendTls::VerifyFull);
         assert_eq!(c.audit.jsonl.as_ref().unwrap().group_commit_ms, 5);
         assert_eq!(
             c.resolve(Path::new("keys/gateway.pem")),
@@ -727,6 +749,18 @@ address = "127.0.0.1:9090"
         let conn = "[[connection]]\nname = \"a\"\nkind = \"postgres\"\nhost = \"h\"\n\
                     database = \"d\"\nuser = \"u\"\npassword_env = \"P\"\n";
         let c = parse(conn).unwrap();
+        // A non-loopback host without `tls` gets verify-full.
+        assert_eq!(c.connections[0].tls(), BackendTls::VerifyFull);
+        let local = conn.replace("host = \"h\"", "host = \"127.0.0.1\"");
+        assert_eq!(
+            parse(&local).unwrap().connections[0].tls(),
+            BackendTls::Disable
+        );
+        let plain = format!("{conn}tls = \"disable\"\n");
+        assert_eq!(
+            parse(&plain).unwrap().connections[0].tls(),
+            BackendTls::Disable
+        );
         assert_eq!(c.connections[0].startup_params, StartupParams::Refuse);
         assert!(c.connections[0].allow_backend_auth.is_empty());
         assert_eq!(c.limits.max_sessions, 1000);

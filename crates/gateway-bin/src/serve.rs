@@ -114,7 +114,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         if config
             .connections
             .iter()
-            .any(|c| c.tls != config::BackendTls::Disable)
+            .any(|c| c.tls() != config::BackendTls::Disable)
         {
             proxy_config.backend_tls = Some(client_tls()?);
         }
@@ -225,7 +225,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
             database: c.database.clone(),
             user: c.user.clone(),
             password,
-            tls: match c.tls {
+            tls: match c.tls() {
                 config::BackendTls::Disable => BackendTls::Disable,
                 config::BackendTls::Require | config::BackendTls::VerifyFull => {
                     BackendTls::Require {
