@@ -269,10 +269,11 @@ async fn write_out(
     s.flush().await
 }
 
+/// The stream, and the server's certificate (DER) when it is TLS.
 async fn connect_backend(
     target: &BackendTarget,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> io::Result<BoxStream> {
+) -> io::Result<(BoxStream, Option<Vec<u8>>)> {
     let mut stream: BoxStream = match &target.addr {
         BackendAddr::Tcp { host, port } => {
             let tcp = TcpStream::connect((host.as_str(), *port)).await?;
@@ -306,9 +307,15 @@ async fn connect_backend(
         let tls = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, stream)
             .await?;
-        stream = Box::new(tls);
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
+        return Ok((Box::new(tls), certificate));
     }
-    Ok(stream)
+    Ok((stream, None))
 }
 
 async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
@@ -320,7 +327,7 @@ async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
         tls: BackendTls::Disable,
         allow: Default::default(),
     };
-    let mut s = connect_backend(&target, None).await?;
+    let (mut s, _) = connect_backend(&target, None).await?;
     s.write_all(&key.to_request()).await?;
     s.flush().await?;
     // The server closes the connection once it has read the request.
@@ -466,7 +473,10 @@ impl<H: Hook> Inner<H> {
                     Output::ConnectBackend(target) => {
                         let connect = connect_backend(&target, self.config.backend_tls.as_ref());
                         match tokio::time::timeout(self.config.connect_timeout, connect).await {
-                            Ok(Ok(s)) => {
+                            Ok(Ok((s, certificate))) => {
+                                if let Some(cert) = certificate {
+                                    session.handle_backend_tls(&cert);
+                                }
                                 backend = Some(s);
                                 backend_addr = Some(target.addr.clone());
                                 session.handle_backend_connected(Instant::now());

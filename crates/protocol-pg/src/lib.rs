@@ -35,7 +35,8 @@
 //! does not read correctly ends the session, and statement text that a
 //! pending setting change could make PostgreSQL read differently waits for
 //! that report. The gateway logs in with SCRAM-SHA-256 only, unless the
-//! target's [`Allowances`] accept MD5, cleartext or trust.
+//! target's [`Allowances`] accept MD5, cleartext or trust; over TLS it binds
+//! the exchange to the server's certificate when SCRAM-SHA-256-PLUS is offered.
 //!
 //! # Example
 //!
@@ -116,6 +117,7 @@
 //! the backend (StartupMessage, password and SASL messages).
 #![deny(missing_docs)]
 
+mod binding;
 mod codec;
 #[cfg(feature = "tokio")]
 mod driver;

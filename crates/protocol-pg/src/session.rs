@@ -440,6 +440,8 @@ pub struct Session<H: Hook> {
     /// A client statement was sent that may have changed a setting, and the
     /// ReadyForQuery reporting the change has not been read yet.
     unsettled: bool,
+    /// `tls-server-end-point` data of the backend's TLS certificate.
+    channel_binding: Option<Vec<u8>>,
     principal: Option<Arc<H::Principal>>,
     target: Option<BackendTarget>,
     backend_auth: BackendAuth,
@@ -508,6 +510,7 @@ impl<H: Hook> Session<H> {
             backend_params: std::collections::BTreeMap::new(),
             startup_notices: Vec::new(),
             unsettled: false,
+            channel_binding: None,
             principal: None,
             target: None,
             backend_auth: BackendAuth::Start,
@@ -809,6 +812,15 @@ impl<H: Hook> Session<H> {
         self.to_backend.push_back(codec::encode(&startup));
         self.phase = Phase::BackendAuth;
         self.process_backend();
+    }
+
+    /// The backend connection is TLS and this is the server's certificate
+    /// (DER); call it before [`Session::handle_backend_connected`]. When the
+    /// backend offers SCRAM-SHA-256-PLUS, the gateway binds its SCRAM
+    /// exchange to this certificate (`tls-server-end-point`), so a man in
+    /// the middle holding another certificate cannot relay the login.
+    pub fn handle_backend_tls(&mut self, certificate: &[u8]) {
+        self.channel_binding = crate::binding::server_end_point(certificate);
     }
 
     /// The backend could not be reached.
@@ -2015,23 +2027,35 @@ impl<H: Hook> Session<H> {
                     .push_back(codec::encode(&Password::new(hash)));
             }
             (10, BackendAuth::Start) => {
-                let mut offers_scram = false;
+                let (mut offers_scram, mut offers_plus) = (false, false);
                 while let Some(m) = r.cstr() {
                     if m.is_empty() {
                         break;
                     }
                     offers_scram |= m == b"SCRAM-SHA-256";
+                    offers_plus |= m == b"SCRAM-SHA-256-PLUS";
                 }
-                if !offers_scram {
+                let (mechanism, binding) = match (&self.channel_binding, offers_plus) {
+                    (Some(data), true) => (
+                        "SCRAM-SHA-256-PLUS",
+                        ChannelBinding::tls_server_end_point(data.clone()),
+                    ),
+                    // Over TLS without PLUS on offer: say the gateway could
+                    // bind, so a server that does support it detects that
+                    // its offer was stripped.
+                    (Some(_), false) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                    (None, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                };
+                if !offers_scram && mechanism == "SCRAM-SHA-256" {
                     self.backend_auth_failed(
                         "the backend offers no supported SASL mechanism".into(),
                     );
                     return Ok(());
                 }
-                let scram = ScramSha256::new(password.1.as_bytes(), ChannelBinding::unsupported());
+                let scram = ScramSha256::new(password.1.as_bytes(), binding);
                 // `message()` is valid right after `new()`.
                 let first = Bytes::copy_from_slice(scram.message());
-                let msg = SASLInitialResponse::new("SCRAM-SHA-256".into(), Some(first));
+                let msg = SASLInitialResponse::new(mechanism.into(), Some(first));
                 self.to_backend.push_back(codec::encode(&msg));
                 self.backend_auth = BackendAuth::Scram(Box::new(scram));
             }

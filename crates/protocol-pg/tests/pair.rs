@@ -1616,3 +1616,45 @@ fn plaintext_pipelined_after_an_ssl_request_is_refused() {
     );
     assert!(p.s.is_closed());
 }
+
+#[test]
+fn over_tls_the_scram_exchange_is_bound_to_the_backend_certificate() {
+    // A certificate with an ecdsa-with-SHA256 signature algorithm (the
+    // outer structure is all the binding reads).
+    let cert = [
+        0x30, 0x13, 0x30, 0x03, 0x02, 0x01, 0x01, 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+        0x3d, 0x04, 0x03, 0x02, 0x03, 0x01, 0x00,
+    ];
+    for (offer, binding, mechanism, header) in [
+        (
+            &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..],
+            true,
+            "SCRAM-SHA-256-PLUS",
+            "p=tls-server-end-point,,",
+        ),
+        (&b"SCRAM-SHA-256\0\0"[..], true, "SCRAM-SHA-256", "y,,"),
+        (
+            &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..],
+            false,
+            "SCRAM-SHA-256",
+            "n,,",
+        ),
+    ] {
+        let mut p = Pair::loopback();
+        login_with(
+            &mut p,
+            &[("user", "alice")],
+            Pair::target_allowing(Default::default()),
+        );
+        if binding {
+            p.s.handle_backend_tls(&cert);
+        }
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&auth(10, offer));
+        let sent = p.backend_out();
+        let text = String::from_utf8_lossy(&sent);
+        assert!(text.contains(&format!("{mechanism}\0")), "{text:?}");
+        assert!(text.contains(header), "{mechanism}: {text:?}");
+    }
+}
