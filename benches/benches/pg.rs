@@ -130,6 +130,12 @@ fn ready_session(transform: bool) -> Session<Bench> {
         user: "u".into(),
         password: "p".into(),
         tls: BackendTls::Disable,
+        // The scripted backend below answers AuthenticationOk at once.
+        allow: {
+            let mut allow = portcullis_pg::Allowances::default();
+            allow.backend_trust = true;
+            allow
+        },
     };
     s.handle_authenticated(
         now,

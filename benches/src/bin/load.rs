@@ -443,6 +443,9 @@ chain = "load"
 
 [admin]
 address = "127.0.0.1:{admin}"
+
+[limits]
+max_sessions_per_principal = 1000
 "#,
         pg_port = pg.port(),
         user = pg.superuser(),

@@ -57,6 +57,8 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) audit: Audit,
     pub(crate) admin: Option<Admin>,
+    #[serde(default)]
+    pub(crate) limits: Limits,
     /// The directory of the file: relative paths in it are relative to this.
     #[serde(skip)]
     pub(crate) base_dir: PathBuf,
@@ -115,13 +117,107 @@ pub(crate) struct Connection {
     /// Must be set for an inline `password` to be accepted.
     #[serde(default)]
     pub(crate) allow_inline_password: bool,
-    #[serde(default)]
-    pub(crate) tls: BackendTls,
+    /// Unset: `verify-full`, or `disable` for a loopback host (see [`Connection::tls`]).
+    #[serde(default, rename = "tls")]
+    pub(crate) tls_setting: Option<BackendTls>,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
     /// Kubernetes only: the API server, its credential and the listener.
     #[serde(default)]
     pub(crate) kubernetes: Option<crate::k8s::KubeSettings>,
+    /// What happens to a client's startup parameter outside the allow-list.
+    #[serde(default)]
+    pub(crate) startup_params: StartupParams,
+    /// Backend authentication methods accepted besides SCRAM-SHA-256.
+    #[serde(default)]
+    pub(crate) allow_backend_auth: Vec<BackendAuthMethod>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum StartupParams {
+    /// The session is refused with FATAL 42501 naming the parameter.
+    #[default]
+    Refuse,
+    /// The parameter is dropped and the client gets a notice naming it.
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum BackendAuthMethod {
+    /// AuthenticationMD5Password.
+    Md5,
+    /// AuthenticationCleartextPassword (pg_hba `password`).
+    Password,
+    /// No password asked at all (pg_hba `trust`).
+    Trust,
+}
+
+/// Resource limits of the PostgreSQL listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    /// Client connections served at once, per listener.
+    #[serde(default = "default_max_sessions")]
+    pub(crate) max_sessions: usize,
+    /// Sessions one principal may hold open at once (all connections).
+    #[serde(default = "default_max_sessions_per_principal")]
+    pub(crate) max_sessions_per_principal: usize,
+    /// Seconds from connection to ready-for-query.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub(crate) handshake_timeout_secs: u64,
+    /// Seconds one write to a client (or backend) that stops reading may block.
+    #[serde(default = "default_write_timeout_secs")]
+    pub(crate) write_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: default_max_sessions(),
+            max_sessions_per_principal: default_max_sessions_per_principal(),
+            handshake_timeout_secs: default_handshake_timeout_secs(),
+            write_timeout_secs: default_write_timeout_secs(),
+        }
+    }
+}
+
+fn default_max_sessions() -> usize {
+    1000
+}
+
+fn default_max_sessions_per_principal() -> usize {
+    128
+}
+
+fn default_handshake_timeout_secs() -> u64 {
+    30
+}
+
+fn default_write_timeout_secs() -> u64 {
+    60
+}
+
+impl Connection {
+    /// TLS towards this backend: as configured, else `verify-full` unless
+    /// the host is a loopback address or `localhost`.
+    pub(crate) fn tls(&self) -> BackendTls {
+        self.tls_setting.unwrap_or_else(|| {
+            let loopback = self.host.eq_ignore_ascii_case("localhost")
+                || self
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                BackendTls::Disable
+            } else {
+                BackendTls::VerifyFull
+            }
+        })
+    }
 }
 
 fn default_pg_port() -> u16 {
@@ -644,7 +740,7 @@ address = "127.0.0.1:9090"
             c.policy.as_ref().is_some_and(|p| p.enforce),
             "enforcing by default"
         );
-        assert_eq!(c.connections[0].tls, BackendTls::VerifyFull);
+        assert_eq!(c.connections[0].tls(), BackendTls::VerifyFull);
         assert_eq!(c.audit.jsonl.as_ref().unwrap().group_commit_ms, 5);
         assert_eq!(
             c.resolve(Path::new("keys/gateway.pem")),
@@ -673,6 +769,48 @@ address = "127.0.0.1:9090"
         let e =
             parse("[[masking.rule]]\nid = \"x\"\nliteral = \"y\"\nstyle = \"blur\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (4, 9), "{e}");
+    }
+
+    #[test]
+    fn startup_parameters_backend_auth_and_limits() {
+        let conn = "[[connection]]\nname = \"a\"\nkind = \"postgres\"\nhost = \"h\"\n\
+                    database = \"d\"\nuser = \"u\"\npassword_env = \"P\"\n";
+        let c = parse(conn).unwrap();
+        // A non-loopback host without `tls` gets verify-full.
+        assert_eq!(c.connections[0].tls(), BackendTls::VerifyFull);
+        let local = conn.replace("host = \"h\"", "host = \"127.0.0.1\"");
+        assert_eq!(
+            parse(&local).unwrap().connections[0].tls(),
+            BackendTls::Disable
+        );
+        let plain = format!("{conn}tls = \"disable\"\n");
+        assert_eq!(
+            parse(&plain).unwrap().connections[0].tls(),
+            BackendTls::Disable
+        );
+        assert_eq!(c.connections[0].startup_params, StartupParams::Refuse);
+        assert!(c.connections[0].allow_backend_auth.is_empty());
+        assert_eq!(c.limits.max_sessions, 1000);
+        assert_eq!(c.limits.max_sessions_per_principal, 128);
+        let c = parse(&format!(
+            "{conn}startup_params = \"drop\"\nallow_backend_auth = [\"md5\", \"trust\"]\n\
+             [limits]\nmax_sessions = 10\nmax_sessions_per_principal = 2\nwrite_timeout_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.connections[0].startup_params, StartupParams::Drop);
+        assert_eq!(
+            c.connections[0].allow_backend_auth,
+            [BackendAuthMethod::Md5, BackendAuthMethod::Trust]
+        );
+        assert_eq!(
+            (c.limits.max_sessions, c.limits.max_sessions_per_principal),
+            (10, 2)
+        );
+        assert_eq!(c.limits.write_timeout_secs, 5);
+        let e = parse(&format!("{conn}allow_backend_auth = [\"kerberos\"]\n")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
+        let e = parse(&format!("{conn}startup_params = \"ignore\"\n")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
     }
 
     #[test]

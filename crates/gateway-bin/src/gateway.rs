@@ -394,6 +394,8 @@ pub(crate) struct GatewayParts {
     pub(crate) enforce: bool,
     /// The configuration's field rules, as written (`api_key`, `customers.email`).
     pub(crate) field_patterns: Vec<String>,
+    /// Sessions one principal may hold open at once.
+    pub(crate) max_sessions_per_principal: usize,
 }
 
 /// The reference gateway's hook.
@@ -412,6 +414,7 @@ pub(crate) struct Gateway {
     enforce: bool,
     /// The configuration's field rules, as written (`api_key`, `customers.email`).
     field_patterns: Vec<String>,
+    max_sessions_per_principal: usize,
     /// Why the audit trail last failed, while it is failing.
     audit_failure: Arc<Mutex<Option<String>>>,
     health_cache: Mutex<Option<(Instant, Result<(), String>)>>,
@@ -440,6 +443,7 @@ impl Gateway {
             end_session_on_expiry: parts.end_session_on_expiry,
             enforce: parts.enforce,
             field_patterns: parts.field_patterns,
+            max_sessions_per_principal: parts.max_sessions_per_principal,
             audit_failure: Arc::new(Mutex::new(None)),
             health_cache: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
@@ -1213,14 +1217,28 @@ impl Hook for Gateway {
             inner: Mutex::new(SessionInner::default()),
             killed: Mutex::new(None),
         });
+        {
+            let mut sessions = self
+                .sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let open = sessions
+                .values()
+                .filter(|s| s.principal.id == state.principal.id)
+                .count();
+            if open >= self.max_sessions_per_principal {
+                drop(sessions);
+                return Err(Rejection::NotAuthorized(failed(format!(
+                    "too many sessions: {:?} already has {open} open (the limit is {})",
+                    state.principal.id, self.max_sessions_per_principal
+                ))));
+            }
+            sessions.insert(session, state.clone());
+        }
         state.record(EventKind::SessionStarted {
             client_addr: None,
             application: startup.get("application_name").map(str::to_owned),
         });
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(session, state.clone());
         metrics::counter!("portcullis_sessions_total").increment(1);
         tracing::info!(%session, principal = %state.principal.id, connection = conn_name, "session started");
         metrics::gauge!("portcullis_sessions_active").increment(1.0);

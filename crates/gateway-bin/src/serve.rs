@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use portcullis_audit::{AuditSink, Commit, FanoutSink, JsonlOptions, JsonlSink, PostgresOptions};
 use portcullis_mask::{FieldRule, Masker, Rule, Style};
-use portcullis_pg::{BackendAddr, BackendTarget, BackendTls, Proxy, ProxyConfig};
+use portcullis_pg::{Allowances, BackendAddr, BackendTarget, BackendTls, Proxy, ProxyConfig};
 use portcullis_policy::{Resource, ResourceKind};
 use tokio::sync::watch;
 
@@ -103,7 +103,13 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
             .await
             .map_err(|e| format!("listening on {addr}: {e}"))?;
         listeners.push(tcp.local_addr().map_err(|e| e.to_string())?);
-        let mut proxy_config = ProxyConfig::default();
+        let mut proxy_config = ProxyConfig {
+            max_sessions: Some(config.limits.max_sessions),
+            write_timeout: Duration::from_secs(config.limits.write_timeout_secs.max(1)),
+            ..ProxyConfig::default()
+        };
+        proxy_config.session.handshake_timeout =
+            Duration::from_secs(config.limits.handshake_timeout_secs.max(1));
         if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
             proxy_config.client_tls =
                 Some(server_tls(&config.resolve(cert), &config.resolve(key))?);
@@ -111,7 +117,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         if config
             .connections
             .iter()
-            .any(|c| c.tls != config::BackendTls::Disable)
+            .any(|c| c.tls() != config::BackendTls::Disable)
         {
             proxy_config.backend_tls = Some(client_tls()?);
         }
@@ -208,7 +214,17 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         for (k, v) in &c.labels {
             resource = resource.with_label(k.clone(), v.clone());
         }
+        let mut allow = Allowances::default();
+        allow.drop_unknown_startup_params = c.startup_params == config::StartupParams::Drop;
+        for m in &c.allow_backend_auth {
+            match m {
+                config::BackendAuthMethod::Md5 => allow.backend_md5 = true,
+                config::BackendAuthMethod::Password => allow.backend_cleartext = true,
+                config::BackendAuthMethod::Trust => allow.backend_trust = true,
+            }
+        }
         let backend = BackendTarget {
+            allow,
             addr: BackendAddr::Tcp {
                 host: c.host.clone(),
                 port: c.port,
@@ -216,7 +232,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
             database: c.database.clone(),
             user: c.user.clone(),
             password,
-            tls: match c.tls {
+            tls: match c.tls() {
                 config::BackendTls::Disable => BackendTls::Disable,
                 config::BackendTls::Require | config::BackendTls::VerifyFull => {
                     BackendTls::Require {
@@ -259,6 +275,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         approvals: Arc::new(ApprovalStore::default()),
         end_session_on_expiry: config.identity.end_session_on_expiry,
         enforce: policy_section.enforce,
+        max_sessions_per_principal: config.limits.max_sessions_per_principal,
         field_patterns: config
             .masking
             .field

@@ -1279,3 +1279,117 @@ fn ticket_mode_refuses_with_an_id_then_runs_the_approved_statement_once() {
     assert!(trail.contains("ticket used by command"), "{trail}");
     assert!(portcullis_audit::verify(&gw.trail()).is_intact());
 }
+
+/// The confirmed attack (issue 16): with standard_conforming_strings off,
+/// `SELECT '\', ' ; DELETE FROM shop.orders; --'` is a DELETE to PostgreSQL
+/// and two string literals to the policy. Neither a startup option nor a
+/// setting changed in the session lets it past the hold on unbounded DELETEs.
+#[test]
+fn standard_conforming_strings_tricks_never_smuggle_a_delete_past_the_policy() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let attack = "SELECT '\\', ' ; DELETE FROM shop.orders; --'";
+    let orders = || {
+        Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-tA", "-c", "select count(*) from shop.orders"])
+            .run()
+            .unwrap()
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(orders(), "5");
+
+    // Startup options: PGOPTIONS, and options= in the connection string.
+    let via_env = Client::psql(&gw.dsn(&agent))
+        .unwrap()
+        .env("PGOPTIONS", "-c standard_conforming_strings=off")
+        .args(["-tA", "-c", attack])
+        .run()
+        .unwrap();
+    let via_dsn = Client::psql(&format!(
+        "{} options='-c standard_conforming_strings=off'",
+        gw.dsn(&agent)
+    ))
+    .unwrap()
+    .args(["-tA", "-c", attack])
+    .run()
+    .unwrap();
+    for out in [via_env, via_dsn] {
+        assert!(!out.success(), "{out:?}");
+        assert!(
+            out.stderr
+                .contains("does not forward the startup parameter \"options\""),
+            "{}",
+            out.stderr
+        );
+    }
+    // A client encoding whose multibyte characters hide a backslash.
+    let out = Client::psql(&gw.dsn(&agent))
+        .unwrap()
+        .env("PGCLIENTENCODING", "SJIS")
+        .args(["-tA", "-c", "select 1"])
+        .run()
+        .unwrap();
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("client_encoding"), "{}", out.stderr);
+    assert_eq!(orders(), "5");
+
+    // In the session: the setting changed, then the attack. The policy
+    // refuses the setters it recognises; the gateway ends the session on
+    // any it does not (tested at the protocol level in portcullis-pg's
+    // hostile suite with a hook that allows them).
+    for setter in [
+        "SET standard_conforming_strings = off",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "RESET ALL",
+    ] {
+        let out = Client::psql(&gw.dsn(&agent))
+            .unwrap()
+            .args(["-tA", "-c", setter, "-c", attack])
+            .run()
+            .unwrap();
+        assert!(!out.stdout.contains("DELETE 5"), "{setter}: {}", out.stdout);
+        assert_eq!(orders(), "5", "{setter}: {}", out.stderr);
+    }
+    // Through the gateway the text is what the policy read: two literals.
+    let out = gw.psql(&agent, attack);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout.trim(), "\\| ; DELETE FROM shop.orders; --");
+    assert_eq!(orders(), "5");
+}
+
+#[test]
+fn sessions_per_principal_are_capped_with_a_clear_error() {
+    let gw = Gateway::start_full("", POLICY, "[limits]\nmax_sessions_per_principal = 1\n");
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let dsn = gw.dsn(&agent);
+    // One session stays open (psql runs a shell command between two
+    // statements) while a second one tries to connect.
+    let first = std::thread::spawn(move || {
+        Client::psql(&dsn)
+            .unwrap()
+            .args(["-tA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin("select 1;\n\\! sleep 4\nselect 2;\n")
+            .run()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = gw.psql(&agent, "select 1");
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("too many sessions"), "{}", out.stderr);
+    // Another principal is not affected.
+    let other = gw.token("agent:other", "agents", "15m");
+    let out = gw.psql(&other, "select 1");
+    assert!(out.success(), "{out:?}");
+    let first = first.join().unwrap();
+    assert!(first.success(), "{first:?}");
+    assert_eq!(
+        first.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    // Once the first session ended, the principal may connect again.
+    let out = gw.psql(&agent, "select 1");
+    assert!(out.success(), "{out:?}");
+}

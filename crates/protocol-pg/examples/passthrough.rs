@@ -107,6 +107,7 @@ fn parse_url(url: &str) -> Result<BackendTarget, String> {
         user: percent_decode(user),
         password: percent_decode(password),
         tls: BackendTls::Disable,
+        allow: Default::default(),
     })
 }
 

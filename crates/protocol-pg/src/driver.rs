@@ -37,6 +37,13 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// After shutdown is asked, how long sessions may take to reach a safe point.
     pub shutdown_grace: Duration,
+    /// How long one write to a client or backend may block (a peer that
+    /// stops reading); the session then ends and its backend connection
+    /// is closed.
+    pub write_timeout: Duration,
+    /// The most client connections served at once, `None` for no limit.
+    /// A connection over the limit gets FATAL 53300 and is closed.
+    pub max_sessions: Option<usize>,
 }
 
 impl Default for ProxyConfig {
@@ -47,6 +54,8 @@ impl Default for ProxyConfig {
             backend_tls: None,
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
+            max_sessions: Some(1000),
         }
     }
 }
@@ -126,6 +135,11 @@ impl<H: Hook> Proxy<H> {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let loopback = listener.local_addr()?.ip().is_loopback();
+        let slots = self
+            .inner
+            .config
+            .max_sessions
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
@@ -142,9 +156,23 @@ impl<H: Hook> Proxy<H> {
                         }
                     };
                     let _ = tcp.set_nodelay(true);
+                    let permit = match &slots {
+                        None => None,
+                        Some(s) => match s.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                let timeout = self.inner.config.write_timeout;
+                                tasks.spawn(refuse_over_limit(tcp, timeout));
+                                continue;
+                            }
+                        },
+                    };
                     let inner = self.inner.clone();
                     let stop = stop_rx.clone();
-                    tasks.spawn(async move { inner.run(Box::new(tcp), loopback, stop).await });
+                    tasks.spawn(async move {
+                        inner.run(Box::new(tcp), loopback, stop).await;
+                        drop(permit);
+                    });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -157,6 +185,30 @@ impl<H: Hook> Proxy<H> {
         tasks.abort_all();
         Ok(())
     }
+}
+
+/// Tells a client over the session limit so, and closes its connection.
+async fn refuse_over_limit(mut tcp: TcpStream, timeout: Duration) {
+    let msg = crate::wire::fatal(
+        "53300",
+        "sorry, too many clients already: the gateway's session limit is reached",
+    );
+    let _ = tokio::time::timeout(timeout, async {
+        tcp.write_all(&msg).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+/// Writes with a deadline: a peer that stops reading ends the session.
+async fn write_bounded(
+    s: &mut BoxStream,
+    timeout: Duration,
+    next: impl FnMut() -> Option<bytes::Bytes>,
+) -> io::Result<()> {
+    tokio::time::timeout(timeout, write_out(s, next))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timeout"))?
 }
 
 fn random_secret() -> i32 {
@@ -224,10 +276,11 @@ async fn write_out(
     s.flush().await
 }
 
+/// The stream, and the server's certificate (DER) when it is TLS.
 async fn connect_backend(
     target: &BackendTarget,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> io::Result<BoxStream> {
+) -> io::Result<(BoxStream, Option<Vec<u8>>)> {
     let mut stream: BoxStream = match &target.addr {
         BackendAddr::Tcp { host, port } => {
             let tcp = TcpStream::connect((host.as_str(), *port)).await?;
@@ -261,9 +314,15 @@ async fn connect_backend(
         let tls = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, stream)
             .await?;
-        stream = Box::new(tls);
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
+        return Ok((Box::new(tls), certificate));
     }
-    Ok(stream)
+    Ok((stream, None))
 }
 
 async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
@@ -273,8 +332,9 @@ async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
         user: String::new(),
         password: String::new(),
         tls: BackendTls::Disable,
+        allow: Default::default(),
     };
-    let mut s = connect_backend(&target, None).await?;
+    let (mut s, _) = connect_backend(&target, None).await?;
     s.write_all(&key.to_request()).await?;
     s.flush().await?;
     // The server closes the connection once it has read the request.
@@ -427,7 +487,10 @@ impl<H: Hook> Inner<H> {
                         else {
                             return Ok(());
                         };
-                        write_out(&mut c, || session.poll_client_transmit()).await?;
+                        write_bounded(&mut c, self.config.write_timeout, || {
+                            session.poll_client_transmit()
+                        })
+                        .await?;
                         let accept = tokio_rustls::TlsAcceptor::from(tls).accept(c);
                         let timeout = self.config.session.handshake_timeout;
                         let tls = tokio::time::timeout(timeout, accept).await.map_err(|_| {
@@ -439,7 +502,10 @@ impl<H: Hook> Inner<H> {
                     Output::ConnectBackend(target) => {
                         let connect = connect_backend(&target, self.config.backend_tls.as_ref());
                         match tokio::time::timeout(self.config.connect_timeout, connect).await {
-                            Ok(Ok(s)) => {
+                            Ok(Ok((s, certificate))) => {
+                                if let Some(cert) = certificate {
+                                    session.handle_backend_tls(&cert);
+                                }
                                 backend = Some(s);
                                 backend_addr = Some(target.addr.clone());
                                 session.handle_backend_connected(Instant::now());
@@ -469,15 +535,16 @@ impl<H: Hook> Inner<H> {
                 self.register_client_key(key);
                 registered = true;
             }
+            let timeout = self.config.write_timeout;
             if let Some(b) = backend.as_mut() {
-                write_out(b, || session.poll_backend_transmit()).await?;
+                write_bounded(b, timeout, || session.poll_backend_transmit()).await?;
             }
             if let Some(c) = client.as_mut() {
-                write_out(c, || session.poll_client_transmit()).await?;
+                write_bounded(c, timeout, || session.poll_client_transmit()).await?;
             }
             if session.is_closed() {
                 if let Some(c) = client.as_mut() {
-                    let _ = c.shutdown().await;
+                    let _ = tokio::time::timeout(self.config.write_timeout, c.shutdown()).await;
                 }
                 return Ok(());
             }

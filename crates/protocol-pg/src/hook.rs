@@ -96,6 +96,34 @@ pub struct BackendTarget {
     pub password: String,
     /// TLS towards the backend.
     pub tls: BackendTls,
+    /// What this connection accepts beyond the strict defaults.
+    pub allow: Allowances,
+}
+
+/// Relaxations of a session's strict defaults, per backend connection.
+/// The default allows none of them.
+///
+/// # Example
+///
+/// ```
+/// let mut allow = portcullis_pg::Allowances::default();
+/// assert!(!allow.backend_md5);
+/// allow.backend_md5 = true; // a legacy server with md5 in pg_hba.conf
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Allowances {
+    /// A client's startup parameter outside the allow-list is dropped with a
+    /// notice instead of refusing the session.
+    pub drop_unknown_startup_params: bool,
+    /// The backend may ask for the password in cleartext
+    /// (AuthenticationCleartextPassword).
+    pub backend_cleartext: bool,
+    /// The backend may ask for an MD5 password hash (AuthenticationMD5Password).
+    pub backend_md5: bool,
+    /// The backend may accept the gateway without asking for any password
+    /// (an AuthenticationOk before any exchange: `trust`).
+    pub backend_trust: bool,
 }
 
 impl fmt::Debug for BackendTarget {
@@ -106,6 +134,7 @@ impl fmt::Debug for BackendTarget {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("tls", &self.tls)
+            .field("allow", &self.allow)
             .finish()
     }
 }
@@ -432,6 +461,7 @@ pub enum Event {
 ///                 user: "app".into(),
 ///                 password: "secret".into(),
 ///                 tls: BackendTls::Disable,
+///                 allow: Default::default(),
 ///             },
 ///         })
 ///     }

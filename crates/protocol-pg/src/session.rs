@@ -17,6 +17,7 @@ use crate::hook::{
     Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Format,
     Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
 };
+use crate::startup;
 use crate::wire::{self, Reader, lossy};
 
 /// A statement the gateway sends to make the backend's transaction fail, so
@@ -432,6 +433,15 @@ pub struct Session<H: Hook> {
     to_backend: VecDeque<Bytes>,
     outputs: VecDeque<Output<H::Plan>>,
     startup: StartupParams,
+    /// The startup parameters sent to the backend (allow-listed, pinned).
+    backend_params: std::collections::BTreeMap<String, String>,
+    /// Notices naming the startup parameters dropped, sent after login.
+    startup_notices: Vec<Bytes>,
+    /// A client statement was sent that may have changed a setting, and the
+    /// ReadyForQuery reporting the change has not been read yet.
+    unsettled: bool,
+    /// `tls-server-end-point` data of the backend's TLS certificate.
+    channel_binding: Option<Vec<u8>>,
     principal: Option<Arc<H::Principal>>,
     target: Option<BackendTarget>,
     backend_auth: BackendAuth,
@@ -500,6 +510,10 @@ impl<H: Hook> Session<H> {
             to_backend: VecDeque::new(),
             outputs: VecDeque::new(),
             startup: StartupParams::default(),
+            backend_params: std::collections::BTreeMap::new(),
+            startup_notices: Vec::new(),
+            unsettled: false,
+            channel_binding: None,
             principal: None,
             target: None,
             backend_auth: BackendAuth::Start,
@@ -737,6 +751,33 @@ impl<H: Hook> Session<H> {
         self.pending = None;
         match result {
             Ok(a) => {
+                let filtered = match startup::filter(
+                    &self.startup.params,
+                    a.backend.allow.drop_unknown_startup_params,
+                ) {
+                    Ok(f) => f,
+                    Err(refused) => {
+                        let msg = format!("{}: connect without it", refused.reason);
+                        self.close(
+                            Some(wire::fatal("42501", &msg)),
+                            Some(SessionError::Refused(format!(
+                                "startup parameter \"{}\" refused",
+                                refused.name
+                            ))),
+                        );
+                        return;
+                    }
+                };
+                self.backend_params = filtered.forward;
+                self.startup_notices = filtered
+                    .dropped
+                    .iter()
+                    .map(|name| {
+                        wire::notice(&format!(
+                            "the gateway dropped the startup parameter \"{name}\""
+                        ))
+                    })
+                    .collect();
                 self.principal = Some(Arc::new(a.principal));
                 self.target = Some(a.backend.clone());
                 self.phase = Phase::ConnectingBackend;
@@ -774,12 +815,7 @@ impl<H: Hook> Session<H> {
         }
         let Some(target) = &self.target else { return };
         let mut startup = Startup::new();
-        for (k, v) in &self.startup.params {
-            if !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
-            {
-                startup.parameters.insert(k.clone(), v.clone());
-            }
-        }
+        startup.parameters = self.backend_params.clone();
         startup
             .parameters
             .insert("user".into(), target.user.clone());
@@ -789,6 +825,15 @@ impl<H: Hook> Session<H> {
         self.to_backend.push_back(codec::encode(&startup));
         self.phase = Phase::BackendAuth;
         self.process_backend();
+    }
+
+    /// The backend connection is TLS and this is the server's certificate
+    /// (DER); call it before [`Session::handle_backend_connected`]. When the
+    /// backend offers SCRAM-SHA-256-PLUS, the gateway binds its SCRAM
+    /// exchange to this certificate (`tls-server-end-point`), so a man in
+    /// the middle holding another certificate cannot relay the login.
+    pub fn handle_backend_tls(&mut self, certificate: &[u8]) {
+        self.channel_binding = crate::binding::server_end_point(certificate);
     }
 
     /// The backend could not be reached.
@@ -1197,14 +1242,60 @@ impl<H: Hook> Session<H> {
             self.backend_ignoring = false;
         }
         self.to_backend.push_back(frame);
-        self.expect.push_back(Expect::Backend(Reply {
+        let reply = Reply {
             kind,
             cmd,
             plan,
             gateway,
             forward_errors,
-        }));
+        };
+        self.unsettled |= is_unsettling_reply(&reply);
+        self.expect.push_back(Expect::Backend(reply));
         true
+    }
+
+    /// Whether statement text may be sent now, given that the statements
+    /// sent before it may have changed how PostgreSQL reads SQL (a SET of
+    /// `standard_conforming_strings` or `client_encoding`, also through
+    /// `set_config` or dynamic SQL) and the backend reports such a change
+    /// only with the next ReadyForQuery.
+    fn settings_barrier(&self, sql: &[u8]) -> Barrier {
+        if !self.unsettled || startup::is_setting_independent(sql) {
+            return Barrier::Go;
+        }
+        // A ReadyForQuery will come without more client messages when a
+        // Sync or a Query follows the last statement sent (a Query is
+        // answered with one itself).
+        let mut coming = false;
+        for e in &self.expect {
+            if let Expect::Backend(r) = e {
+                if matches!(r.kind, Kind::Sync | Kind::Query) {
+                    coming = true;
+                } else if is_unsettling_reply(r) {
+                    coming = false;
+                }
+            }
+        }
+        if coming {
+            Barrier::Wait
+        } else {
+            Barrier::Refuse
+        }
+    }
+
+    /// Whether a client message held back must still wait.
+    fn still_blocked(&self, frame: &Frame) -> bool {
+        match frame.tag {
+            b'Q' | b'P' => {
+                let mut r = Reader::new(frame.body());
+                if frame.tag == b'P' {
+                    let _ = r.cstr();
+                }
+                let sql = r.cstr().unwrap_or_default();
+                self.settings_barrier(sql) == Barrier::Wait
+            }
+            _ => self.must_wait(),
+        }
     }
 
     fn synthetic(&mut self, b: Bytes) {
@@ -1349,7 +1440,19 @@ impl<H: Hook> Session<H> {
                 if frame.raw.len() != 8 {
                     return Err(malformed("SSLRequest of the wrong length"));
                 }
-                if self.cfg.tls_available && !self.client_tls {
+                if self.cfg.tls_available && !self.client_tls && !self.client_in.is_empty() {
+                    // Bytes after an SSLRequest, before the handshake, are
+                    // plaintext a man in the middle may have injected
+                    // (CVE-2021-23214): they are never read.
+                    let msg = "received unencrypted data after SSL request";
+                    self.close(
+                        Some(wire::fatal("08P01", msg)),
+                        Some(SessionError::Client(CodecError::Malformed {
+                            tag: 0,
+                            reason: msg.into(),
+                        })),
+                    );
+                } else if self.cfg.tls_available && !self.client_tls {
                     self.to_client.push_back(Bytes::from_static(b"S"));
                     self.phase = Phase::TlsHandshake;
                     self.outputs.push_back(Output::StartClientTls);
@@ -1516,6 +1619,24 @@ impl<H: Hook> Session<H> {
         if matches!(tag, b'B' | b'E') && self.must_wait() {
             self.pending = Some(Pending::Blocked(frame));
             return Ok(());
+        }
+        if matches!(tag, b'Q' | b'P') {
+            let mut r = Reader::new(frame.body());
+            let name = if tag == b'P' { r.cstr() } else { None };
+            let sql = r.cstr().unwrap_or_default();
+            match self.settings_barrier(sql) {
+                Barrier::Go => {}
+                Barrier::Wait => {
+                    self.pending = Some(Pending::Blocked(frame));
+                    return Ok(());
+                }
+                Barrier::Refuse => {
+                    let unnamed = name.is_some_and(<[u8]>::is_empty);
+                    let sql = lossy(sql);
+                    self.refuse_unsettled(tag, sql, unnamed);
+                    return Ok(());
+                }
+            }
         }
         let described_portal = if tag == b'D' {
             None
@@ -1744,6 +1865,41 @@ impl<H: Hook> Session<H> {
         Ok(())
     }
 
+    /// Refuses statement text that could be read differently after the
+    /// statements still in the pipeline (see [`Session::settings_barrier`]).
+    fn refuse_unsettled(&mut self, tag: u8, sql: String, unnamed: bool) {
+        let cmd = self.new_command();
+        self.event(Event::CommandReceived {
+            session: self.id,
+            command: cmd,
+            sql,
+        });
+        let reason = "statement text with a backslash or a non-ASCII character cannot follow an \
+                      Execute in the same pipeline: the gateway reads it only once the backend \
+                      has reported its settings (send Sync first)";
+        self.event(Event::CommandDenied {
+            session: self.id,
+            command: cmd,
+            reason: reason.into(),
+        });
+        if tag == b'Q' {
+            self.deny_simple("0A000", reason);
+            return;
+        }
+        self.deny_extended("0A000", reason);
+        if unnamed {
+            // PostgreSQL drops the unnamed statement before parsing a new one.
+            self.inject(
+                close_frame(b'S', ""),
+                Kind::Close {
+                    statement: true,
+                    name: String::new(),
+                },
+                false,
+            );
+        }
+    }
+
     // --------------------------------------------------------------- backend
 
     fn process_backend(&mut self) {
@@ -1774,8 +1930,9 @@ impl<H: Hook> Session<H> {
     /// A Bind or Execute waiting for earlier pipelines' confirmations goes
     /// on once they are in.
     fn unblock(&mut self) {
-        if !matches!(self.pending, Some(Pending::Blocked(_))) || self.must_wait() {
-            return;
+        match &self.pending {
+            Some(Pending::Blocked(frame)) if !self.still_blocked(frame) => {}
+            _ => return,
         }
         if let Some(Pending::Blocked(frame)) = self.pending.take() {
             if let Err(e) = self.on_client_message(frame) {
@@ -1846,12 +2003,39 @@ impl<H: Hook> Session<H> {
             .as_ref()
             .map(|t| (t.user.clone(), t.password.clone()))
             .unwrap_or_default();
+        let allow = self
+            .target
+            .as_ref()
+            .map(|t| t.allow.clone())
+            .unwrap_or_default();
         let mut r = Reader::new(frame.body());
         let code = r.i32().ok_or_else(|| malformed("authentication code"))?;
         let state = std::mem::replace(&mut self.backend_auth, BackendAuth::Done);
         match (code, state) {
+            (0, BackendAuth::Start) if !allow.backend_trust => {
+                self.backend_auth_failed(
+                    "the backend accepted the gateway without authentication (trust), which \
+                     this connection does not allow"
+                        .into(),
+                );
+            }
+            (3, BackendAuth::Start) if !allow.backend_cleartext => {
+                self.backend_auth_failed(
+                    "the backend asked for a cleartext password, which this connection does not \
+                     allow (SCRAM-SHA-256 only)"
+                        .into(),
+                );
+            }
+            (5, BackendAuth::Start) if !allow.backend_md5 => {
+                self.backend_auth_failed(
+                    "the backend asked for an MD5 password hash, which this connection does not \
+                     allow (SCRAM-SHA-256 only)"
+                        .into(),
+                );
+            }
             (0, BackendAuth::Start | BackendAuth::Done) => {
                 self.to_client.push_back(wire::auth_request(0));
+                self.to_client.extend(self.startup_notices.drain(..));
                 self.phase = Phase::BackendStartup;
             }
             (3, BackendAuth::Start) => {
@@ -1874,23 +2058,35 @@ impl<H: Hook> Session<H> {
                     .push_back(codec::encode(&Password::new(hash)));
             }
             (10, BackendAuth::Start) => {
-                let mut offers_scram = false;
+                let (mut offers_scram, mut offers_plus) = (false, false);
                 while let Some(m) = r.cstr() {
                     if m.is_empty() {
                         break;
                     }
                     offers_scram |= m == b"SCRAM-SHA-256";
+                    offers_plus |= m == b"SCRAM-SHA-256-PLUS";
                 }
-                if !offers_scram {
+                let (mechanism, binding) = match (&self.channel_binding, offers_plus) {
+                    (Some(data), true) => (
+                        "SCRAM-SHA-256-PLUS",
+                        ChannelBinding::tls_server_end_point(data.clone()),
+                    ),
+                    // Over TLS without PLUS on offer: say the gateway could
+                    // bind, so a server that does support it detects that
+                    // its offer was stripped.
+                    (Some(_), false) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                    (None, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                };
+                if !offers_scram && mechanism == "SCRAM-SHA-256" {
                     self.backend_auth_failed(
                         "the backend offers no supported SASL mechanism".into(),
                     );
                     return Ok(());
                 }
-                let scram = ScramSha256::new(password.1.as_bytes(), ChannelBinding::unsupported());
+                let scram = ScramSha256::new(password.1.as_bytes(), binding);
                 // `message()` is valid right after `new()`.
                 let first = Bytes::copy_from_slice(scram.message());
-                let msg = SASLInitialResponse::new("SCRAM-SHA-256".into(), Some(first));
+                let msg = SASLInitialResponse::new(mechanism.into(), Some(first));
                 self.to_backend.push_back(codec::encode(&msg));
                 self.backend_auth = BackendAuth::Scram(Box::new(scram));
             }
@@ -1919,7 +2115,7 @@ impl<H: Hook> Session<H> {
 
     fn on_backend_startup(&mut self, frame: Frame) -> Result<(), SessionError> {
         match frame.tag {
-            b'S' => self.to_client.push_back(frame.raw),
+            b'S' => self.on_parameter_status(frame)?,
             b'K' => {
                 let mut r = Reader::new(frame.body());
                 match (r.i32(), r.i32(), r.done()) {
@@ -1973,6 +2169,35 @@ impl<H: Hook> Session<H> {
         Ok(())
     }
 
+    /// A ParameterStatus: forwarded when the analysis handles the reported
+    /// value; otherwise the session ends before anything more is forwarded.
+    fn on_parameter_status(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let mut r = Reader::new(frame.body());
+        let (Some(name), Some(value), true) = (r.cstr(), r.cstr(), r.done()) else {
+            return Err(SessionError::Backend(CodecError::Malformed {
+                tag: b'S',
+                reason: "parameter status".into(),
+            }));
+        };
+        if let Err(reason) = startup::check_reported(&lossy(name), &lossy(value)) {
+            self.to_backend.push_back(codec::build_frame(b'X', &[]));
+            self.event(Event::ProtocolViolation {
+                session: self.id,
+                message: reason.clone(),
+            });
+            self.close(
+                Some(wire::fatal(
+                    "42501",
+                    &format!("terminating connection: {reason}"),
+                )),
+                Some(SessionError::Terminated(reason)),
+            );
+            return Ok(());
+        }
+        self.to_client.push_back(frame.raw);
+        Ok(())
+    }
+
     fn head(&self) -> Option<&Reply<H::Plan>> {
         match self.expect.front() {
             Some(Expect::Backend(r)) => Some(r),
@@ -2009,7 +2234,7 @@ impl<H: Hook> Session<H> {
                 let out = self.transform_notification(&frame)?;
                 self.to_client.push_back(out);
             }
-            b'S' => self.to_client.push_back(frame.raw),
+            b'S' => self.on_parameter_status(frame)?,
             b'E' => self.on_backend_error(frame)?,
             b'Z' => {
                 match self.head().map(|r| &r.kind) {
@@ -2026,6 +2251,8 @@ impl<H: Hook> Session<H> {
                     self.portals.clear();
                 }
                 self.expect.pop_front();
+                // Every setting change before this point has been reported.
+                self.unsettled = self.expect.iter().any(is_unsettling);
                 self.to_client.push_back(frame.raw);
                 self.flush_synthetic();
             }
@@ -2563,6 +2790,27 @@ impl<H: Hook> Session<H> {
             }
         }
     }
+}
+
+/// What [`Session::settings_barrier`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Barrier {
+    /// Send it now.
+    Go,
+    /// Hold it until the ReadyForQuery that is on its way has been read.
+    Wait,
+    /// No ReadyForQuery is on its way (an open extended-protocol pipeline):
+    /// refuse it.
+    Refuse,
+}
+
+/// A client statement that may change settings: a Query or an Execute.
+fn is_unsettling_reply<P>(r: &Reply<P>) -> bool {
+    !r.gateway && matches!(r.kind, Kind::Query | Kind::Execute { .. })
+}
+
+fn is_unsettling<P>(e: &Expect<P>) -> bool {
+    matches!(e, Expect::Backend(r) if is_unsettling_reply(r))
 }
 
 fn denial_message(code: &str, reason: &str) -> String {

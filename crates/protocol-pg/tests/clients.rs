@@ -343,7 +343,14 @@ fn pgbench_simple_extended_prepared_and_200_clients() {
     let socket = cluster
         .socket_dir()
         .join(format!(".s.PGSQL.{}", cluster.port()));
-    let proxy = Running::start_at(&cluster, portcullis_pg::BackendAddr::Unix(socket), config);
+    let mut allow = portcullis_pg::Allowances::default();
+    allow.backend_trust = true;
+    let proxy = Running::start_allowing(
+        &cluster,
+        portcullis_pg::BackendAddr::Unix(socket),
+        config,
+        allow,
+    );
     proxy.hook.record_events.store(false, Ordering::SeqCst);
     let dsn = proxy.dsn("postgres");
     // 'd' (drop tables) is left out: the test hook denies DROP.

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use common::{MASK_MARK, Running, TOKEN};
 use portcullis_pg::Event;
-use portcullis_testkit::PgCluster;
+use portcullis_pg::{Allowances, BackendAddr, ProxyConfig, SessionConfig};
+use portcullis_testkit::{Client, PgCluster};
 
 /// The raw secret values of the table; the test hook upper-cases `secret`
 /// columns and replaces every value of a `mask_all` statement.
@@ -143,6 +144,11 @@ impl Msg {
         String::new()
     }
 
+    /// The whole body, decoded lossily (for an error's message).
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     /// The values of a DataRow, as text.
     fn values(&self) -> Vec<Option<String>> {
         let n = i16::from_be_bytes([self.body[0], self.body[1]]) as usize;
@@ -170,6 +176,37 @@ fn tags(msgs: &[Msg]) -> String {
 }
 
 impl Raw {
+    /// Startup with extra parameters and the token; returns the client and
+    /// everything up to ReadyForQuery or the connection's end.
+    fn login_with(proxy: &Running, params: &[(&str, &str)]) -> (Raw, Vec<Msg>) {
+        let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut raw = Raw {
+            s,
+            buf: Vec::new(),
+            all: Vec::new(),
+            closed: false,
+        };
+        let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+        for (k, v) in [("user", "alice"), ("database", "postgres")]
+            .iter()
+            .chain(params)
+        {
+            startup.extend(cstr(k));
+            startup.extend(cstr(v));
+        }
+        startup.push(0);
+        let len = (startup.len() as u32).to_be_bytes();
+        startup[..4].copy_from_slice(&len);
+        raw.send(&startup);
+        let auth = raw.until(|m| m.tag == b'R');
+        assert_eq!(tags(&auth), "R");
+        raw.send(&m(b'p', &cstr(TOKEN)));
+        let login = raw.until(|m| m.tag == b'Z' || m.tag == b'E');
+        (raw, login)
+    }
+
     fn connect(proxy: &Running) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -704,4 +741,472 @@ fn every_execute_is_a_command_with_its_own_id() {
     // Execute's completion carries its id.
     assert_eq!(forwarded.len(), 3, "{events:?}");
     assert_eq!(completed, forwarded[1..].to_vec());
+}
+
+// ---------------------------------------------- startup parameters and settings
+
+/// Two string literals with standard_conforming_strings on (what the
+/// analysis reads); with it off PostgreSQL reads one literal, then a
+/// TRUNCATE. The test hook allows TRUNCATE as a statement of its own, so
+/// only the gateway's settings defences stand between this text and the table.
+const SMUGGLED: &str = "SELECT '\\', ' ; TRUNCATE cust; --'";
+
+fn tcp_backend(cluster: &PgCluster) -> BackendAddr {
+    BackendAddr::Tcp {
+        host: cluster.host().to_owned(),
+        port: cluster.port(),
+    }
+}
+
+/// The session ended with a FATAL of this SQLSTATE naming `what`.
+fn assert_fatal(raw: &mut Raw, got: &[Msg], code: &str, what: &str) {
+    let mut all = got.to_vec();
+    all.extend(raw.quiet());
+    let fatal = all
+        .iter()
+        .find(|m| m.tag == b'E' && m.sqlstate() == code)
+        .unwrap_or_else(|| panic!("no {code} error in {}", tags(&all)));
+    assert!(fatal.text().contains("FATAL"), "{}", fatal.text());
+    assert!(fatal.text().contains(what), "{}", fatal.text());
+    assert!(raw.closed, "the connection is closed");
+}
+
+#[test]
+fn startup_parameters_outside_the_allow_list_never_reach_postgresql() {
+    let (cluster, proxy) = setup();
+    for (k, v) in [
+        ("options", "-c standard_conforming_strings=off"),
+        ("standard_conforming_strings", "off"),
+        ("client_encoding", "SJIS"),
+        ("client_encoding", "BIG5"),
+        ("search_path", "pg_temp,public"),
+        ("role", "pg_read_all_data"),
+        ("default_transaction_read_only", "off"),
+        ("statement_timeout", "0"),
+    ] {
+        let (mut raw, login) = Raw::login_with(&proxy, &[(k, v)]);
+        assert_fatal(&mut raw, &login, "42501", k);
+    }
+    // Real psql, with PGOPTIONS and with options in the connection string.
+    let dsn = proxy.dsn("postgres");
+    let via_env = Client::psql(&dsn)
+        .unwrap()
+        .env("PGOPTIONS", "-c standard_conforming_strings=off")
+        .args(["-tA", "-c", SMUGGLED])
+        .run()
+        .unwrap();
+    let via_dsn = Client::psql(&format!(
+        "{dsn} options='-c standard_conforming_strings=off'"
+    ))
+    .unwrap()
+    .args(["-tA", "-c", SMUGGLED])
+    .run()
+    .unwrap();
+    for out in [via_env, via_dsn] {
+        assert!(!out.success(), "{out:?}");
+        assert!(
+            out.stderr
+                .contains("does not forward the startup parameter \"options\""),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_eq!(rows_left(&cluster), "2");
+    // Allowed parameters pass, and the pinned settings hold.
+    let (mut raw, login) = Raw::login_with(
+        &proxy,
+        &[("application_name", "hostile"), ("DateStyle", "German")],
+    );
+    assert_eq!(login.last().unwrap().tag, b'Z', "{}", tags(&login));
+    raw.send(&q(
+        "SELECT current_setting('application_name'), current_setting('DateStyle'), \
+         current_setting('standard_conforming_strings'), current_setting('client_encoding')",
+    ));
+    let got = raw.ready(1);
+    assert_eq!(
+        data_values(&got),
+        vec![vec![
+            Some("hostile".to_owned()),
+            Some("German, DMY".to_owned()),
+            Some("on".to_owned()),
+            Some("UTF8".to_owned()),
+        ]]
+    );
+    // The smuggled text is what the analysis reads: two literals.
+    raw.send(&q(SMUGGLED));
+    let got = raw.ready(1);
+    assert_eq!(
+        data_values(&got),
+        vec![vec![
+            Some("\\".to_owned()),
+            Some(" ; TRUNCATE cust; --".to_owned())
+        ]]
+    );
+    assert_eq!(rows_left(&cluster), "2");
+}
+
+#[test]
+fn a_connection_may_drop_unknown_startup_parameters_with_a_notice() {
+    let cluster = PgCluster::start().unwrap();
+    cluster
+        .execute("CREATE TABLE cust (id int); INSERT INTO cust VALUES (1), (2);")
+        .unwrap();
+    let mut allow = Allowances::default();
+    allow.drop_unknown_startup_params = true;
+    let proxy = Running::start_allowing(
+        &cluster,
+        tcp_backend(&cluster),
+        ProxyConfig::default(),
+        allow,
+    );
+    let (mut raw, login) = Raw::login_with(
+        &proxy,
+        &[
+            ("options", "-c standard_conforming_strings=off"),
+            ("client_encoding", "SJIS"),
+        ],
+    );
+    assert_eq!(login.last().unwrap().tag, b'Z', "{}", tags(&login));
+    let notices: Vec<String> = login
+        .iter()
+        .filter(|m| m.tag == b'N')
+        .map(Msg::text)
+        .collect();
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(notices.iter().any(|n| n.contains("\"options\"")));
+    raw.send(&q(SMUGGLED));
+    raw.ready(1);
+    raw.send(&q("SELECT current_setting('standard_conforming_strings')"));
+    let got = raw.ready(1);
+    assert_eq!(data_values(&got), vec![vec![Some("on".to_owned())]]);
+    assert_eq!(rows_left(&cluster), "2");
+}
+
+#[test]
+fn changing_how_postgresql_reads_sql_ends_the_session_before_the_next_statement() {
+    let (cluster, proxy) = setup();
+    for setter in [
+        "SET standard_conforming_strings = off",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        // Dynamic SQL no text check could see.
+        "DO $$BEGIN EXECUTE 'SET standard_' || 'conforming_strings = off'; END$$",
+        "SET client_encoding = 'SJIS'",
+        "SET NAMES 'GBK'",
+    ] {
+        // Pipelined: both Query messages in one packet.
+        let mut raw = Raw::connect(&proxy);
+        raw.send(&[q(setter), q(SMUGGLED)].concat());
+        let got = raw.quiet();
+        let what = if setter.contains("conforming") {
+            "standard_conforming_strings"
+        } else {
+            "client_encoding"
+        };
+        assert_fatal(&mut raw, &got, "42501", what);
+        assert_eq!(rows_left(&cluster), "2", "{setter}");
+    }
+    // The setter and the smuggled text in one Query: PostgreSQL parses the
+    // whole string before running any of it, as the analysis does.
+    let mut raw = Raw::connect(&proxy);
+    raw.send(&q(&format!(
+        "SELECT set_config('standard_conforming_strings', 'off', false); {SMUGGLED}"
+    )));
+    let got = raw.quiet();
+    assert_fatal(&mut raw, &got, "42501", "standard_conforming_strings");
+    assert_eq!(rows_left(&cluster), "2");
+    // RESET ALL goes back to the pinned values, which are fine.
+    let mut raw = Raw::connect(&proxy);
+    raw.send(&q("RESET ALL"));
+    raw.ready(1);
+    raw.send(&q("SHOW standard_conforming_strings"));
+    let got = raw.ready(1);
+    assert_eq!(data_values(&got), vec![vec![Some("on".to_owned())]]);
+}
+
+#[test]
+fn smuggled_text_after_an_execute_in_an_open_pipeline_is_refused() {
+    let (cluster, proxy) = setup();
+    let mut raw = Raw::connect(&proxy);
+    raw.send(
+        &[
+            parse("", "SET standard_conforming_strings = off"),
+            bind("", "", &[]),
+            execute(""),
+            parse("", SMUGGLED),
+            bind("", "", &[]),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+    );
+    let got = raw.quiet();
+    assert!(
+        got.iter().any(|m| m.tag == b'E' && m.sqlstate() == "0A000"),
+        "{}",
+        tags(&got)
+    );
+    assert_eq!(rows_left(&cluster), "2");
+    // The pipeline's transaction failed, so its SET did not stick, and the
+    // session goes on with the pinned setting.
+    if !raw.closed {
+        raw.send(&q("SHOW standard_conforming_strings"));
+        let got = raw.ready(1);
+        assert_eq!(data_values(&got), vec![vec![Some("on".to_owned())]]);
+    }
+}
+
+// ------------------------------------------------------ backend authentication
+
+#[test]
+fn a_backend_asking_for_md5_cleartext_or_nothing_is_refused_unless_allowed() {
+    let cluster = PgCluster::start().unwrap();
+    cluster
+        .execute(&format!(
+            "SET password_encryption = 'md5'; ALTER ROLE {} PASSWORD '{}';",
+            cluster.superuser(),
+            cluster.password()
+        ))
+        .unwrap();
+    for (method, what) in [
+        ("md5", "MD5"),
+        ("password", "cleartext"),
+        ("trust", "trust"),
+    ] {
+        cluster.set_host_auth(method).unwrap();
+        let strict = Running::start(&cluster);
+        let out = Client::psql(&strict.dsn("postgres"))
+            .unwrap()
+            .args(["-tA", "-c", "select 1"])
+            .run()
+            .unwrap();
+        assert!(!out.success(), "{method}: {out:?}");
+        assert!(
+            out.stderr.contains("could not log in to the backend"),
+            "{}",
+            out.stderr
+        );
+        let ended = strict.hook.events().into_iter().find_map(|e| match e {
+            Event::SessionEnded { error, .. } => error,
+            _ => None,
+        });
+        assert!(ended.as_deref().unwrap_or("").contains(what), "{ended:?}");
+
+        let mut allow = Allowances::default();
+        match method {
+            "md5" => allow.backend_md5 = true,
+            "password" => allow.backend_cleartext = true,
+            _ => allow.backend_trust = true,
+        }
+        let lenient = Running::start_allowing(
+            &cluster,
+            tcp_backend(&cluster),
+            ProxyConfig::default(),
+            allow,
+        );
+        let out = Client::psql(&lenient.dsn("postgres"))
+            .unwrap()
+            .args(["-tA", "-c", "select 41 + 1"])
+            .run()
+            .unwrap();
+        assert!(out.success(), "{method}: {out:?}");
+        assert_eq!(out.stdout.trim(), "42");
+    }
+}
+
+// ------------------------------------------------------------ resource bounds
+
+#[test]
+fn a_gigabyte_declared_length_is_refused_and_other_sessions_go_on() {
+    let (_cluster, proxy) = setup();
+    let mut other = Raw::connect(&proxy);
+    let mut raw = Raw::connect(&proxy);
+    let mut frame = vec![b'Q'];
+    frame.extend((1u32 << 30).to_be_bytes());
+    frame.extend(b"SELECT ");
+    raw.send(&frame);
+    let got = raw.quiet();
+    assert_fatal(&mut raw, &got, "08P01", "exceeds the limit");
+    other.send(&q("SELECT 1"));
+    assert_eq!(
+        data_values(&other.ready(1)),
+        vec![vec![Some("1".to_owned())]]
+    );
+}
+
+#[test]
+fn a_client_sending_one_byte_a_second_is_timed_out_during_startup() {
+    let cluster = PgCluster::start().unwrap();
+    let config = ProxyConfig {
+        session: SessionConfig {
+            handshake_timeout: Duration::from_secs(2),
+            ..SessionConfig::default()
+        },
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend(cstr("user"));
+    startup.extend(cstr("alice"));
+    startup.push(0);
+    let len = (startup.len() as u32).to_be_bytes();
+    startup[..4].copy_from_slice(&len);
+    let mut got = Vec::new();
+    let mut sent = 0;
+    for b in &startup {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(950));
+        let mut chunk = [0u8; 512];
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert!(sent < startup.len(), "the startup was never cut short");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("08006") && text.contains("handshake"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_and_its_backend_freed() {
+    let cluster = PgCluster::start().unwrap();
+    let config = ProxyConfig {
+        write_timeout: Duration::from_secs(1),
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    let raw = Raw::connect(&proxy);
+    raw.s.set_nonblocking(false).unwrap();
+    let mut s = raw.s.try_clone().unwrap();
+    s.write_all(&q(
+        "SELECT repeat('x', 1000) /* stalled */ FROM generate_series(1, 10000000)",
+    ))
+    .unwrap();
+    // Never read. The session ends at the write timeout.
+    let mut ended = false;
+    for _ in 0..300 {
+        std::thread::sleep(Duration::from_millis(100));
+        if proxy
+            .hook
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::SessionEnded { error: Some(_), .. }))
+        {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the stalled session never ended");
+    let mut freed = false;
+    for _ in 0..100 {
+        let n = cluster
+            .execute(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query LIKE '%stalled%' AND pid <> pg_backend_pid()",
+            )
+            .unwrap();
+        if n.trim() == "0" {
+            freed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(freed, "the backend connection was not freed");
+    drop(raw);
+}
+
+#[test]
+fn sessions_over_the_limit_get_53300_and_a_freed_slot_is_reused() {
+    let cluster = PgCluster::start().unwrap();
+    let config = ProxyConfig {
+        max_sessions: Some(2),
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    let a = Raw::connect(&proxy);
+    let _b = Raw::connect(&proxy);
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("53300") && text.contains("too many clients"),
+        "{text}"
+    );
+    drop(a);
+    let mut ok = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut probe = [0u8; 1];
+        // A refused connection is answered at once; an accepted one waits
+        // for a StartupMessage.
+        if (&s).read(&mut probe).is_err() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the freed slot was never reused");
+}
+
+#[test]
+fn a_backend_killed_mid_result_gives_a_clean_error_and_spares_other_sessions() {
+    let (cluster, proxy) = setup();
+    let mut other = Raw::connect(&proxy);
+    let mut victim = Raw::connect(&proxy);
+    victim.send(&q(
+        "SELECT g, pg_sleep(0.05) /* victim */ FROM generate_series(1, 400) g",
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    cluster
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE '%victim%' AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    let got = victim.quiet();
+    let mut all = got.clone();
+    all.extend(victim.quiet());
+    assert!(
+        all.iter().any(|m| m.tag == b'E'),
+        "the client is told: {}",
+        tags(&all)
+    );
+    assert!(victim.closed);
+    other.send(&q("SELECT count(*) FROM cust"));
+    assert_eq!(
+        data_values(&other.ready(1)),
+        vec![vec![Some("2".to_owned())]]
+    );
+}
+
+#[test]
+fn postgresql_unreachable_at_connect_gives_08001_and_recovers() {
+    let (mut cluster, proxy) = setup();
+    cluster.stop().unwrap();
+    let (mut raw, login) = Raw::login_with(&proxy, &[]);
+    assert_fatal(
+        &mut raw,
+        &login,
+        "08001",
+        "could not connect to the backend",
+    );
+    cluster.start_again().unwrap();
+    let mut raw = Raw::connect(&proxy);
+    raw.send(&q("SELECT count(*) FROM cust"));
+    assert_eq!(data_values(&raw.ready(1)), vec![vec![Some("2".to_owned())]]);
 }

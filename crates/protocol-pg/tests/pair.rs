@@ -336,7 +336,18 @@ impl Pair {
             .collect()
     }
 
+    /// The scripted backends ask for a cleartext password, an MD5 hash or
+    /// nothing: this target allows all three (the strict default is tested
+    /// with [`Pair::target_allowing`]).
     fn target() -> BackendTarget {
+        let mut allow = portcullis_pg::Allowances::default();
+        allow.backend_cleartext = true;
+        allow.backend_md5 = true;
+        allow.backend_trust = true;
+        Pair::target_allowing(allow)
+    }
+
+    fn target_allowing(allow: portcullis_pg::Allowances) -> BackendTarget {
         BackendTarget {
             addr: BackendAddr::Tcp {
                 host: "db".into(),
@@ -346,11 +357,16 @@ impl Pair {
             user: "app".into(),
             password: BACKEND_PASSWORD.into(),
             tls: BackendTls::Disable,
+            allow,
         }
     }
 
     /// Startup and client authentication up to the backend connection.
     fn authenticate(&mut self) {
+        self.authenticate_to(Pair::target());
+    }
+
+    fn authenticate_to(&mut self, target: BackendTarget) {
         self.client(&startup(&[
             ("user", "alice"),
             ("database", "x"),
@@ -383,7 +399,7 @@ impl Pair {
             self.now,
             Ok(Authenticated {
                 principal: "alice".into(),
-                backend: Pair::target(),
+                backend: target,
             }),
         );
         self.collect();
@@ -1339,5 +1355,359 @@ proptest! {
         let mut framed = q("select 1");
         framed.extend_from_slice(&client);
         portcullis_pg::internal::fuzz_session(&framed, &backend, ready);
+    }
+}
+
+// ------------------------------------------------- hostile startup and settings
+
+/// Startup with these client parameters, authenticated to `target`; returns
+/// what the client got so far.
+fn login_with(p: &mut Pair, params: &[(&str, &str)], target: BackendTarget) -> Vec<u8> {
+    p.client(&startup(params));
+    assert_eq!(tags(&p.client_out()), "R");
+    p.client(&m(b'p', &cstr("token")));
+    p.take_request();
+    p.s.handle_authenticated(
+        p.now,
+        Ok(Authenticated {
+            principal: "alice".into(),
+            backend: target,
+        }),
+    );
+    p.collect();
+    p.client_out()
+}
+
+fn connects(p: &Pair) -> bool {
+    p.outputs
+        .iter()
+        .any(|o| matches!(o, Output::ConnectBackend(_)))
+}
+
+#[test]
+fn startup_parameters_outside_the_allow_list_are_refused_by_name() {
+    for (name, value) in [
+        ("options", "-c standard_conforming_strings=off"),
+        ("role", "postgres"),
+        ("search_path", "evil,public"),
+        ("default_transaction_read_only", "off"),
+        ("statement_timeout", "0"),
+        ("standard_conforming_strings", "off"),
+        ("client_encoding", "SJIS"),
+        ("client_encoding", "GB18030"),
+    ] {
+        let mut p = Pair::loopback();
+        let out = login_with(&mut p, &[("user", "alice"), (name, value)], Pair::target());
+        assert_eq!(codes(&out), ["42501"], "{name}");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(name) || text.contains(value), "{text}");
+        assert!(text.contains("FATAL"));
+        assert!(!connects(&p), "{name}: no backend connection is opened");
+        assert!(p.s.is_closed());
+    }
+}
+
+#[test]
+fn allowed_parameters_are_forwarded_with_the_pinned_settings() {
+    let mut p = Pair::loopback();
+    let out = login_with(
+        &mut p,
+        &[
+            ("user", "alice"),
+            ("application_name", "psql"),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "3"),
+            ("client_encoding", "UTF8"),
+        ],
+        Pair::target(),
+    );
+    assert!(out.is_empty());
+    assert!(connects(&p));
+    p.s.handle_backend_connected(p.now);
+    let sent = String::from_utf8_lossy(&p.backend_out()).into_owned();
+    for pair in [
+        "application_name\0psql\0",
+        "datestyle\0ISO, MDY\0",
+        "timezone\0UTC\0",
+        "extra_float_digits\x003\0",
+        "client_encoding\0UTF8\0",
+        "standard_conforming_strings\0on\0",
+        "user\0app\0",
+    ] {
+        assert!(sent.contains(pair), "{pair:?} in {sent:?}");
+    }
+}
+
+#[test]
+fn dropping_unknown_parameters_is_a_per_connection_choice_with_notices() {
+    let mut allow = portcullis_pg::Allowances::default();
+    allow.drop_unknown_startup_params = true;
+    allow.backend_trust = true;
+    let mut p = Pair::loopback();
+    let out = login_with(
+        &mut p,
+        &[
+            ("user", "alice"),
+            ("options", "-c standard_conforming_strings=off"),
+            ("client_encoding", "SJIS"),
+        ],
+        Pair::target_allowing(allow),
+    );
+    assert!(out.is_empty());
+    p.s.handle_backend_connected(p.now);
+    let sent = String::from_utf8_lossy(&p.backend_out()).into_owned();
+    assert!(!sent.contains("options"), "{sent:?}");
+    assert!(!sent.contains("SJIS"), "{sent:?}");
+    assert!(sent.contains("standard_conforming_strings\0on\0"));
+    assert!(sent.contains("client_encoding\0UTF8\0"));
+    p.backend(&[auth(0, &[]), ready(b'I')].concat());
+    let out = p.client_out();
+    assert_eq!(tags(&out), "RNNZ");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("dropped the startup parameter \"options\""));
+    assert!(text.contains("dropped the startup parameter \"client_encoding\""));
+}
+
+#[test]
+fn backend_auth_is_scram_only_unless_the_connection_allows_more() {
+    for (request, what) in [
+        (auth(3, &[]), "cleartext"),
+        (auth(5, &[1, 2, 3, 4]), "MD5"),
+        (auth(0, &[]), "trust"),
+    ] {
+        let mut p = Pair::loopback();
+        login_with(
+            &mut p,
+            &[("user", "alice")],
+            Pair::target_allowing(Default::default()),
+        );
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&[request, ready(b'I')].concat());
+        assert_eq!(codes(&p.client_out()), ["08001"], "{what}");
+        assert!(p.s.is_closed());
+        let sent = p.backend_out();
+        assert!(
+            !String::from_utf8_lossy(&sent).contains(BACKEND_PASSWORD),
+            "{what}: no password is sent"
+        );
+        assert!(!tags(&sent).contains('p'), "{what}");
+        let ended = p.events().into_iter().find_map(|e| match e {
+            Event::SessionEnded { error, .. } => error,
+            _ => None,
+        });
+        assert!(ended.unwrap().contains(what), "{what}");
+    }
+}
+
+#[test]
+fn an_authentication_ok_in_the_middle_of_scram_is_refused() {
+    for allow_all in [false, true] {
+        let target = if allow_all {
+            Pair::target()
+        } else {
+            Pair::target_allowing(Default::default())
+        };
+        let mut p = Pair::loopback();
+        login_with(&mut p, &[("user", "alice")], target);
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&auth(10, b"SCRAM-SHA-256\0\0"));
+        assert!(String::from_utf8_lossy(&p.backend_out()).contains("n,,n=,r="));
+        p.backend(&[auth(0, &[]), ready(b'I')].concat());
+        assert_eq!(codes(&p.client_out()), ["08001"]);
+        assert!(p.s.is_closed());
+    }
+}
+
+#[test]
+fn a_reported_setting_the_analysis_cannot_follow_ends_the_session() {
+    for (name, value) in [
+        ("standard_conforming_strings", "off"),
+        ("client_encoding", "SJIS"),
+    ] {
+        // During startup.
+        let mut p = Pair::loopback();
+        p.authenticate();
+        p.backend_out();
+        let mut status = cstr(name);
+        status.extend(cstr(value));
+        p.backend(&[auth(0, &[]), m(b'S', &status), ready(b'I')].concat());
+        let out = p.client_out();
+        assert_eq!(tags(&out), "RE");
+        assert_eq!(codes(&out), ["42501"]);
+        assert!(p.s.is_closed());
+        // After a statement.
+        let mut p = Pair::ready();
+        p.client(&q("select set_config('x', 'y', false)"));
+        p.take_request();
+        p.answer_query(Verdict::Forward(()));
+        assert_eq!(tags(&p.backend_out()), "Q");
+        p.backend(&[complete("SELECT 1"), m(b'S', &status), ready(b'I')].concat());
+        let out = p.client_out();
+        assert_eq!(
+            tags(&out),
+            "CE",
+            "the ParameterStatus and ReadyForQuery are not forwarded"
+        );
+        assert!(String::from_utf8_lossy(&out).contains(value));
+        assert_eq!(tags(&p.backend_out()), "X");
+        assert!(p.s.is_closed());
+        assert!(
+            p.events()
+                .iter()
+                .any(|e| matches!(e, Event::ProtocolViolation { .. }))
+        );
+    }
+}
+
+/// The confirmed attack, pipelined: a SET and the statement it would make
+/// PostgreSQL read differently, in two Query messages sent at once.
+#[test]
+fn text_after_a_possible_setting_change_waits_for_the_report() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            q("SET standard_conforming_strings = off"),
+            q("SELECT '\\', ' ; DELETE FROM shop.orders; --'"),
+        ]
+        .concat(),
+    );
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q");
+    // The second query is not even shown to the hook before the first's
+    // ReadyForQuery: what PostgreSQL will read is not known yet.
+    assert!(!p.outputs.iter().any(|o| matches!(o, Output::Request(_))));
+    let mut status = cstr("standard_conforming_strings");
+    status.extend(cstr("off"));
+    p.backend(&[complete("SET"), m(b'S', &status), ready(b'I')].concat());
+    assert_eq!(codes(&p.client_out()), ["42501"]);
+    assert_eq!(
+        tags(&p.backend_out()),
+        "X",
+        "the DELETE never reaches the backend"
+    );
+    assert!(p.s.is_closed());
+
+    // Text that reads the same under any setting is not held back.
+    let mut p = Pair::ready();
+    p.client(&[q("SET datestyle = 'German'"), q("SELECT 1")].concat());
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "QQ");
+
+    // Held back text goes on once the report is read and is harmless.
+    let mut p = Pair::ready();
+    p.client(&[q("SET datestyle = 'German'"), q("SELECT 'a\\b'")].concat());
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q");
+    let mut status = cstr("DateStyle");
+    status.extend(cstr("German, DMY"));
+    p.backend(&[complete("SET"), m(b'S', &status), ready(b'I')].concat());
+    assert_eq!(tags(&p.client_out()), "CSZ");
+    match p.take_request() {
+        HookRequest::Query { sql, .. } => assert_eq!(sql, "SELECT 'a\\b'"),
+        other => panic!("{other:?}"),
+    }
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q");
+}
+
+#[test]
+fn text_after_an_execute_in_an_open_pipeline_is_refused() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            parse("", "SET standard_conforming_strings = off"),
+            bind("", "", &[]),
+            execute(""),
+            parse("", "SELECT '\\', ' ; DELETE FROM shop.orders; --'"),
+            bind("", "", &[]),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+    );
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
+    p.collect();
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    let sent = String::from_utf8_lossy(&p.backend_out()).into_owned();
+    assert!(!sent.contains("DELETE"), "{sent:?}");
+    // The refusal comes in order, after the replies to what was sent.
+    p.backend(&[m(b'1', &[]), m(b'2', &[]), m(b'n', &[]), complete("SET")].concat());
+    assert_eq!(codes(&p.client_out()), ["0A000"]);
+    assert!(
+        p.events()
+            .iter()
+            .any(|e| matches!(e, Event::CommandDenied { reason, .. } if reason.contains("Sync")))
+    );
+}
+
+#[test]
+fn plaintext_pipelined_after_an_ssl_request_is_refused() {
+    let mut p = Pair::new(SessionConfig {
+        tls_available: true,
+        ..SessionConfig::default()
+    });
+    let mut bytes = vec![0, 0, 0, 8, 4, 210, 22, 47];
+    bytes.extend(startup(&[("user", "alice")]));
+    p.client(&bytes);
+    let out = p.client_out();
+    assert_eq!(codes(&out), ["08P01"]);
+    assert!(String::from_utf8_lossy(&out).contains("unencrypted data after SSL request"));
+    assert!(
+        !p.outputs
+            .iter()
+            .any(|o| matches!(o, Output::StartClientTls))
+    );
+    assert!(p.s.is_closed());
+}
+
+#[test]
+fn over_tls_the_scram_exchange_is_bound_to_the_backend_certificate() {
+    // A certificate with an ecdsa-with-SHA256 signature algorithm (the
+    // outer structure is all the binding reads).
+    let cert = [
+        0x30, 0x13, 0x30, 0x03, 0x02, 0x01, 0x01, 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+        0x3d, 0x04, 0x03, 0x02, 0x03, 0x01, 0x00,
+    ];
+    for (offer, binding, mechanism, header) in [
+        (
+            &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..],
+            true,
+            "SCRAM-SHA-256-PLUS",
+            "p=tls-server-end-point,,",
+        ),
+        (&b"SCRAM-SHA-256\0\0"[..], true, "SCRAM-SHA-256", "y,,"),
+        (
+            &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..],
+            false,
+            "SCRAM-SHA-256",
+            "n,,",
+        ),
+    ] {
+        let mut p = Pair::loopback();
+        login_with(
+            &mut p,
+            &[("user", "alice")],
+            Pair::target_allowing(Default::default()),
+        );
+        if binding {
+            p.s.handle_backend_tls(&cert);
+        }
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&auth(10, offer));
+        let sent = p.backend_out();
+        let text = String::from_utf8_lossy(&sent);
+        assert!(text.contains(&format!("{mechanism}\0")), "{text:?}");
+        assert!(text.contains(header), "{mechanism}: {text:?}");
     }
 }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use portcullis_pg::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision, Event,
-    Execution, FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection, SessionId,
-    StartupParams, Verdict, async_trait,
+    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision,
+    Event, Execution, FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection,
+    SessionId, StartupParams, Verdict, async_trait,
 };
 use portcullis_testkit::PgCluster;
 
@@ -254,21 +254,40 @@ impl Running {
         Self::start_at(cluster, addr, config)
     }
 
-    /// Through the cluster's unix socket instead of TCP.
+    /// Through the cluster's unix socket instead of TCP (where the
+    /// testkit's pg_hba.conf trusts the cluster's owner).
     pub fn start_unix(cluster: &PgCluster) -> Running {
         let path = cluster
             .socket_dir()
             .join(format!(".s.PGSQL.{}", cluster.port()));
-        Self::start_at(cluster, BackendAddr::Unix(path), ProxyConfig::default())
+        let mut allow = Allowances::default();
+        allow.backend_trust = true;
+        Self::start_allowing(
+            cluster,
+            BackendAddr::Unix(path),
+            ProxyConfig::default(),
+            allow,
+        )
     }
 
     pub fn start_at(cluster: &PgCluster, addr: BackendAddr, config: ProxyConfig) -> Running {
+        Self::start_allowing(cluster, addr, config, Allowances::default())
+    }
+
+    /// With relaxations of the strict defaults for this backend.
+    pub fn start_allowing(
+        cluster: &PgCluster,
+        addr: BackendAddr,
+        config: ProxyConfig,
+        allow: Allowances,
+    ) -> Running {
         let backend = BackendTarget {
             addr,
             database: "postgres".into(),
             user: cluster.superuser().to_string(),
             password: cluster.password().to_string(),
             tls: BackendTls::Disable,
+            allow,
         };
         let hook = Arc::new(TestHook::new(backend));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
