@@ -202,6 +202,7 @@ pub use facts::{
 pub use k8s::analyze_k8s;
 pub use policy::{Decision, Effect, FieldRule, MaskDirectives, Policy, ReviewMode};
 pub use request::{Command, K8sRequest, Principal, PrincipalKind, Request, Resource, ResourceKind};
+pub use sql::lineage::{CopyFormat, Lineage, LineageSchema, StatementLineage, lineage};
 pub use sql::{
     DEFAULT_DANGEROUS_FUNCTIONS, DEFAULT_UNSAFE_PARAMETERS, SqlOptions, analyze, analyze_with,
 };

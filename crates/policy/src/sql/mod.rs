@@ -3,10 +3,12 @@
 mod catalog;
 mod classify;
 mod fold;
+pub(crate) mod lineage;
 mod walk;
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
+use sqlparser::ast::Statement;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
@@ -213,6 +215,39 @@ impl Analyzer {
             out.push(classify::classify(self, &partial, msg));
         }
         out
+    }
+
+    /// Parses each statement of `sql` on its own, with the same limits as
+    /// [`Analyzer::analyze`]; `None` for one that cannot be parsed or is
+    /// too long or too deep. A string that cannot be tokenised gives one
+    /// `None`.
+    pub(crate) fn parse_each(&self, sql: &str) -> Vec<Option<Statement>> {
+        let dialect = PostgreSqlDialect {};
+        let mut tokens = Vec::new();
+        let tok_result = Tokenizer::new(&dialect, sql).tokenize_with_location_into_buf(&mut tokens);
+        let pieces = split_statements(tokens);
+        let mut out: Vec<Option<Statement>> =
+            pieces.into_iter().map(|p| self.parse_piece(p.tokens)).collect();
+        if tok_result.is_err() {
+            out.push(None);
+        }
+        out
+    }
+
+    fn parse_piece(&self, mut tokens: Vec<TokenWithSpan>) -> Option<Statement> {
+        normalize_unicode_identifiers(&mut tokens).ok()?;
+        let (significant, operators) = count_tokens(&tokens);
+        if significant > self.options.max_statement_tokens
+            || operators > self.options.max_statement_operators
+        {
+            return None;
+        }
+        let dialect = PostgreSqlDialect {};
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(self.options.recursion_limit)
+            .with_tokens_with_locations(tokens);
+        let stmt = parser.parse_statement().ok()?;
+        (parser.peek_token_ref().token == Token::EOF).then_some(stmt)
     }
 
     fn analyze_piece(&self, mut tokens: Vec<TokenWithSpan>) -> StatementFacts {
@@ -450,11 +485,20 @@ fn decode_unicode_escapes(raw: &str, escape: char) -> Result<String, String> {
 /// assert!(facts[1].has_risk(Risk::NoWhere));
 /// ```
 pub fn analyze(sql: &str) -> Vec<StatementFacts> {
-    static DEFAULT: std::sync::OnceLock<Result<Analyzer, String>> = std::sync::OnceLock::new();
     match DEFAULT.get_or_init(|| Analyzer::new(SqlOptions::default())) {
         Ok(a) => a.analyze(sql),
         Err(msg) => vec![classify::unparsed(msg.clone())],
     }
+}
+
+static DEFAULT: std::sync::OnceLock<Result<Analyzer, String>> = std::sync::OnceLock::new();
+
+/// The analyzer with the default options.
+pub(crate) fn default_analyzer() -> Option<&'static Analyzer> {
+    DEFAULT
+        .get_or_init(|| Analyzer::new(SqlOptions::default()))
+        .as_ref()
+        .ok()
 }
 
 /// Analyses a SQL string with the given options (see [`analyze`]).
