@@ -8,29 +8,40 @@
 //! `*_token`, `customers.email` or `shop.customers.email` (globs,
 //! ASCII case-insensitive).
 //!
+//! The same read gives the lineage walk its schema
+//! ([`LineageSchema`](portcullis_policy::LineageSchema)): every table and
+//! view with its columns in order, which are masked, and each view's
+//! definition.
+//!
 //! The set is read when the first session of a connection starts and again
 //! after a statement that may have changed the schema (CREATE, ALTER).
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use portcullis_pg::{BackendAddr, BackendTarget, BackendTls};
+use portcullis_policy::LineageSchema;
 
 /// The masked columns of one backend.
 #[derive(Debug, Default)]
 pub(crate) struct MaskedColumns {
     set: RwLock<Option<HashSet<(u32, i16)>>>,
+    /// The schema for the lineage walk; `None` until read, or when it
+    /// cannot be read (then every result column is masked).
+    schema: RwLock<Option<Arc<LineageSchema>>>,
     stale: AtomicBool,
 }
 
 const QUERY: &str = "\
-SELECT a.attrelid::oid::int8, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text \
+SELECT a.attrelid::oid::int8, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text, \
+CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+ORDER BY a.attrelid, a.attnum";
 
 impl MaskedColumns {
     /// Whether a result column comes from a masked table column.
@@ -42,6 +53,14 @@ impl MaskedColumns {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .as_ref()
                 .is_some_and(|s| s.contains(&(table_oid, attribute)))
+    }
+
+    /// The lineage walk's schema, once read.
+    pub(crate) fn schema(&self) -> Option<Arc<LineageSchema>> {
+        self.schema
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Asks for a re-read before the next statement.
@@ -63,16 +82,30 @@ impl MaskedColumns {
         if patterns.is_empty() || (loaded && !self.stale.swap(false, Ordering::Relaxed)) {
             return Ok(());
         }
-        let set = load(backend, patterns).await?;
+        let (set, schema) = load(backend, patterns).await?;
         *self
             .set
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(set);
+        *self
+            .schema
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = schema.map(Arc::new);
         Ok(())
     }
 }
 
-async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u32, i16)>, String> {
+/// One relation's rows of the catalog query.
+struct RelationRows {
+    schema: String,
+    name: String,
+    columns: Vec<(String, bool)>,
+    definition: Option<String>,
+}
+
+type Loaded = (HashSet<(u32, i16)>, Option<LineageSchema>);
+
+async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<Loaded, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .user(&backend.user)
@@ -86,10 +119,10 @@ async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u
     };
     if !matches!(backend.tls, BackendTls::Disable) {
         tracing::warn!(
-            "reading the catalog over TLS is not built yet, so result columns cannot be matched \
-             to their source table; masking by column name and by detector still applies"
+            "reading the catalog over TLS is not built yet, so result columns cannot be proven \
+             clean: every column of every result is masked (fail closed)"
         );
-        return Ok(HashSet::new());
+        return Ok((HashSet::new(), None));
     }
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
@@ -107,20 +140,40 @@ async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u
         .map(|p| portcullis_mask::FieldPattern::new(p))
         .collect();
     let mut set = HashSet::new();
+    let mut relations: BTreeMap<i64, RelationRows> = BTreeMap::new();
     for row in rows? {
         let oid: i64 = row.try_get(0).map_err(|e| e.to_string())?;
         let attnum: i16 = row.try_get(1).map_err(|e| e.to_string())?;
         let schema: String = row.try_get(2).map_err(|e| e.to_string())?;
         let table: String = row.try_get(3).map_err(|e| e.to_string())?;
         let column: String = row.try_get(4).map_err(|e| e.to_string())?;
+        let definition: Option<String> = row.try_get(5).map_err(|e| e.to_string())?;
         let names = [
             column.clone(),
             format!("{table}.{column}"),
             format!("{schema}.{table}.{column}"),
         ];
-        if globs.iter().any(|g| names.iter().any(|n| g.matches(n))) {
+        let masked = globs.iter().any(|g| names.iter().any(|n| g.matches(n)));
+        if masked {
             set.insert((u32::try_from(oid).unwrap_or(0), attnum));
         }
+        relations
+            .entry(oid)
+            .or_insert_with(|| RelationRows {
+                schema,
+                name: table,
+                columns: Vec::new(),
+                definition,
+            })
+            .columns
+            .push((column, masked));
     }
-    Ok(set)
+    let mut schema = LineageSchema::new();
+    for r in relations.into_values() {
+        match &r.definition {
+            Some(def) => schema.add_view(&r.schema, &r.name, r.columns, def),
+            None => schema.add_table(&r.schema, &r.name, r.columns),
+        }
+    }
+    Ok((set, Some(schema.finish())))
 }

@@ -174,8 +174,9 @@ pub(crate) struct Decided {
     review: Option<Review>,
     /// Field patterns a policy rule asked to mask in its results.
     directive_fields: Vec<String>,
-    /// It computes output from a masked column.
-    derived_from_masked: bool,
+    /// Which result columns its lineage proves clean, and what its errors,
+    /// notices and COPY data have masked.
+    masking: crate::lineage::Masking,
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +196,8 @@ pub(crate) struct Plan {
     decided: Arc<Decided>,
     /// Values masked in this command's results, per detector.
     masked: Mutex<BTreeMap<String, u64>>,
+    /// Where its COPY data is.
+    copy: Mutex<crate::lineage::CopyState>,
 }
 
 impl Plan {
@@ -204,6 +207,7 @@ impl Plan {
             started: Instant::now(),
             decided,
             masked: Mutex::new(BTreeMap::new()),
+            copy: Mutex::new(crate::lineage::CopyState::default()),
         }
     }
 
@@ -488,31 +492,6 @@ fn is_text_type(oid: u32) -> bool {
     matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 0)
 }
 
-/// Whether the statement uses a masked column inside an expression or an
-/// aggregate, whose output columns then carry no source to recognise.
-fn derives_from_masked(facts: &policy::CommandFacts, patterns: &[String]) -> bool {
-    let policy::CommandFacts::Sql { statements } = facts else {
-        return false;
-    };
-    statements.iter().flat_map(|s| &s.columns).any(|c| {
-        c.uses.iter().any(|u| {
-            matches!(
-                u,
-                policy::ColumnUse::Expression | policy::ColumnUse::Aggregate
-            )
-        }) && patterns.iter().any(|p| {
-            let qualified = c
-                .table
-                .as_ref()
-                .map(|t| format!("{t}.{}", c.column))
-                .unwrap_or_default();
-            glob_match(p, &c.column)
-                || glob_match(p, &qualified)
-                || glob_match(p.rsplit('.').next().unwrap_or(p), &c.column)
-        })
-    })
-}
-
 /// Whether a statement may change which columns exist.
 fn changes_schema(facts: &policy::CommandFacts) -> bool {
     let policy::CommandFacts::Sql { statements } = facts else {
@@ -678,11 +657,24 @@ impl Gateway {
             ));
         }
         let resource = s.conn.resource.clone();
-        let decision = self.policy.evaluate(&policy::Request {
+        let masking = crate::lineage::Masking::of(
+            sql,
+            !self.field_patterns.is_empty(),
+            s.conn.masked.schema().as_deref(),
+        );
+        let mut decision = self.policy.evaluate(&policy::Request {
             principal: &s.policy_principal,
             resource: &resource,
             command: policy::Command::Sql(sql),
         });
+        crate::lineage::apply(
+            &self.policy,
+            &s.policy_principal,
+            &resource,
+            sql,
+            &masking,
+            &mut decision,
+        );
         let effect = match decision.effect {
             Effect::Allow => audit::Effect::Allow,
             Effect::Deny => audit::Effect::Deny,
@@ -712,7 +704,7 @@ impl Gateway {
                 .iter()
                 .map(|f| f.field.clone())
                 .collect(),
-            derived_from_masked: derives_from_masked(&decision.facts, &self.field_patterns),
+            masking,
         });
         metrics::counter!("portcullis_commands_total", "effect" => decision.effect.as_str())
             .increment(1);
@@ -1037,9 +1029,11 @@ impl Hook for Gateway {
                     .directive_fields
                     .iter()
                     .any(|f| glob_match(f.rsplit('.').next().unwrap_or(f), &c.name));
+                // Masked whole unless the lineage proves it clean, or if
+                // its source column (from the RowDescription) is masked.
                 let fallback = if s.conn.masked.contains(c.table_oid, c.attribute) {
                     Some("field")
-                } else if c.table_oid == 0 && decided.derived_from_masked {
+                } else if decided.masking.columns.is_masked(c.index, columns.len()) {
                     Some("derived")
                 } else {
                     None
@@ -1080,13 +1074,20 @@ impl Hook for Gateway {
             return whole("policy-field");
         }
         let masked = self.masker.mask_field(&column.name, value);
+        if let Some(id) = column_plan.fallback {
+            // From a masked column, or not proven clean: masked whole,
+            // unless a field rule (or a detector) already covers the whole
+            // value; a detector's partial masking is not enough.
+            let covered = masked
+                .findings()
+                .iter()
+                .any(|f| f.span() == (0..value.len()));
+            if !covered {
+                return whole(id);
+            }
+        }
         if !masked.is_masked() {
-            // Not masked by its output name nor its value: by its source
-            // column, or as an expression over a masked column?
-            return match column_plan.fallback {
-                Some(id) => whole(id),
-                None => FieldValue::Keep,
-            };
+            return FieldValue::Keep;
         }
         for f in masked.findings() {
             plan.count(f.detector());
@@ -1104,9 +1105,26 @@ impl Hook for Gateway {
         plan: &Plan,
         data: &[u8],
     ) -> Option<Vec<u8>> {
+        // Field rules per column first (by the lineage), then the detectors.
+        let by_field = {
+            let mut state = plan
+                .copy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::lineage::mask_copy(&plan.decided.masking, &mut state, data)
+        };
+        let data = match &by_field {
+            Some((out, n)) => {
+                for _ in 0..*n {
+                    plan.count("lineage");
+                }
+                out.as_slice()
+            }
+            None => data,
+        };
         let masked = self.masker.mask(data);
         if !masked.is_masked() {
-            return None;
+            return by_field.map(|(out, _)| out);
         }
         for f in masked.findings() {
             plan.count(f.detector());
@@ -1117,14 +1135,30 @@ impl Hook for Gateway {
     fn transform_text(
         &self,
         _cx: &Context<'_, Arc<SessionState>>,
-        _plan: Option<&Plan>,
-        _kind: TextKind,
+        plan: Option<&Plan>,
+        kind: TextKind,
         text: &str,
     ) -> Option<String> {
+        // A statement that reads masked columns may have its values quoted
+        // in its errors and notices; one without a plan is not known, so
+        // it is treated the same.
+        let (reads_masked, opaque) = match plan {
+            Some(p) => (p.decided.masking.reads_masked, p.decided.masking.opaque),
+            None => (!self.field_patterns.is_empty(), false),
+        };
+        let by_field = match kind {
+            TextKind::ErrorField(code) | TextKind::NoticeField(code) if reads_masked => {
+                crate::lineage::mask_error_field(code, text, opaque)
+            }
+            _ => None,
+        };
+        let text = by_field.as_deref().unwrap_or(text);
         let masked = self.masker.mask(text.as_bytes());
-        masked
-            .is_masked()
-            .then(|| String::from_utf8_lossy(masked.output()).into_owned())
+        if masked.is_masked() {
+            Some(String::from_utf8_lossy(masked.output()).into_owned())
+        } else {
+            by_field
+        }
     }
 
     fn on_event(&self, event: &Event, plan: Option<&Plan>) {

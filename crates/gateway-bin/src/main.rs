@@ -17,6 +17,7 @@ mod demo;
 mod gateway;
 mod identity;
 mod jwks;
+mod lineage;
 mod metrics;
 mod serve;
 mod trust;

@@ -234,7 +234,15 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
     let policy_path = config.resolve(&policy_section.file);
     let policy_text = std::fs::read_to_string(&policy_path)
         .map_err(|e| format!("{}: {e}", policy_path.display()))?;
+    let field_patterns: Vec<String> = config
+        .masking
+        .field
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    // The analysis knows the masked columns: `masked_column_predicate`.
     let policy = Policy::from_toml_str(&policy_text)
+        .and_then(|p| p.with_masked_columns(field_patterns.clone()))
         .map_err(|e| crate::config::policy_error(&policy_path, &e))?;
 
     let masker = build_masker(config)?;
@@ -247,12 +255,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         audit,
         approvals: Arc::new(ApprovalStore::default()),
         end_session_on_expiry: config.identity.end_session_on_expiry,
-        field_patterns: config
-            .masking
-            .field
-            .iter()
-            .map(|f| f.name.clone())
-            .collect(),
+        field_patterns,
     }))
 }
 

@@ -134,7 +134,7 @@
 //! | `sql.reads`, `sql.writes`, `sql.objects` | schema-qualified, folded object names (`public.users`) |
 //! | `sql.functions` | folded function names as written (`pg_catalog.pg_read_file`) |
 //! | `sql.columns`, `sql.predicate_columns`, `sql.computed_columns` | `schema.table.column` (`?.column` when the table is unknown); all, those used in `WHERE`/`JOIN`/`ORDER BY`/`GROUP BY`/`HAVING`, those inside an expression or aggregate |
-//! | `sql.risk` | [`Risk`] names: `no_where`, `copy_program`, `copy_file`, `dangerous_function`, `changes_role_or_privilege`, `sets_unsafe_parameter`, `opaque_code` |
+//! | `sql.risk` | [`Risk`] names: `no_where`, `copy_program`, `copy_file`, `dangerous_function`, `changes_role_or_privilege`, `sets_unsafe_parameter`, `opaque_code`, `masked_column_predicate` |
 //! | `sql.parameters` | run-time parameters set or reset |
 //! | `sql.read_only` | `true` or `false`: true only when the statement provably changes nothing ([`StatementFacts::read_only`]) |
 //! | `sql.unparsed`, `k8s.unparsed` | `true` or `false` |

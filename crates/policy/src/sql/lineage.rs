@@ -18,8 +18,8 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AssignmentTarget, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
     Distinct, Expr, FromTable, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, JoinConstraint, JoinOperator, NamedWindowExpr, ObjectName,
-    ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
+    GroupByExpr, Ident, JoinConstraint, JoinOperator, NamedWindowExpr, ObjectName, ObjectNamePart,
+    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableObject,
     TableWithJoins, UpdateTableFromKind, Visit, Visitor,
 };
@@ -106,7 +106,7 @@ struct Relation {
 /// use portcullis_policy::{lineage, Lineage, LineageSchema};
 /// let mut schema = LineageSchema::new();
 /// schema.add_table("shop", "customers", [("id", false), ("api_key", true)]);
-/// schema.add_view("shop", "public_customers", ["id"], "SELECT id FROM shop.customers");
+/// schema.add_view("shop", "public_customers", [("id", false)], "SELECT id FROM shop.customers");
 /// let schema = schema.finish();
 /// let l = lineage("SELECT id, api_key AS k FROM customers", &schema);
 /// assert_eq!(l[0].output, Lineage::Columns(vec![false, true]));
@@ -118,7 +118,7 @@ pub struct LineageSchema {
     /// By folded bare name: every relation of that name, in any schema.
     relations: HashMap<String, Vec<Relation>>,
     /// Views still to resolve: (schema, name, columns, definition).
-    views: Vec<(String, String, Vec<String>, String)>,
+    views: Vec<(String, String, Vec<(String, bool)>, String)>,
     has_masked: bool,
 }
 
@@ -152,20 +152,24 @@ impl LineageSchema {
             });
     }
 
-    /// Adds a view (or materialized view) with its columns in order and its
-    /// definition; [`LineageSchema::finish`] decides which of its columns
-    /// are masked.
+    /// Adds a view (or materialized view) with its columns in order, whether
+    /// a field rule masks each by name, and its definition;
+    /// [`LineageSchema::finish`] masks also the columns its definition
+    /// computes from a masked column.
     pub fn add_view<N: AsRef<str>>(
         &mut self,
         schema: &str,
         name: &str,
-        columns: impl IntoIterator<Item = N>,
+        columns: impl IntoIterator<Item = (N, bool)>,
         definition: &str,
     ) {
         self.views.push((
             schema.to_owned(),
             name.to_owned(),
-            columns.into_iter().map(|c| c.as_ref().to_owned()).collect(),
+            columns
+                .into_iter()
+                .map(|(c, m)| (c.as_ref().to_owned(), m))
+                .collect(),
             definition.to_owned(),
         ));
     }
@@ -194,11 +198,13 @@ impl LineageSchema {
                     continue;
                 }
                 let l = lineage_parsed(definition, &self);
-                let masked: Vec<bool> = match (l.len(), l.first().map(|s| &s.output)) {
+                let derived: Vec<bool> = match (l.len(), l.first().map(|s| &s.output)) {
                     (1, Some(Lineage::Columns(v))) if v.len() == columns.len() => v.clone(),
                     (1, Some(Lineage::Uniform(false))) => vec![false; columns.len()],
                     _ => vec![true; columns.len()],
                 };
+                let masked: Vec<bool> =
+                    columns.iter().zip(derived).map(|(c, d)| c.1 || d).collect();
                 let sensitive = l.iter().any(|s| s.reads_masked) || masked.iter().any(|m| *m);
                 self.has_masked |= sensitive;
                 self.relations
@@ -206,7 +212,7 @@ impl LineageSchema {
                     .or_default()
                     .push(Relation {
                         schema: schema.clone(),
-                        columns: columns.iter().cloned().zip(masked).collect(),
+                        columns: columns.iter().map(|c| c.0.clone()).zip(masked).collect(),
                         sensitive,
                     });
                 done.insert(i);
@@ -221,7 +227,7 @@ impl LineageSchema {
                 self.has_masked = true;
                 self.relations.entry(name).or_default().push(Relation {
                     schema,
-                    columns: columns.into_iter().map(|c| (c, true)).collect(),
+                    columns: columns.into_iter().map(|c| (c.0, true)).collect(),
                     sensitive: true,
                 });
             }
@@ -328,6 +334,10 @@ pub struct StatementLineage {
     pub masked_predicate: bool,
     /// For `COPY … TO STDOUT`: the format of its data.
     pub copy: Option<CopyFormat>,
+    /// It runs code the walk cannot see into (a function that is not a
+    /// known built-in, `DO`, `CALL`, a statement not followed): its errors
+    /// and notices may say anything.
+    pub opaque: bool,
 }
 
 impl StatementLineage {
@@ -338,6 +348,7 @@ impl StatementLineage {
             moves_masked: false,
             masked_predicate: false,
             copy: None,
+            opaque: has_masked,
         }
     }
 
@@ -348,6 +359,7 @@ impl StatementLineage {
             moves_masked: false,
             masked_predicate: false,
             copy: None,
+            opaque: false,
         }
     }
 }
@@ -405,6 +417,7 @@ fn lineage_parsed(sql: &str, schema: &LineageSchema) -> Vec<StatementLineage> {
                     moves: false,
                     predicate: false,
                     touched: false,
+                    opaque: false,
                 };
                 let (output, copy) = w.statement(&stmt);
                 StatementLineage {
@@ -413,6 +426,7 @@ fn lineage_parsed(sql: &str, schema: &LineageSchema) -> Vec<StatementLineage> {
                     moves_masked: w.moves,
                     masked_predicate: w.predicate,
                     copy,
+                    opaque: w.opaque,
                 }
             }
             None => StatementLineage::unknown(schema.has_masked),
@@ -514,6 +528,7 @@ struct Walk<'a> {
     /// A masked value was referenced since this was last reset (for
     /// subqueries in expressions: any masked value anywhere in them).
     touched: bool,
+    opaque: bool,
 }
 
 fn ident_fold(i: &Ident) -> String {
@@ -846,6 +861,7 @@ impl Walk<'_> {
             // FETCH, EXECUTE, CALL, and everything else: not followed.
             _ => {
                 self.reads_masked = true;
+                self.opaque = true;
                 (Lineage::Uniform(self.has_masked()), None)
             }
         }
@@ -986,6 +1002,7 @@ impl Walk<'_> {
             }
             _ => {
                 self.reads_masked = true;
+                self.opaque = true;
                 (Shape::Open(self.has_masked()), None)
             }
         }
@@ -1182,14 +1199,20 @@ impl Walk<'_> {
                     self.query(subquery, outer, ctes)
                 };
                 scope.rels.push(Rel {
-                    name: alias.as_ref().map(|a| ident_fold(&a.name)).unwrap_or_default(),
+                    name: alias
+                        .as_ref()
+                        .map(|a| ident_fold(&a.name))
+                        .unwrap_or_default(),
                     shape: shape.aliased(alias.as_ref()),
                 });
             }
             TableFactor::TableFunction { expr, alias } => {
                 let m = self.expr(expr, &lateral_scopes(), ctes);
                 scope.rels.push(Rel {
-                    name: alias.as_ref().map(|a| ident_fold(&a.name)).unwrap_or_default(),
+                    name: alias
+                        .as_ref()
+                        .map(|a| ident_fold(&a.name))
+                        .unwrap_or_default(),
                     shape: Shape::Open(m),
                 });
             }
@@ -1230,6 +1253,7 @@ impl Walk<'_> {
             // Anything else: not followed.
             _ => {
                 self.reads_masked = true;
+                self.opaque = true;
                 let m = self.has_masked();
                 self.touch(m);
                 scope.rels.push(Rel {
@@ -1240,7 +1264,13 @@ impl Walk<'_> {
         }
     }
 
-    fn push_open(&mut self, scope: &mut Scope, name: &ObjectName, alias: Option<&TableAlias>, m: bool) {
+    fn push_open(
+        &mut self,
+        scope: &mut Scope,
+        name: &ObjectName,
+        alias: Option<&TableAlias>,
+        m: bool,
+    ) {
         let fname = name_parts(name).last().cloned().unwrap_or_default();
         scope.rels.push(Rel {
             name: alias.map(|a| ident_fold(&a.name)).unwrap_or(fname),
@@ -1259,6 +1289,7 @@ impl Walk<'_> {
             && !VALUE_EXPOSING_RELATIONS.contains(&base);
         if !known && self.has_masked() {
             self.reads_masked = true;
+            self.opaque = true;
             self.touched = true;
             return true;
         }
@@ -1333,34 +1364,23 @@ impl Walk<'_> {
                 // Also a whole-row reference, if a relation has that name.
                 let whole = find_rel(scopes, one).map(|s| s.any());
                 match (found, whole) {
-                    (None, None) => {
-                        !VALUE_KEYWORDS.contains(&one.as_str()) && self.has_masked()
-                    }
+                    (None, None) => !VALUE_KEYWORDS.contains(&one.as_str()) && self.has_masked(),
                     (a, b) => a.unwrap_or(false) || b.unwrap_or(false),
                 }
             }
             [.., q, col] => {
-                // `t.col`, `s.t.col`; or `composite.field` of a column or row.
-                let as_column = find_rel(scopes, q).and_then(|s| s.column(col));
-                let first = parts.first().map(String::as_str).unwrap_or_default();
-                let as_field = {
-                    let mut f: Option<bool> = None;
-                    for scope in scopes.iter().rev() {
-                        for r in &scope.rels {
-                            if let Some(m) = r.shape.column(first) {
-                                f = Some(f.unwrap_or(false) || m);
-                            }
-                        }
+                // `t.col` or `s.t.col`: the relation's column. Without such
+                // a relation, `composite.field` (or `t.composite.field`):
+                // the whole column or row it is taken from.
+                if let Some(shape) = find_rel(scopes, q) {
+                    shape.column(col).unwrap_or(self.schema.has_masked)
+                } else {
+                    let first = parts.first().cloned().unwrap_or_default();
+                    let mut m = self.resolve(&[first.clone()], scopes);
+                    if let (Some(shape), Some(second)) = (find_rel(scopes, &first), parts.get(1)) {
+                        m |= shape.column(second).unwrap_or(self.schema.has_masked);
                     }
-                    let whole = find_rel(scopes, first).map(|s| s.any());
-                    match (f, whole) {
-                        (None, None) => None,
-                        (a, b) => Some(a.unwrap_or(false) || b.unwrap_or(false)),
-                    }
-                };
-                match (as_column, as_field) {
-                    (None, None) => self.has_masked(),
-                    (a, b) => a.unwrap_or(false) || b.unwrap_or(false),
+                    m
                 }
             }
         };
@@ -1419,8 +1439,8 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> CopyForma
                         CopyLegacyCsvOption::Header => header = true,
                         CopyLegacyCsvOption::Quote(q) => quote = *q,
                         CopyLegacyCsvOption::Escape(e) => escape = Some(*e),
-                        CopyLegacyCsvOption::ForceQuote(_) | CopyLegacyCsvOption::ForceNotNull(_) => {
-                        }
+                        CopyLegacyCsvOption::ForceQuote(_)
+                        | CopyLegacyCsvOption::ForceNotNull(_) => {}
                     }
                 }
             }

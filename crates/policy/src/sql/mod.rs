@@ -6,9 +6,9 @@ mod fold;
 pub(crate) mod lineage;
 mod walk;
 
+use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::ast::Statement;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
@@ -103,6 +103,11 @@ pub struct SqlOptions {
     /// The most operator tokens one statement may have (a long chain of binary
     /// operators parses into a deep tree); a statement with more is unparsed.
     pub max_statement_operators: usize,
+    /// Columns that field rules mask (globs matched case-insensitively
+    /// against `column`, `table.column` and `schema.table.column`): one used
+    /// in a predicate raises
+    /// [`Risk::MaskedColumnPredicate`](crate::Risk::MaskedColumnPredicate).
+    pub masked_columns: Vec<String>,
 }
 
 impl Default for SqlOptions {
@@ -121,6 +126,7 @@ impl Default for SqlOptions {
             recursion_limit: 50,
             max_statement_tokens: 20_000,
             max_statement_operators: 500,
+            masked_columns: Vec::new(),
         }
     }
 }
@@ -130,6 +136,7 @@ impl Default for SqlOptions {
 pub(crate) struct Analyzer {
     options: SqlOptions,
     dangerous: globset::GlobSet,
+    masked: globset::GlobSet,
 }
 
 impl Analyzer {
@@ -145,7 +152,49 @@ impl Analyzer {
             b.add(g);
         }
         let dangerous = b.build().map_err(|e| e.to_string())?;
-        Ok(Self { options, dangerous })
+        let mut m = globset::GlobSetBuilder::new();
+        for f in &options.masked_columns {
+            let g = globset::GlobBuilder::new(f)
+                .case_insensitive(true)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| format!("masked column pattern {f:?}: {e}"))?;
+            m.add(g);
+        }
+        let masked = m.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            options,
+            dangerous,
+            masked,
+        })
+    }
+
+    /// Adds [`Risk::MaskedColumnPredicate`] when a masked column is used in
+    /// a predicate.
+    fn masked_predicate(&self, facts: &mut StatementFacts) {
+        if self.masked.is_empty() || facts.has_risk(crate::Risk::MaskedColumnPredicate) {
+            return;
+        }
+        let hit = facts.columns.iter().any(|c| {
+            c.uses.contains(&crate::ColumnUse::Predicate) && {
+                let mut names = vec![c.column.clone()];
+                if let Some(t) = &c.table {
+                    names.push(format!("{t}.{}", c.column));
+                    if let Some((_, bare)) = t.rsplit_once('.') {
+                        names.push(format!("{bare}.{}", c.column));
+                    }
+                }
+                names.iter().any(|n| self.masked.is_match(n))
+            }
+        });
+        if hit {
+            facts.risks.push(crate::Risk::MaskedColumnPredicate);
+            facts.risks.sort();
+        }
+    }
+
+    pub(crate) fn options(&self) -> &SqlOptions {
+        &self.options
     }
 
     pub(crate) fn is_dangerous(&self, folded_name: &str) -> bool {
@@ -209,7 +258,11 @@ impl Analyzer {
         };
         let mut out: Vec<StatementFacts> = pieces
             .into_iter()
-            .map(|p| self.analyze_piece(p.tokens))
+            .map(|p| {
+                let mut facts = self.analyze_piece(p.tokens);
+                self.masked_predicate(&mut facts);
+                facts
+            })
             .collect();
         if let Some((partial, msg)) = failed {
             out.push(classify::classify(self, &partial, msg));
@@ -226,8 +279,10 @@ impl Analyzer {
         let mut tokens = Vec::new();
         let tok_result = Tokenizer::new(&dialect, sql).tokenize_with_location_into_buf(&mut tokens);
         let pieces = split_statements(tokens);
-        let mut out: Vec<Option<Statement>> =
-            pieces.into_iter().map(|p| self.parse_piece(p.tokens)).collect();
+        let mut out: Vec<Option<Statement>> = pieces
+            .into_iter()
+            .map(|p| self.parse_piece(p.tokens))
+            .collect();
         if tok_result.is_err() {
             out.push(None);
         }

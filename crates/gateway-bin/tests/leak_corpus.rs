@@ -1,0 +1,399 @@
+//! Field masking fails closed: the leak corpus (testdata/masking/
+//! leak-corpus.toml) and random SELECTs run through the real gateway against
+//! a real PostgreSQL, with a policy that allows everything so that masking
+//! alone stands between a masked column's values and the client. Every byte
+//! the client receives is captured and searched for the raw values.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use portcullis_testkit::{Client, PgCluster};
+
+const SEED: &str = include_str!("../src/demo/seed.sql");
+const CORPUS: &str = include_str!("../../../testdata/masking/leak-corpus.toml");
+const BACKEND_PASSWORD: &str = "gw-backend-Pa55word-lineage";
+
+/// The demo's api_key values: no detector knows them, only the field rule.
+const KEYS: [&str; 5] = [
+    "pk_demo_4f9a2c1e8b7d6a5f4e3d2c1b",
+    "pk_demo_0a1b2c3d4e5f6a7b8c9d0e1f",
+    "pk_demo_9e8d7c6b5a4f3e2d1c0b9a8f",
+    "pk_demo_1f2e3d4c5b6a7f8e9d0c1b2a",
+    "pk_demo_abcdef0123456789abcdef01",
+];
+
+const SETUP: &str = r#"
+CREATE VIEW shop.v_keys AS SELECT id, api_key AS k FROM shop.customers;
+CREATE VIEW shop.v_names AS SELECT id, name FROM shop.customers;
+CREATE FUNCTION shop.key_of(int) RETURNS text LANGUAGE sql
+    AS 'select api_key from shop.customers where id = $1';
+CREATE FUNCTION shop.noisy() RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN
+    RAISE NOTICE 'key %', (SELECT api_key FROM shop.customers LIMIT 1);
+    RETURN 1;
+END $f$;
+GRANT SELECT ON shop.v_keys, shop.v_names TO portcullis_gateway;
+CREATE TABLE shop.pt (id int PRIMARY KEY, name text, api_key text);
+CREATE TABLE shop.pt2 (id int PRIMARY KEY, pt_id int, note text);
+INSERT INTO shop.pt VALUES (1, 'one', 'MARKERzq1xkeyvalue'), (2, 'two', 'MARKERzq2xkeyvalue'),
+    (3, 'three', 'MARKERzq3xkeyvalue');
+INSERT INTO shop.pt2 VALUES (10, 1, 'n1'), (20, 2, 'n2'), (30, 3, 'n3');
+GRANT SELECT, INSERT, UPDATE, DELETE ON shop.pt, shop.pt2 TO portcullis_gateway;
+"#;
+
+const POLICY: &str = r#"
+default = "allow"
+on_unparsed = "deny"
+"#;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn portcullis(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Gateway {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    pg: PgCluster,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn start() -> Gateway {
+        let pg = PgCluster::start().unwrap();
+        let out = Client::psql(&pg.dsn())
+            .unwrap()
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-f", "-"])
+            .arg(format!("--variable=gateway_password={BACKEND_PASSWORD}"))
+            .stdin(format!("{SEED}\n{SETUP}"))
+            .run()
+            .unwrap();
+        assert!(out.success(), "{}", out.stderr);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (ok, _, err) = portcullis(d, &["token", "keygen", "--out", "gateway.pem"]);
+        assert!(ok, "{err}");
+        std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+        std::fs::write(d.join("backend.pw"), format!("{BACKEND_PASSWORD}\n")).unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let config = format!(
+            r#"
+[[listener]]
+address = "127.0.0.1:{port}"
+
+[[connection]]
+name = "shop"
+kind = "postgres"
+host = "127.0.0.1"
+port = {pg_port}
+database = "postgres"
+user = "portcullis_gateway"
+password_file = "backend.pw"
+
+[identity]
+signing_key = "gateway.pem"
+
+[policy]
+file = "policy.toml"
+
+[[masking.field]]
+name = "api_key"
+
+[audit.jsonl]
+dir = "audit"
+chain = "gw-lineage"
+
+[admin]
+address = "127.0.0.1:{admin_port}"
+"#,
+            pg_port = pg.port()
+        );
+        std::fs::write(d.join("portcullis.toml"), config).unwrap();
+        let mut child = Command::new(bin())
+            .args(["serve", "--config", "portcullis.toml"])
+            .current_dir(d)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the gateway exited: {seen}"))
+                .unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("admin API on") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Gateway {
+            child,
+            dir,
+            port,
+            pg,
+        }
+    }
+
+    fn token(&self) -> String {
+        let (ok, out, err) = portcullis(
+            self.dir.path(),
+            &[
+                "token",
+                "issue",
+                "--principal",
+                "agent:leaky",
+                "--groups",
+                "agents",
+                "--ttl",
+                "30m",
+            ],
+        );
+        assert!(ok, "{err}");
+        out.trim().to_owned()
+    }
+
+    fn trail_text(&self) -> String {
+        portcullis_audit::trail_files(&self.dir.path().join("audit"), "gw-lineage")
+            .unwrap()
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect()
+    }
+}
+
+/// A relay in front of the gateway that keeps every byte sent to the client.
+fn capturing_relay(gateway_port: u16) -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let sink = captured.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let mut server = std::net::TcpStream::connect(("127.0.0.1", gateway_port)).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, captured)
+}
+
+/// The forms of a secret that must not appear: as is, in upper case,
+/// reversed, and hex-encoded.
+fn needles(secret: &str) -> Vec<Vec<u8>> {
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    vec![
+        secret.as_bytes().to_vec(),
+        secret.to_ascii_uppercase().into_bytes(),
+        secret.chars().rev().collect::<String>().into_bytes(),
+        hex.into_bytes(),
+    ]
+}
+
+fn leaked<'a>(bytes: &[u8], secrets: &'a [&'a str]) -> Option<&'a str> {
+    let lower = bytes.to_ascii_lowercase();
+    secrets.iter().copied().find(|s| {
+        needles(s).iter().any(|n| {
+            let n = n.to_ascii_lowercase();
+            lower.windows(n.len()).any(|w| w == n.as_slice())
+        })
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Corpus {
+    case: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    sql: String,
+    mask: Option<Vec<usize>>,
+}
+
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn no_statement_of_the_leak_corpus_reveals_an_api_key() {
+    let corpus: Corpus = toml::from_str(CORPUS).unwrap();
+    assert!(corpus.case.len() >= 80, "{} cases", corpus.case.len());
+    let gw = Gateway::start();
+    let token = gw.token();
+    let (relay, captured) = capturing_relay(gw.port);
+    let dsn = format!(
+        "host=127.0.0.1 port={relay} user=shop dbname=postgres sslmode=disable password={token}"
+    );
+    let direct_dsn = gw
+        .pg
+        .dsn_for("portcullis_gateway", BACKEND_PASSWORD, "postgres");
+
+    // Simple protocol: real psql, one session per statement.
+    let mut compared = 0;
+    for case in &corpus.case {
+        captured.lock().unwrap().clear();
+        let through = Client::psql(&dsn)
+            .unwrap()
+            .args(["-X", "-tA", "-v", "VERBOSITY=verbose", "-c", &case.sql])
+            .run()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let bytes = captured.lock().unwrap().clone();
+        assert!(!bytes.is_empty(), "nothing captured for {}", case.sql);
+        if let Some(secret) = leaked(&bytes, &KEYS) {
+            panic!(
+                "{secret} reached the client for {:?}:\n{}{}",
+                case.sql, through.stdout, through.stderr
+            );
+        }
+        let Some(mask) = &case.mask else { continue };
+        let direct = Client::psql(&direct_dsn)
+            .unwrap()
+            .args(["-X", "-tA", "-c", &case.sql])
+            .run()
+            .unwrap();
+        assert!(
+            through.success() && direct.success(),
+            "{}: {}{}",
+            case.sql,
+            through.stderr,
+            direct.stderr
+        );
+        let (t, d) = (rows(&through.stdout), rows(&direct.stdout));
+        assert_eq!(t.len(), d.len(), "{}", case.sql);
+        for (tr, dr) in t.iter().zip(&d) {
+            assert_eq!(tr.len(), dr.len(), "{}: {tr:?} {dr:?}", case.sql);
+            for (i, (tv, dv)) in tr.iter().zip(dr).enumerate() {
+                if mask.contains(&i) {
+                    assert!(
+                        tv.starts_with("[MASKED") || tv.is_empty(),
+                        "{}: column {i} not masked: {tv:?}",
+                        case.sql
+                    );
+                } else {
+                    assert_eq!(tv, dv, "{}: clean column {i} changed", case.sql);
+                }
+            }
+        }
+        compared += 1;
+    }
+    assert!(compared >= 40, "only {compared} cases compared");
+
+    // Extended protocol: tokio-postgres prepares each statement and asks
+    // for binary results; COPY goes through copy_out.
+    captured.lock().unwrap().clear();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for case in &corpus.case {
+            let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let task = tokio::spawn(conn);
+            if case.sql.starts_with("copy") {
+                if let Ok(stream) = client.copy_out(case.sql.as_str()).await {
+                    use futures_util::StreamExt;
+                    let mut stream = std::pin::pin!(stream);
+                    while let Some(chunk) = stream.next().await {
+                        if chunk.is_err() {
+                            break;
+                        }
+                    }
+                }
+            } else {
+                let _ = client.query(case.sql.as_str(), &[]).await;
+            }
+            drop(client);
+            let _ = task.await;
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let bytes = captured.lock().unwrap().clone();
+    assert!(bytes.len() > 10_000, "captured only {} bytes", bytes.len());
+    if let Some(secret) = leaked(&bytes, &KEYS) {
+        let text = String::from_utf8_lossy(&bytes);
+        let at = text.find(&secret[8..]).unwrap_or(0);
+        panic!(
+            "{secret} reached a client in extended protocol near: {}",
+            text.get(at.saturating_sub(300)..at + 40)
+                .unwrap_or_default()
+        );
+    }
+
+    // The trail got the masked texts too.
+    let trail = gw.trail_text();
+    assert!(
+        trail.contains("invalid input syntax for type integer"),
+        "no error recorded"
+    );
+    for k in KEYS {
+        for n in needles(k).iter().take(1) {
+            let n = String::from_utf8_lossy(n);
+            // The statement texts quote none of them; results and errors
+            // recorded must not either.
+            assert!(!trail.contains(n.as_ref()), "{k} reached the trail");
+        }
+    }
+}
