@@ -223,10 +223,15 @@ fn capturing_relay(gateway_port: u16) -> (u16, Arc<Mutex<Vec<u8>>>) {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 8192];
                 while let Ok(n) = server.read(&mut buf) {
-                    if n == 0 || client.write_all(&buf[..n]).is_err() {
+                    if n == 0 {
                         break;
                     }
+                    // Kept before the client sees it, so that a client's
+                    // reply means its bytes are here.
                     sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
                 }
                 let _ = client.shutdown(std::net::Shutdown::Write);
             });
@@ -396,4 +401,172 @@ fn no_statement_of_the_leak_corpus_reveals_an_api_key() {
             assert!(!trail.contains(n.as_ref()), "{k} reached the trail");
         }
     }
+}
+
+/// The planted values of shop.pt.api_key.
+const MARKERS: [&str; 3] = [
+    "MARKERzq1xkeyvalue",
+    "MARKERzq2xkeyvalue",
+    "MARKERzq3xkeyvalue",
+];
+
+mod sqlgen {
+    use proptest::prelude::*;
+
+    /// A value expression over the relation aliased `t` (columns id, name,
+    /// api_key), nested up to `depth`.
+    pub(super) fn expr(depth: u32) -> BoxedStrategy<String> {
+        let leaf = prop_oneof![
+            Just("t.id".to_owned()),
+            Just("t.name".to_owned()),
+            Just("t.api_key".to_owned()),
+            Just("api_key".to_owned()),
+            Just("t".to_owned()),
+            Just("'lit'".to_owned()),
+            Just("null".to_owned()),
+            Just("42".to_owned()),
+            Just("to_jsonb(t)->>'api_key'".to_owned()),
+            Just("row_to_json(t)::text".to_owned()),
+            Just("(select api_key from pt limit 1)".to_owned()),
+            Just("(select p.api_key from pt p where p.id = t.id)".to_owned()),
+            Just("(select max(note) from pt2 u where u.pt_id = t.id)".to_owned()),
+        ];
+        leaf.prop_recursive(depth, 24, 2, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|e| format!("upper({e}::text)")),
+                inner.clone().prop_map(|e| format!("({e})::text")),
+                inner.clone().prop_map(|e| format!("reverse({e}::text)")),
+                inner.clone().prop_map(|e| format!("md5({e}::text)")),
+                inner.clone().prop_map(|e| format!("left({e}::text, 9)")),
+                inner
+                    .clone()
+                    .prop_map(|e| format!("coalesce({e}::text, 'y')")),
+                inner
+                    .clone()
+                    .prop_map(|e| format!("array[{e}::text]::text")),
+                inner.clone().prop_map(|e| format!("format('%s', {e})")),
+                inner.clone().prop_map(|e| format!("({e})::int")),
+                inner
+                    .clone()
+                    .prop_map(|e| format!("encode(convert_to({e}::text, 'UTF8'), 'hex')")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("concat({a}, {b})")),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| format!("({a})::text || ({b})::text")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!(
+                    "case when t.id > 1 then ({a})::text else ({b})::text end"
+                )),
+            ]
+        })
+        .boxed()
+    }
+
+    /// A FROM clause binding `t`.
+    pub(super) fn from() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("pt t".to_owned()),
+            Just("(select * from pt) t".to_owned()),
+            Just("(select id, name, api_key from pt) t".to_owned()),
+            Just("(select id, name, upper(api_key) as api_key from pt) t".to_owned()),
+            Just("pt t join pt2 u on u.pt_id = t.id".to_owned()),
+            Just("pt2 u left join pt t on t.id = u.pt_id".to_owned()),
+            Just("pt t, lateral (select t.api_key as k) l".to_owned()),
+        ]
+    }
+
+    /// A whole SELECT.
+    pub(super) fn select() -> impl Strategy<Value = String> {
+        let simple = (expr(3), expr(3), from())
+            .prop_map(|(a, b, f)| format!("select {a} as a, {b} as b from {f}"));
+        let star = from().prop_map(|f| format!("select * from {f}"));
+        let cte = (expr(2), from()).prop_map(|(a, f)| {
+            format!("with c as (select {a} as v from {f}) select v, upper(v::text) from c")
+        });
+        let setop = (
+            expr(2),
+            expr(2),
+            from(),
+            prop_oneof![
+                Just("union all"),
+                Just("union"),
+                Just("except"),
+                Just("intersect")
+            ],
+        )
+            .prop_map(|(a, b, f, op)| {
+                format!("select ({a})::text from {f} {op} select ({b})::text from {f}")
+            });
+        let agg = (expr(2), from())
+            .prop_map(|(a, f)| format!("select string_agg(({a})::text, ',') from {f}"));
+        prop_oneof![simple, star, cte, setop, agg]
+    }
+}
+
+#[test]
+fn random_selects_never_reveal_the_planted_marker() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    let gw = Gateway::start();
+    let token = gw.token();
+    let (relay, captured) = capturing_relay(gw.port);
+    let dsn = format!(
+        "host=127.0.0.1 port={relay} user=shop dbname=postgres sslmode=disable password={token}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    });
+    // The marker is really there: read directly, it is found.
+    let direct = Client::psql(
+        &gw.pg
+            .dsn_for("portcullis_gateway", BACKEND_PASSWORD, "postgres"),
+    )
+    .unwrap()
+    .args(["-X", "-tA", "-c", "select reverse(api_key) from pt"])
+    .run()
+    .unwrap();
+    assert!(
+        leaked(direct.stdout.as_bytes(), &MARKERS).is_some(),
+        "{}",
+        direct.stdout
+    );
+
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let ran = std::sync::atomic::AtomicUsize::new(0);
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(&sqlgen::select(), |sql| {
+            captured.lock().unwrap().clear();
+            // Simple protocol (text results), then extended (binary results).
+            let simple = rt.block_on(client.simple_query(&sql));
+            let extended = rt.block_on(client.query(sql.as_str(), &[]));
+            let bytes = captured.lock().unwrap().clone();
+            ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if simple.is_ok() {
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(m) = leaked(&bytes, &MARKERS) {
+                return Err(TestCaseError::fail(format!(
+                    "{m} revealed by {sql}: {:?} {:?}",
+                    simple.map(|r| r.len()),
+                    extended.map(|r| r.len())
+                )));
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(ran.into_inner() >= 96);
+    // Most statements run (the others fail on purpose: casts to int).
+    let answered = answered.into_inner();
+    assert!(answered >= 40, "only {answered} statements answered");
 }

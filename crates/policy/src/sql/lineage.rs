@@ -86,6 +86,10 @@ const VALUE_KEYWORDS: &[&str] = &[
 /// masks).
 const MAX_VIEW_DEPTH: usize = 16;
 
+/// A view added but not yet resolved: schema, name, columns (with whether
+/// a field rule masks each), definition.
+type PendingView = (String, String, Vec<(String, bool)>, String);
+
 /// One table or view, as the lineage walk sees it.
 #[derive(Debug, Clone)]
 struct Relation {
@@ -118,7 +122,7 @@ pub struct LineageSchema {
     /// By folded bare name: every relation of that name, in any schema.
     relations: HashMap<String, Vec<Relation>>,
     /// Views still to resolve: (schema, name, columns, definition).
-    views: Vec<(String, String, Vec<(String, bool)>, String)>,
+    views: Vec<PendingView>,
     has_masked: bool,
 }
 
@@ -1376,7 +1380,7 @@ impl Walk<'_> {
                     shape.column(col).unwrap_or(self.schema.has_masked)
                 } else {
                     let first = parts.first().cloned().unwrap_or_default();
-                    let mut m = self.resolve(&[first.clone()], scopes);
+                    let mut m = self.resolve(std::slice::from_ref(&first), scopes);
                     if let (Some(shape), Some(second)) = (find_rel(scopes, &first), parts.get(1)) {
                         m |= shape.column(second).unwrap_or(self.schema.has_masked);
                     }
