@@ -626,9 +626,19 @@ impl Walk<'_> {
             })
             .unwrap_or_default();
         match found.as_slice() {
-            // A catalog relation or one that does not exist (the statement
-            // fails): no masked column.
-            [] => Shape::Open(false),
+            // A catalog relation: no masked column.
+            [] if bare.starts_with("pg_")
+                || matches!(schema.as_deref(), Some("pg_catalog" | "information_schema")) =>
+            {
+                Shape::Open(false)
+            }
+            // Not in the schema the gateway read (created since, by another
+            // way, or not there at all): not proven clean.
+            [] => {
+                self.reads_masked = true;
+                self.touched = true;
+                Shape::Open(true)
+            }
             [one] => {
                 if one.sensitive {
                     self.reads_masked = true;
@@ -695,26 +705,31 @@ impl Walk<'_> {
                     TableObject::TableName(n) => name_parts(n).last().cloned().unwrap_or_default(),
                     _ => String::new(),
                 };
-                let mut scope = Scope::default();
-                scope.rels.push(Rel {
+                let target_rel = Rel {
+                    name,
+                    shape: target.clone(),
+                };
+                let mut conflict = Scope::default();
+                conflict.rels.push(Rel {
                     name: "excluded".to_owned(),
                     shape: target.clone(),
                 });
-                scope.rels.push(Rel {
-                    name,
-                    shape: target.clone(),
-                });
-                let scopes = vec![scope];
+                conflict.rels.push(target_rel.clone());
+                let conflict = vec![conflict];
                 if let Some(OnInsert::OnConflict(oc)) = &ins.on
                     && let OnConflictAction::DoUpdate(du) = &oc.action
                 {
                     for a in &du.assignments {
-                        self.assignment(a, &target, &scopes, &empty);
+                        self.assignment(a, &target, &conflict, &empty);
                     }
                     if let Some(w) = &du.selection {
-                        self.predicate(w, &scopes, &empty);
+                        self.predicate(w, &conflict, &empty);
                     }
                 }
+                let scopes = vec![Scope {
+                    rels: vec![target_rel],
+                    merged: false,
+                }];
                 let out = match &ins.returning {
                     Some(ret) => self.projection(ret, &scopes, &empty),
                     None => Shape::Open(false),
@@ -1579,5 +1594,232 @@ impl ExprTaint<'_, '_, '_> {
         if args_masked && !self.walk.an.is_read_only_function(&folded) {
             self.walk.moves = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> LineageSchema {
+        let mut s = LineageSchema::new();
+        s.add_table(
+            "shop",
+            "customers",
+            [("id", false), ("name", false), ("api_key", true)],
+        );
+        s.add_table("shop", "orders", [("id", false), ("customer_id", false)]);
+        s.add_view(
+            "shop",
+            "v_keys",
+            [("id", false), ("k", false)],
+            "SELECT id, api_key AS k FROM shop.customers",
+        );
+        s.add_view("shop", "v_v", [("k", false)], "SELECT k FROM v_keys");
+        s.add_view(
+            "shop",
+            "v_names",
+            [("id", false), ("name", false)],
+            "SELECT id, name FROM customers",
+        );
+        s.finish()
+    }
+
+    fn out(sql: &str) -> Lineage {
+        let l = lineage(sql, &schema());
+        assert_eq!(l.len(), 1, "{sql}");
+        l.into_iter().next().map(|s| s.output).unwrap()
+    }
+
+    #[test]
+    fn only_what_is_proven_clean_is_clean() {
+        use Lineage::{Columns, Uniform};
+        let cases: &[(&str, Lineage)] = &[
+            (
+                "SELECT id, name FROM customers",
+                Columns(vec![false, false]),
+            ),
+            (
+                "SELECT id, api_key FROM customers",
+                Columns(vec![false, true]),
+            ),
+            ("SELECT * FROM customers", Columns(vec![false, false, true])),
+            (
+                "SELECT c.* FROM customers c",
+                Columns(vec![false, false, true]),
+            ),
+            (
+                "SELECT o.*, c.name FROM orders o JOIN customers c ON c.id = o.customer_id",
+                Columns(vec![false, false, false]),
+            ),
+            (
+                "SELECT 1, 'x', NULL, $1",
+                Columns(vec![false, false, false, false]),
+            ),
+            (
+                "SELECT upper(name) || 'x', length(name) FROM customers",
+                Columns(vec![false, false]),
+            ),
+            ("SELECT length(api_key) FROM customers", Columns(vec![true])),
+            ("SELECT count(*) FROM customers", Columns(vec![false])),
+            ("SELECT count(api_key) FROM customers", Columns(vec![true])),
+            ("SELECT c FROM customers c", Columns(vec![true])),
+            ("SELECT (c).name FROM customers c", Columns(vec![true])),
+            (
+                "SELECT name FROM (SELECT name, api_key FROM customers) s",
+                Columns(vec![false]),
+            ),
+            (
+                "SELECT s.k FROM (SELECT api_key AS k FROM customers) s",
+                Columns(vec![true]),
+            ),
+            (
+                "SELECT a FROM (SELECT api_key FROM customers) s(a)",
+                Columns(vec![true]),
+            ),
+            (
+                "WITH w AS (SELECT name FROM customers) SELECT * FROM w",
+                Columns(vec![false]),
+            ),
+            (
+                "WITH w(x) AS (SELECT api_key FROM customers) SELECT x FROM w",
+                Columns(vec![true]),
+            ),
+            (
+                "SELECT name FROM customers UNION SELECT api_key FROM customers",
+                Columns(vec![true]),
+            ),
+            (
+                "SELECT id FROM customers UNION SELECT id FROM orders",
+                Columns(vec![false]),
+            ),
+            (
+                "VALUES (1, (SELECT api_key FROM customers LIMIT 1))",
+                Columns(vec![false, true]),
+            ),
+            ("SELECT * FROM v_keys", Columns(vec![false, true])),
+            ("SELECT * FROM v_v", Columns(vec![true])),
+            ("SELECT * FROM v_names", Columns(vec![false, false])),
+            ("SELECT my_func(id) FROM customers", Columns(vec![true])),
+            ("SELECT now()", Columns(vec![false])),
+            ("SELECT * FROM pg_stat_activity", Uniform(true)),
+            ("SELECT * FROM pg_class", Uniform(false)),
+            ("SELECT * FROM not_in_the_schema", Uniform(true)),
+            (
+                "SELECT * FROM orders JOIN customers USING (id)",
+                Uniform(true),
+            ),
+            ("SELECT * FROM generate_series(1, 3)", Uniform(false)),
+            (
+                "SELECT g FROM customers c, generate_series(1, length(c.api_key)) g",
+                Columns(vec![true]),
+            ),
+            ("FETCH ALL FROM c", Uniform(true)),
+            ("EXECUTE p", Uniform(true)),
+            ("SHOW search_path", Uniform(false)),
+            (
+                "UPDATE customers SET name = 'x' RETURNING id, name, api_key",
+                Columns(vec![false, false, true]),
+            ),
+            (
+                "UPDATE customers SET name = api_key RETURNING name",
+                Columns(vec![true]),
+            ),
+            (
+                "DELETE FROM customers WHERE id = 1 RETURNING *",
+                Columns(vec![false, false, true]),
+            ),
+            (
+                "INSERT INTO orders VALUES (1, 2) RETURNING *",
+                Columns(vec![false, false]),
+            ),
+            (
+                "COPY customers (id, api_key) TO STDOUT",
+                Columns(vec![false, true]),
+            ),
+            (
+                "COPY (SELECT name FROM customers) TO STDOUT",
+                Columns(vec![false]),
+            ),
+            ("this is not sql", Uniform(true)),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(&out(sql), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn writes_that_move_masked_values_and_predicates_are_reported() {
+        let s = schema();
+        let one = |sql: &str| lineage(sql, &s).into_iter().next().unwrap();
+        for sql in [
+            "UPDATE customers SET name = api_key",
+            "INSERT INTO orders (id, customer_id) SELECT id, length(api_key) FROM customers",
+            "CREATE TABLE t AS SELECT api_key FROM customers",
+            "SELECT api_key INTO t FROM customers",
+            "SELECT pg_notify('c', api_key) FROM customers",
+            "PREPARE p AS UPDATE customers SET name = api_key",
+        ] {
+            assert!(one(sql).moves_masked, "{sql}");
+        }
+        for sql in [
+            "UPDATE customers SET api_key = upper(api_key)",
+            "INSERT INTO orders SELECT id, id FROM customers",
+            "CREATE TABLE t AS SELECT name FROM customers",
+        ] {
+            assert!(!one(sql).moves_masked, "{sql}");
+        }
+        for sql in [
+            "SELECT id FROM customers WHERE api_key LIKE 'pk%'",
+            "SELECT id FROM customers c WHERE c::text LIKE '%pk%'",
+            "SELECT id FROM v_keys ORDER BY k",
+            "SELECT count(*) FROM customers GROUP BY api_key",
+            "SELECT o.id FROM orders o JOIN customers c ON c.api_key = 'x'",
+        ] {
+            assert!(one(sql).masked_predicate, "{sql}");
+        }
+        assert!(!one("SELECT id FROM customers WHERE name = 'x'").masked_predicate);
+        assert!(one("SELECT api_key::int FROM customers").reads_masked);
+        assert!(one("SELECT id FROM v_names").reads_masked);
+        assert!(!one("SELECT id FROM orders").reads_masked);
+        assert!(one("SELECT my_func()").opaque);
+        assert!(!one("SELECT upper(name) FROM customers").opaque);
+    }
+
+    #[test]
+    fn copy_formats_follow_the_options() {
+        let s = schema();
+        let copy = |sql: &str| lineage(sql, &s).into_iter().next().and_then(|l| l.copy);
+        assert_eq!(
+            copy("COPY customers TO STDOUT"),
+            Some(CopyFormat::Text { delimiter: b'\t' })
+        );
+        assert_eq!(
+            copy("COPY customers TO STDOUT WITH (FORMAT csv, HEADER, DELIMITER ';')"),
+            Some(CopyFormat::Csv {
+                delimiter: b';',
+                quote: b'"',
+                escape: b'"',
+                header: true
+            })
+        );
+        assert_eq!(
+            copy("COPY customers TO STDOUT WITH (FORMAT binary)"),
+            Some(CopyFormat::Binary)
+        );
+        assert_eq!(
+            copy("COPY customers TO STDOUT WITH (FORMAT csv, ENCODING 'LATIN1')"),
+            Some(CopyFormat::Unknown)
+        );
+    }
+
+    #[test]
+    fn nothing_is_masked_without_a_masked_column() {
+        let mut s = LineageSchema::new();
+        s.add_table("shop", "orders", [("id", false)]);
+        let s = s.finish();
+        let l = lineage("SELECT my_func(), * FROM whatever; FETCH ALL FROM c", &s);
+        assert_eq!(l.len(), 2);
+        assert!(l.iter().all(|l| !l.output.any_masked() && !l.reads_masked));
     }
 }
