@@ -95,6 +95,29 @@ impl MaskedColumns {
     }
 }
 
+/// Runs the catalog query on a connection of its own.
+async fn query<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> Result<Vec<tokio_postgres::Row>, String>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"))?;
+    let conn = tokio::spawn(connection);
+    let rows = client
+        .query(QUERY, &[])
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"));
+    drop(client);
+    let _ = conn.await;
+    rows
+}
+
 /// One relation's rows of the catalog query.
 struct RelationRows {
     schema: String,
@@ -106,6 +129,16 @@ struct RelationRows {
 type Loaded = (HashSet<(u32, i16)>, Option<LineageSchema>);
 
 async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<Loaded, String> {
+    load_with(backend, patterns, None).await
+}
+
+/// Reads the catalog over the session's TLS settings: `tls` is the client
+/// configuration to use (the sessions' own when `None`).
+async fn load_with(
+    backend: &BackendTarget,
+    patterns: &[String],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Loaded, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .user(&backend.user)
@@ -117,31 +150,28 @@ async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<Loaded, St
         BackendAddr::Tcp { host, port } => config.host(host).port(*port),
         BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
     };
-    if !matches!(backend.tls, BackendTls::Disable) {
-        tracing::warn!(
-            "reading the catalog over TLS is not built yet, so result columns cannot be proven \
-             clean: every column of every result is masked (fail closed)"
-        );
-        return Ok((HashSet::new(), None));
-    }
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("reading the backend's catalog: {e}"))?;
-    let conn = tokio::spawn(connection);
-    let rows = client
-        .query(QUERY, &[])
-        .await
-        .map_err(|e| format!("reading the backend's catalog: {e}"));
-    drop(client);
-    let _ = conn.await;
+    let rows = match &backend.tls {
+        BackendTls::Require { server_name } => {
+            let tls = match tls {
+                Some(t) => t,
+                None => crate::serve::client_tls()?,
+            };
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            query(
+                &config,
+                crate::catalog_tls::RustlsConnect::new(tls, server_name),
+            )
+            .await?
+        }
+        BackendTls::Disable => query(&config, tokio_postgres::NoTls).await?,
+    };
     let globs: Vec<portcullis_mask::FieldPattern> = patterns
         .iter()
         .map(|p| portcullis_mask::FieldPattern::new(p))
         .collect();
     let mut set = HashSet::new();
     let mut relations: BTreeMap<i64, RelationRows> = BTreeMap::new();
-    for row in rows? {
+    for row in rows {
         let oid: i64 = row.try_get(0).map_err(|e| e.to_string())?;
         let attnum: i16 = row.try_get(1).map_err(|e| e.to_string())?;
         let schema: String = row.try_get(2).map_err(|e| e.to_string())?;
@@ -176,4 +206,88 @@ async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<Loaded, St
         }
     }
     Ok((set, Some(schema.finish())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use portcullis_testkit::PgCluster;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A PostgreSQL that accepts TLS with a fresh self-signed certificate for
+    /// `localhost`, and a client configuration trusting only it.
+    fn tls_cluster() -> (PgCluster, Arc<rustls::ClientConfig>) {
+        let pg = PgCluster::start().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = pg.data_dir();
+        let owner = std::fs::metadata(&dir).unwrap();
+        for (file, pem) in [
+            ("server.crt", ck.cert.pem()),
+            ("server.key", ck.signing_key.serialize_pem()),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+        pg.execute(
+            "ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf(); \
+             CREATE TABLE public.t (id int, api_key text); \
+             CREATE VIEW public.v AS SELECT api_key AS k FROM public.t;",
+        )
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        (pg, Arc::new(config))
+    }
+
+    fn target(pg: &PgCluster, server_name: &str) -> BackendTarget {
+        BackendTarget {
+            addr: BackendAddr::Tcp {
+                host: "127.0.0.1".to_owned(),
+                port: pg.port(),
+            },
+            database: "postgres".to_owned(),
+            user: pg.superuser().to_owned(),
+            password: pg.password().to_owned(),
+            tls: BackendTls::Require {
+                server_name: server_name.to_owned(),
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_catalog_is_read_over_tls_and_an_untrusted_server_is_refused() {
+        let (pg, trusted) = tls_cluster();
+        let patterns = vec!["api_key".to_owned()];
+        let (set, schema) = load_with(&target(&pg, "localhost"), &patterns, Some(trusted.clone()))
+            .await
+            .unwrap();
+        assert_eq!(set.len(), 1, "{set:?}");
+        let schema = schema.unwrap();
+        assert!(schema.has_masked());
+        let l = portcullis_policy::lineage("SELECT k FROM v", &schema);
+        assert!(l[0].output.any_masked());
+        // The certificate must name the server: another name is refused,
+        // and so is a server no root vouches for.
+        let err = load_with(&target(&pg, "db.example"), &patterns, Some(trusted))
+            .await
+            .unwrap_err();
+        assert!(err.contains("catalog"), "{err}");
+        let untrusted = crate::serve::client_tls().unwrap();
+        assert!(
+            load_with(&target(&pg, "localhost"), &patterns, Some(untrusted))
+                .await
+                .is_err()
+        );
+    }
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod approvals;
 mod catalog;
+mod catalog_tls;
 mod cli;
 mod commands;
 mod config;

@@ -405,7 +405,7 @@ fn server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Stri
     Ok(Arc::new(config))
 }
 
-fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {
