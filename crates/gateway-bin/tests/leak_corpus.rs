@@ -95,9 +95,36 @@ impl Drop for Gateway {
     }
 }
 
+/// Turns TLS on in a running cluster with a fresh self-signed certificate
+/// for 127.0.0.1 and localhost; returns the certificate (PEM).
+fn enable_tls(pg: &PgCluster) -> String {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let dir = pg.data_dir();
+    let owner = std::fs::metadata(&dir).unwrap();
+    for (file, pem) in [
+        ("server.crt", ck.cert.pem()),
+        ("server.key", ck.signing_key.serialize_pem()),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    pg.execute("ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf();")
+        .unwrap();
+    ck.cert.pem()
+}
+
 impl Gateway {
-    fn start() -> Gateway {
+    /// The gateway in front of a fresh PostgreSQL; with `tls`, the backend
+    /// connection (sessions and catalog) is TLS, checked against the
+    /// cluster's certificate given to the gateway as its trusted roots.
+    fn start(tls: bool) -> Gateway {
         let pg = PgCluster::start().unwrap();
+        let ca = tls.then(|| enable_tls(&pg));
         let out = Client::psql(&pg.dsn())
             .unwrap()
             .args(["-v", "ON_ERROR_STOP=1", "-q", "-f", "-"])
@@ -127,6 +154,7 @@ port = {pg_port}
 database = "postgres"
 user = "portcullis_gateway"
 password_file = "backend.pw"
+tls = "{backend_tls}"
 
 [identity]
 signing_key = "gateway.pem"
@@ -144,10 +172,16 @@ chain = "gw-lineage"
 [admin]
 address = "127.0.0.1:{admin_port}"
 "#,
-            pg_port = pg.port()
+            pg_port = pg.port(),
+            backend_tls = if tls { "verify-full" } else { "disable" },
         );
         std::fs::write(d.join("portcullis.toml"), config).unwrap();
-        let mut child = Command::new(bin())
+        let mut command = Command::new(bin());
+        if let Some(ca) = &ca {
+            std::fs::write(d.join("backend-ca.pem"), ca).unwrap();
+            command.env("SSL_CERT_FILE", d.join("backend-ca.pem"));
+        }
+        let mut child = command
             .args(["serve", "--config", "portcullis.toml"])
             .current_dir(d)
             .stderr(Stdio::piped())
@@ -281,9 +315,18 @@ fn rows(out: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn no_statement_of_the_leak_corpus_reveals_an_api_key() {
+    run_corpus(false);
+}
+
+#[test]
+fn no_statement_of_the_leak_corpus_reveals_an_api_key_over_a_tls_backend() {
+    run_corpus(true);
+}
+
+fn run_corpus(tls: bool) {
     let corpus: Corpus = toml::from_str(CORPUS).unwrap();
     assert!(corpus.case.len() >= 80, "{} cases", corpus.case.len());
-    let gw = Gateway::start();
+    let gw = Gateway::start(tls);
     let token = gw.token();
     let (relay, captured) = capturing_relay(gw.port);
     let dsn = format!(
@@ -505,7 +548,7 @@ mod sqlgen {
 fn random_selects_never_reveal_the_planted_marker() {
     use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-    let gw = Gateway::start();
+    let gw = Gateway::start(false);
     let token = gw.token();
     let (relay, captured) = capturing_relay(gw.port);
     let dsn = format!(
