@@ -9,7 +9,7 @@
 //! ASCII case-insensitive).
 //!
 //! The same read gives the lineage walk its schema
-//! ([`LineageSchema`](portcullis_policy::LineageSchema)): every table and
+//! ([`LineageSchema`]): every table and
 //! view with its columns in order, which are masked, and each view's
 //! definition.
 //!
