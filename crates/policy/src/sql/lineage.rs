@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AssignmentTarget, CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget,
-    Distinct, Expr, FromTable, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, JoinConstraint, JoinOperator, NamedWindowExpr, ObjectName, ObjectNamePart,
-    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
+    AlterTableOperation, AssignmentTarget, CopyLegacyCsvOption, CopyLegacyOption, CopyOption,
+    CopySource, CopyTarget, Distinct, Expr, FromTable, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, JoinConstraint, JoinOperator, NamedWindowExpr,
+    ObjectName, ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, TableObject,
     TableWithJoins, UpdateTableFromKind, Visit, Visitor,
 };
@@ -845,6 +845,38 @@ impl Walk<'_> {
                     shape.into_lineage(),
                     Some(copy_format(options, legacy_options)),
                 )
+            }
+            Statement::Copy {
+                source, to: true, ..
+            } => {
+                // COPY TO a server file or program: the data leaves by
+                // another way.
+                let shape = match source {
+                    CopySource::Query(q) => self.query(q, &[], &empty),
+                    CopySource::Table { table_name, .. } => self.relation(table_name, &empty),
+                };
+                self.moves |= shape.any();
+                (Lineage::Uniform(false), None)
+            }
+            Statement::AlterTable(at) => {
+                // Renaming a masked column, or the table or schema a field
+                // rule names it by, would unmask it.
+                let rel = self.relation(&at.name, &empty);
+                for op in &at.operations {
+                    match op {
+                        AlterTableOperation::RenameColumn {
+                            old_column_name, ..
+                        } => {
+                            self.moves |= rel.column(&ident_fold(old_column_name)).unwrap_or(true);
+                        }
+                        AlterTableOperation::RenameTable { .. } => self.moves |= rel.any(),
+                        _ => {}
+                    }
+                }
+                // Its errors may quote values (`ALTER COLUMN … TYPE … USING`).
+                self.reads_masked = true;
+                self.opaque = true;
+                (Lineage::Uniform(false), None)
             }
             Statement::Explain { statement, .. } => {
                 // The plan's text holds no row values; what the explained
@@ -1760,6 +1792,9 @@ mod tests {
             "SELECT api_key INTO t FROM customers",
             "SELECT pg_notify('c', api_key) FROM customers",
             "PREPARE p AS UPDATE customers SET name = api_key",
+            "ALTER TABLE customers RENAME COLUMN api_key TO k",
+            "ALTER TABLE customers RENAME TO c2",
+            "COPY (SELECT api_key FROM customers) TO '/tmp/x'",
         ] {
             assert!(one(sql).moves_masked, "{sql}");
         }
@@ -1767,6 +1802,8 @@ mod tests {
             "UPDATE customers SET api_key = upper(api_key)",
             "INSERT INTO orders SELECT id, id FROM customers",
             "CREATE TABLE t AS SELECT name FROM customers",
+            "ALTER TABLE customers RENAME COLUMN name TO n",
+            "ALTER TABLE orders RENAME TO o2",
         ] {
             assert!(!one(sql).moves_masked, "{sql}");
         }
