@@ -30,8 +30,16 @@ pub(crate) struct MaskedColumns {
     /// The schema for the lineage walk; `None` until read, or when it
     /// cannot be read (then every result column is masked).
     schema: RwLock<Option<Arc<LineageSchema>>>,
+    /// Each statement's masking, by its text, for the schema read now
+    /// (emptied when the schema is read again, and when full).
+    /// Each entry names the schema it was computed with (its address), so
+    /// one computed just before a re-read is not used after it.
+    cache: std::sync::Mutex<std::collections::HashMap<String, (usize, crate::lineage::Masking)>>,
     stale: AtomicBool,
 }
+
+/// Statements whose masking is remembered.
+const CACHE_ENTRIES: usize = 4096;
 
 const QUERY: &str = "\
 SELECT a.attrelid::oid::int8, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text, \
@@ -63,6 +71,36 @@ impl MaskedColumns {
             .clone()
     }
 
+    /// The masking of `sql` (`active` when field rules are configured),
+    /// remembered by its text until the schema is read again.
+    pub(crate) fn masking(&self, sql: &str, active: bool) -> crate::lineage::Masking {
+        if !active {
+            return crate::lineage::Masking::clean();
+        }
+        let lock = || {
+            self.cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let schema = self.schema();
+        let Some(schema) = schema else {
+            return crate::lineage::Masking::of(sql, true, None);
+        };
+        let version = Arc::as_ptr(&schema) as usize;
+        if let Some((v, m)) = lock().get(sql)
+            && *v == version
+        {
+            return m.clone();
+        }
+        let m = crate::lineage::Masking::of(sql, true, Some(&schema));
+        let mut cache = lock();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), (version, m.clone()));
+        m
+    }
+
     /// Asks for a re-read before the next statement.
     pub(crate) fn mark_stale(&self) {
         self.stale.store(true, Ordering::Relaxed);
@@ -91,6 +129,10 @@ impl MaskedColumns {
             .schema
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = schema.map(Arc::new);
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         Ok(())
     }
 }

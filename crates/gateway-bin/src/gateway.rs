@@ -657,11 +657,7 @@ impl Gateway {
             ));
         }
         let resource = s.conn.resource.clone();
-        let masking = crate::lineage::Masking::of(
-            sql,
-            !self.field_patterns.is_empty(),
-            s.conn.masked.schema().as_deref(),
-        );
+        let masking = s.conn.masked.masking(sql, !self.field_patterns.is_empty());
         let mut decision = self.policy.evaluate(&policy::Request {
             principal: &s.policy_principal,
             resource: &resource,
