@@ -6,7 +6,7 @@
 //! written to the trail and made durable, and only then is the statement
 //! forwarded, refused, or held for approval. The decision becomes the
 //! statement's [`Plan`] (its command id, the policy's mask directives,
-//! whether it computes output from a masked column), which portcullis-pg
+//! which result columns its lineage proves clean), which portcullis-pg
 //! keeps with the prepared statement and hands back with its results.
 //! Every Execute is a command of its own: the session is checked again, the
 //! execution is written to the trail with its bound parameters (masked)
@@ -16,8 +16,9 @@
 //!
 //! Results: every value of every column goes through the masker. A column
 //! whose name matches a field rule (the configuration's, or a matching policy
-//! rule's `mask` directives, which only add) is masked whole; other text
-//! values are scanned by the detectors. A masked value of a non-text type
+//! rule's `mask` directives, which only add) is masked whole, and so is one
+//! the statement's lineage does not prove clean (see `lineage.rs` and
+//! docs/masking.md); other text values are scanned by the detectors. A masked value of a non-text type
 //! (an integer, a timestamp, jsonb in binary format) becomes NULL, since it
 //! cannot carry a `[MASKED:…]` text; text types get the marker in either
 //! format, their binary form being their text.
@@ -1072,12 +1073,12 @@ impl Hook for Gateway {
         let masked = self.masker.mask_field(&column.name, value);
         if let Some(id) = column_plan.fallback {
             // From a masked column, or not proven clean: masked whole,
-            // unless a field rule (or a detector) already covers the whole
-            // value; a detector's partial masking is not enough.
+            // unless a field rule (by the column's name, in its own style)
+            // already covers the whole value; a detector is not enough.
             let covered = masked
                 .findings()
                 .iter()
-                .any(|f| f.span() == (0..value.len()));
+                .any(|f| f.detector().starts_with("field:") && f.span() == (0..value.len()));
             if !covered {
                 return whole(id);
             }
