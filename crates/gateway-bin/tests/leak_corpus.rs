@@ -123,6 +123,10 @@ impl Gateway {
     /// connection (sessions and catalog) is TLS, checked against the
     /// cluster's certificate given to the gateway as its trusted roots.
     fn start(tls: bool) -> Gateway {
+        Gateway::start_with(tls, POLICY)
+    }
+
+    fn start_with(tls: bool, policy: &str) -> Gateway {
         let pg = PgCluster::start().unwrap();
         let ca = tls.then(|| enable_tls(&pg));
         let out = Client::psql(&pg.dsn())
@@ -137,7 +141,7 @@ impl Gateway {
         let d = dir.path();
         let (ok, _, err) = portcullis(d, &["token", "keygen", "--out", "gateway.pem"]);
         assert!(ok, "{err}");
-        std::fs::write(d.join("policy.toml"), POLICY).unwrap();
+        std::fs::write(d.join("policy.toml"), policy).unwrap();
         std::fs::write(d.join("backend.pw"), format!("{BACKEND_PASSWORD}\n")).unwrap();
         let port = free_port();
         let admin_port = free_port();
@@ -612,4 +616,46 @@ fn random_selects_never_reveal_the_planted_marker() {
     // Most statements run (the others fail on purpose: casts to int).
     let answered = answered.into_inner();
     assert!(answered >= 40, "only {answered} statements answered");
+}
+
+#[test]
+fn the_example_policy_refuses_inference_through_a_masked_column() {
+    let gw = Gateway::start_with(false, include_str!("../../../examples/policy.toml"));
+    let token = gw.token();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=shop dbname=postgres sslmode=disable password={token}",
+        gw.port
+    );
+    let run = |sql: &str| {
+        Client::psql(&dsn)
+            .unwrap()
+            .args(["-X", "-tA", "-c", sql])
+            .run()
+            .unwrap()
+    };
+    // By name (the policy's own analysis), and through a whole-row
+    // reference or a view (the lineage's).
+    for sql in [
+        "select id from customers where api_key like 'pk_demo_4%'",
+        "select id from customers order by api_key",
+        "select count(*) from customers group by api_key",
+        "select id from customers c where c::text like '%pk_demo_4%'",
+        "select id from v_keys where k like 'pk_demo_4%'",
+    ] {
+        let out = run(sql);
+        assert!(!out.success(), "{sql} ran: {}", out.stdout);
+        assert!(
+            out.stderr.contains("no-inference-through-masked-columns"),
+            "{sql}: {}",
+            out.stderr
+        );
+    }
+    // A clean predicate runs.
+    let out = run("select name from customers where id = 1");
+    assert_eq!(out.stdout.trim(), "Ada Lovelace", "{}", out.stderr);
+    let trail = gw.trail_text();
+    assert!(
+        trail.contains("masked_column_predicate"),
+        "not in the trail"
+    );
 }
