@@ -309,11 +309,13 @@ struct Corpus {
 struct Case {
     sql: String,
     mask: Option<Vec<usize>>,
+    /// The field separator of the output (psql's `|`, or a COPY's).
+    delimiter: Option<String>,
 }
 
-fn rows(out: &str) -> Vec<Vec<String>> {
+fn rows(out: &str, delimiter: &str) -> Vec<Vec<String>> {
     out.lines()
-        .map(|l| l.split('|').map(str::to_owned).collect())
+        .map(|l| l.split(delimiter).map(str::to_owned).collect())
         .collect()
 }
 
@@ -371,7 +373,11 @@ fn run_corpus(tls: bool) {
             through.stderr,
             direct.stderr
         );
-        let (t, d) = (rows(&through.stdout), rows(&direct.stdout));
+        let delimiter = case.delimiter.as_deref().unwrap_or("|");
+        let (t, d) = (
+            rows(&through.stdout, delimiter),
+            rows(&direct.stdout, delimiter),
+        );
         assert_eq!(t.len(), d.len(), "{}", case.sql);
         for (tr, dr) in t.iter().zip(&d) {
             assert_eq!(tr.len(), dr.len(), "{}: {tr:?} {dr:?}", case.sql);
