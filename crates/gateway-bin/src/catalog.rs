@@ -137,6 +137,39 @@ impl MaskedColumns {
     }
 }
 
+/// A connection of the gateway's own to the backend, over the sessions'
+/// TLS settings (for `portcullis discover`); the connection's task runs
+/// until the client is dropped.
+pub(crate) async fn connect(backend: &BackendTarget) -> Result<tokio_postgres::Client, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(&backend.user)
+        .password(&backend.password)
+        .dbname(&backend.database)
+        .application_name("portcullis-discover")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    match &backend.addr {
+        BackendAddr::Tcp { host, port } => config.host(host).port(*port),
+        BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
+    };
+    let fail = |e: tokio_postgres::Error| format!("connecting to the backend: {e}");
+    match &backend.tls {
+        BackendTls::Require { server_name } => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls =
+                crate::catalog_tls::RustlsConnect::new(crate::serve::client_tls()?, server_name);
+            let (client, connection) = config.connect(tls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        BackendTls::Disable => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+    }
+}
+
 /// Runs the catalog query on a connection of its own.
 async fn query<T>(
     config: &tokio_postgres::Config,

@@ -77,6 +77,11 @@ fn run(cli: Cli) -> Result<(), String> {
             commands::audit::session_show(&id, &files)
         }
         Command::Check { config } => commands::check::run(&config),
+        Command::Discover {
+            config,
+            connection,
+            rows,
+        } => commands::discover::run(&config, &connection, rows),
         Command::Token(t) => commands::token::run(t),
         Command::Approvals {
             command,

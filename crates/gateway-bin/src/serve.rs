@@ -259,7 +259,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
     }))
 }
 
-fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {
+pub(crate) fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {
     let name = c.name.get_ref();
     if let Some(var) = &c.password_env {
         return std::env::var(var)
@@ -292,7 +292,7 @@ fn hmac_key(config: &Config) -> Result<Option<Vec<u8>>, String> {
     Ok(None)
 }
 
-fn build_masker(config: &Config) -> Result<Masker, String> {
+pub(crate) fn build_masker(config: &Config) -> Result<Masker, String> {
     let key = hmac_key(config)?;
     let style =
         |s: Option<&toml::Spanned<String>>| -> Result<Option<Style>, String> {

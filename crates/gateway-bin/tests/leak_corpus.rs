@@ -665,3 +665,47 @@ fn the_example_policy_refuses_inference_through_a_masked_column() {
         "not in the trail"
     );
 }
+
+#[test]
+fn discover_proposes_field_rules_for_the_columns_detectors_recognise() {
+    let gw = Gateway::start(false);
+    let (ok, out, err) = portcullis(
+        gw.dir.path(),
+        &[
+            "discover",
+            "--config",
+            "portcullis.toml",
+            "--connection",
+            "shop",
+            "--rows",
+            "3",
+        ],
+    );
+    assert!(ok, "{err}");
+    // The proposals parse as the configuration's own field rules.
+    #[derive(serde::Deserialize)]
+    struct Proposed {
+        masking: Masking,
+    }
+    #[derive(serde::Deserialize)]
+    struct Masking {
+        field: Vec<Field>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Field {
+        name: String,
+    }
+    let parsed: Proposed = toml::from_str(&format!("[masking]\n{out}")).unwrap();
+    let names: Vec<&str> = parsed
+        .masking
+        .field
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert!(names.contains(&"shop.customers.email"), "{out}");
+    assert!(names.contains(&"shop.customers.card_number"), "{out}");
+    // Already covered by the `api_key` rule; nothing recognisable in orders.
+    assert!(!out.contains("api_key"), "{out}");
+    assert!(!out.contains("shop.orders"), "{out}");
+    assert!(out.contains("sampled values match email"), "{out}");
+}
