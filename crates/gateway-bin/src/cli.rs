@@ -30,6 +30,18 @@ pub(crate) enum Command {
         #[arg(long, default_value = "portcullis.toml")]
         config: PathBuf,
     },
+    /// Sample a connection's tables through the detectors and propose
+    /// `[[masking.field]]` rules for the columns they recognise.
+    Discover {
+        #[arg(long, default_value = "portcullis.toml")]
+        config: PathBuf,
+        /// The connection to sample.
+        #[arg(long)]
+        connection: String,
+        /// Rows read per table, at most.
+        #[arg(long, default_value_t = 200)]
+        rows: u32,
+    },
     /// Mint, inspect and revoke tokens.
     #[command(subcommand)]
     Token(TokenCommand),

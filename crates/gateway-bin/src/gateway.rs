@@ -6,7 +6,7 @@
 //! written to the trail and made durable, and only then is the statement
 //! forwarded, refused, or held for approval. The decision becomes the
 //! statement's [`Plan`] (its command id, the policy's mask directives,
-//! whether it computes output from a masked column), which portcullis-pg
+//! which result columns its lineage proves clean), which portcullis-pg
 //! keeps with the prepared statement and hands back with its results.
 //! Every Execute is a command of its own: the session is checked again, the
 //! execution is written to the trail with its bound parameters (masked)
@@ -16,8 +16,9 @@
 //!
 //! Results: every value of every column goes through the masker. A column
 //! whose name matches a field rule (the configuration's, or a matching policy
-//! rule's `mask` directives, which only add) is masked whole; other text
-//! values are scanned by the detectors. A masked value of a non-text type
+//! rule's `mask` directives, which only add) is masked whole, and so is one
+//! the statement's lineage does not prove clean (see `lineage.rs` and
+//! docs/masking.md); other text values are scanned by the detectors. A masked value of a non-text type
 //! (an integer, a timestamp, jsonb in binary format) becomes NULL, since it
 //! cannot carry a `[MASKED:…]` text; text types get the marker in either
 //! format, their binary form being their text.
@@ -179,8 +180,9 @@ pub(crate) struct Decided {
     denied: bool,
     /// Field patterns a policy rule asked to mask in its results.
     directive_fields: Vec<String>,
-    /// It computes output from a masked column.
-    derived_from_masked: bool,
+    /// Which result columns its lineage proves clean, and what its errors,
+    /// notices and COPY data have masked.
+    masking: crate::lineage::Masking,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +205,8 @@ pub(crate) struct Plan {
     decided: Arc<Decided>,
     /// Values masked in this command's results, per detector.
     masked: Mutex<BTreeMap<String, u64>>,
+    /// Where its COPY data is.
+    copy: Mutex<crate::lineage::CopyState>,
 }
 
 impl Plan {
@@ -212,6 +216,7 @@ impl Plan {
             started: Instant::now(),
             decided,
             masked: Mutex::new(BTreeMap::new()),
+            copy: Mutex::new(crate::lineage::CopyState::default()),
         }
     }
 
@@ -600,31 +605,6 @@ fn is_text_type(oid: u32) -> bool {
     matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 0)
 }
 
-/// Whether the statement uses a masked column inside an expression or an
-/// aggregate, whose output columns then carry no source to recognise.
-fn derives_from_masked(facts: &policy::CommandFacts, patterns: &[String]) -> bool {
-    let policy::CommandFacts::Sql { statements } = facts else {
-        return false;
-    };
-    statements.iter().flat_map(|s| &s.columns).any(|c| {
-        c.uses.iter().any(|u| {
-            matches!(
-                u,
-                policy::ColumnUse::Expression | policy::ColumnUse::Aggregate
-            )
-        }) && patterns.iter().any(|p| {
-            let qualified = c
-                .table
-                .as_ref()
-                .map(|t| format!("{t}.{}", c.column))
-                .unwrap_or_default();
-            glob_match(p, &c.column)
-                || glob_match(p, &qualified)
-                || glob_match(p.rsplit('.').next().unwrap_or(p), &c.column)
-        })
-    })
-}
-
 /// Whether a statement may change which columns exist.
 fn changes_schema(facts: &policy::CommandFacts) -> bool {
     let policy::CommandFacts::Sql { statements } = facts else {
@@ -790,11 +770,20 @@ impl Gateway {
             ));
         }
         let resource = s.conn.resource.clone();
-        let decision = self.policy.evaluate(&policy::Request {
+        let masking = s.conn.masked.masking(sql, !self.field_patterns.is_empty());
+        let mut decision = self.policy.evaluate(&policy::Request {
             principal: &s.policy_principal,
             resource: &resource,
             command: policy::Command::Sql(sql),
         });
+        crate::lineage::apply(
+            &self.policy,
+            &s.policy_principal,
+            &resource,
+            sql,
+            &masking,
+            &mut decision,
+        );
         let effect = match decision.effect {
             Effect::Allow => audit::Effect::Allow,
             Effect::Deny => audit::Effect::Deny,
@@ -830,7 +819,7 @@ impl Gateway {
                 .iter()
                 .map(|f| f.field.clone())
                 .collect(),
-            derived_from_masked: derives_from_masked(&decision.facts, &self.field_patterns),
+            masking,
         });
         metrics::counter!("portcullis_commands_total", "effect" => decision.effect.as_str())
             .increment(1);
@@ -1310,9 +1299,11 @@ impl Hook for Gateway {
                     .directive_fields
                     .iter()
                     .any(|f| glob_match(f.rsplit('.').next().unwrap_or(f), &c.name));
+                // Masked whole unless the lineage proves it clean, or if
+                // its source column (from the RowDescription) is masked.
                 let fallback = if s.conn.masked.contains(c.table_oid, c.attribute) {
                     Some("field")
-                } else if c.table_oid == 0 && decided.derived_from_masked {
+                } else if decided.masking.columns.is_masked(c.index, columns.len()) {
                     Some("derived")
                 } else {
                     None
@@ -1353,13 +1344,20 @@ impl Hook for Gateway {
             return whole("policy-field");
         }
         let masked = self.masker.mask_field(&column.name, value);
+        if let Some(id) = column_plan.fallback {
+            // From a masked column, or not proven clean: masked whole,
+            // unless a field rule (by the column's name, in its own style)
+            // already covers the whole value; a detector is not enough.
+            let covered = masked
+                .findings()
+                .iter()
+                .any(|f| f.detector().starts_with("field:") && f.span() == (0..value.len()));
+            if !covered {
+                return whole(id);
+            }
+        }
         if !masked.is_masked() {
-            // Not masked by its output name nor its value: by its source
-            // column, or as an expression over a masked column?
-            return match column_plan.fallback {
-                Some(id) => whole(id),
-                None => FieldValue::Keep,
-            };
+            return FieldValue::Keep;
         }
         for f in masked.findings() {
             plan.count(f.detector());
@@ -1377,9 +1375,26 @@ impl Hook for Gateway {
         plan: &Plan,
         data: &[u8],
     ) -> Option<Vec<u8>> {
+        // Field rules per column first (by the lineage), then the detectors.
+        let by_field = {
+            let mut state = plan
+                .copy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::lineage::mask_copy(&plan.decided.masking, &mut state, data)
+        };
+        let data = match &by_field {
+            Some((out, n)) => {
+                for _ in 0..*n {
+                    plan.count("lineage");
+                }
+                out.as_slice()
+            }
+            None => data,
+        };
         let masked = self.masker.mask(data);
         if !masked.is_masked() {
-            return None;
+            return by_field.map(|(out, _)| out);
         }
         for f in masked.findings() {
             plan.count(f.detector());
@@ -1390,14 +1405,30 @@ impl Hook for Gateway {
     fn transform_text(
         &self,
         _cx: &Context<'_, Arc<SessionState>>,
-        _plan: Option<&Plan>,
-        _kind: TextKind,
+        plan: Option<&Plan>,
+        kind: TextKind,
         text: &str,
     ) -> Option<String> {
+        // A statement that reads masked columns may have its values quoted
+        // in its errors and notices; one without a plan is not known, so
+        // it is treated the same.
+        let (reads_masked, opaque) = match plan {
+            Some(p) => (p.decided.masking.reads_masked, p.decided.masking.opaque),
+            None => (!self.field_patterns.is_empty(), false),
+        };
+        let by_field = match kind {
+            TextKind::ErrorField(code) | TextKind::NoticeField(code) if reads_masked => {
+                crate::lineage::mask_error_field(code, text, opaque)
+            }
+            _ => None,
+        };
+        let text = by_field.as_deref().unwrap_or(text);
         let masked = self.masker.mask(text.as_bytes());
-        masked
-            .is_masked()
-            .then(|| String::from_utf8_lossy(masked.output()).into_owned())
+        if masked.is_masked() {
+            Some(String::from_utf8_lossy(masked.output()).into_owned())
+        } else {
+            by_field
+        }
     }
 
     fn on_event(&self, event: &Event, plan: Option<&Plan>) {

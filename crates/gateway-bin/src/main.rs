@@ -9,6 +9,7 @@
 mod admin;
 mod approvals;
 mod catalog;
+mod catalog_tls;
 mod cli;
 mod commands;
 mod config;
@@ -18,6 +19,7 @@ mod gateway;
 mod identity;
 mod jwks;
 mod k8s;
+mod lineage;
 mod metrics;
 mod policy_file;
 mod serve;
@@ -82,6 +84,11 @@ fn run(cli: Cli) -> Result<(), String> {
             commands::audit::session_show(&id, &files)
         }
         Command::Check { config } => commands::check::run(&config),
+        Command::Discover {
+            config,
+            connection,
+            rows,
+        } => commands::discover::run(&config, &connection, rows),
         Command::Token(t) => commands::token::run(t),
         Command::Kubeconfig(k) => commands::kubeconfig::run(k),
         Command::Approvals {

@@ -209,38 +209,11 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
             continue; // served by crate::k8s
         }
         let name = c.name.get_ref().clone();
-        let password = backend_password(config, c)?;
         let mut resource = Resource::new(name.clone(), ResourceKind::Postgres);
         for (k, v) in &c.labels {
             resource = resource.with_label(k.clone(), v.clone());
         }
-        let mut allow = Allowances::default();
-        allow.drop_unknown_startup_params = c.startup_params == config::StartupParams::Drop;
-        for m in &c.allow_backend_auth {
-            match m {
-                config::BackendAuthMethod::Md5 => allow.backend_md5 = true,
-                config::BackendAuthMethod::Password => allow.backend_cleartext = true,
-                config::BackendAuthMethod::Trust => allow.backend_trust = true,
-            }
-        }
-        let backend = BackendTarget {
-            allow,
-            addr: BackendAddr::Tcp {
-                host: c.host.clone(),
-                port: c.port,
-            },
-            database: c.database.clone(),
-            user: c.user.clone(),
-            password,
-            tls: match c.tls() {
-                config::BackendTls::Disable => BackendTls::Disable,
-                config::BackendTls::Require | config::BackendTls::VerifyFull => {
-                    BackendTls::Require {
-                        server_name: c.host.clone(),
-                    }
-                }
-            },
-        };
+        let backend = backend_target(config, c)?;
         connections.insert(
             name,
             Connection {
@@ -255,7 +228,16 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         "the configuration has no [policy] file: without one every command would be refused",
     )?;
     let policy_path = config.resolve(&policy_section.file);
-    let policy = crate::policy_file::load(&policy_path)?;
+    let field_patterns: Vec<String> = config
+        .masking
+        .field
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    // The analysis knows the masked columns: `masked_column_predicate`.
+    let policy = crate::policy_file::load(&policy_path)?
+        .with_masked_columns(field_patterns.clone())
+        .map_err(|e| crate::config::policy_error(&policy_path, &e))?;
 
     if !policy_section.enforce {
         tracing::warn!(
@@ -276,16 +258,46 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         end_session_on_expiry: config.identity.end_session_on_expiry,
         enforce: policy_section.enforce,
         max_sessions_per_principal: config.limits.max_sessions_per_principal,
-        field_patterns: config
-            .masking
-            .field
-            .iter()
-            .map(|f| f.name.clone())
-            .collect(),
+        field_patterns,
     }))
 }
 
-fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {
+/// The backend a PostgreSQL connection reaches, as the sessions and the
+/// catalog reach it: address, injected credential, TLS and the backend
+/// authentication it allows.
+pub(crate) fn backend_target(
+    config: &Config,
+    c: &config::Connection,
+) -> Result<BackendTarget, String> {
+    let password = backend_password(config, c)?;
+    let mut allow = Allowances::default();
+    allow.drop_unknown_startup_params = c.startup_params == config::StartupParams::Drop;
+    for m in &c.allow_backend_auth {
+        match m {
+            config::BackendAuthMethod::Md5 => allow.backend_md5 = true,
+            config::BackendAuthMethod::Password => allow.backend_cleartext = true,
+            config::BackendAuthMethod::Trust => allow.backend_trust = true,
+        }
+    }
+    Ok(BackendTarget {
+        allow,
+        addr: BackendAddr::Tcp {
+            host: c.host.clone(),
+            port: c.port,
+        },
+        database: c.database.clone(),
+        user: c.user.clone(),
+        password,
+        tls: match c.tls() {
+            config::BackendTls::Disable => BackendTls::Disable,
+            config::BackendTls::Require | config::BackendTls::VerifyFull => BackendTls::Require {
+                server_name: c.host.clone(),
+            },
+        },
+    })
+}
+
+pub(crate) fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {
     let name = c.name.get_ref();
     if let Some(var) = &c.password_env {
         return std::env::var(var)
@@ -318,7 +330,7 @@ fn hmac_key(config: &Config) -> Result<Option<Vec<u8>>, String> {
     Ok(None)
 }
 
-fn build_masker(config: &Config) -> Result<Masker, String> {
+pub(crate) fn build_masker(config: &Config) -> Result<Masker, String> {
     let key = hmac_key(config)?;
     let style =
         |s: Option<&toml::Spanned<String>>| -> Result<Option<Style>, String> {
@@ -431,7 +443,7 @@ fn server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Stri
     Ok(Arc::new(config))
 }
 
-fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {

@@ -394,7 +394,7 @@ fn masked_select_denied_drop_and_held_delete_approved_through_the_cli() {
     // statement's text is in it.
     let out = gw.psql(
         &agent,
-        "select name from customers where api_key = 'pk_demo_9e8d7c6b5a4f3e2d1c0b9a8f' or notes like '%AKIAZ7VRSQ5TJHCM3XPL%'",
+        "select name from customers where id = 3 or notes like '%AKIAZ7VRSQ5TJHCM3XPL%'",
     );
     assert!(out.success(), "{}", out.stderr);
     std::thread::sleep(Duration::from_millis(200));

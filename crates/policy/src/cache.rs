@@ -59,6 +59,11 @@ impl DecisionCache {
         }
     }
 
+    /// About how many entries it keeps.
+    pub(crate) fn capacity(&self) -> usize {
+        self.per_shard.saturating_mul(SHARDS)
+    }
+
     fn key_hash(&self, sql: &str, p: &Principal, r: &Resource) -> u64 {
         let mut h = self.hasher.build_hasher();
         sql.hash(&mut h);

@@ -186,6 +186,12 @@ pub enum Risk {
     /// and procedure bodies, `EXECUTE`, extensions, and unparsed statements of
     /// unknown kind.
     OpaqueCode,
+    /// A column a field rule masks (see
+    /// [`SqlOptions::masked_columns`](crate::SqlOptions::masked_columns)) is
+    /// used in `WHERE`, `JOIN … ON`/`USING`, `GROUP BY`, `ORDER BY`, a
+    /// window or `HAVING`: which rows come back says something about its
+    /// values, so its value can be inferred without being shown.
+    MaskedColumnPredicate,
 }
 
 impl Risk {
@@ -199,11 +205,12 @@ impl Risk {
             Self::ChangesRoleOrPrivilege => "changes_role_or_privilege",
             Self::SetsUnsafeParameter => "sets_unsafe_parameter",
             Self::OpaqueCode => "opaque_code",
+            Self::MaskedColumnPredicate => "masked_column_predicate",
         }
     }
 
     /// Every risk, for validating policy files.
-    pub(crate) const ALL: [Risk; 7] = [
+    pub(crate) const ALL: [Risk; 8] = [
         Self::NoWhere,
         Self::CopyProgram,
         Self::CopyFile,
@@ -211,6 +218,7 @@ impl Risk {
         Self::ChangesRoleOrPrivilege,
         Self::SetsUnsafeParameter,
         Self::OpaqueCode,
+        Self::MaskedColumnPredicate,
     ];
 }
 

@@ -475,6 +475,7 @@ const SQL_RISKS: &[&str] = &[
     "changes_role_or_privilege",
     "sets_unsafe_parameter",
     "opaque_code",
+    "masked_column_predicate",
 ];
 const K8S_VERBS: &[&str] = &[
     "get",
@@ -1054,6 +1055,27 @@ impl Policy {
             decision: self.decide_facts(req.principal, req.resource, facts),
             statements,
         }
+    }
+
+    /// Tells the analysis which columns field rules mask (globs on
+    /// `column`, `table.column`, `schema.table.column`), so that a statement
+    /// using one in a predicate carries `masked_column_predicate`.
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{Policy, Risk};
+    /// let policy = Policy::from_toml_str("default = \"allow\"")?
+    ///     .with_masked_columns(vec!["api_key".into()])?;
+    /// let facts = policy.analyze_sql("SELECT id FROM customers WHERE api_key LIKE 'pk_1%'");
+    /// assert!(facts[0].has_risk(Risk::MaskedColumnPredicate));
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    pub fn with_masked_columns(mut self, patterns: Vec<String>) -> Result<Self, PolicyError> {
+        let mut options = self.analyzer.options().clone();
+        options.masked_columns = patterns;
+        self.analyzer = Analyzer::new(options).map_err(|m| PolicyError::at("", None, m))?;
+        self.cache = DecisionCache::new(self.cache.capacity());
+        Ok(self)
     }
 
     /// Analyses SQL with this policy's analysis settings (dangerous

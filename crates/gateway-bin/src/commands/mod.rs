@@ -4,6 +4,7 @@
 pub(crate) mod admin_client;
 pub(crate) mod audit;
 pub(crate) mod check;
+pub(crate) mod discover;
 pub(crate) mod kubeconfig;
 pub(crate) mod policy;
 pub(crate) mod serve;

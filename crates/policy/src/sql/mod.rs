@@ -3,8 +3,10 @@
 mod catalog;
 mod classify;
 mod fold;
+pub(crate) mod lineage;
 mod walk;
 
+use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
@@ -101,6 +103,11 @@ pub struct SqlOptions {
     /// The most operator tokens one statement may have (a long chain of binary
     /// operators parses into a deep tree); a statement with more is unparsed.
     pub max_statement_operators: usize,
+    /// Columns that field rules mask (globs matched case-insensitively
+    /// against `column`, `table.column` and `schema.table.column`): one used
+    /// in a predicate raises
+    /// [`Risk::MaskedColumnPredicate`](crate::Risk::MaskedColumnPredicate).
+    pub masked_columns: Vec<String>,
 }
 
 impl Default for SqlOptions {
@@ -119,6 +126,7 @@ impl Default for SqlOptions {
             recursion_limit: 50,
             max_statement_tokens: 20_000,
             max_statement_operators: 500,
+            masked_columns: Vec::new(),
         }
     }
 }
@@ -128,6 +136,7 @@ impl Default for SqlOptions {
 pub(crate) struct Analyzer {
     options: SqlOptions,
     dangerous: globset::GlobSet,
+    masked: globset::GlobSet,
 }
 
 impl Analyzer {
@@ -143,7 +152,49 @@ impl Analyzer {
             b.add(g);
         }
         let dangerous = b.build().map_err(|e| e.to_string())?;
-        Ok(Self { options, dangerous })
+        let mut m = globset::GlobSetBuilder::new();
+        for f in &options.masked_columns {
+            let g = globset::GlobBuilder::new(f)
+                .case_insensitive(true)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| format!("masked column pattern {f:?}: {e}"))?;
+            m.add(g);
+        }
+        let masked = m.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            options,
+            dangerous,
+            masked,
+        })
+    }
+
+    /// Adds [`Risk::MaskedColumnPredicate`] when a masked column is used in
+    /// a predicate.
+    fn masked_predicate(&self, facts: &mut StatementFacts) {
+        if self.masked.is_empty() || facts.has_risk(crate::Risk::MaskedColumnPredicate) {
+            return;
+        }
+        let hit = facts.columns.iter().any(|c| {
+            c.uses.contains(&crate::ColumnUse::Predicate) && {
+                let mut names = vec![c.column.clone()];
+                if let Some(t) = &c.table {
+                    names.push(format!("{t}.{}", c.column));
+                    if let Some((_, bare)) = t.rsplit_once('.') {
+                        names.push(format!("{bare}.{}", c.column));
+                    }
+                }
+                names.iter().any(|n| self.masked.is_match(n))
+            }
+        });
+        if hit {
+            facts.risks.push(crate::Risk::MaskedColumnPredicate);
+            facts.risks.sort();
+        }
+    }
+
+    pub(crate) fn options(&self) -> &SqlOptions {
+        &self.options
     }
 
     pub(crate) fn is_dangerous(&self, folded_name: &str) -> bool {
@@ -207,12 +258,51 @@ impl Analyzer {
         };
         let mut out: Vec<StatementFacts> = pieces
             .into_iter()
-            .map(|p| self.analyze_piece(p.tokens))
+            .map(|p| {
+                let mut facts = self.analyze_piece(p.tokens);
+                self.masked_predicate(&mut facts);
+                facts
+            })
             .collect();
         if let Some((partial, msg)) = failed {
             out.push(classify::classify(self, &partial, msg));
         }
         out
+    }
+
+    /// Parses each statement of `sql` on its own, with the same limits as
+    /// [`Analyzer::analyze`]; `None` for one that cannot be parsed or is
+    /// too long or too deep. A string that cannot be tokenised gives one
+    /// `None`.
+    pub(crate) fn parse_each(&self, sql: &str) -> Vec<Option<Statement>> {
+        let dialect = PostgreSqlDialect {};
+        let mut tokens = Vec::new();
+        let tok_result = Tokenizer::new(&dialect, sql).tokenize_with_location_into_buf(&mut tokens);
+        let pieces = split_statements(tokens);
+        let mut out: Vec<Option<Statement>> = pieces
+            .into_iter()
+            .map(|p| self.parse_piece(p.tokens))
+            .collect();
+        if tok_result.is_err() {
+            out.push(None);
+        }
+        out
+    }
+
+    fn parse_piece(&self, mut tokens: Vec<TokenWithSpan>) -> Option<Statement> {
+        normalize_unicode_identifiers(&mut tokens).ok()?;
+        let (significant, operators) = count_tokens(&tokens);
+        if significant > self.options.max_statement_tokens
+            || operators > self.options.max_statement_operators
+        {
+            return None;
+        }
+        let dialect = PostgreSqlDialect {};
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(self.options.recursion_limit)
+            .with_tokens_with_locations(tokens);
+        let stmt = parser.parse_statement().ok()?;
+        (parser.peek_token_ref().token == Token::EOF).then_some(stmt)
     }
 
     fn analyze_piece(&self, mut tokens: Vec<TokenWithSpan>) -> StatementFacts {
@@ -450,11 +540,20 @@ fn decode_unicode_escapes(raw: &str, escape: char) -> Result<String, String> {
 /// assert!(facts[1].has_risk(Risk::NoWhere));
 /// ```
 pub fn analyze(sql: &str) -> Vec<StatementFacts> {
-    static DEFAULT: std::sync::OnceLock<Result<Analyzer, String>> = std::sync::OnceLock::new();
     match DEFAULT.get_or_init(|| Analyzer::new(SqlOptions::default())) {
         Ok(a) => a.analyze(sql),
         Err(msg) => vec![classify::unparsed(msg.clone())],
     }
+}
+
+static DEFAULT: std::sync::OnceLock<Result<Analyzer, String>> = std::sync::OnceLock::new();
+
+/// The analyzer with the default options.
+pub(crate) fn default_analyzer() -> Option<&'static Analyzer> {
+    DEFAULT
+        .get_or_init(|| Analyzer::new(SqlOptions::default()))
+        .as_ref()
+        .ok()
 }
 
 /// Analyses a SQL string with the given options (see [`analyze`]).
