@@ -234,10 +234,14 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         .iter()
         .map(|f| f.name.clone())
         .collect();
-    // The analysis knows the masked columns: `masked_column_predicate`.
+    // The analysis knows the masked columns (`masked_column_predicate`),
+    // read with the same matcher as the masking.
+    let matchers: Vec<portcullis_mask::FieldPattern> = field_patterns
+        .iter()
+        .map(|p| portcullis_mask::FieldPattern::new(p))
+        .collect();
     let policy = crate::policy_file::load(&policy_path)?
-        .with_masked_columns(field_patterns.clone())
-        .map_err(|e| crate::config::policy_error(&policy_path, &e))?;
+        .with_masked_column_matcher(move |name| matchers.iter().any(|m| m.matches(name)));
 
     if !policy_section.enforce {
         tracing::warn!(

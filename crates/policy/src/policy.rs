@@ -1078,6 +1078,34 @@ impl Policy {
         Ok(self)
     }
 
+    /// Like [`Policy::with_masked_columns`], with the embedder's own matcher:
+    /// `is_masked` is asked for `column`, `table.column` and
+    /// `schema.table.column` of each column used in a predicate. The gateway
+    /// passes the matcher its masking uses (`portcullis_mask::FieldPattern`),
+    /// so the fact and the masking read field patterns the same way.
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{Policy, Risk};
+    /// let policy = Policy::from_toml_str("default = \"allow\"")?
+    ///     .with_masked_column_matcher(|name| name.ends_with("api_key"));
+    /// let facts = policy.analyze_sql("SELECT id FROM customers ORDER BY api_key");
+    /// assert!(facts[0].has_risk(Risk::MaskedColumnPredicate));
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    pub fn with_masked_column_matcher(
+        mut self,
+        is_masked: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.analyzer = self
+            .analyzer
+            .with_masked_matcher(crate::sql::MaskedColumnMatcher(std::sync::Arc::new(
+                is_masked,
+            )));
+        self.cache = DecisionCache::new(self.cache.capacity());
+        self
+    }
+
     /// Analyses SQL with this policy's analysis settings (dangerous
     /// functions, unsafe parameters, default schema).
     pub fn analyze_sql(&self, sql: &str) -> Vec<StatementFacts> {

@@ -131,12 +131,29 @@ impl Default for SqlOptions {
     }
 }
 
+/// A matcher of masked column names (`column`, `table.column`,
+/// `schema.table.column`), given by an embedder that already interprets
+/// field patterns (the gateway: `portcullis_mask::FieldPattern`).
+#[derive(Clone)]
+pub(crate) struct MaskedColumnMatcher(
+    pub(crate) std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>,
+);
+
+impl std::fmt::Debug for MaskedColumnMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaskedColumnMatcher(..)")
+    }
+}
+
 /// The compiled form of [`SqlOptions`] used during analysis.
 #[derive(Debug)]
 pub(crate) struct Analyzer {
     options: SqlOptions,
     dangerous: globset::GlobSet,
     masked: globset::GlobSet,
+    /// The embedder's own matcher for masked columns (the gateway's field
+    /// patterns), used instead of `masked` when set.
+    masked_matcher: Option<MaskedColumnMatcher>,
 }
 
 impl Analyzer {
@@ -166,13 +183,16 @@ impl Analyzer {
             options,
             dangerous,
             masked,
+            masked_matcher: None,
         })
     }
 
     /// Adds [`Risk::MaskedColumnPredicate`] when a masked column is used in
     /// a predicate.
     fn masked_predicate(&self, facts: &mut StatementFacts) {
-        if self.masked.is_empty() || facts.has_risk(crate::Risk::MaskedColumnPredicate) {
+        if (self.masked.is_empty() && self.masked_matcher.is_none())
+            || facts.has_risk(crate::Risk::MaskedColumnPredicate)
+        {
             return;
         }
         let hit = facts.columns.iter().any(|c| {
@@ -184,13 +204,22 @@ impl Analyzer {
                         names.push(format!("{bare}.{}", c.column));
                     }
                 }
-                names.iter().any(|n| self.masked.is_match(n))
+                match &self.masked_matcher {
+                    Some(m) => names.iter().any(|n| (m.0)(n)),
+                    None => names.iter().any(|n| self.masked.is_match(n)),
+                }
             }
         });
         if hit {
             facts.risks.push(crate::Risk::MaskedColumnPredicate);
             facts.risks.sort();
         }
+    }
+
+    /// The same analyzer, telling masked columns with `matcher`.
+    pub(crate) fn with_masked_matcher(mut self, matcher: MaskedColumnMatcher) -> Self {
+        self.masked_matcher = Some(matcher);
+        self
     }
 
     pub(crate) fn options(&self) -> &SqlOptions {
