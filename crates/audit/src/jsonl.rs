@@ -320,6 +320,10 @@ struct Shared {
     records: AtomicU64,
     writes: AtomicU64,
     fsyncs: AtomicU64,
+    /// `flushed`: how long the syncer lets records gather before an fsync
+    /// nobody waits for (half the sync window), so a steady stream of
+    /// records costs one fsync per half window, not one per write.
+    flush_delay: Option<Duration>,
 }
 
 /// One trail file, shared by the writer (appends) and the syncer (fsyncs).
@@ -395,8 +399,9 @@ impl Waiter {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(flush_delay: Option<Duration>) -> Shared {
         Shared {
+            flush_delay,
             state: Mutex::new(SyncState::default()),
             syncer_wake: Condvar::new(),
             writer_wake: Condvar::new(),
@@ -467,7 +472,8 @@ impl JsonlSink {
         )?;
         let (writer, report) = Writer::open(dir, &options)?;
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared::new());
+        let flush_delay = (options.commit == Commit::Flushed).then(|| options.sync_window / 2);
+        let shared = Arc::new(Shared::new(flush_delay));
         {
             let mut st = shared.lock();
             st.written = writer.head.seq;
@@ -664,6 +670,25 @@ fn sync_loop(shared: &Shared) {
         if st.written == st.synced && st.retired.is_empty() {
             // Closing, and everything written is fsynced.
             return;
+        }
+        if let Some(delay) = shared.flush_delay {
+            // `flushed`: nobody waits for this fsync, so let the records of
+            // up to half the window join it (the writer holds back new
+            // acknowledgements once the window is used up).
+            while st.failed.is_none() && !st.closing && st.waiters.is_empty() {
+                let Some(since) = st.unsynced_since else {
+                    break;
+                };
+                let left = (since + delay).saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = shared
+                    .syncer_wake
+                    .wait_timeout(st, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
         }
         let target = st.written;
         let mut files = std::mem::take(&mut st.retired);
@@ -1137,10 +1162,15 @@ impl Writer {
         }
         if self.head.seq > st.written {
             st.written = self.head.seq;
+            // `flushed`: the syncer needs waking only for the first record
+            // after an fsync (it then waits out its delay by itself).
+            let first = st.unsynced_since.is_none();
             if flushed {
                 st.unsynced_since.get_or_insert_with(Instant::now);
             }
-            shared.syncer_wake.notify_one();
+            if !flushed || first {
+                shared.syncer_wake.notify_one();
+            }
         }
         let synced = st.synced;
         let mut now = Vec::new();
@@ -1169,6 +1199,8 @@ impl Writer {
                             seq: self.head.seq,
                             reply,
                         });
+                        // Someone waits: no delay.
+                        shared.syncer_wake.notify_one();
                     }
                 }
             }

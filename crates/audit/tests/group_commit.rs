@@ -259,3 +259,17 @@ fn rotation_under_the_pipelined_levels_keeps_the_chain() {
         assert_eq!(report.head().map(|h| h.seq), Some(400));
     }
 }
+
+/// One recorder writing back to back (one client of the gateway): `flushed`
+/// lets the records of half a sync window share an fsync instead of
+/// fsyncing after every write.
+#[test]
+fn flushed_sequential_records_share_fsyncs() {
+    let (records, fsyncs) = concurrent(Commit::Flushed, 1, 400);
+    assert_eq!(records, 400);
+    assert!(fsyncs >= 1);
+    assert!(
+        fsyncs * 4 <= records,
+        "{fsyncs} fsyncs for {records} sequential records"
+    );
+}
