@@ -19,10 +19,13 @@ use crate::{Ack, AuditError, AuditEvent, AuditSink, Durability, EventKind, Healt
 /// When the JSON Lines sink fsyncs: its durability level.
 ///
 /// [`Commit::Flushed`] (the default) and [`Commit::Durable`] use a group
-/// commit without a timer: the writer thread writes whatever is queued at
-/// once, and a second thread fsyncs whatever has been written at once; what
-/// arrives while a write or an fsync is in progress goes into the next one
-/// (leader and follower, as PostgreSQL's WAL). Nothing waits for a clock
+/// commit without a timer. The caller writes: the first to arrive becomes
+/// the leader and appends its record at once, on its own thread; records
+/// that arrive while it writes are queued and appended by the same leader
+/// before it steps down (leader and follower, as PostgreSQL's WAL), so no
+/// record waits for a thread to be woken. A syncer thread fsyncs whatever
+/// has been written, at once; what is written while an fsync is in progress
+/// goes into the next one. Nothing waits for a clock
 /// when the sink is idle, and under load one `fdatasync` covers a whole
 /// batch. [`Commit::PerRecord`] and [`Commit::Group`] are the earlier modes,
 /// kept for comparison.
@@ -232,9 +235,11 @@ fn file_index(path: &Path) -> u64 {
 /// After a write or fsync fails, the sink refuses every further record and
 /// reports itself unavailable: the file's state is then unknown.
 ///
-/// One writer thread owns the file (and, for the `flushed` and `durable`
-/// levels, a second thread fsyncs it), so the sink does not depend on the
-/// tokio runtime's flavour; `record` only waits on a channel. Events are
+/// For the `flushed` and `durable` levels the caller appends its record
+/// itself (one leader at a time, taking along the records that queued while
+/// it wrote: a `write` to the page cache, never an fsync or a wait) and a
+/// syncer thread fsyncs; the older levels have a writer thread. Either way
+/// the sink does not depend on the tokio runtime's flavour. Events are
 /// written in the order they were handed over ([`AuditSink::submit`],
 /// [`AuditSink::enqueue`]), through a bounded queue
 /// ([`JsonlOptions::queue_capacity`]). An exclusive
@@ -273,11 +278,10 @@ pub struct JsonlSink {
     max_event_bytes: usize,
     min_free_bytes: u64,
     queue_capacity: usize,
-    tx: Option<mpsc::Sender<Request>>,
+    dispatch: Dispatch,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
     // Held (flock) while the sink is open; released when it is dropped,
-    // after the writer thread has finished.
+    // after the writer (thread or last leader) has finished.
     _lock: File,
 }
 
@@ -305,14 +309,78 @@ enum Request {
     },
 }
 
+/// How records reach the file.
+#[derive(Debug)]
+enum Dispatch {
+    /// [`Commit::Group`] and [`Commit::PerRecord`], which sleep or fsync
+    /// while writing: a writer thread, fed by a channel.
+    Thread {
+        tx: Option<mpsc::Sender<Request>>,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// The pipelined levels: the callers write, one leader at a time.
+    Inline {
+        queue: Mutex<Queue>,
+        writer: Box<Mutex<Writer>>,
+        syncer: Option<JoinHandle<()>>,
+    },
+}
+
+/// The records waiting for the leader of [`Dispatch::Inline`].
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Vec<Request>,
+    /// A caller is writing and will take `pending` before it steps down.
+    leading: bool,
+}
+
+/// Steps the leader down when it is done, or when it unwinds (then what is
+/// still queued is refused, so that no caller waits for ever).
+struct Leadership<'a> {
+    queue: &'a Mutex<Queue>,
+    shared: &'a Shared,
+}
+
+impl Leadership<'_> {
+    /// The next batch, or `None` (and the leadership given up) when nothing
+    /// is queued.
+    fn next(&self, batch: &mut Vec<Request>) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.pending.is_empty() {
+            q.leading = false;
+            return false;
+        }
+        std::mem::swap(batch, &mut q.pending);
+        true
+    }
+}
+
+impl Drop for Leadership<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.shared
+            .set_failed("the audit writer panicked".to_owned());
+        let pending = {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.leading = false;
+            std::mem::take(&mut q.pending)
+        };
+        for req in pending {
+            reply_err(req, || {
+                AuditError::Unavailable("the audit writer panicked".to_owned())
+            });
+        }
+    }
+}
+
 /// What the sink, its writer and its syncer share.
 #[derive(Debug)]
 struct Shared {
     state: Mutex<SyncState>,
     /// Wakes the syncer: something was written, or the sink closes.
     syncer_wake: Condvar,
-    /// Wakes a writer waiting for the sync window: an fsync finished.
-    writer_wake: Condvar,
     /// Events queued and not yet taken by the writer.
     depth: AtomicUsize,
     /// Told when the writer takes events off the queue.
@@ -404,7 +472,6 @@ impl Shared {
             flush_delay,
             state: Mutex::new(SyncState::default()),
             syncer_wake: Condvar::new(),
-            writer_wake: Condvar::new(),
             depth: AtomicUsize::new(0),
             room: Notify::new(),
             records: AtomicU64::new(0),
@@ -424,7 +491,6 @@ impl Shared {
     fn set_failed(&self, reason: String) {
         let mut st = self.lock();
         st.failed.get_or_insert(reason);
-        self.writer_wake.notify_all();
         self.syncer_wake.notify_all();
     }
 }
@@ -471,7 +537,6 @@ impl JsonlSink {
             },
         )?;
         let (writer, report) = Writer::open(dir, &options)?;
-        let (tx, rx) = mpsc::channel();
         let flush_delay = (options.commit == Commit::Flushed).then(|| options.sync_window / 2);
         let shared = Arc::new(Shared::new(flush_delay));
         {
@@ -491,11 +556,24 @@ impl JsonlSink {
         } else {
             None
         };
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("audit-{}", options.chain))
-            .spawn(move || writer.run(rx, &thread_shared, syncer))
-            .map_err(|e| AuditError::io("spawn writer thread for", dir, e))?;
+        let dispatch = if options.commit.pipelined() {
+            Dispatch::Inline {
+                queue: Mutex::new(Queue::default()),
+                writer: Box::new(Mutex::new(writer)),
+                syncer,
+            }
+        } else {
+            let (tx, rx) = mpsc::channel();
+            let thread_shared = Arc::clone(&shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("audit-{}", options.chain))
+                .spawn(move || writer.run(rx, &thread_shared, syncer))
+                .map_err(|e| AuditError::io("spawn writer thread for", dir, e))?;
+            Dispatch::Thread {
+                tx: Some(tx),
+                thread: Some(thread),
+            }
+        };
         Ok((
             JsonlSink {
                 name: format!("jsonl:{}", options.chain),
@@ -503,9 +581,8 @@ impl JsonlSink {
                 max_event_bytes: options.max_event_bytes,
                 min_free_bytes: options.min_free_bytes,
                 queue_capacity: options.queue_capacity,
-                tx: Some(tx),
+                dispatch,
                 shared,
-                thread: Some(thread),
                 _lock: lock,
             },
             report,
@@ -552,15 +629,40 @@ impl JsonlSink {
     }
 
     fn send(&self, req: Request) -> Result<(), AuditError> {
-        match &self.tx {
-            Some(tx) => {
+        match &self.dispatch {
+            Dispatch::Thread { tx: Some(tx), .. } => {
                 self.shared.depth.fetch_add(1, Ordering::AcqRel);
                 tx.send(req).map_err(|_| {
                     self.shared.depth.fetch_sub(1, Ordering::AcqRel);
                     self.unavailable()
                 })
             }
-            None => Err(AuditError::Closed),
+            Dispatch::Thread { tx: None, .. } => Err(AuditError::Closed),
+            Dispatch::Inline { queue, writer, .. } => {
+                self.shared.depth.fetch_add(1, Ordering::AcqRel);
+                let mut batch = {
+                    let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    q.pending.push(req);
+                    if q.leading {
+                        // The leader appends it before stepping down.
+                        return Ok(());
+                    }
+                    q.leading = true;
+                    std::mem::take(&mut q.pending)
+                };
+                let leadership = Leadership {
+                    queue,
+                    shared: &self.shared,
+                };
+                // Only the leader takes the writer, so this never waits.
+                let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    writer.commit_batch(&mut batch, &self.shared);
+                    if !leadership.next(&mut batch) {
+                        return Ok(());
+                    }
+                }
+            }
         }
     }
 
@@ -585,9 +687,22 @@ impl JsonlSink {
 
 impl Drop for JsonlSink {
     fn drop(&mut self) {
-        self.tx = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        match &mut self.dispatch {
+            Dispatch::Thread { tx, thread } => {
+                *tx = None;
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            Dispatch::Inline { syncer, .. } => {
+                // Nobody writes any more (this is the last reference): the
+                // syncer fsyncs what is written, then ends.
+                self.shared.lock().closing = true;
+                self.shared.syncer_wake.notify_all();
+                if let Some(syncer) = syncer.take() {
+                    let _ = syncer.join();
+                }
+            }
         }
     }
 }
@@ -608,8 +723,12 @@ impl AuditSink for JsonlSink {
         if let Some(reason) = self.shared.failure() {
             return Health::Unavailable(reason);
         }
-        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
-            return Health::Unavailable("writer thread stopped".into());
+        let stopped = match &self.dispatch {
+            Dispatch::Thread { thread, .. } => thread.as_ref().is_none_or(|t| t.is_finished()),
+            Dispatch::Inline { syncer, .. } => syncer.as_ref().is_none_or(|t| t.is_finished()),
+        };
+        if stopped {
+            return Health::Unavailable("writer or syncer thread stopped".into());
         }
         match rustix::fs::statvfs(&self.dir) {
             Ok(st) => {
@@ -723,7 +842,6 @@ fn sync_loop(shared: &Shared) {
                 // The loop's top fails the rest and ends.
             }
         }
-        shared.writer_wake.notify_all();
     }
 }
 
@@ -1010,36 +1128,42 @@ impl Writer {
                     }
                 }
             }
-            shared.depth.fetch_sub(batch.len(), Ordering::AcqRel);
-            shared.room.notify_waiters();
             last_commit = Instant::now();
-            match shared.failure() {
-                Some(reason) => {
-                    for req in batch.drain(..) {
-                        reply_err(req, || AuditError::Unavailable(reason.clone()));
-                    }
-                }
-                None => {
-                    if let Err((op, path, e)) = self.process(&mut batch, shared) {
-                        shared.set_failed(format!("{op} {}: {e}", path.display()));
-                        for req in batch.drain(..) {
-                            reply_err(req, || {
-                                AuditError::io(
-                                    op,
-                                    path.clone(),
-                                    std::io::Error::new(e.kind(), e.to_string()),
-                                )
-                            });
-                        }
-                    }
-                }
-            }
+            self.commit_batch(&mut batch, shared);
         }
         // The sink was dropped: the syncer fsyncs what is written, then ends.
         shared.lock().closing = true;
         shared.syncer_wake.notify_all();
         if let Some(syncer) = syncer {
             let _ = syncer.join();
+        }
+    }
+
+    /// Writes one batch and answers (or hands over) every request in it;
+    /// `batch` is empty afterwards.
+    fn commit_batch(&mut self, batch: &mut Vec<Request>, shared: &Shared) {
+        shared.depth.fetch_sub(batch.len(), Ordering::AcqRel);
+        shared.room.notify_waiters();
+        match shared.failure() {
+            Some(reason) => {
+                for req in batch.drain(..) {
+                    reply_err(req, || AuditError::Unavailable(reason.clone()));
+                }
+            }
+            None => {
+                if let Err((op, path, e)) = self.process(batch, shared) {
+                    shared.set_failed(format!("{op} {}: {e}", path.display()));
+                    for req in batch.drain(..) {
+                        reply_err(req, || {
+                            AuditError::io(
+                                op,
+                                path.clone(),
+                                std::io::Error::new(e.kind(), e.to_string()),
+                            )
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -1128,31 +1252,19 @@ impl Writer {
 
     /// For the pipelined levels, after the batch is written: tells the
     /// syncer, then answers `flushed` records at once and queues the replies
-    /// that wait for the fsync.
+    /// that wait for the fsync. Never blocks: it runs on the caller's thread.
     fn hand_over(&self, batch: &mut Vec<Request>, receipts: Vec<Receipt>, shared: &Shared) {
-        let flushed = self.commit == Commit::Flushed;
         let mut st = shared.lock();
-        if flushed {
-            // The bound of the `flushed` level: no record is acknowledged
-            // while one acknowledged a window ago is still not fsynced.
-            loop {
-                let oldest = match (st.syncing_since, st.unsynced_since) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let Some(oldest) = oldest else { break };
-                let left = (oldest + self.sync_window).saturating_duration_since(Instant::now());
-                if left.is_zero() && st.failed.is_none() {
-                    st = shared
-                        .writer_wake
-                        .wait_timeout(st, self.sync_window)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|e| e.into_inner().0);
-                } else {
-                    break;
-                }
-            }
-        }
+        // The bound of the `flushed` level: no record is acknowledged while
+        // one acknowledged a window ago is still not fsynced; past it, this
+        // batch's records are acknowledged by the fsync that covers them.
+        let flushed = self.commit == Commit::Flushed && {
+            let oldest = match (st.syncing_since, st.unsynced_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            oldest.is_none_or(|o| o + self.sync_window > Instant::now())
+        };
         if let Some(reason) = st.failed.clone() {
             drop(st);
             for req in batch.drain(..) {
@@ -1165,7 +1277,7 @@ impl Writer {
             // `flushed`: the syncer needs waking only for the first record
             // after an fsync (it then waits out its delay by itself).
             let first = st.unsynced_since.is_none();
-            if flushed {
+            if self.commit == Commit::Flushed {
                 st.unsynced_since.get_or_insert_with(Instant::now);
             }
             if !flushed || first {

@@ -11,6 +11,7 @@
 )]
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::sync::Arc;
 
 use portcullis_audit::{
@@ -272,4 +273,73 @@ fn flushed_sequential_records_share_fsyncs() {
         fsyncs * 4 <= records,
         "{fsyncs} fsyncs for {records} sequential records"
     );
+}
+
+#[test]
+fn flushed_enqueue_on_an_idle_sink_is_written_by_the_caller() {
+    // No thread hop: the caller that finds no leader writes its record
+    // itself, so the acknowledgement is ready when `enqueue` returns, and the
+    // record is already in the file. (A long sync window, so that the
+    // window's bound, tested below, does not apply.)
+    let dir = tempfile::tempdir().unwrap();
+    let options = JsonlOptions::new("gc").sync_window(std::time::Duration::from_secs(10));
+    let (sink, _) = JsonlSink::open(dir.path(), options).unwrap();
+    let files = trail_files(dir.path(), "gc").unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for i in 1..=50u64 {
+        let mut ack = std::pin::pin!(sink.enqueue(&event(&i.to_string())).unwrap());
+        let receipt = match ack.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r.unwrap(),
+            std::task::Poll::Pending => panic!("record {i}: the acknowledgement was not ready"),
+        };
+        assert_eq!(receipt.seq(), i);
+        assert_eq!(receipt.durability(), Durability::Written);
+        assert_eq!(verify(&files).head().map(|h| h.seq), Some(i));
+    }
+    assert_eq!(sink.stats().writes, 50);
+}
+
+#[test]
+fn durable_enqueue_waits_for_the_fsync_not_for_a_writer() {
+    // `durable` is written by the caller too, but acknowledged only by the
+    // syncer's fsync.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (sink, _) =
+        JsonlSink::open(dir.path(), JsonlOptions::new("gc").commit(Commit::Durable)).unwrap();
+    let files = trail_files(dir.path(), "gc").unwrap();
+    let ack = sink.enqueue(&event("1")).unwrap();
+    // In the file before the fsync acknowledges it.
+    assert_eq!(verify(&files).head().map(|h| h.seq), Some(1));
+    let receipt = rt.block_on(ack).unwrap();
+    assert_eq!(receipt.durability(), Durability::Fsynced);
+    assert!(sink.stats().fsyncs >= 1);
+}
+
+#[test]
+fn flushed_past_the_window_acknowledges_after_the_fsync() {
+    // With a 1 µs window nearly every record finds the oldest unsynced one
+    // past the bound: its acknowledgement then waits for the fsync that
+    // covers it (on the syncer), never blocking the writing caller. Every
+    // acknowledgement still arrives, in order, and the trail verifies.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let options = JsonlOptions::new("gc").sync_window(std::time::Duration::from_micros(1));
+    let (sink, _) = JsonlSink::open(dir.path(), options).unwrap();
+    let acks: Vec<_> = (1..=200u64)
+        .map(|i| sink.enqueue(&event(&i.to_string())).unwrap())
+        .collect();
+    let seqs: Vec<u64> = rt.block_on(async {
+        let mut seqs = Vec::new();
+        for ack in acks {
+            seqs.push(ack.await.unwrap().seq());
+        }
+        seqs
+    });
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    assert!(sink.stats().fsyncs >= 1);
+    drop(sink);
+    let report = verify(&trail_files(dir.path(), "gc").unwrap());
+    assert!(report.is_intact());
+    assert_eq!(report.head().map(|h| h.seq), Some(200));
 }
