@@ -19,13 +19,13 @@ use crate::{Ack, AuditError, AuditEvent, AuditSink, Durability, EventKind, Healt
 /// When the JSON Lines sink fsyncs: its durability level.
 ///
 /// [`Commit::Flushed`] (the default) and [`Commit::Durable`] use a group
-/// commit without a timer. The caller writes: the first to arrive becomes
-/// the leader and appends its record at once, on its own thread; records
-/// that arrive while it writes are queued and appended by the same leader
-/// before it steps down (leader and follower, as PostgreSQL's WAL), so no
-/// record waits for a thread to be woken. A syncer thread fsyncs whatever
-/// has been written, at once; what is written while an fsync is in progress
-/// goes into the next one. Nothing waits for a clock
+/// commit without a timer. A record that finds the sink idle is appended by
+/// its caller at once, on its own thread (no thread to wake, no hop back);
+/// records that arrive while something is being written queue up and the
+/// writer thread appends them together (leader and follower, as
+/// PostgreSQL's WAL). A syncer thread fsyncs whatever has been written, at
+/// once; what is written while an fsync is in progress goes into the next
+/// one. Nothing waits for a clock
 /// when the sink is idle, and under load one `fdatasync` covers a whole
 /// batch. [`Commit::PerRecord`] and [`Commit::Group`] are the earlier modes,
 /// kept for comparison.
@@ -235,11 +235,10 @@ fn file_index(path: &Path) -> u64 {
 /// After a write or fsync fails, the sink refuses every further record and
 /// reports itself unavailable: the file's state is then unknown.
 ///
-/// For the `flushed` and `durable` levels the caller appends its record
-/// itself (one leader at a time, taking along the records that queued while
-/// it wrote: a `write` to the page cache, never an fsync or a wait) and a
-/// syncer thread fsyncs; the older levels have a writer thread. Either way
-/// the sink does not depend on the tokio runtime's flavour. Events are
+/// A writer thread owns the file; for the `flushed` and `durable` levels a
+/// caller that finds the sink idle appends its own record (a `write` to the
+/// page cache, never an fsync or a wait), and a second thread fsyncs. The
+/// sink does not depend on the tokio runtime's flavour. Events are
 /// written in the order they were handed over ([`AuditSink::submit`],
 /// [`AuditSink::enqueue`]), through a bounded queue
 /// ([`JsonlOptions::queue_capacity`]). An exclusive
@@ -278,10 +277,14 @@ pub struct JsonlSink {
     max_event_bytes: usize,
     min_free_bytes: u64,
     queue_capacity: usize,
-    dispatch: Dispatch,
+    /// The caller writes its record itself when the sink is idle.
+    inline: bool,
+    writer: Arc<Mutex<Writer>>,
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     // Held (flock) while the sink is open; released when it is dropped,
-    // after the writer (thread or last leader) has finished.
+    // after the writer thread has finished.
     _lock: File,
 }
 
@@ -307,72 +310,6 @@ enum Request {
     Flush {
         reply: oneshot::Sender<Result<(), AuditError>>,
     },
-}
-
-/// How records reach the file.
-#[derive(Debug)]
-enum Dispatch {
-    /// [`Commit::Group`] and [`Commit::PerRecord`], which sleep or fsync
-    /// while writing: a writer thread, fed by a channel.
-    Thread {
-        tx: Option<mpsc::Sender<Request>>,
-        thread: Option<JoinHandle<()>>,
-    },
-    /// The pipelined levels: the callers write, one leader at a time.
-    Inline {
-        queue: Mutex<Queue>,
-        writer: Box<Mutex<Writer>>,
-        syncer: Option<JoinHandle<()>>,
-    },
-}
-
-/// The records waiting for the leader of [`Dispatch::Inline`].
-#[derive(Debug, Default)]
-struct Queue {
-    pending: Vec<Request>,
-    /// A caller is writing and will take `pending` before it steps down.
-    leading: bool,
-}
-
-/// Steps the leader down when it is done, or when it unwinds (then what is
-/// still queued is refused, so that no caller waits for ever).
-struct Leadership<'a> {
-    queue: &'a Mutex<Queue>,
-    shared: &'a Shared,
-}
-
-impl Leadership<'_> {
-    /// The next batch, or `None` (and the leadership given up) when nothing
-    /// is queued.
-    fn next(&self, batch: &mut Vec<Request>) -> bool {
-        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if q.pending.is_empty() {
-            q.leading = false;
-            return false;
-        }
-        std::mem::swap(batch, &mut q.pending);
-        true
-    }
-}
-
-impl Drop for Leadership<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        self.shared
-            .set_failed("the audit writer panicked".to_owned());
-        let pending = {
-            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            q.leading = false;
-            std::mem::take(&mut q.pending)
-        };
-        for req in pending {
-            reply_err(req, || {
-                AuditError::Unavailable("the audit writer panicked".to_owned())
-            });
-        }
-    }
 }
 
 /// What the sink, its writer and its syncer share.
@@ -556,24 +493,14 @@ impl JsonlSink {
         } else {
             None
         };
-        let dispatch = if options.commit.pipelined() {
-            Dispatch::Inline {
-                queue: Mutex::new(Queue::default()),
-                writer: Box::new(Mutex::new(writer)),
-                syncer,
-            }
-        } else {
-            let (tx, rx) = mpsc::channel();
-            let thread_shared = Arc::clone(&shared);
-            let thread = std::thread::Builder::new()
-                .name(format!("audit-{}", options.chain))
-                .spawn(move || writer.run(rx, &thread_shared, syncer))
-                .map_err(|e| AuditError::io("spawn writer thread for", dir, e))?;
-            Dispatch::Thread {
-                tx: Some(tx),
-                thread: Some(thread),
-            }
-        };
+        let writer = Arc::new(Mutex::new(writer));
+        let (tx, rx) = mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread_writer = Arc::clone(&writer);
+        let thread = std::thread::Builder::new()
+            .name(format!("audit-{}", options.chain))
+            .spawn(move || run(&thread_writer, rx, &thread_shared, syncer))
+            .map_err(|e| AuditError::io("spawn writer thread for", dir, e))?;
         Ok((
             JsonlSink {
                 name: format!("jsonl:{}", options.chain),
@@ -581,7 +508,10 @@ impl JsonlSink {
                 max_event_bytes: options.max_event_bytes,
                 min_free_bytes: options.min_free_bytes,
                 queue_capacity: options.queue_capacity,
-                dispatch,
+                inline: options.commit.pipelined(),
+                writer,
+                tx: Some(tx),
+                thread: Some(thread),
                 shared,
                 _lock: lock,
             },
@@ -629,41 +559,29 @@ impl JsonlSink {
     }
 
     fn send(&self, req: Request) -> Result<(), AuditError> {
-        match &self.dispatch {
-            Dispatch::Thread { tx: Some(tx), .. } => {
-                self.shared.depth.fetch_add(1, Ordering::AcqRel);
-                tx.send(req).map_err(|_| {
-                    self.shared.depth.fetch_sub(1, Ordering::AcqRel);
-                    self.unavailable()
-                })
-            }
-            Dispatch::Thread { tx: None, .. } => Err(AuditError::Closed),
-            Dispatch::Inline { queue, writer, .. } => {
-                self.shared.depth.fetch_add(1, Ordering::AcqRel);
-                let mut batch = {
-                    let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
-                    q.pending.push(req);
-                    if q.leading {
-                        // The leader appends it before stepping down.
-                        return Ok(());
-                    }
-                    q.leading = true;
-                    std::mem::take(&mut q.pending)
-                };
-                let leadership = Leadership {
-                    queue,
-                    shared: &self.shared,
-                };
-                // Only the leader takes the writer, so this never waits.
-                let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                loop {
-                    writer.commit_batch(&mut batch, &self.shared);
-                    if !leadership.next(&mut batch) {
-                        return Ok(());
-                    }
-                }
-            }
+        let Some(tx) = &self.tx else {
+            return Err(AuditError::Closed);
+        };
+        // An idle sink (nothing queued, nobody writing) is written by the
+        // caller at once: no thread to wake, no hop back. Nothing queued
+        // means every earlier record is written: the writer thread takes
+        // records off the queue count only while it holds the writer, and
+        // writes them before letting go of it. Under load the records queue
+        // up and the writer thread writes them in batches.
+        if self.inline
+            && self.shared.depth.load(Ordering::Acquire) == 0
+            && let Ok(mut writer) = self.writer.try_lock()
+            && self.shared.depth.load(Ordering::Acquire) == 0
+        {
+            self.shared.depth.fetch_add(1, Ordering::AcqRel);
+            writer.commit_batch(&mut vec![req], &self.shared);
+            return Ok(());
         }
+        self.shared.depth.fetch_add(1, Ordering::AcqRel);
+        tx.send(req).map_err(|_| {
+            self.shared.depth.fetch_sub(1, Ordering::AcqRel);
+            self.unavailable()
+        })
     }
 
     /// Waits while the queue holds `queue_capacity` events or more.
@@ -687,22 +605,9 @@ impl JsonlSink {
 
 impl Drop for JsonlSink {
     fn drop(&mut self) {
-        match &mut self.dispatch {
-            Dispatch::Thread { tx, thread } => {
-                *tx = None;
-                if let Some(thread) = thread.take() {
-                    let _ = thread.join();
-                }
-            }
-            Dispatch::Inline { syncer, .. } => {
-                // Nobody writes any more (this is the last reference): the
-                // syncer fsyncs what is written, then ends.
-                self.shared.lock().closing = true;
-                self.shared.syncer_wake.notify_all();
-                if let Some(syncer) = syncer.take() {
-                    let _ = syncer.join();
-                }
-            }
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -723,12 +628,8 @@ impl AuditSink for JsonlSink {
         if let Some(reason) = self.shared.failure() {
             return Health::Unavailable(reason);
         }
-        let stopped = match &self.dispatch {
-            Dispatch::Thread { thread, .. } => thread.as_ref().is_none_or(|t| t.is_finished()),
-            Dispatch::Inline { syncer, .. } => syncer.as_ref().is_none_or(|t| t.is_finished()),
-        };
-        if stopped {
-            return Health::Unavailable("writer or syncer thread stopped".into());
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            return Health::Unavailable("writer thread stopped".into());
         }
         match rustix::fs::statvfs(&self.dir) {
             Ok(st) => {
@@ -1104,41 +1005,6 @@ impl Writer {
         Ok(())
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Request>, shared: &Shared, syncer: Option<JoinHandle<()>>) {
-        let mut batch = Vec::new();
-        let mut last_commit = Instant::now();
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            if let Commit::Group(window) = self.commit {
-                // Sleep rather than wait on the channel, so that senders
-                // during the window do not each wake this thread; then take
-                // everything that arrived.
-                let left = (last_commit + window).saturating_duration_since(Instant::now());
-                if !left.is_zero() {
-                    std::thread::sleep(left);
-                }
-            }
-            if self.commit != Commit::PerRecord {
-                // Everything that queued up while the last batch was
-                // written (and, for the old modes, fsynced) goes together.
-                while batch.len() < self.max_batch {
-                    match rx.try_recv() {
-                        Ok(req) => batch.push(req),
-                        Err(_) => break,
-                    }
-                }
-            }
-            last_commit = Instant::now();
-            self.commit_batch(&mut batch, shared);
-        }
-        // The sink was dropped: the syncer fsyncs what is written, then ends.
-        shared.lock().closing = true;
-        shared.syncer_wake.notify_all();
-        if let Some(syncer) = syncer {
-            let _ = syncer.join();
-        }
-    }
-
     /// Writes one batch and answers (or hands over) every request in it;
     /// `batch` is empty afterwards.
     fn commit_batch(&mut self, batch: &mut Vec<Request>, shared: &Shared) {
@@ -1321,6 +1187,51 @@ impl Writer {
         for (reply, receipt) in now {
             let _ = reply.send(Ok(receipt));
         }
+    }
+}
+
+/// The writer thread: writes what queued up, in batches.
+fn run(
+    writer: &Mutex<Writer>,
+    rx: mpsc::Receiver<Request>,
+    shared: &Shared,
+    syncer: Option<JoinHandle<()>>,
+) {
+    let mut batch = Vec::new();
+    let mut last_commit = Instant::now();
+    while let Ok(first) = rx.recv() {
+        // Taken before anything leaves the queue: a caller that finds the
+        // queue empty while it holds the writer knows that every earlier
+        // record has been written.
+        let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        batch.push(first);
+        if let Commit::Group(window) = w.commit {
+            // Sleep rather than wait on the channel, so that senders
+            // during the window do not each wake this thread; then take
+            // everything that arrived.
+            let left = (last_commit + window).saturating_duration_since(Instant::now());
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
+        }
+        if w.commit != Commit::PerRecord {
+            // Everything that queued up while the last batch was
+            // written (and, for the old modes, fsynced) goes together.
+            while batch.len() < w.max_batch {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(_) => break,
+                }
+            }
+        }
+        last_commit = Instant::now();
+        w.commit_batch(&mut batch, shared);
+    }
+    // The sink was dropped: the syncer fsyncs what is written, then ends.
+    shared.lock().closing = true;
+    shared.syncer_wake.notify_all();
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
     }
 }
 

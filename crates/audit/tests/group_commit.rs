@@ -343,3 +343,49 @@ fn flushed_past_the_window_acknowledges_after_the_fsync() {
     assert!(report.is_intact());
     assert_eq!(report.head().map(|h| h.seq), Some(200));
 }
+
+#[test]
+fn callers_writing_and_the_writer_thread_keep_each_recorders_order() {
+    // Four threads hammer `enqueue`: some records are written by their
+    // caller (the sink was idle), others queue for the writer thread. A
+    // caller may write its own record only when nothing is queued, so no
+    // recorder's later record overtakes an earlier one.
+    for commit in [Commit::Flushed, Commit::Durable] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JsonlOptions::new("gc").commit(commit).queue_capacity(1 << 16);
+        let (sink, _) = JsonlSink::open(dir.path(), options).unwrap();
+        let sink = Arc::new(sink);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = Arc::clone(&sink);
+                std::thread::spawn(move || {
+                    (0..3000)
+                        .map(|i| sink.enqueue(&event(&format!("{t}/{i}"))).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let acks: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        runtime().block_on(async {
+            for ack in acks {
+                ack.await.unwrap();
+            }
+        });
+        let stats = sink.stats();
+        drop(sink);
+        let files = trail_files(dir.path(), "gc").unwrap();
+        assert!(verify(&files).is_clean());
+        let mut last: HashMap<String, i64> = HashMap::new();
+        for e in session_timeline(&files, "s").unwrap() {
+            let EventKind::GatewayError { message } = e.event.kind else {
+                panic!("unexpected event");
+            };
+            let (t, i) = message.split_once('/').unwrap();
+            let i: i64 = i.parse().unwrap();
+            let prev = last.insert(t.to_owned(), i).unwrap_or(-1);
+            assert_eq!(prev + 1, i, "{commit:?}: recorder {t}: {i} after {prev}");
+        }
+        assert_eq!(last.values().filter(|&&v| v == 2999).count(), 4);
+        assert_eq!(stats.records, 12_000);
+    }
+}
