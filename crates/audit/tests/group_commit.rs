@@ -352,7 +352,9 @@ fn callers_writing_and_the_writer_thread_keep_each_recorders_order() {
     // recorder's later record overtakes an earlier one.
     for commit in [Commit::Flushed, Commit::Durable] {
         let dir = tempfile::tempdir().unwrap();
-        let options = JsonlOptions::new("gc").commit(commit).queue_capacity(1 << 16);
+        let options = JsonlOptions::new("gc")
+            .commit(commit)
+            .queue_capacity(1 << 16);
         let (sink, _) = JsonlSink::open(dir.path(), options).unwrap();
         let sink = Arc::new(sink);
         let threads: Vec<_> = (0..4)
@@ -365,7 +367,10 @@ fn callers_writing_and_the_writer_thread_keep_each_recorders_order() {
                 })
             })
             .collect();
-        let acks: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let acks: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         runtime().block_on(async {
             for ack in acks {
                 ack.await.unwrap();
