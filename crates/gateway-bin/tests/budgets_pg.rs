@@ -349,6 +349,16 @@ fn row_budget_cuts_results_and_keeps_the_session_consistent() {
         }
     });
 
+    // The slow statements were stopped at the backend by the gateway's
+    // cancel (simple protocol, and extended inside a transaction).
+    let log = gw.pg.log();
+    assert!(
+        log.matches("canceling statement due to user request")
+            .count()
+            >= 2,
+        "{log}"
+    );
+
     // Each cut is in the audit trail with the budget and its figure.
     let trail = gw.trail_text();
     let cuts = trail
