@@ -489,8 +489,20 @@ mod documented {
     /// The table row for `name`: `` | `name` | … | … | example | ``, with an
     /// example cell that is not empty.
     fn row(name: &str) -> Option<&'static str> {
+        row_in(DOC, name)
+    }
+
+    /// The same, in the Kubernetes section.
+    fn k8s_row(name: &str) -> Option<&'static str> {
+        let start = DOC.find("## Facts of a Kubernetes request").unwrap();
+        let section = &DOC[start..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+        row_in(&section[..end], name)
+    }
+
+    fn row_in(doc: &'static str, name: &str) -> Option<&'static str> {
         let head = format!("| `{name}` |");
-        DOC.lines().find(|l| l.starts_with(&head)).filter(|l| {
+        doc.lines().find(|l| l.starts_with(&head)).filter(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             // ["", name, ..., example, ""]
             cells.len() >= 4 && cells.iter().rev().nth(1).is_some_and(|c| !c.is_empty())
@@ -520,8 +532,40 @@ mod documented {
     }
 
     #[test]
+    fn every_k8s_risk_and_fact_has_a_row_with_an_example() {
+        for r in K8sRisk::ALL {
+            assert!(
+                k8s_row(r.as_str()).is_some(),
+                "k8s risk {} is not in docs/policy.md",
+                r.as_str()
+            );
+        }
+        for f in fields("K8sWhen") {
+            assert!(
+                k8s_row(f).is_some(),
+                "k8s fact {f} is not in docs/policy.md"
+            );
+        }
+    }
+
+    /// The fields of a `when` struct of the policy format.
+    fn fields(name: &str) -> Vec<&'static str> {
+        let start = MODEL.find(&format!("struct {name} {{")).unwrap();
+        let body = &MODEL[start..];
+        let body = &body[..body.find('}').unwrap()];
+        let out: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub(crate) "))
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        assert!(out.len() >= 8, "{name}: {out:?}");
+        out
+    }
+
+    #[test]
     fn every_sql_fact_of_the_policy_format_has_a_row_with_an_example() {
         // The `when.sql` conditions, as the policy format declares them.
+        assert!(fields("SqlWhen").contains(&"read_only"));
         let start = MODEL.find("struct SqlWhen {").unwrap();
         let body = &MODEL[start..];
         let body = &body[..body.find('}').unwrap()];
