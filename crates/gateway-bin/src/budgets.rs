@@ -415,6 +415,27 @@ max_rows = 1
     }
 
     #[test]
+    fn config_file_errors_carry_line_and_column() {
+        let text = "[[budget]]\nprincipals = [\"*\"]\nmax_rows = 0\n";
+        let e = crate::config::Config::parse(
+            text,
+            std::path::Path::new("gw.toml"),
+            std::path::Path::new("/etc/portcullis"),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (3, 12), "{e}");
+        assert!(e.to_string().starts_with("gw.toml:3:12: max_rows"), "{e}");
+        let text = "[[budget]]\ngroups = [\"agents\"]\nstatement_timeout = \"forever\"\n";
+        let e = crate::config::Config::parse(
+            text,
+            std::path::Path::new("gw.toml"),
+            std::path::Path::new("/etc/portcullis"),
+        )
+        .unwrap_err();
+        assert_eq!((e.line, e.column), (3, 21), "{e}");
+    }
+
+    #[test]
     fn a_sliding_minute_per_principal() {
         let b = Budgets::none();
         let t0 = Instant::now();
