@@ -278,6 +278,20 @@ pub enum EventKind {
         /// Why it failed (never the credential).
         reason: String,
     },
+    /// A command ran into one of its principal's budgets (rows returned per
+    /// statement, statements per minute): it was cut or refused with SQLSTATE
+    /// 53400.
+    BudgetExceeded {
+        /// The command.
+        command_id: u64,
+        /// Which budget: `max_rows` or `statements_per_minute`.
+        budget: String,
+        /// The budget's limit.
+        limit: u64,
+        /// The figure that ran into it: rows forwarded before the cut, or
+        /// statements already run in the last minute.
+        observed: u64,
+    },
     /// The policy could not decide (parse failure, bad rule); the command
     /// was refused.
     PolicyError {
@@ -320,6 +334,7 @@ impl EventKind {
             EventKind::ApprovalDenied { .. } => "approval_denied",
             EventKind::ApprovalExpired { .. } => "approval_expired",
             EventKind::AuthFailed { .. } => "auth_failed",
+            EventKind::BudgetExceeded { .. } => "budget_exceeded",
             EventKind::PolicyError { .. } => "policy_error",
             EventKind::GatewayError { .. } => "gateway_error",
             EventKind::TrailRecovered { .. } => "trail_recovered",

@@ -56,6 +56,15 @@ impl fmt::Display for TimelineEntry {
                 Ok(())
             }
             EventKind::CommandForwarded { command_id } => write!(f, " [{command_id}]"),
+            EventKind::BudgetExceeded {
+                command_id,
+                budget,
+                limit,
+                observed,
+            } => write!(
+                f,
+                " [{command_id}] {budget} limit={limit} observed={observed}"
+            ),
             _ => Ok(()),
         }
     }

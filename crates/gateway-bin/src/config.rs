@@ -59,6 +59,9 @@ pub(crate) struct Config {
     pub(crate) admin: Option<Admin>,
     #[serde(default)]
     pub(crate) limits: Limits,
+    /// Query budgets per principal or group (see [`crate::budgets`]).
+    #[serde(default, rename = "budget")]
+    pub(crate) budgets: Vec<Spanned<crate::budgets::BudgetSpec>>,
     /// The directory of the file: relative paths in it are relative to this.
     #[serde(skip)]
     pub(crate) base_dir: PathBuf,
@@ -650,6 +653,7 @@ impl Config {
                 ));
             }
         }
+        crate::budgets::Budgets::from_specs(&self.budgets)?;
         if let Some(a) = &self.admin {
             a.address.get_ref().parse::<SocketAddr>().map_err(|_| {
                 (

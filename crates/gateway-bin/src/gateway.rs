@@ -32,8 +32,8 @@ use portcullis_audit::{self as audit, AuditError, AuditEvent, AuditSink, EventKi
 use portcullis_mask::Masker;
 use portcullis_pg::{
     Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, Execution,
-    FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind,
-    Verdict, async_trait,
+    FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit, SessionId, StartupParams,
+    TextKind, Verdict, async_trait,
 };
 use portcullis_policy::{self as policy, Effect, Policy};
 
@@ -154,6 +154,8 @@ pub(crate) struct SessionState {
     inner: Mutex<SessionInner>,
     /// Set by an operator: the session ends at its next command.
     killed: Mutex<Option<String>>,
+    /// The principal's query budget.
+    budget: crate::budgets::Budget,
 }
 
 /// How one result column is masked, decided at its RowDescription.
@@ -183,6 +185,8 @@ pub(crate) struct Decided {
     /// Which result columns its lineage proves clean, and what its errors,
     /// notices and COPY data have masked.
     masking: crate::lineage::Masking,
+    /// What the query budgets need of its facts.
+    budget_facts: crate::budgets::StatementsFacts,
 }
 
 #[derive(Debug, Clone)]
@@ -401,6 +405,8 @@ pub(crate) struct GatewayParts {
     pub(crate) field_patterns: Vec<String>,
     /// Sessions one principal may hold open at once.
     pub(crate) max_sessions_per_principal: usize,
+    /// Query budgets per principal.
+    pub(crate) budgets: crate::budgets::Budgets,
 }
 
 /// The reference gateway's hook.
@@ -420,6 +426,7 @@ pub(crate) struct Gateway {
     /// The configuration's field rules, as written (`api_key`, `customers.email`).
     field_patterns: Vec<String>,
     max_sessions_per_principal: usize,
+    budgets: crate::budgets::Budgets,
     /// Why the audit trail last failed, while it is failing.
     audit_failure: Arc<Mutex<Option<String>>>,
     health_cache: Mutex<Option<(Instant, Result<(), String>)>>,
@@ -449,6 +456,7 @@ impl Gateway {
             enforce: parts.enforce,
             field_patterns: parts.field_patterns,
             max_sessions_per_principal: parts.max_sessions_per_principal,
+            budgets: parts.budgets,
             audit_failure: Arc::new(Mutex::new(None)),
             health_cache: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
@@ -820,7 +828,14 @@ impl Gateway {
                 .map(|f| f.field.clone())
                 .collect(),
             masking,
+            budget_facts: crate::budgets::StatementsFacts::of(&decision.facts),
         });
+        if let Some(refused) = self
+            .check_budgets(s, command_id, &text, &decided, stage == Stage::Run)
+            .await
+        {
+            return refused;
+        }
         metrics::counter!("portcullis_commands_total", "effect" => decision.effect.as_str())
             .increment(1);
         tracing::info!(
@@ -875,6 +890,12 @@ impl Gateway {
             return refused;
         }
         let decided = statement.decided.clone();
+        if let Some(refused) = self
+            .check_budgets(s, command_id, &text, &decided, true)
+            .await
+        {
+            return refused;
+        }
         let effect = if decided.denied {
             audit::Effect::Deny
         } else if decided.review.is_some() {
@@ -895,6 +916,53 @@ impl Gateway {
         } else {
             Verdict::Forward(plan)
         }
+    }
+
+    /// The principal's budgets before a statement goes on: one that could
+    /// change the pinned statement timeout is refused; one that `runs` now
+    /// (not a Parse) and would be forwarded takes its statements from the
+    /// principal's minute, or is refused with SQLSTATE 53400. A refusal is
+    /// recorded durably, with a `budget_exceeded` event for the minute.
+    async fn check_budgets(
+        &self,
+        s: &SessionState,
+        command_id: u64,
+        text: &MaskedText,
+        decided: &Decided,
+        runs: bool,
+    ) -> Option<Verdict<Plan>> {
+        let refuse = |reason: String| EventKind::Command {
+            command_id,
+            text: text.clone(),
+            facts: decided.facts.clone(),
+            effect: audit::Effect::Deny,
+            rule_id: None,
+            reason,
+        };
+        if let Some(reason) = s.budget.timeout_refusal(&decided.budget_facts) {
+            let _ = s.record_durably(refuse(reason.clone())).await;
+            return Some(Verdict::Deny(reason));
+        }
+        let per_minute = s.budget.statements_per_minute?;
+        if !runs || (decided.denied && self.enforce) {
+            return None;
+        }
+        let n = decided.budget_facts.count;
+        let exceeded = self
+            .budgets
+            .take(&s.principal.id, per_minute, n, Instant::now())
+            .err()?;
+        let reason = exceeded.message();
+        metrics::counter!("portcullis_budget_exceeded_total", "budget" => "statements_per_minute")
+            .increment(1);
+        let _ = s.record_durably(refuse(reason.clone())).await;
+        s.record(EventKind::BudgetExceeded {
+            command_id,
+            budget: "statements_per_minute".to_owned(),
+            limit: u64::from(exceeded.limit),
+            observed: exceeded.used,
+        });
+        Some(Verdict::Exceeded(reason))
     }
 
     /// Holds a reviewed command for approval (or, in ticket mode, answers
@@ -1183,6 +1251,7 @@ impl Hook for Gateway {
                 audit::PrincipalKind::Service,
             ),
         };
+        let budget = self.budgets.for_principal(&principal.id, &principal.groups);
         let state = Arc::new(SessionState {
             session,
             connection: conn_name.to_owned(),
@@ -1205,6 +1274,7 @@ impl Hook for Gateway {
             principal,
             inner: Mutex::new(SessionInner::default()),
             killed: Mutex::new(None),
+            budget,
         });
         {
             let mut sessions = self
@@ -1252,9 +1322,21 @@ impl Hook for Gateway {
     ) -> ParseVerdict<Plan> {
         match self.decide(cx, sql, None, Stage::Parse).await {
             Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
-            Verdict::Deny(reason) => ParseVerdict::Deny(reason),
+            Verdict::Deny(reason) | Verdict::Exceeded(reason) => ParseVerdict::Deny(reason),
             Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
         }
+    }
+
+    fn session_settings(&self, principal: &Arc<SessionState>) -> Vec<(String, String)> {
+        principal.budget.session_settings()
+    }
+
+    fn row_limit(&self, cx: &Context<'_, Arc<SessionState>>, plan: &Plan) -> Option<RowLimit> {
+        let max_rows = cx.principal.budget.max_rows?;
+        Some(
+            RowLimit::new(max_rows, crate::budgets::Budget::rows_message(max_rows))
+                .read_only(plan.decided.budget_facts.read_only),
+        )
     }
 
     /// Every Execute: the statement's decision is reused; the session is
@@ -1443,6 +1525,7 @@ impl Hook for Gateway {
             | Event::Error { session, .. }
             | Event::ProtocolViolation { session, .. }
             | Event::CommandDiscarded { session, .. }
+            | Event::RowLimitExceeded { session, .. }
             | Event::SessionEnded { session, .. } => *session,
             _ => return,
         };
@@ -1531,6 +1614,16 @@ impl Hook for Gateway {
                 tracing::warn!(%session, %message, "backend protocol violation; session ended");
                 s.record(EventKind::GatewayError {
                     message: format!("backend protocol violation, session ended: {message}"),
+                });
+            }
+            Event::RowLimitExceeded { command, limit, .. } => {
+                metrics::counter!("portcullis_budget_exceeded_total", "budget" => "max_rows")
+                    .increment(1);
+                s.record(EventKind::BudgetExceeded {
+                    command_id: plan.map_or_else(|| command.map_or(0, |c| c.0), |p| p.command_id),
+                    budget: "max_rows".to_owned(),
+                    limit: *limit,
+                    observed: *limit,
                 });
             }
             Event::HoldAbandoned { command, .. } => {

@@ -8,6 +8,7 @@
 
 mod admin;
 mod approvals;
+mod budgets;
 mod catalog;
 mod catalog_tls;
 mod cli;

@@ -263,6 +263,8 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         enforce: policy_section.enforce,
         max_sessions_per_principal: config.limits.max_sessions_per_principal,
         field_patterns,
+        budgets: crate::budgets::Budgets::from_specs(&config.budgets)
+            .map_err(|(_, message)| format!("[[budget]]: {message}"))?,
     }))
 }
 

@@ -474,3 +474,110 @@ impl CommandFacts {
         }
     }
 }
+
+#[cfg(test)]
+mod documented {
+    //! docs/policy.md documents every kind, risk and SQL fact with an
+    //! example: a row of its tables per name. These fail when the code has
+    //! one the document lacks.
+
+    use super::*;
+
+    const DOC: &str = include_str!("../../../docs/policy.md");
+    const MODEL: &str = include_str!("model.rs");
+
+    /// The table row for `name`: `` | `name` | … | … | example | ``, with an
+    /// example cell that is not empty.
+    fn row(name: &str) -> Option<&'static str> {
+        row_in(DOC, name)
+    }
+
+    /// The same, in the Kubernetes section.
+    fn k8s_row(name: &str) -> Option<&'static str> {
+        let start = DOC.find("## Facts of a Kubernetes request").unwrap();
+        let section = &DOC[start..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+        row_in(&section[..end], name)
+    }
+
+    fn row_in(doc: &'static str, name: &str) -> Option<&'static str> {
+        let head = format!("| `{name}` |");
+        doc.lines().find(|l| l.starts_with(&head)).filter(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            // ["", name, ..., example, ""]
+            cells.len() >= 4 && cells.iter().rev().nth(1).is_some_and(|c| !c.is_empty())
+        })
+    }
+
+    #[test]
+    fn every_kind_has_a_row_with_an_example() {
+        for k in StatementKind::ALL {
+            assert!(
+                row(k.as_str()).is_some(),
+                "kind {} is not in docs/policy.md",
+                k.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn every_risk_has_a_row_with_an_example() {
+        for r in Risk::ALL {
+            assert!(
+                row(r.as_str()).is_some(),
+                "risk {} is not in docs/policy.md",
+                r.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn every_k8s_risk_and_fact_has_a_row_with_an_example() {
+        for r in K8sRisk::ALL {
+            assert!(
+                k8s_row(r.as_str()).is_some(),
+                "k8s risk {} is not in docs/policy.md",
+                r.as_str()
+            );
+        }
+        for f in fields("K8sWhen") {
+            assert!(
+                k8s_row(f).is_some(),
+                "k8s fact {f} is not in docs/policy.md"
+            );
+        }
+    }
+
+    /// The fields of a `when` struct of the policy format.
+    fn fields(name: &str) -> Vec<&'static str> {
+        let start = MODEL.find(&format!("struct {name} {{")).unwrap();
+        let body = &MODEL[start..];
+        let body = &body[..body.find('}').unwrap()];
+        let out: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub(crate) "))
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        assert!(out.len() >= 8, "{name}: {out:?}");
+        out
+    }
+
+    #[test]
+    fn every_sql_fact_of_the_policy_format_has_a_row_with_an_example() {
+        // The `when.sql` conditions, as the policy format declares them.
+        assert!(fields("SqlWhen").contains(&"read_only"));
+        let start = MODEL.find("struct SqlWhen {").unwrap();
+        let body = &MODEL[start..];
+        let body = &body[..body.find('}').unwrap()];
+        let facts: Vec<&str> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub(crate) "))
+            .filter_map(|l| l.split(':').next())
+            .collect();
+        assert!(facts.len() >= 12, "{facts:?}");
+        for f in facts {
+            // `risk` is the condition; its table names each risk.
+            assert!(row(f).is_some(), "fact {f} is not in docs/policy.md");
+        }
+    }
+}

@@ -514,6 +514,25 @@ impl<H: Hook> Inner<H> {
                             Err(_) => session.handle_backend_connect_failed("connect timeout"),
                         }
                     }
+                    Output::CancelBackend => {
+                        // Awaited here: no client message may reach the
+                        // backend before its statement has been signalled.
+                        if let (Some(key), Some(addr)) =
+                            (session.backend_key(), backend_addr.clone())
+                        {
+                            let wait = self.config.connect_timeout + Duration::from_secs(5);
+                            match tokio::time::timeout(wait, send_cancel(addr, key)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "cancel request to the backend failed")
+                                }
+                                Err(_) => {
+                                    tracing::debug!("cancel request to the backend timed out")
+                                }
+                            }
+                        }
+                        session.handle_backend_cancel_sent(Instant::now());
+                    }
                     Output::Cancel(key) => {
                         // Only the exact pair a client was given: a known
                         // process id with any other secret matches nothing.

@@ -201,6 +201,11 @@ pub enum Verdict<P> {
     Forward(P),
     /// Refuse it with this reason: the client gets SQLSTATE 42501.
     Deny(String),
+    /// Refuse it because a budget of its principal is spent (statements per
+    /// minute, ...): the client gets SQLSTATE 53400
+    /// (configuration_limit_exceeded) with this reason, which should say
+    /// which budget, its limit and what to do.
+    Exceeded(String),
     /// Hold it until the decision resolves; if forwarded then, it runs with this plan.
     Hold(Hold, P),
     /// End the session: the command never reaches the backend, the client
@@ -277,6 +282,57 @@ pub enum FieldValue {
     Replace(Vec<u8>),
     /// Replace it with SQL NULL (for typed or binary columns that cannot carry a marker text).
     Null,
+}
+
+/// A cap on the rows one statement may return to the client, from
+/// [`Hook::row_limit`].
+///
+/// When a result reaches `max_rows` and another row arrives, that row and
+/// every later one are dropped, the backend is asked to cancel the
+/// statement (a CancelRequest with its key), and the client gets SQLSTATE
+/// 53400 with `message` instead of the statement's end. What the client
+/// sees stays what the backend did: the statement failed there too (its
+/// cancel, or, when it had already completed, a transaction made to fail);
+/// where that cannot be arranged (it completed outside a transaction and
+/// `read_only` is false, or more statements of the same pipeline ran after
+/// it) the session ends with FATAL 53400.
+///
+/// # Example
+///
+/// ```
+/// let limit = portcullis_pg::RowLimit::new(100, "row budget exceeded: add LIMIT 100")
+///     .read_only(true);
+/// assert_eq!(limit.max_rows, 100);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RowLimit {
+    /// Rows the client may receive; the next one ends the statement.
+    pub max_rows: u64,
+    /// The error message the client gets (SQLSTATE 53400).
+    pub message: String,
+    /// The statement provably changes nothing: if it completes at the
+    /// backend before the cancel reaches it, outside a transaction block,
+    /// the session may go on.
+    pub read_only: bool,
+}
+
+impl RowLimit {
+    /// A limit of `max_rows` rows, refused with `message`.
+    pub fn new(max_rows: u64, message: impl Into<String>) -> RowLimit {
+        RowLimit {
+            max_rows,
+            message: message.into(),
+            read_only: false,
+        }
+    }
+
+    /// Whether the statement provably changes nothing.
+    #[must_use]
+    pub fn read_only(mut self, read_only: bool) -> RowLimit {
+        self.read_only = read_only;
+        self
+    }
 }
 
 /// Which text a [`Hook::transform_text`] call is about.
@@ -395,6 +451,16 @@ pub enum Event {
         session: SessionId,
         /// The command.
         command: CommandId,
+    },
+    /// A result reached its [`RowLimit`]: no more of its rows were
+    /// forwarded and the backend was asked to cancel the statement.
+    RowLimitExceeded {
+        /// The session.
+        session: SessionId,
+        /// The command.
+        command: Option<CommandId>,
+        /// The limit (rows forwarded to the client).
+        limit: u64,
     },
     /// The session ended.
     SessionEnded {
@@ -526,7 +592,7 @@ pub trait Hook: Send + Sync + 'static {
         let _ = statement;
         match self.on_query(cx, sql).await {
             Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
-            Verdict::Deny(reason) => ParseVerdict::Deny(reason),
+            Verdict::Deny(reason) | Verdict::Exceeded(reason) => ParseVerdict::Deny(reason),
             Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
         }
     }
@@ -594,6 +660,25 @@ pub trait Hook: Send + Sync + 'static {
         text: &str,
     ) -> Option<String> {
         let _ = (cx, plan, kind, text);
+        None
+    }
+
+    /// Settings pinned for this principal's backend session, sent in the
+    /// backend's StartupMessage (lower-case names, e.g.
+    /// `("statement_timeout", "5000")`). A startup parameter outranks the
+    /// database's and the role's defaults; the client cannot send these
+    /// itself (the startup allow-list refuses them), and a later `SET` is
+    /// for the hook's policy to refuse. The default pins nothing.
+    fn session_settings(&self, principal: &Self::Principal) -> Vec<(String, String)> {
+        let _ = principal;
+        Vec::new()
+    }
+
+    /// The row cap of one statement's results ([`RowLimit`]), asked once per
+    /// result (and per COPY TO STDOUT, whose data messages count as rows).
+    /// The default sets none.
+    fn row_limit(&self, cx: &Context<'_, Self::Principal>, plan: &Self::Plan) -> Option<RowLimit> {
+        let _ = (cx, plan);
         None
     }
 

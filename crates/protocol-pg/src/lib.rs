@@ -128,8 +128,8 @@ pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
 pub use hook::{
     Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context,
-    Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId,
-    StartupParams, TextKind, Verdict,
+    Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit,
+    SessionId, StartupParams, TextKind, Verdict,
 };
 pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
 

@@ -20,6 +20,9 @@ use crate::hook::{
 use crate::startup;
 use crate::wire::{self, Reader, lossy};
 
+mod budget;
+use budget::Cut;
+
 /// A statement the gateway sends to make the backend's transaction fail, so
 /// that a denied statement leaves the client's transaction failed exactly
 /// as a server error would.
@@ -187,6 +190,13 @@ pub enum Output<P> {
     /// The client sent a CancelRequest with this gateway-issued key; the
     /// session is over. Find the session that issued it.
     Cancel(CancelKey),
+    /// Send a CancelRequest with this session's backend key
+    /// ([`Session::backend_key`]) to its backend, wait until the backend
+    /// closes that connection (it has signalled the statement by then), and
+    /// call [`Session::handle_backend_cancel_sent`]. Until then the session
+    /// forwards no more client messages, so the cancel cannot reach a
+    /// statement sent after it.
+    CancelBackend,
 }
 
 impl<P> std::fmt::Debug for Output<P> {
@@ -201,6 +211,7 @@ impl<P> std::fmt::Debug for Output<P> {
             Output::StartClientTls => f.write_str("StartClientTls"),
             Output::ConnectBackend(t) => f.debug_tuple("ConnectBackend").field(t).finish(),
             Output::Cancel(k) => f.debug_tuple("Cancel").field(k).finish(),
+            Output::CancelBackend => f.write_str("CancelBackend"),
         }
     }
 }
@@ -345,6 +356,8 @@ struct Reply<P> {
     gateway: bool,
     /// Errors of a gateway message still reach the client.
     forward_errors: bool,
+    /// Where a result over its row limit is in being cut (see [`budget`]).
+    cut: Cut,
 }
 
 /// What the backend owes, one entry per message sent that gets a response,
@@ -358,6 +371,8 @@ struct ResultState<P, C> {
     columns: Arc<Vec<Column>>,
     chosen: Vec<(usize, C)>,
     plan: Option<Arc<P>>,
+    /// The statement's row cap, from [`Hook::row_limit`].
+    limit: Option<crate::hook::RowLimit>,
 }
 
 enum BackendAuth {
@@ -461,6 +476,11 @@ pub struct Session<H: Hook> {
     last_describe_portal: Option<String>,
     tx_status: u8,
     result: Option<ResultState<H::Plan, H::ColumnPlan>>,
+    /// The row cap of the COPY TO STDOUT in progress.
+    copy_limit: Option<crate::hook::RowLimit>,
+    /// A CancelRequest for a cut result is on its way to the backend: no
+    /// client message is forwarded until it has been delivered.
+    cancel_wait: bool,
     rows: u64,
     bytes: u64,
     copy_out: bool,
@@ -527,6 +547,8 @@ impl<H: Hook> Session<H> {
             last_describe_portal: None,
             tx_status: b'I',
             result: None,
+            copy_limit: None,
+            cancel_wait: false,
             rows: 0,
             bytes: 0,
             copy_out: false,
@@ -582,6 +604,7 @@ impl<H: Hook> Session<H> {
     /// for a graceful shutdown).
     pub fn is_idle(&self) -> bool {
         self.phase == Phase::Ready
+            && !self.cancel_wait
             && self.pending.is_none()
             && self.expect.is_empty()
             && self.client_in.is_empty()
@@ -769,6 +792,9 @@ impl<H: Hook> Session<H> {
                     }
                 };
                 self.backend_params = filtered.forward;
+                for (name, value) in self.hook.session_settings(&a.principal) {
+                    self.backend_params.insert(name.to_ascii_lowercase(), value);
+                }
                 self.startup_notices = filtered
                     .dropped
                     .iter()
@@ -878,6 +904,19 @@ impl<H: Hook> Session<H> {
             }
             Verdict::Deny(reason) => {
                 self.decide(now, Decision::Deny(reason));
+                None
+            }
+            Verdict::Exceeded(reason) => {
+                self.last_activity = now;
+                if let Some(cmd) = self.pending_command() {
+                    self.event(Event::CommandDenied {
+                        session: self.id,
+                        command: cmd,
+                        reason: reason.clone(),
+                    });
+                }
+                self.refuse_pending("53400", reason);
+                self.process_client();
                 None
             }
             Verdict::Terminate(reason) => {
@@ -1248,6 +1287,7 @@ impl<H: Hook> Session<H> {
             plan,
             gateway,
             forward_errors,
+            cut: Cut::None,
         };
         self.unsettled |= is_unsettling_reply(&reply);
         self.expect.push_back(Expect::Backend(reply));
@@ -1392,7 +1432,7 @@ impl<H: Hook> Session<H> {
     // ---------------------------------------------------------------- client
 
     fn process_client(&mut self) {
-        while !self.closing && self.pending.is_none() {
+        while !self.closing && self.pending.is_none() && !self.cancel_wait {
             let frame = match self.phase {
                 Phase::Startup => {
                     codec::read_startup(&mut self.client_in, self.cfg.limits.max_startup)
@@ -2219,6 +2259,9 @@ impl<H: Hook> Session<H> {
 
     fn on_backend_message(&mut self, frame: Frame) -> Result<(), SessionError> {
         self.flush_synthetic();
+        let Some(frame) = self.on_cut_message(frame)? else {
+            return Ok(());
+        };
         let violation = |what: &str| SessionError::Violation(what.to_owned());
         let (gateway, cmd, plan) = match self.head() {
             Some(r) => (r.gateway, r.cmd, r.plan.clone()),
@@ -2380,6 +2423,13 @@ impl<H: Hook> Session<H> {
                 if self.result.is_none() {
                     self.begin_portal_result()?;
                 }
+                if let Some(limit) = self.result.as_ref().and_then(|r| r.limit.as_ref())
+                    && self.rows >= limit.max_rows
+                {
+                    let limit = limit.clone();
+                    self.cut(limit);
+                    return Ok(());
+                }
                 let out = if gateway {
                     frame.raw
                 } else {
@@ -2435,6 +2485,7 @@ impl<H: Hook> Session<H> {
                 }
                 self.result = None;
                 self.copy_out = true;
+                self.copy_limit = self.row_limit_of(plan.as_deref(), cmd);
                 self.forward(gateway, frame.raw);
             }
             b'G' => {
@@ -2447,6 +2498,13 @@ impl<H: Hook> Session<H> {
             b'd' => {
                 if !self.copy_out {
                     return Err(violation("CopyData with no COPY TO STDOUT in progress"));
+                }
+                if let Some(limit) = &self.copy_limit
+                    && self.rows >= limit.max_rows
+                {
+                    let limit = limit.clone();
+                    self.cut(limit);
+                    return Ok(());
                 }
                 let out = match (&plan, gateway) {
                     (Some(plan), false) => self.transform_copy(frame, cmd, plan.clone()),
@@ -2461,6 +2519,7 @@ impl<H: Hook> Session<H> {
                     return Err(violation("CopyDone with no COPY TO STDOUT in progress"));
                 }
                 self.copy_out = false;
+                self.copy_limit = None;
                 self.forward(gateway, frame.raw);
             }
             _ => return Err(violation("a message the protocol does not allow here")),
@@ -2503,6 +2562,7 @@ impl<H: Hook> Session<H> {
         }
         self.result = None;
         self.copy_out = false;
+        self.copy_limit = None;
         self.rows = 0;
         self.bytes = 0;
         let extended = match self.head().map(|r| &r.kind) {
@@ -2576,10 +2636,12 @@ impl<H: Hook> Session<H> {
             }
             _ => Vec::new(),
         };
+        let limit = self.row_limit_of(plan.as_deref(), cmd);
         self.result = Some(ResultState {
             columns,
             chosen,
             plan,
+            limit,
         });
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, Decision,
-    Event, FieldValue, Hold, Hook, HookRequest, Output, ParseVerdict, Rejection, Session,
+    Event, FieldValue, Hold, Hook, HookRequest, Output, ParseVerdict, Rejection, RowLimit, Session,
     SessionConfig, SessionId, StartupParams, TextKind, Verdict, async_trait,
 };
 use proptest::prelude::*;
@@ -20,6 +20,12 @@ use proptest::prelude::*;
 const BACKEND_PASSWORD: &str = "backend-secret-pw";
 
 struct PairHook;
+
+thread_local! {
+    /// The row limit the pair's hook sets (each test runs on its own
+    /// thread, and the sans-IO session on the test's): `(rows, read_only)`.
+    static ROW_LIMIT: std::cell::Cell<Option<(u64, bool)>> = const { std::cell::Cell::new(None) };
+}
 
 #[async_trait]
 impl Hook for PairHook {
@@ -67,6 +73,11 @@ impl Hook for PairHook {
     }
     fn transform_copy(&self, _: &Context<'_, String>, _: &(), data: &[u8]) -> Option<Vec<u8>> {
         Some(data.to_ascii_uppercase())
+    }
+    fn row_limit(&self, _: &Context<'_, String>, _: &()) -> Option<RowLimit> {
+        ROW_LIMIT.get().map(|(n, ro)| {
+            RowLimit::new(n, format!("row budget exceeded: add LIMIT {n}")).read_only(ro)
+        })
     }
     fn transform_text(
         &self,
@@ -1710,4 +1721,154 @@ fn over_tls_the_scram_exchange_is_bound_to_the_backend_certificate() {
         assert!(text.contains(&format!("{mechanism}\0")), "{text:?}");
         assert!(text.contains(header), "{mechanism}: {text:?}");
     }
+}
+
+// ------------------------------------------------------------- row limits
+
+/// A ready pair whose statements may return 2 rows, and a query of it
+/// answered by the backend with a row description and `rows` rows.
+fn limited(read_only: bool, rows: usize) -> Pair {
+    ROW_LIMIT.set(Some((2, read_only)));
+    let mut p = Pair::ready();
+    p.client(&q("select n from t"));
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q");
+    let mut script = row_desc(&["n"]);
+    for i in 0..rows {
+        script.extend(data_row(&[Some(&i.to_string())]));
+    }
+    p.backend(&script);
+    p
+}
+
+fn cancels(p: &mut Pair) -> usize {
+    p.collect();
+    p.outputs
+        .iter()
+        .filter(|o| matches!(o, Output::CancelBackend))
+        .count()
+}
+
+#[test]
+fn rows_past_the_limit_are_never_forwarded_and_the_cancelled_statement_is_53400() {
+    let mut p = limited(false, 5);
+    assert_eq!(tags(&p.client_out()), "TDD", "never row 3");
+    assert_eq!(cancels(&mut p), 1, "one cancel, however many rows follow");
+    assert!(
+        p.events()
+            .iter()
+            .any(|e| matches!(e, Event::RowLimitExceeded { limit: 2, .. }))
+    );
+    // Until the cancel is delivered, nothing more reaches the backend.
+    p.client(&q("select 2"));
+    assert!(!p.outputs.iter().any(|o| matches!(o, Output::Request(_))));
+    p.backend(
+        &[
+            data_row(&[Some("9")]),
+            be_error("57014", "canceling statement due to user request"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(tags(&out), "EZ");
+    assert_eq!(codes(&out), ["53400"]);
+    assert!(String::from_utf8_lossy(&out).contains("add LIMIT 2"));
+    assert_eq!(frames(&out)[1].1, b"I");
+    p.s.handle_backend_cancel_sent(p.now);
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q", "the session goes on");
+}
+
+#[test]
+fn a_statement_completed_before_its_cancel_fails_the_transaction_block() {
+    ROW_LIMIT.set(Some((2, true)));
+    let mut p = Pair::ready();
+    p.client(&q("begin"));
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    p.backend_out();
+    p.backend(&[complete("BEGIN"), ready(b'T')].concat());
+    p.client_out();
+    p.client(&q("select n from t"));
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    p.backend_out();
+    p.backend(
+        &[
+            row_desc(&["n"]),
+            data_row(&[Some("1")]),
+            data_row(&[Some("2")]),
+            data_row(&[Some("3")]),
+            complete("SELECT 3"),
+            ready(b'T'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(
+        tags(&out),
+        "TDDE",
+        "the backend's ReadyForQuery is held back"
+    );
+    assert_eq!(codes(&out), ["53400"]);
+    let sent = p.backend_out();
+    assert_eq!(tags(&sent), "Q");
+    assert!(String::from_utf8_lossy(&sent).contains("RAISE EXCEPTION"));
+    p.backend(
+        &[
+            be_error("42501", "statement denied by the gateway"),
+            ready(b'E'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(tags(&out), "Z");
+    assert_eq!(
+        frames(&out)[0].1,
+        b"E",
+        "the client sees the failed transaction"
+    );
+}
+
+#[test]
+fn a_read_only_statement_completed_before_its_cancel_outside_a_transaction_goes_on() {
+    let mut p = limited(true, 3);
+    p.backend(&[complete("SELECT 3"), ready(b'I')].concat());
+    let out = p.client_out();
+    assert_eq!(tags(&out), "TDDEZ");
+    assert_eq!(codes(&out), ["53400"]);
+    assert!(!p.s.is_closed());
+}
+
+#[test]
+fn a_write_completed_before_its_cancel_outside_a_transaction_ends_the_session() {
+    let mut p = limited(false, 3);
+    p.backend(&[complete("INSERT 0 3"), ready(b'I')].concat());
+    let out = p.client_out();
+    assert_eq!(tags(&out), "TDDEE", "the 53400 error, then FATAL");
+    assert_eq!(codes(&out), ["53400", "53400"]);
+    assert!(String::from_utf8_lossy(&out).contains("FATAL"));
+    assert!(String::from_utf8_lossy(&out).contains("committed"));
+    assert!(p.s.is_closed());
+    assert_eq!(tags(&p.backend_out()), "X");
+}
+
+#[test]
+fn more_statements_of_the_query_after_the_cut_one_end_the_session() {
+    let mut p = limited(true, 3);
+    p.backend(
+        &[
+            complete("SELECT 3"),
+            row_desc(&["m"]),
+            data_row(&[Some("x")]),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(tags(&out), "TDDEE");
+    assert!(!String::from_utf8_lossy(&out).contains("\0x\0"));
+    assert!(p.s.is_closed());
 }
