@@ -43,8 +43,9 @@ pub(crate) type Kill = dyn Fn(String, String) -> crate::approvals::replicas::Box
     + Sync;
 
 /// Live sessions, as JSON.
-pub(crate) type Sessions =
-    dyn Fn() -> crate::approvals::replicas::BoxFuture<Result<serde_json::Value, String>> + Send + Sync;
+pub(crate) type Sessions = dyn Fn() -> crate::approvals::replicas::BoxFuture<Result<serde_json::Value, String>>
+    + Send
+    + Sync;
 
 /// What the admin API serves.
 #[derive(Clone)]
@@ -509,7 +510,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(status, 200, "{body}");
-        assert!(body.contains("one row, fine") && body.contains("\"approved\""), "{body}");
+        assert!(
+            body.contains("one row, fine") && body.contains("\"approved\""),
+            "{body}"
+        );
     }
 
     #[tokio::test]

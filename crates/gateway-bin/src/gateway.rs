@@ -941,7 +941,10 @@ impl Gateway {
             min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
             timeout: review.timeout,
         };
-        let ticket = match self.approvals.request_with(request, shown.details(&decided.facts)) {
+        let ticket = match self
+            .approvals
+            .request_with(request, shown.details(&decided.facts))
+        {
             Ok(t) => t,
             Err(e) => return Verdict::Deny(format!("cannot hold for approval: {e}")),
         };
@@ -1085,15 +1088,15 @@ impl Gateway {
                     min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
                     timeout: review.timeout,
                 };
-                let ticket =
-                    match self.approvals.request_with(request, shown.details(&decided.facts)) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            return Verdict::Deny(format!(
-                                "cannot file an approval request: {e}"
-                            ));
-                        }
-                    };
+                let ticket = match self
+                    .approvals
+                    .request_with(request, shown.details(&decided.facts))
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return Verdict::Deny(format!("cannot file an approval request: {e}"));
+                    }
+                };
                 let id = ticket.id.clone();
                 shown.preview(&self.approvals, &id, &s.conn.backend, &decided.facts);
                 self.tickets.filed(key, id.clone());

@@ -186,9 +186,14 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
                 });
             }
             Some(tls) => {
-                tasks.spawn(crate::admin::serve_tls(tcp, router(state), tls, async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                }));
+                tasks.spawn(crate::admin::serve_tls(
+                    tcp,
+                    router(state),
+                    tls,
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                ));
             }
         }
     }
@@ -308,8 +313,7 @@ async fn approval_store(
     if hooks.is_empty() {
         return Ok(store);
     }
-    let webhooks =
-        crate::approvals::webhooks::Webhooks::new(hooks, page, Some(audit.clone()))?;
+    let webhooks = crate::approvals::webhooks::Webhooks::new(hooks, page, Some(audit.clone()))?;
     Ok(store.with_webhooks(webhooks))
 }
 

@@ -397,7 +397,10 @@ fn an_approval_on_replica_a_releases_a_statement_held_on_replica_b() {
     let approved = Instant::now();
     let out = client.join().unwrap();
     // For the record (not asserted: the sweep every 3 s is the fallback).
-    eprintln!("released on B {:?} after the approval on A", approved.elapsed());
+    eprintln!(
+        "released on B {:?} after the approval on A",
+        approved.elapsed()
+    );
     assert!(out.success(), "{}", out.stderr);
     assert_eq!(
         a.psql(&alice, "select count(*) from orders").stdout.trim(),
@@ -495,7 +498,11 @@ fn web_test_dir() -> std::path::PathBuf {
         || workspace().join("target"),
         |t| {
             let t = std::path::PathBuf::from(t);
-            if t.is_absolute() { t } else { workspace().join(t) }
+            if t.is_absolute() {
+                t
+            } else {
+                workspace().join(t)
+            }
         },
     );
     target.join("web-test")

@@ -29,8 +29,6 @@ pub(crate) mod replicas;
 pub(crate) mod web;
 pub(crate) mod webhooks;
 
-
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,9 +195,7 @@ pub(crate) enum DecideError {
     AlreadyApproved(String),
     #[error("the comment is longer than {MAX_COMMENT} bytes")]
     CommentTooLong,
-    #[error(
-        "the audit trail cannot record the decision, so it was not counted (fail closed): {0}"
-    )]
+    #[error("the audit trail cannot record the decision, so it was not counted (fail closed): {0}")]
     Audit(String),
     #[error("the approval store cannot answer, so nothing was decided (fail closed): {0}")]
     Store(String),
@@ -389,7 +385,8 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Changes one request atomically (read, `change`, write); tells the
     /// replicas that a finished request's ticket can resolve.
-    async fn update(&self, id: &str, change: &Change<'_>) -> Result<(Decided, Record), DecideError>;
+    async fn update(&self, id: &str, change: &Change<'_>)
+    -> Result<(Decided, Record), DecideError>;
 
     /// Sets the preview text of a pending request.
     async fn set_preview(&self, id: &str, preview: &str) -> Result<(), StoreError>;
@@ -462,7 +459,11 @@ impl Backend for Memory {
         Ok(v)
     }
 
-    async fn update(&self, id: &str, change: &Change<'_>) -> Result<(Decided, Record), DecideError> {
+    async fn update(
+        &self,
+        id: &str,
+        change: &Change<'_>,
+    ) -> Result<(Decided, Record), DecideError> {
         let mut map = self.lock();
         let record = map
             .get_mut(id)

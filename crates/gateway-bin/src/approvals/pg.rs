@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Config};
 
-use super::{Backend, Change, Decided, DecideError, Record, State, StoreError, unix_now};
+use super::{Backend, Change, DecideError, Decided, Record, State, StoreError, unix_now};
 
 /// Rows not refreshed for this long belong to a replica that is gone.
 pub(crate) const SESSION_STALE_SECS: i64 = 10;
@@ -413,13 +413,15 @@ impl Backend for Postgres {
         }
         .map_err(|e| Postgres::err(&e))?;
         rows.iter()
-            .map(|r| {
-                Postgres::parse(&r.try_get::<_, String>(0).map_err(|e| Postgres::err(&e))?)
-            })
+            .map(|r| Postgres::parse(&r.try_get::<_, String>(0).map_err(|e| Postgres::err(&e))?))
             .collect()
     }
 
-    async fn update(&self, id: &str, change: &Change<'_>) -> Result<(Decided, Record), DecideError> {
+    async fn update(
+        &self,
+        id: &str,
+        change: &Change<'_>,
+    ) -> Result<(Decided, Record), DecideError> {
         let store = |e: tokio_postgres::Error| DecideError::Store(e.to_string());
         for _ in 0..16 {
             let row = self

@@ -46,9 +46,7 @@ pub(crate) async fn estimate(backend: &BackendTarget, sql: &str) -> Result<Strin
             .await
             .map_err(|e| format!("preview: {e}"));
         let _ = client.batch_execute("ROLLBACK").await;
-        let JsonText(text) = explained?
-            .try_get(0)
-            .map_err(|e| format!("preview: {e}"))?;
+        let JsonText(text) = explained?.try_get(0).map_err(|e| format!("preview: {e}"))?;
         let plan: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("preview: {e}"))?;
         describe(&plan)
@@ -119,7 +117,9 @@ mod tests {
             [("statements".to_owned(), v)].into_iter().collect()
         };
         assert!(previewable(&facts(serde_json::json!([{"kind": "delete"}]))));
-        assert!(!previewable(&facts(serde_json::json!([{"kind": "select"}]))));
+        assert!(!previewable(&facts(
+            serde_json::json!([{"kind": "select"}])
+        )));
         assert!(!previewable(&facts(
             serde_json::json!([{"kind": "delete"}, {"kind": "delete"}])
         )));

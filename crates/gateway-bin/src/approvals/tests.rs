@@ -1,6 +1,6 @@
 use super::*;
 use crate::identity::PrincipalKind;
-use portcullis_audit::{JsonlSink, JsonlOptions};
+use portcullis_audit::{JsonlOptions, JsonlSink};
 
 fn who(id: &str, kind: PrincipalKind, groups: &[&str]) -> Principal {
     Principal {
@@ -199,7 +199,12 @@ async fn every_decision_is_in_the_trail_with_its_comment_and_fails_closed_withou
     let store = ApprovalStore::new(Arc::new(Memory::default()), Some(sink.clone()), "a");
     let t = store.request(req(2, Duration::from_secs(60))).unwrap();
     store
-        .decide(&t.id, &human("alice", &["dba"]), true, Some("checked the WHERE"))
+        .decide(
+            &t.id,
+            &human("alice", &["dba"]),
+            true,
+            Some("checked the WHERE"),
+        )
         .await
         .unwrap();
     store

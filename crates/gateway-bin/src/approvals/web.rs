@@ -25,8 +25,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::display::Kind;
 use super::Record;
+use super::display::Kind;
 use crate::admin::AdminState;
 use crate::identity::{Principal, PrincipalKind};
 
@@ -93,7 +93,9 @@ fn is_operator(state: &AdminState, who: &Principal) -> bool {
 
 /// Who may see a request: its approvers, operators, its requester.
 fn may_see(state: &AdminState, who: &Principal, r: &Record) -> bool {
-    who.id == r.requester || who.groups.iter().any(|g| r.groups.contains(g)) || is_operator(state, who)
+    who.id == r.requester
+        || who.groups.iter().any(|g| r.groups.contains(g))
+        || is_operator(state, who)
 }
 
 const STYLE: &str = "
@@ -310,7 +312,9 @@ async fn page(
         body.push_str("<h2>Live sessions</h2>");
         match (state.sessions)().await {
             Ok(serde_json::Value::Array(list)) => {
-                body.push_str("<table><tr><th>Session</th><th>Who</th><th>Connection</th><th></th></tr>");
+                body.push_str(
+                    "<table><tr><th>Session</th><th>Who</th><th>Connection</th><th></th></tr>",
+                );
                 for s in list {
                     let field = |k: &str| {
                         s.get(k)
@@ -390,7 +394,11 @@ fn checked(state: &AdminState, headers: &HeaderMap, f: &ActionForm) -> Result<Pr
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if !same {
-        return Err((StatusCode::FORBIDDEN, "this form did not come from this page").into_response());
+        return Err((
+            StatusCode::FORBIDDEN,
+            "this form did not come from this page",
+        )
+            .into_response());
     }
     Ok(who)
 }
@@ -420,7 +428,9 @@ async fn logout(
     let mut response = Redirect::to("/ui").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("portcullis_token=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(
+            "portcullis_token=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
     );
     response
 }
@@ -446,9 +456,9 @@ async fn decide(
         .await
     {
         Ok(super::Decided::Released) => back(&format!("{id} approved: the statement runs now")),
-        Ok(super::Decided::Recorded { have, need }) => {
-            back(&format!("{id}: your approval is recorded ({have} of {need})"))
-        }
+        Ok(super::Decided::Recorded { have, need }) => back(&format!(
+            "{id}: your approval is recorded ({have} of {need})"
+        )),
         Ok(super::Decided::Denied) => back(&format!("{id} denied")),
         Err(e) => back(&format!("{id}: {e}")),
     }

@@ -130,7 +130,8 @@ pub(crate) fn payload(
         ))}]}),
     ];
     if let Some(p) = &record.preview {
-        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(p)}]}));
+        blocks
+            .push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn(p)}]}));
     }
     json!({
         "event": happened.as_str(),
@@ -165,7 +166,9 @@ impl Webhooks {
                 .parse()
                 .map_err(|e| format!("approvals: webhook {u:?} is not a URL: {e}"))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) {
-                return Err(format!("approvals: webhook {u:?} must be http:// or https://"));
+                return Err(format!(
+                    "approvals: webhook {u:?} must be http:// or https://"
+                ));
             }
         }
         let tls = crate::serve::client_tls()?;
@@ -205,9 +208,7 @@ impl Webhooks {
                     tracing::warn!(%url, approval = %id, error = %e, "webhook failed");
                     if let Some(sink) = &this.audit {
                         let event = AuditEvent::new(EventKind::GatewayError {
-                            message: format!(
-                                "webhook {url} was not told of approval {id}: {e}"
-                            ),
+                            message: format!("webhook {url} was not told of approval {id}: {e}"),
                         });
                         let _ = sink.record(&event).await;
                     }
@@ -235,7 +236,9 @@ impl Webhooks {
     async fn post(&self, url: &str, body: &str) -> Result<(), String> {
         let req = hyper::Request::post(url)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
             .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
             .await
@@ -336,7 +339,10 @@ mod tests {
         assert!(first["decision"].is_null());
         // Slack: text, and blocks of sections with mrkdwn.
         let text = first["text"].as_str().unwrap();
-        assert!(text.contains("agent:ci-bot") && text.contains("/ui#apr-"), "{text}");
+        assert!(
+            text.contains("agent:ci-bot") && text.contains("/ui#apr-"),
+            "{text}"
+        );
         let blocks = first["blocks"].as_array().unwrap();
         assert_eq!(blocks[0]["type"], "section");
         assert_eq!(blocks[0]["text"]["type"], "mrkdwn");
@@ -348,7 +354,10 @@ mod tests {
         );
         let code = blocks[1]["text"]["text"].as_str().unwrap();
         assert!(code.starts_with("```") && code.ends_with("```"), "{code}");
-        assert!(code.contains("&lt;x&gt;") && code.contains("&amp;"), "{code}");
+        assert!(
+            code.contains("&lt;x&gt;") && code.contains("&amp;"),
+            "{code}"
+        );
         assert_eq!(code.matches("```").count(), 2, "{code}");
 
         let vote = Vote {
