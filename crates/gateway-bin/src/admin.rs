@@ -213,15 +213,15 @@ pub(crate) struct DecisionBody {
     pub(crate) comment: Option<String>,
 }
 
-fn decision_body(body: &[u8]) -> Result<DecisionBody, Response> {
+fn decision_body(body: &[u8]) -> Result<DecisionBody, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody::default());
     }
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             format!("the body must be JSON {{\"comment\": \"…\"}}: {e}"),
-        )
+        ))
     })
 }
 
@@ -233,7 +233,7 @@ async fn approve(
 ) -> Response {
     match decision_body(&body) {
         Ok(b) => decide(&state, &id, &headers, true, b.comment.as_deref()).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -245,7 +245,7 @@ async fn deny(
 ) -> Response {
     match decision_body(&body) {
         Ok(b) => decide(&state, &id, &headers, false, b.comment.as_deref()).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

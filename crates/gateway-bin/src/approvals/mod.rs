@@ -89,7 +89,7 @@ impl Shown {
     ) -> Shown {
         Shown {
             pieces: display::show(sql, params, mask),
-            justification: justification(sql).map(|j| mask(j)),
+            justification: justification(sql).map(mask),
             sql: params
                 .is_none_or(<[Option<bytes::Bytes>]>::is_empty)
                 .then(|| sql.to_owned()),

@@ -65,7 +65,7 @@ pub(crate) fn run(gateway: &Arc<Gateway>) {
             if let Err(e) = pg.publish_sessions(&live).await {
                 tracing::warn!(error = %e, "cannot publish the live sessions");
             }
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 g.approvals.sweep().await;
             }
         }

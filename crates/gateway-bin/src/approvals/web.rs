@@ -382,9 +382,13 @@ struct ActionForm {
     comment: Option<String>,
 }
 
-fn checked(state: &AdminState, headers: &HeaderMap, f: &ActionForm) -> Result<Principal, Response> {
+fn checked(
+    state: &AdminState,
+    headers: &HeaderMap,
+    f: &ActionForm,
+) -> Result<Principal, Box<Response>> {
     let Some((who, token)) = caller(state, headers) else {
-        return Err(Redirect::to("/ui").into_response());
+        return Err(Box::new(Redirect::to("/ui").into_response()));
     };
     let expected = csrf(&token);
     let same = expected.len() == f.csrf.len()
@@ -394,11 +398,13 @@ fn checked(state: &AdminState, headers: &HeaderMap, f: &ActionForm) -> Result<Pr
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
     if !same {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "this form did not come from this page",
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                "this form did not come from this page",
+            )
+                .into_response(),
+        ));
     }
     Ok(who)
 }
@@ -423,7 +429,7 @@ async fn logout(
     Form(f): Form<ActionForm>,
 ) -> Response {
     if let Err(r) = checked(&state, &headers, &f) {
-        return r;
+        return *r;
     }
     let mut response = Redirect::to("/ui").into_response();
     response.headers_mut().insert(
@@ -443,7 +449,7 @@ async fn decide(
 ) -> Response {
     let who = match checked(&state, &headers, &f) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let approve = match verb.as_str() {
         "approve" => true,
@@ -472,7 +478,7 @@ async fn kill(
 ) -> Response {
     let who = match checked(&state, &headers, &f) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !is_operator(&state, &who) {
         return back(&format!("{} is not an operator", who.id));
