@@ -153,8 +153,12 @@ async fn kill(
     }
 }
 
-/// Who may see a request: its approvers, operators, and its requester.
+/// Who may see a request: its requester; people in its approver groups
+/// and operators. An agent or service sees only its own.
 fn may_see(state: &AdminState, who: &Principal, r: &Record) -> bool {
+    if who.kind != crate::identity::PrincipalKind::Human {
+        return who.id == r.requester;
+    }
     who.id == r.requester
         || who.groups.iter().any(|g| r.groups.contains(g))
         || who.groups.iter().any(|g| state.operator_groups.contains(g))
@@ -466,6 +470,21 @@ mod tests {
             body.contains(&id) && body.contains("DELETE FROM t"),
             "{body}"
         );
+
+        // An agent sees its own requests only, even in the approver group.
+        let (_, body) = call(&base, hyper::Method::GET, "/v1/approvals", "bot-token")
+            .await
+            .unwrap();
+        assert!(body.contains(&id), "{body}");
+        let (_, body) = call(
+            &base,
+            hyper::Method::GET,
+            "/v1/approvals",
+            "other-bot-token",
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, "[]");
 
         // The requester (an agent) cannot approve itself.
         let path = format!("/v1/approvals/{id}/approve");

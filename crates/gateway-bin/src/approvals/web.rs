@@ -91,8 +91,12 @@ fn is_operator(state: &AdminState, who: &Principal) -> bool {
     who.groups.iter().any(|g| state.operator_groups.contains(g))
 }
 
-/// Who may see a request: its approvers, operators, its requester.
+/// Who may see a request: its requester; people in its approver groups
+/// and operators. An agent or service sees only its own.
 fn may_see(state: &AdminState, who: &Principal, r: &Record) -> bool {
+    if who.kind != PrincipalKind::Human {
+        return who.id == r.requester;
+    }
     who.id == r.requester
         || who.groups.iter().any(|g| r.groups.contains(g))
         || is_operator(state, who)
