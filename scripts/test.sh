@@ -23,6 +23,8 @@ command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 # The transparency tests' client libraries (scripts/install-clients.sh).
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The approval page's browser test (crates/gateway-bin/tests/web.rs).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""
@@ -37,6 +39,10 @@ step "client libraries for the transparency tests"
 bash scripts/install-clients.sh
 export PORTCULLIS_CLIENTS_DIR
 PORTCULLIS_CLIENTS_DIR="$(cd "${PORTCULLIS_CLIENTS_DIR:-${CARGO_TARGET_DIR:-target}/clients}" && pwd)"
+step "playwright-core for the approval page's browser test"
+bash scripts/install-web-test.sh
+export PORTCULLIS_WEB_TEST_DIR
+PORTCULLIS_WEB_TEST_DIR="$(cd "${PORTCULLIS_WEB_TEST_DIR:-${CARGO_TARGET_DIR:-target}/web-test}" && pwd)"
 
 # --- The checks ---------------------------------------------------------------
 step "cargo fmt"

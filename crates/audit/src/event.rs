@@ -271,6 +271,19 @@ pub enum EventKind {
         /// The approval request's id.
         request_id: String,
     },
+    /// One approver's decision on a request (several are needed when the
+    /// rule asks for more than one approval), with what they said.
+    ApprovalDecision {
+        /// The approval request's id.
+        request_id: String,
+        /// Who decided.
+        approver: String,
+        /// `true` to approve, `false` to deny.
+        approve: bool,
+        /// What the approver wrote, if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
     /// A client failed to authenticate.
     AuthFailed {
         /// The method tried (`oidc`, `api_key`, `password`).
@@ -333,6 +346,7 @@ impl EventKind {
             EventKind::ApprovalGranted { .. } => "approval_granted",
             EventKind::ApprovalDenied { .. } => "approval_denied",
             EventKind::ApprovalExpired { .. } => "approval_expired",
+            EventKind::ApprovalDecision { .. } => "approval_decision",
             EventKind::AuthFailed { .. } => "auth_failed",
             EventKind::BudgetExceeded { .. } => "budget_exceeded",
             EventKind::PolicyError { .. } => "policy_error",

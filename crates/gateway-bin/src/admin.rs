@@ -2,8 +2,11 @@
 //!
 //! - `GET /healthz`: 200 `ok`, or 503 with the reason the gateway cannot serve
 //!   (e.g. the audit trail cannot write).
-//! - `GET /v1/approvals`: pending approvals.
-//! - `POST /v1/approvals/{id}/approve`, `POST /v1/approvals/{id}/deny`.
+//! - `GET /v1/approvals`: pending approvals (`?history` for recently
+//!   finished ones).
+//! - `GET /v1/approvals/{id}`: one request, pending or finished.
+//! - `POST /v1/approvals/{id}/approve`, `POST /v1/approvals/{id}/deny`, with
+//!   an optional JSON body `{"comment": "…"}`.
 //! - `GET /v1/sessions`: live sessions.
 //! - `POST /v1/sessions/{id}/kill`: end one (operators only: `[admin]
 //!   operator_groups`).
@@ -23,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::approvals::{ApprovalStore, DecideError};
+use crate::approvals::{ApprovalStore, DecideError, Record};
 use crate::identity::{AuthError, Principal};
 
 /// Checks a bearer credential.
@@ -35,7 +38,14 @@ pub(crate) type Health = dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<O
     + Sync;
 
 /// Ends a session (by id, by whom); false if there is none.
-pub(crate) type Kill = dyn Fn(&str, &str) -> bool + Send + Sync;
+pub(crate) type Kill = dyn Fn(String, String) -> crate::approvals::replicas::BoxFuture<Result<bool, String>>
+    + Send
+    + Sync;
+
+/// Live sessions, as JSON.
+pub(crate) type Sessions = dyn Fn() -> crate::approvals::replicas::BoxFuture<Result<serde_json::Value, String>>
+    + Send
+    + Sync;
 
 /// What the admin API serves.
 #[derive(Clone)]
@@ -44,13 +54,15 @@ pub(crate) struct AdminState {
     pub(crate) authenticate: Arc<Authenticate>,
     pub(crate) health: Arc<Health>,
     /// Live sessions, as JSON.
-    pub(crate) sessions: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    pub(crate) sessions: Arc<Sessions>,
     /// Ends a session (by id, by whom); false if there is none.
     pub(crate) kill: Arc<Kill>,
     /// Groups whose members may kill sessions.
     pub(crate) operator_groups: Vec<String>,
     /// The Prometheus text exposition.
     pub(crate) metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// The listener has TLS (the page's cookie is then `Secure`).
+    pub(crate) tls: bool,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -66,8 +78,10 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/{id}/kill", post(kill))
         .route("/v1/approvals", get(list))
+        .route("/v1/approvals/{id}", get(show))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
+        .merge(crate::approvals::web::routes())
         .with_state(state)
 }
 
@@ -104,9 +118,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 async fn sessions(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    match principal(&state, &headers) {
-        Ok(_) => Json((state.sessions)()).into_response(),
-        Err(e) => error(StatusCode::UNAUTHORIZED, e),
+    if let Err(e) = principal(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, e);
+    }
+    match (state.sessions)().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
@@ -129,73 +146,221 @@ async fn kill(
             ),
         );
     }
-    if (state.kill)(&id, &who.id) {
-        Json(json!({ "result": "killed", "session": id })).into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, format!("no live session {id}"))
+    match (state.kill)(id.clone(), who.id.clone()).await {
+        Ok(true) => Json(json!({ "result": "killed", "session": id })).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("no live session {id}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
-async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    match principal(&state, &headers) {
-        Ok(_) => Json(state.approvals.list()).into_response(),
-        Err(e) => error(StatusCode::UNAUTHORIZED, e),
+/// Who may see a request: its requester; people in its approver groups
+/// and operators. An agent or service sees only its own.
+fn may_see(state: &AdminState, who: &Principal, r: &Record) -> bool {
+    if who.kind != crate::identity::PrincipalKind::Human {
+        return who.id == r.requester;
     }
+    who.id == r.requester
+        || who.groups.iter().any(|g| r.groups.contains(g))
+        || who.groups.iter().any(|g| state.operator_groups.contains(g))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    history: Option<String>,
+}
+
+async fn list(
+    State(state): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match principal(&state, &headers) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e),
+    };
+    let listed = if q.history.is_some() {
+        state.approvals.history(50).await
+    } else {
+        state.approvals.list().await
+    };
+    match listed {
+        Ok(v) => Json(
+            v.into_iter()
+                .filter(|r| may_see(&state, &who, r))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn show(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let who = match principal(&state, &headers) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e),
+    };
+    match state.approvals.get(&id).await {
+        Ok(Some(r)) if may_see(&state, &who, &r) => Json(r).into_response(),
+        Ok(_) => error(StatusCode::NOT_FOUND, format!("no approval {id}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// The optional body of a decision.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct DecisionBody {
+    #[serde(default)]
+    pub(crate) comment: Option<String>,
+}
+
+fn decision_body(body: &[u8]) -> Result<DecisionBody, Box<Response>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON {{\"comment\": \"…\"}}: {e}"),
+        ))
+    })
 }
 
 async fn approve(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    decide(&state, &id, &headers, true)
+    match decision_body(&body) {
+        Ok(b) => decide(&state, &id, &headers, true, b.comment.as_deref()).await,
+        Err(r) => *r,
+    }
 }
 
 async fn deny(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    decide(&state, &id, &headers, false)
+    match decision_body(&body) {
+        Ok(b) => decide(&state, &id, &headers, false, b.comment.as_deref()).await,
+        Err(r) => *r,
+    }
 }
 
-fn decide(state: &AdminState, id: &str, headers: &HeaderMap, approve: bool) -> Response {
+/// A decision by the caller; the status says why one was refused.
+pub(crate) async fn decide(
+    state: &AdminState,
+    id: &str,
+    headers: &HeaderMap,
+    approve: bool,
+    comment: Option<&str>,
+) -> Response {
     let who = match principal(state, headers) {
         Ok(p) => p,
         Err(e) => return error(StatusCode::UNAUTHORIZED, e),
     };
-    match state.approvals.decide(id, &who, approve) {
+    match state.approvals.decide(id, &who, approve, comment).await {
         Ok(d) => Json(d).into_response(),
-        Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ DecideError::AlreadyApproved(_)) => error(StatusCode::CONFLICT, e.to_string()),
-        Err(e) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Err(e) => error(decide_status(&e), e.to_string()),
+    }
+}
+
+pub(crate) fn decide_status(e: &DecideError) -> StatusCode {
+    match e {
+        DecideError::NotFound(_) => StatusCode::NOT_FOUND,
+        DecideError::AlreadyApproved(_) | DecideError::Closed { .. } => StatusCode::CONFLICT,
+        DecideError::CommentTooLong => StatusCode::BAD_REQUEST,
+        DecideError::Audit(_) | DecideError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+/// Serves the admin API over TLS until `shutdown` resolves.
+pub(crate) async fn serve_tls(
+    tcp: tokio::net::TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            r = tcp.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let accepted =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream))
+                    .await;
+            let Ok(Ok(tls)) = accepted else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(error = %e, "admin listener: connection ended");
+            }
+        });
     }
 }
 
 /// The command-line side: one request to the admin API.
+#[cfg(test)]
 pub(crate) async fn call(
     base: &str,
     method: hyper::Method,
     path: &str,
     bearer: &str,
 ) -> Result<(u16, String), String> {
-    use http_body_util::{BodyExt, Empty};
+    call_with(base, method, path, bearer, None).await
+}
+
+/// One request to the admin API with a JSON body.
+pub(crate) async fn call_with(
+    base: &str,
+    method: hyper::Method,
+    path: &str,
+    bearer: &str,
+    json_body: Option<String>,
+) -> Result<(u16, String), String> {
+    use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     let uri: hyper::Uri = format!("{}{}", base.trim_end_matches('/'), path)
         .parse()
         .map_err(|e| format!("{base}: not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{base}: only http:// admin URLs are supported (the admin listener is meant for loopback)"
-        ));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{base}: the admin URL must be http:// or https://"));
     }
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*crate::serve::client_tls()?).clone())
+        .https_or_http()
+        .enable_http1()
+        .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
+        .build::<_, Full<Bytes>>(https);
     let req = hyper::Request::builder()
         .method(method)
         .uri(uri)
         .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
-        .body(Empty::new())
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(json_body.unwrap_or_default())))
         .map_err(|e| e.to_string())?;
     let resp = client
         .request(req)
@@ -238,12 +403,21 @@ mod tests {
                     issuer: "test".to_owned(),
                     expires_at: None,
                 }),
+                "other-bot-token" => Ok(Principal {
+                    id: "agent:other".to_owned(),
+                    kind: PrincipalKind::Agent,
+                    groups: vec!["dba".to_owned()],
+                    token_id: "c".to_owned(),
+                    issuer: "test".to_owned(),
+                    expires_at: None,
+                }),
                 _ => Err(AuthError::UnknownCredential),
             }),
-            sessions: Arc::new(|| serde_json::json!([])),
-            kill: Arc::new(|_, _| false),
+            sessions: Arc::new(|| Box::pin(async { Ok(serde_json::json!([])) })),
+            kill: Arc::new(|_, _| Box::pin(async { Ok(false) })),
             operator_groups: vec!["ops".to_owned()],
             metrics: Arc::new(|| "portcullis_sessions_active 0\n".to_owned()),
+            tls: false,
             health: Arc::new(move || {
                 Box::pin(async move {
                     if healthy {
@@ -297,17 +471,44 @@ mod tests {
             "{body}"
         );
 
-        // The requester cannot approve itself.
+        // An agent sees its own requests only, even in the approver group.
+        let (_, body) = call(&base, hyper::Method::GET, "/v1/approvals", "bot-token")
+            .await
+            .unwrap();
+        assert!(body.contains(&id), "{body}");
+        let (_, body) = call(
+            &base,
+            hyper::Method::GET,
+            "/v1/approvals",
+            "other-bot-token",
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, "[]");
+
+        // The requester (an agent) cannot approve itself.
         let path = format!("/v1/approvals/{id}/approve");
         let (status, body) = call(&base, hyper::Method::POST, &path, "bot-token")
             .await
             .unwrap();
         assert_eq!(status, 403, "{body}");
-        assert!(body.contains("cannot decide"), "{body}");
-
-        let (status, body) = call(&base, hyper::Method::POST, &path, "alice-token")
+        assert!(body.contains("only people approve"), "{body}");
+        // Nor can another agent whose token names the approver group.
+        let (status, body) = call(&base, hyper::Method::POST, &path, "other-bot-token")
             .await
             .unwrap();
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("only people approve"), "{body}");
+
+        let (status, body) = call_with(
+            &base,
+            hyper::Method::POST,
+            &path,
+            "alice-token",
+            Some(r#"{"comment": "one row, fine"}"#.to_owned()),
+        )
+        .await
+        .unwrap();
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             ticket.wait(&store).await,
@@ -318,7 +519,20 @@ mod tests {
         let (status, _) = call(&base, hyper::Method::POST, &path, "alice-token")
             .await
             .unwrap();
-        assert_eq!(status, 404);
+        assert_eq!(status, 409);
+        let (status, body) = call(
+            &base,
+            hyper::Method::GET,
+            &format!("/v1/approvals/{id}"),
+            "alice-token",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("one row, fine") && body.contains("\"approved\""),
+            "{body}"
+        );
     }
 
     #[tokio::test]

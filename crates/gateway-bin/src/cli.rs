@@ -190,12 +190,28 @@ pub(crate) enum SessionsCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ApprovalsCommand {
-    /// Pending approvals.
-    List,
+    /// Pending approvals (with --history: recently finished ones).
+    List {
+        /// Recently finished requests instead of pending ones.
+        #[arg(long)]
+        history: bool,
+    },
+    /// One request, pending or finished, with its decisions.
+    Show { id: String },
     /// Approve one.
-    Approve { id: String },
+    Approve {
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
+    },
     /// Deny one.
-    Deny { id: String },
+    Deny {
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long, short = 'm')]
+        comment: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

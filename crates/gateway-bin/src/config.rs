@@ -57,6 +57,9 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) audit: Audit,
     pub(crate) admin: Option<Admin>,
+    /// Approvals: shared by replicas in PostgreSQL, webhooks, the page's
+    /// address.
+    pub(crate) approvals: Option<ApprovalsSection>,
     #[serde(default)]
     pub(crate) limits: Limits,
     /// Query budgets per principal or group (see [`crate::budgets`]).
@@ -461,10 +464,37 @@ pub(crate) struct PostgresAudit {
     pub(crate) replica: String,
 }
 
+/// `[approvals]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApprovalsSection {
+    /// The environment variable holding the DSN of a PostgreSQL database
+    /// the replicas share (approvals and live sessions); in memory without.
+    #[serde(default)]
+    pub(crate) postgres_dsn_env: Option<String>,
+    /// This replica's name (unique among replicas; no `/` or spaces).
+    #[serde(default)]
+    pub(crate) replica: Option<String>,
+    /// URLs told of each request, decision and expiry (JSON `POST`, Slack
+    /// incoming-webhook compatible).
+    #[serde(default)]
+    pub(crate) webhooks: Vec<String>,
+    /// The approval page's address as people reach it (for links), e.g.
+    /// `https://gw.example:9090`.
+    #[serde(default)]
+    pub(crate) page_url: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Admin {
     pub(crate) address: Spanned<String>,
+    /// TLS for the admin API and the approval page: required unless the
+    /// address is a loopback one.
+    #[serde(default)]
+    pub(crate) tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Groups whose members may end sessions (`portcullis sessions kill`).
     #[serde(default = "default_operator_groups")]
     pub(crate) operator_groups: Vec<String>,

@@ -24,7 +24,9 @@
 //! format, their binary form being their text.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -152,10 +154,13 @@ pub(crate) struct SessionState {
     audit_resource: audit::Resource,
     audit: SessionAudit,
     inner: Mutex<SessionInner>,
-    /// Set by an operator: the session ends at its next command.
+    /// Set by an operator: the session ends at once (see [`Hook::ended`]),
+    /// or at its next command.
     killed: Mutex<Option<String>>,
     /// The principal's query budget.
     budget: crate::budgets::Budget,
+    /// Wakes the session's driver when it is killed.
+    ended: tokio::sync::Notify,
 }
 
 /// How one result column is masked, decided at its RowDescription.
@@ -527,6 +532,7 @@ impl Gateway {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(format!("this session was ended by {by}"));
+        s.ended.notify_one();
         let held: Vec<String> = s.lock().approvals.values().cloned().collect();
         for id in held {
             self.approvals.withdraw(&id);
@@ -675,6 +681,12 @@ impl Gateway {
             }
         }
         MaskedText::already_masked(self.mask_text(&text))
+    }
+
+    /// The statement as an approver sees it: only the insides of literals,
+    /// comments and bound values masked.
+    fn shown(&self, sql: &str, params: Option<&[Option<Bytes>]>) -> crate::approvals::Shown {
+        crate::approvals::Shown::of(sql, params, &|t: &str| self.mask_text(t))
     }
 
     /// The checks every command gets, also each execution of an allowed
@@ -867,7 +879,8 @@ impl Gateway {
             Effect::Review { .. } if stage == Stage::Parse => Verdict::Forward(plan),
             Effect::Review { .. } => {
                 let key = Fingerprint::of(&s.principal.id, &s.connection, sql, params);
-                self.hold(s, text, plan, key)
+                let shown = self.shown(sql, params);
+                self.hold(s, text, plan, key, shown)
             }
         }
     }
@@ -912,7 +925,8 @@ impl Gateway {
         let plan = Plan::new(command_id, decided);
         if plan.decided.review.is_some() && self.enforce {
             let key = Fingerprint::of(&s.principal.id, &s.connection, sql, Some(params));
-            self.hold(s, text, plan, key)
+            let shown = self.shown(sql, Some(params));
+            self.hold(s, text, plan, key, shown)
         } else {
             Verdict::Forward(plan)
         }
@@ -973,6 +987,7 @@ impl Gateway {
         text: MaskedText,
         plan: Plan,
         key: Fingerprint,
+        shown: crate::approvals::Shown,
     ) -> Verdict<Plan> {
         let command_id = plan.command_id;
         let decided = plan.decided.clone();
@@ -980,24 +995,29 @@ impl Gateway {
             return Verdict::Deny("the gateway has no review to hold this statement for".into());
         };
         if review.ticket {
-            return self.ticket(s, text, plan, key, &review);
+            return self.ticket(s, plan, key, &review, shown);
         }
+        let _ = text;
         let request = ApprovalRequest {
             requester: s.principal.id.clone(),
             session_id: s.session.to_string(),
             connection: s.connection.clone(),
-            command: text.as_str().to_owned(),
+            command: shown.text(),
             rule_id: decided.rule_id.clone().unwrap_or_default(),
             reason: decided.reason.clone(),
             groups: review.groups.clone(),
             min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
             timeout: review.timeout,
         };
-        let ticket = match self.approvals.request(request) {
+        let ticket = match self
+            .approvals
+            .request_with(request, shown.details(&decided.facts))
+        {
             Ok(t) => t,
             Err(e) => return Verdict::Deny(format!("cannot hold for approval: {e}")),
         };
         let id = ticket.id.clone();
+        shown.preview(&self.approvals, &id, &s.conn.backend, &decided.facts);
         s.lock().approvals.insert(command_id, id.clone());
         s.record(EventKind::ApprovalRequested {
             request_id: id.clone(),
@@ -1075,10 +1095,10 @@ impl Gateway {
     fn ticket(
         &self,
         s: &Arc<SessionState>,
-        text: MaskedText,
         plan: Plan,
         key: Fingerprint,
         review: &Review,
+        shown: crate::approvals::Shown,
     ) -> Verdict<Plan> {
         let decided = plan.decided.clone();
         let rule = decided
@@ -1129,20 +1149,24 @@ impl Gateway {
                     requester: s.principal.id.clone(),
                     session_id: s.session.to_string(),
                     connection: s.connection.clone(),
-                    command: text.as_str().to_owned(),
+                    command: shown.text(),
                     rule_id: rule.clone(),
                     reason: decided.reason.clone(),
                     groups: review.groups.clone(),
                     min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
                     timeout: review.timeout,
                 };
-                let ticket = match self.approvals.request(request) {
+                let ticket = match self
+                    .approvals
+                    .request_with(request, shown.details(&decided.facts))
+                {
                     Ok(t) => t,
                     Err(e) => {
                         return Verdict::Deny(format!("cannot file an approval request: {e}"));
                     }
                 };
                 let id = ticket.id.clone();
+                shown.preview(&self.approvals, &id, &s.conn.backend, &decided.facts);
                 self.tickets.filed(key, id.clone());
                 s.record(EventKind::ApprovalRequested {
                     request_id: id.clone(),
@@ -1275,6 +1299,7 @@ impl Hook for Gateway {
             inner: Mutex::new(SessionInner::default()),
             killed: Mutex::new(None),
             budget,
+            ended: tokio::sync::Notify::new(),
         });
         {
             let mut sessions = self
@@ -1304,6 +1329,19 @@ impl Hook for Gateway {
         Ok(Authenticated {
             principal: state,
             backend: conn.backend.clone(),
+        })
+    }
+
+    /// A killed session ends at once, idle or not.
+    fn ended(&self, principal: &Arc<SessionState>) -> Pin<Box<dyn Future<Output = String> + Send>> {
+        let s = principal.clone();
+        Box::pin(async move {
+            loop {
+                if let Some(why) = s.killed() {
+                    return why;
+                }
+                s.ended.notified().await;
+            }
         })
     }
 

@@ -79,7 +79,8 @@ fn run(cli: Cli) -> Result<(), String> {
             &admin,
             token,
             hyper::Method::POST,
-            &format!("/v1/sessions/{id}/kill"),
+            // `replica/session` ids: the slash is part of the id.
+            &format!("/v1/sessions/{}/kill", id.replace('/', "%2F")),
         ),
         Command::Sessions(SessionsCommand::Show { id, files }) => {
             commands::audit::session_show(&id, &files)

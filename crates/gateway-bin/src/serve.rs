@@ -64,6 +64,7 @@ impl Running {
 /// Builds everything the configuration describes and binds its listeners.
 pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let gateway = Arc::new(build_gateway(config).await?);
+    crate::approvals::replicas::run(&gateway);
     // OIDC key sets from URLs: fetched before the first client, then every
     // five minutes (a failed refresh keeps the keys it had, and says so).
     let urls = crate::trust::jwks_urls(config);
@@ -138,6 +139,20 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         let tcp = tokio::net::TcpListener::bind(addr.as_str())
             .await
             .map_err(|e| format!("admin listener on {addr}: {e}"))?;
+        let admin_tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(server_tls(&config.resolve(cert), &config.resolve(key))?)
+            }
+            (None, None) => None,
+            _ => return Err("[admin] needs both tls_cert and tls_key, or neither".to_owned()),
+        };
+        let bound = tcp.local_addr().map_err(|e| e.to_string())?;
+        if admin_tls.is_none() && !bound.ip().is_loopback() {
+            return Err(format!(
+                "[admin] address {addr} is not a loopback address: the admin API and the \
+                 approval page carry tokens and decisions, so give it tls_cert and tls_key"
+            ));
+        }
         admin = Some(tcp.local_addr().map_err(|e| e.to_string())?);
         let g = gateway.clone();
         let h = gateway.clone();
@@ -147,24 +162,10 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         let state = AdminState {
             approvals: gateway.approvals.clone(),
             authenticate: Arc::new(move |token: &str| g.identity.verify(token)),
-            sessions: Arc::new(move || {
-                serde_json::Value::Array(
-                    l.sessions()
-                        .iter()
-                        .map(|s| {
-                            serde_json::json!({
-                                "session": s.session.to_string(),
-                                "principal": s.principal.id,
-                                "kind": s.principal.kind.as_str(),
-                                "connection": s.connection,
-                                "seconds": s.started.elapsed().as_secs(),
-                            })
-                        })
-                        .collect(),
-                )
-            }),
-            kill: Arc::new(move |id: &str, by: &str| k.kill(id, by)),
+            sessions: Arc::new(move || crate::approvals::replicas::sessions(l.clone())),
+            kill: Arc::new(move |id, by| crate::approvals::replicas::kill(k.clone(), id, by)),
             operator_groups: a.operator_groups.clone(),
+            tls: admin_tls.is_some(),
             metrics: Arc::new(move || prometheus.as_ref().map_or_else(String::new, |p| p.render())),
             health: Arc::new(move || {
                 let h = h.clone();
@@ -173,14 +174,28 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
             }),
         };
         let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            axum::serve(tcp, router(state))
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-                .map_err(|e| format!("admin listener: {e}"))
-        });
+        match admin_tls {
+            None => {
+                tasks.spawn(async move {
+                    axum::serve(tcp, router(state))
+                        .with_graceful_shutdown(async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        })
+                        .await
+                        .map_err(|e| format!("admin listener: {e}"))
+                });
+            }
+            Some(tls) => {
+                tasks.spawn(crate::admin::serve_tls(
+                    tcp,
+                    router(state),
+                    tls,
+                    async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                ));
+            }
+        }
     }
     Ok(Running {
         gateway,
@@ -257,8 +272,8 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         connections,
         policy,
         masker,
+        approvals: Arc::new(approval_store(config, &audit).await?),
         audit,
-        approvals: Arc::new(ApprovalStore::default()),
         end_session_on_expiry: config.identity.end_session_on_expiry,
         enforce: policy_section.enforce,
         max_sessions_per_principal: config.limits.max_sessions_per_principal,
@@ -266,6 +281,42 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         budgets: crate::budgets::Budgets::from_specs(&config.budgets)
             .map_err(|(_, message)| format!("[[budget]]: {message}"))?,
     }))
+}
+
+/// Approvals in memory, or in PostgreSQL shared by replicas
+/// (`[approvals] postgres_dsn_env`); decisions are recorded in `audit`.
+async fn approval_store(
+    config: &Config,
+    audit: &Arc<dyn AuditSink>,
+) -> Result<ApprovalStore, String> {
+    let section = config.approvals.as_ref();
+    let replica = section
+        .and_then(|a| a.replica.clone())
+        .unwrap_or_else(|| "local".to_owned());
+    let store = match section.and_then(|a| a.postgres_dsn_env.as_ref()) {
+        None => ApprovalStore::new(
+            Arc::new(crate::approvals::Memory::default()),
+            Some(audit.clone()),
+            &replica,
+        ),
+        Some(env) => {
+            let dsn = std::env::var(env)
+                .map_err(|_| format!("approvals: environment variable {env} is not set"))?;
+            ApprovalStore::postgres(&dsn, &replica, Some(audit.clone())).await?
+        }
+    };
+    let page = section.and_then(|a| a.page_url.clone()).or_else(|| {
+        config
+            .admin
+            .as_ref()
+            .map(|a| format!("http://{}", a.address.get_ref()))
+    });
+    let hooks = section.map(|a| a.webhooks.clone()).unwrap_or_default();
+    if hooks.is_empty() {
+        return Ok(store);
+    }
+    let webhooks = crate::approvals::webhooks::Webhooks::new(hooks, page, Some(audit.clone()))?;
+    Ok(store.with_webhooks(webhooks))
 }
 
 /// The backend a PostgreSQL connection reaches, as the sessions and the

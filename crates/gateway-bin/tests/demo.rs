@@ -50,6 +50,10 @@ fn the_demo_prints_a_psql_line_that_works_and_cleans_up() {
         assert!(Instant::now() < deadline, "no banner:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
     };
+    assert!(
+        banner.contains(&format!("approval page            http://{admin}/ui")),
+        "{banner}"
+    );
     let line = banner
         .lines()
         .find_map(|l| l.trim().strip_prefix("psql \""))

@@ -243,6 +243,13 @@ async fn next_answer<P, Q>(f: &mut Option<HookFuture<P, Q>>) -> Answer<P, Q> {
     }
 }
 
+async fn until_ended(f: &mut Option<Pin<Box<dyn Future<Output = String> + Send>>>) -> String {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -476,6 +483,7 @@ impl<H: Hook> Inner<H> {
         let mut bbuf = vec![0u8; 64 * 1024];
         let mut stopping = false;
         let mut registered = false;
+        let mut ended = None;
         loop {
             while let Some(out) = session.poll() {
                 match out {
@@ -549,6 +557,11 @@ impl<H: Hook> Inner<H> {
                     }
                 }
             }
+            if ended.is_none()
+                && let Some(p) = session.principal()
+            {
+                ended = Some(self.hook.ended(p));
+            }
             // Before the client can have read its key.
             if !registered && let Some(key) = session.client_key() {
                 self.register_client_key(key);
@@ -617,6 +630,10 @@ impl<H: Hook> Inner<H> {
                             }
                         });
                     }
+                }
+                reason = until_ended(&mut ended) => {
+                    hook_future = None;
+                    session.handle_ended(&reason);
                 }
                 () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
                 r = stop.changed(), if !stopping => {

@@ -689,4 +689,12 @@ pub trait Hook: Send + Sync + 'static {
     fn on_event(&self, event: &Event, plan: Option<&Self::Plan>) {
         let _ = (event, plan);
     }
+
+    /// Resolves, with the reason to tell the client, when the gateway wants
+    /// this authenticated session ended now (an operator ended it): the
+    /// driver ends it at once, idle or not. The default never resolves.
+    fn ended(&self, principal: &Self::Principal) -> Pin<Box<dyn Future<Output = String> + Send>> {
+        let _ = principal;
+        Box::pin(std::future::pending())
+    }
 }

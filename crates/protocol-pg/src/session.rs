@@ -739,6 +739,18 @@ impl<H: Hook> Session<H> {
         }
     }
 
+    /// The gateway ended this session (see [`Hook::ended`]): the client is
+    /// told why and both connections close, whatever was in flight.
+    pub fn handle_ended(&mut self, reason: &str) {
+        if !self.closing {
+            self.to_backend.push_back(codec::build_frame(b'X', &[]));
+            self.close(
+                Some(wire::fatal("57P01", reason)),
+                Some(SessionError::Refused(reason.to_owned())),
+            );
+        }
+    }
+
     /// The driver asks the session to end at a safe point (graceful shutdown).
     pub fn handle_shutdown(&mut self) {
         if !self.closing {

@@ -12,14 +12,31 @@ pub(crate) fn approvals(
     admin: &str,
     token: Option<String>,
 ) -> Result<(), String> {
-    let (method, path) = match &cmd {
-        ApprovalsCommand::List => (hyper::Method::GET, "/v1/approvals".to_owned()),
-        ApprovalsCommand::Approve { id } => {
-            (hyper::Method::POST, format!("/v1/approvals/{id}/approve"))
-        }
-        ApprovalsCommand::Deny { id } => (hyper::Method::POST, format!("/v1/approvals/{id}/deny")),
+    let body = |comment: &Option<String>| {
+        comment
+            .as_ref()
+            .map(|c| serde_json::json!({ "comment": c }).to_string())
     };
-    admin_call(admin, token, method, &path)
+    let (method, path, body) = match &cmd {
+        ApprovalsCommand::List { history: false } => {
+            (hyper::Method::GET, "/v1/approvals".to_owned(), None)
+        }
+        ApprovalsCommand::List { history: true } => {
+            (hyper::Method::GET, "/v1/approvals?history".to_owned(), None)
+        }
+        ApprovalsCommand::Show { id } => (hyper::Method::GET, format!("/v1/approvals/{id}"), None),
+        ApprovalsCommand::Approve { id, comment } => (
+            hyper::Method::POST,
+            format!("/v1/approvals/{id}/approve"),
+            body(comment),
+        ),
+        ApprovalsCommand::Deny { id, comment } => (
+            hyper::Method::POST,
+            format!("/v1/approvals/{id}/deny"),
+            body(comment),
+        ),
+    };
+    admin_call_with(admin, token, method, &path, body)
 }
 
 pub(crate) fn admin_call(
@@ -28,6 +45,16 @@ pub(crate) fn admin_call(
     method: hyper::Method,
     path: &str,
 ) -> Result<(), String> {
+    admin_call_with(admin, token, method, path, None)
+}
+
+fn admin_call_with(
+    admin: &str,
+    token: Option<String>,
+    method: hyper::Method,
+    path: &str,
+    json_body: Option<String>,
+) -> Result<(), String> {
     let token = token
         .or_else(|| std::env::var("PORTCULLIS_TOKEN").ok())
         .ok_or("give --token or set PORTCULLIS_TOKEN: the admin API authenticates like clients")?;
@@ -35,7 +62,7 @@ pub(crate) fn admin_call(
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let (status, body) = rt.block_on(admin::call(admin, method, path, &token))?;
+    let (status, body) = rt.block_on(admin::call_with(admin, method, path, &token, json_body))?;
     if (200..300).contains(&status) {
         println!("{}", body.trim_end());
         Ok(())

@@ -27,7 +27,13 @@ pub(crate) fn run(path: &Path) -> Result<(), String> {
             );
         }
         if let Some(addr) = running.admin {
-            eprintln!("portcullis: admin API on http://{addr}");
+            let scheme = if config.admin.as_ref().is_some_and(|a| a.tls_cert.is_some()) {
+                "https"
+            } else {
+                "http"
+            };
+            eprintln!("portcullis: admin API on {scheme}://{addr}");
+            eprintln!("portcullis: approval page on {scheme}://{addr}/ui");
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("installing the SIGTERM handler: {e}"))?;

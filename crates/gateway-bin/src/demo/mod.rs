@@ -190,6 +190,7 @@ Portcullis demo is running (Ctrl-C stops it and removes everything).
   PostgreSQL (throwaway)   127.0.0.1:{pg_port}, schema `shop` with fake customers
   gateway                  {gw}   (the agent connects here; it never sees the backend password)
   admin API                {admin_url}
+  approval page            {admin_url}/ui   (sign in with the approver token below)
   audit trail              {dir}/audit/
 
 Connect as the agent (a token for agent:demo-bot, valid one hour):
@@ -202,7 +203,8 @@ Then try:
   drop table orders;                                                 -- denied by policy
   delete from orders;                                                -- held for approval
 
-Approve a held statement as human:alice (group dba), from another terminal:
+Approve a held statement as human:alice (group dba) on the approval page,
+{admin_url}/ui, signing in with this token, or from another terminal:
 
   export PORTCULLIS_TOKEN={approver}
   {exe} approvals list --admin {admin_url}
