@@ -492,6 +492,13 @@ impl Gateway {
         }
     }
 
+    /// Sets (or clears, on a successful write) what [`Self::health`] reports
+    /// as the last audit write failure: the Kubernetes leg's writer reports
+    /// here as the PostgreSQL sessions' writers do.
+    pub(crate) fn set_audit_failure(&self, why: Option<String>) {
+        set_failure(&self.audit_failure, why);
+    }
+
     /// The sink's own health, asked at most every 250 ms (a statvfs or a
     /// round trip per statement would be waste).
     async fn audit_ready(&self) -> Result<(), String> {

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use portcullis_testkit::{FAKE_SECRET_PASSWORD, FakeKube, SelfSignedTls, find_kubectl};
+use portcullis_testkit::{
+    FAKE_ENV_PASSWORD, FAKE_SECRET_PASSWORD, FakeKube, SelfSignedTls, find_kubectl,
+};
 
 const POLICY: &str = r#"
 default = "deny"
@@ -118,11 +120,11 @@ impl Gateway {
     /// `client_cert`: the gateway presents a client certificate to the
     /// cluster instead of a bearer token.
     fn start_with(client_cert: bool) -> Gateway {
-        Gateway::start_full(client_cert, true)
+        Gateway::start_full(client_cert, true, "")
     }
 
-    /// `enforce = false`: observe mode.
-    fn start_full(client_cert: bool, enforce: bool) -> Gateway {
+    /// `enforce = false`: observe mode; `audit` more lines of `[audit.jsonl]`.
+    fn start_full(client_cert: bool, enforce: bool, audit: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let mut builder = FakeKube::builder().output_frame_limit(7);
@@ -172,6 +174,7 @@ enforce = {enforce}
 [audit.jsonl]
 dir = "audit"
 chain = "gw-test"
+{audit}
 
 [admin]
 address = "127.0.0.1:{admin_port}"
@@ -354,6 +357,40 @@ fn kubectl_through_the_gateway_is_decided_masked_and_audited() {
         "{stdout}"
     );
 
+    // Environment values are masked by the variable's name, whatever they
+    // look like (the detectors see nothing in plain words), in pods and in
+    // the pod templates of workloads; other values stay.
+    for args in [
+        &["get", "pod", "web-0", "-o", "yaml"][..],
+        &["get", "deployment", "api", "-o", "json"],
+        &["get", "deployments", "-o", "yaml"],
+    ] {
+        let out = gw.kubectl(33, &cfg, args, None);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stdout.contains(FAKE_ENV_PASSWORD), "{args:?}: {stdout}");
+        assert!(stdout.contains("DB_PASSWORD"), "{args:?}: {stdout}");
+        assert!(stdout.contains("[MASKED:k8s-env]"), "{args:?}: {stdout}");
+        assert!(stdout.contains("debug"), "{args:?}: {stdout}");
+    }
+
+    // kubectl's typed create of a Deployment is protobuf, which the gateway
+    // cannot analyse (a pod template may be privileged): refused, with how.
+    let out = gw.kubectl(
+        33,
+        &cfg,
+        &["create", "deployment", "shell", "--image=busybox"],
+        None,
+    );
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot be read by the proxy")
+            && stderr.contains("send the object as JSON"),
+        "{stderr}"
+    );
+    assert!(!gw.kube.has_object("deployments", "default", "shell"));
+
     // A denied request shows the policy's reason, and never reaches the cluster.
     let out = gw.kubectl(33, &cfg, &["delete", "namespace", "prod"], None);
     let (_, stderr) = text(&out);
@@ -518,6 +555,12 @@ fn kubectl_through_the_gateway_is_decided_masked_and_audited() {
         "no result with the two Secret values masked"
     );
     assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "command_result" && r["masked"]["k8s-env"].as_u64() >= Some(2)),
+        "no result with environment values masked by name"
+    );
+    assert!(
         records.iter().any(|r| r["type"] == "command_result"
             && r["error_code"] == "exit 3"
             && r["error_message"]
@@ -641,7 +684,7 @@ fn the_cluster_credential_can_be_a_client_certificate() {
 /// forwarded, and its record keeps the decision the policy would have taken.
 #[test]
 fn observe_mode_forwards_what_it_would_deny_and_records_the_decision() {
-    let gw = Gateway::start_full(false, false);
+    let gw = Gateway::start_full(false, false, "");
     let cfg = gw.kubeconfig("agent.kubeconfig", "agent:ci-bot");
     assert!(gw.kube.has_object("namespaces", "", "prod"));
     let out = gw.kubectl(33, &cfg, &["delete", "namespace", "prod"], None);
@@ -662,4 +705,174 @@ fn observe_mode_forwards_what_it_would_deny_and_records_the_decision() {
             && reason.contains("deleting a namespace is not allowed"),
         "{reason}"
     );
+}
+
+/// kubectl's typed create of a ServiceAccount sends protobuf; the policy
+/// takes no fact from that body, so the gateway forwards it unread, and
+/// the review rule holds it as any other create.
+#[test]
+fn a_protobuf_create_of_a_service_account_is_held_not_refused() {
+    let gw = Gateway::start();
+    let cfg = gw.kubeconfig("agent.kubeconfig", "agent:ci-bot");
+    let alice = gw.token("human:alice", "ops");
+    let held = {
+        let cfg = cfg.clone();
+        let bin = kubectl_bin(33);
+        let home = gw.dir.path().to_owned();
+        std::thread::spawn(move || {
+            Command::new(bin)
+                .arg("--kubeconfig")
+                .arg(&cfg)
+                .arg("--cache-dir")
+                .arg(home.join("cache-held"))
+                .args(["create", "serviceaccount", "robot"])
+                .env("HOME", &home)
+                .env_remove("KUBECONFIG")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let (ok, out, err) = portcullis(
+            gw.dir.path(),
+            &["approvals", "list", "--admin", &gw.admin, "--token", &alice],
+        );
+        assert!(ok, "{err}");
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if let Some(p) = list.as_array().and_then(|a| a.first()) {
+            break p["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no approval request appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (ok, out, err) = portcullis(
+        gw.dir.path(),
+        &[
+            "approvals",
+            "approve",
+            &id,
+            "--admin",
+            &gw.admin,
+            "--token",
+            &alice,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let out = held.join().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(gw.kube.has_object("serviceaccounts", "default", "robot"));
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    answer
+}
+
+/// A trail that cannot make records durable: every Kubernetes request and
+/// exec is refused (fail closed), and `/healthz` says why.
+#[test]
+fn a_trail_that_cannot_make_records_durable_refuses_kubernetes_requests() {
+    // The trail reports itself unable to write below this much free space.
+    let gw = Gateway::start_full(false, true, "min_free_bytes = 1000000000000000000");
+    let cfg = gw.kubeconfig("agent.kubeconfig", "agent:ci-bot");
+    let out = gw.kubectl(
+        33,
+        &cfg,
+        &["get", "--raw", "/api/v1/namespaces/default/pods"],
+        None,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("the audit trail cannot make records durable")
+            && stderr.contains("fail closed"),
+        "{stderr}"
+    );
+    // kubectl's own discovery is refused too, so it reports less.
+    let out = gw.kubectl(33, &cfg, &["get", "pods"], None);
+    assert!(!out.status.success());
+    let out = gw.kubectl(33, &cfg, &["exec", "web-0", "--", "echo", "hi"], None);
+    let (stdout, _) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(!stdout.contains("hi"), "{stdout}");
+    assert!(gw.kube.requests().is_empty(), "{:?}", gw.kube.requests());
+    let health = http_get(gw.admin.trim_start_matches("http://"), "/healthz");
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    assert!(health.contains("bytes free"), "{health}");
+}
+
+/// Where scripts/install-clients.sh put the client libraries.
+fn clients_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PORTCULLIS_CLIENTS_DIR") {
+        return PathBuf::from(d);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(t) if t.is_absolute() => t.join("clients"),
+        Some(t) => workspace.join(t).join("clients"),
+        None => workspace.join("target/clients"),
+    }
+}
+
+/// The Python Kubernetes client (PyPI `kubernetes`) runs `stream` exec
+/// through the gateway: output masked, stdin relayed, stderr apart, the
+/// exit code seen.
+#[test]
+fn the_python_kubernetes_client_streams_an_exec() {
+    let python = clients_dir().join("venv/bin/python");
+    if !python.exists() {
+        if std::env::var("PORTCULLIS_SKIP_CLIENTS").is_ok_and(|v| v == "1") {
+            eprintln!("SKIPPED: the Python kubernetes client is not installed");
+            return;
+        }
+        panic!(
+            "the Python kubernetes client is not installed ({} is missing). Run \
+             scripts/install-clients.sh, or set PORTCULLIS_SKIP_CLIENTS=1 to skip this test locally",
+            python.display()
+        );
+    }
+    let gw = Gateway::start();
+    let cfg = gw.kubeconfig("agent.kubeconfig", "agent:ci-bot");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/k8s_stream_exec.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&cfg)
+        .arg(FAKE_SECRET_PASSWORD)
+        .env("HOME", gw.dir.path())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        seen["preloaded"], "url=postgres://app:[MASKED:postgres-uri-password]@db:5432/app\n",
+        "{seen}"
+    );
+    assert_eq!(seen["stdout"], "hello\n", "{seen}");
+    assert_eq!(seen["stderr"], "to-stderr\n", "{seen}");
+    assert_eq!(seen["returncode"], 4, "{seen}");
+    assert!(!stdout.contains(FAKE_SECRET_PASSWORD));
+    // Both streams were decided and recorded.
+    let records = gw.records();
+    let execs = records
+        .iter()
+        .filter(|r| {
+            r["type"] == "command"
+                && r["effect"] == "allow"
+                && r["text"].as_str().is_some_and(|t| t.contains("/exec"))
+        })
+        .count();
+    assert_eq!(execs, 2, "{records:?}");
 }

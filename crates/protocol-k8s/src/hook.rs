@@ -101,6 +101,10 @@ impl fmt::Debug for Verdict {
 /// A masker of one Secret value (decoded text in, text to show out).
 pub type ValueMasker = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// A masker of environment values by variable name: gets the name and the
+/// value, returns what to show instead, or `None` to leave the value.
+pub type EnvMasker = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
 /// What to do to the body of one response. It belongs to that response only.
 pub struct ResponsePlan {
     /// Applied to every byte of the body, chunk by chunk (after Secret values
@@ -109,14 +113,23 @@ pub struct ResponsePlan {
     /// Applied to each Secret `data`/`stringData` value of a `secrets`
     /// response (see [`mask_secret_object`](crate::mask_secret_object)).
     pub secret_values: ValueMasker,
+    /// Applied to each `env` entry (name and value) of a response about pods
+    /// or workloads that hold pod templates (deployments, statefulsets,
+    /// daemonsets, replicasets, replicationcontrollers, jobs, cronjobs,
+    /// podtemplates), before `body` (see
+    /// [`mask_env_values`](crate::mask_env_values)). `None`: no masking by
+    /// name.
+    pub env_values: Option<EnvMasker>,
 }
 
 impl Default for ResponsePlan {
-    /// No body transform; every Secret value redacted.
+    /// No body transform; every Secret value redacted; no environment
+    /// value masked by name.
     fn default() -> Self {
         ResponsePlan {
             body: Box::new(Identity),
             secret_values: Arc::new(|_| "[REDACTED]".to_owned()),
+            env_values: None,
         }
     }
 }

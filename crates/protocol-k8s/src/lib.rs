@@ -16,6 +16,8 @@
 //! - [`classify`]: pure request classification.
 //! - [`channel`]: the exec channel protocol (pure functions over messages).
 //! - [`SecretStream`], [`mask_secret_object`]: Secret masking, streamed.
+//! - [`EnvStream`], [`mask_env_values`]: environment values of pods and
+//!   workloads masked by variable name, streamed.
 //! - [`Proxy`] (feature `tokio`): the TLS listener, reverse proxy and relay.
 //!
 //! Not supported yet, each refused with a clear Status: exec over SPDY
@@ -50,13 +52,14 @@ pub use classify::{
     ClassifyError, K8sRequest, MAX_TARGET_LEN, StreamKind, StreamRequest, Transport, Verb, classify,
 };
 pub use hook::{
-    Authenticated, BackendCredential, Event, Hook, Refusal, Release, ReleaseFuture, ResponsePlan,
-    StreamPlan, ValueMasker, Verdict,
+    Authenticated, BackendCredential, EnvMasker, Event, Hook, Refusal, Release, ReleaseFuture,
+    ResponsePlan, StreamPlan, ValueMasker, Verdict,
 };
 #[cfg(feature = "tokio")]
 pub use proxy::{Proxy, ProxyConfig, Upstream};
 pub use secret::{
-    Identity, SecretBody, SecretMaskError, SecretStream, StreamTransform, mask_secret_object,
+    EnvStream, Identity, SecretBody, SecretMaskError, SecretStream, StreamTransform,
+    mask_env_values, mask_secret_object,
 };
 
 /// Entry points for the fuzz targets. Not a stable interface.

@@ -26,7 +26,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use crate::channel::{self, ExitStatus, Protocol};
 use crate::classify::{K8sRequest, StreamKind, Transport, Verb, classify};
 use crate::hook::{BackendCredential, Event, Hook, Release, Verdict};
-use crate::secret::{SecretBody, SecretStream};
+use crate::secret::{EnvStream, SecretBody, SecretStream};
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -63,11 +63,22 @@ pub struct ProxyConfig {
     /// output, a response body, a watch event) before the proxy ends that
     /// stream: a client that stops reading holds no upstream stream open.
     pub client_write_timeout: std::time::Duration,
+    /// While an exec/attach is held for approval, a WebSocket ping is sent
+    /// this often (and the client's own pings are answered), so neither the
+    /// client nor a load balancer between takes the wait for a dead stream.
+    pub hold_ping_interval: std::time::Duration,
+    /// Core-group resources (`serviceaccounts`, ...) whose create or update
+    /// may be sent in a body the proxy cannot read (protobuf): the hook
+    /// never sees such a body, so list only resources whose decision does
+    /// not depend on it. Any other write whose body is not JSON is refused
+    /// with `415` before the hook is asked. Empty by default.
+    pub opaque_body_resources: Vec<String>,
 }
 
 impl ProxyConfig {
     /// Defaults: 8 MiB objects, 1 MiB WebSocket messages, exec output
-    /// released after 5 ms without more, 60 s for a client to read.
+    /// released after 5 ms without more, 60 s for a client to read, a ping
+    /// every 10 s while an exec is held, every non-JSON request body refused.
     pub fn new(upstream: Upstream) -> Self {
         ProxyConfig {
             upstream,
@@ -75,6 +86,8 @@ impl ProxyConfig {
             max_message_bytes: 1 << 20,
             output_flush_after: std::time::Duration::from_millis(5),
             client_write_timeout: std::time::Duration::from_secs(60),
+            hold_ping_interval: std::time::Duration::from_secs(10),
+            opaque_body_resources: Vec::new(),
         }
     }
 }
@@ -211,18 +224,31 @@ async fn handle<H: Hook>(inner: Arc<Inner<H>>, req: Request<Incoming>) -> Respon
         }
     };
     // A JSON body of a write is read (bounded) before the decision, so the
-    // hook can see what is created or changed; any other body streams on.
+    // hook can see what is created or changed. A body the proxy cannot read
+    // (protobuf, YAML, CBOR) is refused unless the resource is one whose
+    // decision does not depend on its body; any other body streams on.
     let (parts, body) = req.into_parts();
-    let body: Body = if request.stream.is_none()
+    let write = request.stream.is_none()
         && matches!(request.method.as_str(), "POST" | "PUT" | "PATCH")
-        && header_str(&parts.headers, header::CONTENT_TYPE).is_some_and(is_json_type)
-    {
+        && !hyper::body::Body::is_end_stream(&body);
+    let content_type = header_str(&parts.headers, header::CONTENT_TYPE).unwrap_or("");
+    let readable = is_json_type(content_type) || is_apply_yaml(content_type);
+    if write && !readable && !opaque_allowed(&inner.config, &request) {
+        return unreadable_body(content_type);
+    }
+    let body: Body = if write && readable {
         match http_body_util::Limited::new(body, inner.config.max_object_bytes)
             .collect()
             .await
         {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
+                // Server-side apply declares YAML; kubectl sends JSON in it.
+                if !is_json_type(content_type)
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err()
+                {
+                    return unreadable_body(content_type);
+                }
                 request.body = Some(bytes.to_vec());
                 full(bytes)
             }
@@ -400,6 +426,66 @@ fn secret_body(request: &K8sRequest) -> Option<SecretBody> {
     })
 }
 
+/// The resources whose objects hold pod specs (and so `env` arrays).
+const WORKLOADS: [&str; 9] = [
+    "pods",
+    "podtemplates",
+    "replicationcontrollers",
+    "deployments",
+    "statefulsets",
+    "daemonsets",
+    "replicasets",
+    "jobs",
+    "cronjobs",
+];
+
+fn workload_body(request: &K8sRequest) -> Option<SecretBody> {
+    let resource = request.resource.as_deref()?;
+    if !WORKLOADS.contains(&resource)
+        || !matches!(
+            request.subresource.as_deref(),
+            None | Some("status" | "ephemeralcontainers")
+        )
+    {
+        return None;
+    }
+    Some(match request.verb {
+        Verb::Watch => SecretBody::Watch,
+        Verb::List | Verb::DeleteCollection => SecretBody::List,
+        _ => SecretBody::Object,
+    })
+}
+
+/// What rewrites the objects of one response body before its transform.
+enum Rewriter {
+    Secret(SecretStream),
+    Env(EnvStream),
+}
+
+impl Rewriter {
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        plan: &crate::hook::ResponsePlan,
+        out: &mut Vec<u8>,
+    ) -> Result<(), crate::secret::SecretMaskError> {
+        match self {
+            Rewriter::Secret(s) => s.feed(chunk, &*plan.secret_values, out),
+            Rewriter::Env(e) => match &plan.env_values {
+                Some(m) => e.feed(chunk, &**m, out),
+                None => e.feed(chunk, &|_: &str, _: &str| None, out),
+            },
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), crate::secret::SecretMaskError> {
+        match self {
+            Rewriter::Secret(s) => s.finish(),
+            Rewriter::Env(e) => e.finish(),
+        }
+    }
+}
+
 async fn forward<H: Hook>(
     inner: &Arc<Inner<H>>,
     principal: Arc<H::Principal>,
@@ -441,11 +527,43 @@ async fn forward<H: Hook>(
     let resp = sender.send_request(up).await.map_err(|e| e.to_string())?;
     let (mut parts, mut body) = resp.into_parts();
 
-    let json = header_str(&parts.headers, header::CONTENT_TYPE)
-        .is_some_and(|c| c.starts_with("application/json"));
-    let secret_mode = secret_body(&request);
-    if secret_mode.is_some() && !json && body_may_exist(&parts.headers) {
-        return Err("refusing a secrets response that is not JSON".into());
+    // Only a body the proxy can read goes on: JSON (which every rewriter
+    // needs), or text for what has no rewriter (logs). Protobuf, YAML or
+    // anything else is refused, whatever the client asked for (fail closed).
+    let content_type = header_str(&parts.headers, header::CONTENT_TYPE).unwrap_or("");
+    let json = is_json_type(content_type);
+    let text = content_type
+        .trim_start()
+        .get(..5)
+        .is_some_and(|t| t.eq_ignore_ascii_case("text/"));
+    let mut plan = inner.hook.response_plan(&principal, &request);
+    let mut rewriter = match (
+        secret_body(&request),
+        workload_body(&request),
+        &plan.env_values,
+    ) {
+        (Some(mode), _, _) => Some(Rewriter::Secret(SecretStream::new(
+            mode,
+            inner.config.max_object_bytes,
+        ))),
+        (None, Some(mode), Some(_)) => Some(Rewriter::Env(EnvStream::new(
+            mode,
+            inner.config.max_object_bytes,
+        ))),
+        _ => None,
+    };
+    if !hyper::body::Body::is_end_stream(&body)
+        && body_may_exist(&parts.headers)
+        && !(json || (text && rewriter.is_none()))
+    {
+        let shown = if content_type.is_empty() {
+            "no content type"
+        } else {
+            content_type
+        };
+        return Err(format!(
+            "refusing a response body in {shown}, which the proxy cannot mask"
+        ));
     }
     if header_str(&parts.headers, header::CONTENT_ENCODING)
         .is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
@@ -461,9 +579,7 @@ async fn forward<H: Hook>(
         parts.headers.remove(name);
     }
     let status = parts.status.as_u16();
-    let mut plan = inner.hook.response_plan(&principal, &request);
     let watch = request.verb == Verb::Watch;
-    let mut secret = secret_mode.map(|m| SecretStream::new(m, inner.config.max_object_bytes));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
     let hook = inner.hook.clone();
     let write_timeout = inner.config.client_write_timeout;
@@ -477,8 +593,8 @@ async fn forward<H: Hook>(
             out.clear();
             let data = match body.frame().await {
                 None => {
-                    if let Some(Err(e)) = secret.as_mut().map(SecretStream::finish) {
-                        error = Some(format!("secret masking: {e}"));
+                    if let Some(Err(e)) = rewriter.as_mut().map(Rewriter::finish) {
+                        error = Some(format!("masking: {e}"));
                         break;
                     }
                     plan.body.finish(&mut out);
@@ -499,10 +615,10 @@ async fn forward<H: Hook>(
                     Err(_) => continue,
                 },
             };
-            let chunk: &[u8] = match secret.as_mut() {
-                Some(s) => {
-                    if let Err(e) = s.feed(&data, &*plan.secret_values, &mut stage) {
-                        error = Some(format!("secret masking: {e}"));
+            let chunk: &[u8] = match rewriter.as_mut() {
+                Some(r) => {
+                    if let Err(e) = r.feed(&data, &plan, &mut stage) {
+                        error = Some(format!("masking: {e}"));
                         break;
                     }
                     &stage
@@ -560,6 +676,43 @@ async fn forward<H: Hook>(
         parts,
         BodyExt::boxed(StreamBody::new(stream)),
     ))
+}
+
+/// Whether `request` may carry a body the proxy cannot read.
+fn opaque_allowed(config: &ProxyConfig, request: &K8sRequest) -> bool {
+    request.group.is_empty()
+        && request.subresource.is_none()
+        && request
+            .resource
+            .as_ref()
+            .is_some_and(|r| config.opaque_body_resources.iter().any(|o| o == r))
+}
+
+/// The `415` for a write whose body the proxy cannot read.
+fn unreadable_body(content_type: &str) -> Response<Body> {
+    let declared = if content_type.is_empty() {
+        "body (no content type)".to_owned()
+    } else {
+        format!("{content_type} body")
+    };
+    status_response(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        &format!(
+            "portcullis: the request's {declared} cannot be read by the proxy, so it was not \
+             forwarded; send the object as JSON (kubectl create -f FILE, kubectl apply -f FILE)"
+        ),
+        "UnsupportedMediaType",
+    )
+}
+
+/// Server-side apply's `application/apply-patch+yaml`.
+fn is_apply_yaml(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/apply-patch+yaml")
 }
 
 /// `application/json` and its patch variants (`merge-patch+json`,
@@ -652,6 +805,7 @@ async fn run_stream<H: Hook>(
             },
         );
     };
+    let mut pending = Vec::new();
     match verdict {
         Verdict::Allow => {}
         Verdict::Deny { reason } => {
@@ -663,15 +817,9 @@ async fn run_stream<H: Hook>(
             .await;
             return end(&reason);
         }
-        Verdict::Hold { id, release } => {
-            let banner = format!("portcullis: held for approval (id {id}); waiting...\r\n");
-            let _ = client
-                .send(Message::Binary(Bytes::from(channel::encode(
-                    channel::STDOUT,
-                    banner.as_bytes(),
-                ))))
-                .await;
-            if let Release::Deny { reason } = release.await {
+        Verdict::Hold { id, release } => match hold(&inner, &mut client, &id, release).await {
+            Ok(held) => pending = held,
+            Err(HoldEnd::Refused(reason)) => {
                 close_with(
                     &mut client,
                     channel::ERROR,
@@ -680,7 +828,11 @@ async fn run_stream<H: Hook>(
                 .await;
                 return end(&reason);
             }
-        }
+            Err(HoldEnd::Gone) => {
+                close_normally(&mut client).await;
+                return end("the client went away while the stream was held");
+            }
+        },
     }
     let upstream = match dial_ws(&inner, &target, &backend, protocol).await {
         Ok(ws) => ws,
@@ -702,7 +854,7 @@ async fn run_stream<H: Hook>(
         &request,
         protocol,
         plan,
-        &mut client,
+        (&mut client, pending),
         upstream,
         (
             inner.config.output_flush_after,
@@ -734,6 +886,72 @@ async fn run_stream<H: Hook>(
             error: error.as_deref(),
         },
     );
+}
+
+/// Waits for a held stream's release, keeping the stream alive: the banner
+/// first, then a ping every `hold_ping_interval`, the client's own pings
+/// answered, and what the client sends meanwhile (stdin, resizes) kept, up
+/// to one message's bound, to be relayed once the stream opens. `Ok` with
+/// those messages when approved. When the client goes away the release is
+/// dropped (so its approval is withdrawn).
+async fn hold<H>(
+    inner: &Inner<H>,
+    client: &mut ClientWs,
+    id: &str,
+    mut release: crate::hook::ReleaseFuture,
+) -> Result<Vec<Message>, HoldEnd> {
+    let limit = inner.config.client_write_timeout;
+    let banner = format!("portcullis: held for approval (id {id}); waiting...\r\n");
+    let banner = Message::Binary(Bytes::from(channel::encode(
+        channel::STDOUT,
+        banner.as_bytes(),
+    )));
+    if send_within(client, banner, limit).await.is_err() {
+        return Err(HoldEnd::Gone);
+    }
+    let mut pending = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut ping = tokio::time::interval(inner.config.hold_ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            outcome = &mut release => {
+                return match outcome {
+                    Release::Allow => Ok(pending),
+                    Release::Deny { reason } => Err(HoldEnd::Refused(reason)),
+                };
+            }
+            _ = ping.tick() => {
+                if send_within(client, Message::Ping(Bytes::new()), limit).await.is_err() {
+                    return Err(HoldEnd::Gone);
+                }
+            }
+            msg = client.next() => match msg {
+                Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => {
+                    pending_bytes = pending_bytes.saturating_add(m.len());
+                    if pending_bytes > inner.config.max_message_bytes {
+                        return Err(HoldEnd::Refused(format!(
+                            "portcullis: the client sent more than {} bytes while the stream was held",
+                            inner.config.max_message_bytes
+                        )));
+                    }
+                    pending.push(m);
+                }
+                // Pings are answered by the WebSocket layer itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(HoldEnd::Gone),
+            }
+        }
+    }
+}
+
+/// How a hold ended without the stream opening.
+enum HoldEnd {
+    /// Refused, with the reason the client sees.
+    Refused(String),
+    /// The client went away.
+    Gone,
 }
 
 async fn dial_ws<H>(
@@ -834,7 +1052,7 @@ async fn relay<H: Hook, U>(
     request: &K8sRequest,
     protocol: Protocol,
     mut plan: crate::hook::StreamPlan,
-    client: &mut ClientWs,
+    (client, pending): (&mut ClientWs, Vec<Message>),
     upstream: WebSocketStream<U>,
     (flush_after, limit): (std::time::Duration, std::time::Duration),
 ) -> (Option<ExitStatus>, Option<String>)
@@ -947,8 +1165,15 @@ where
     };
 
     let upstream_bound = async {
-        while let Some(msg) = c_rx.next().await {
-            let msg = msg.map_err(|e| format!("client stream: {e}"))?;
+        let mut pending = pending.into_iter();
+        loop {
+            let msg = match pending.next() {
+                Some(m) => m,
+                None => match c_rx.next().await {
+                    Some(m) => m.map_err(|e| format!("client stream: {e}"))?,
+                    None => break,
+                },
+            };
             if let Message::Close(_) = msg {
                 return Ok(());
             }

@@ -92,7 +92,8 @@ pub fn mask_secret_object(object: &mut Value, masker: &dyn Fn(&str) -> String) {
     }
 }
 
-/// The shape of a response body of the `secrets` resource.
+/// The shape of a response body: one object, a list, or a watch (of
+/// `secrets` for [`SecretStream`], of pods and workloads for [`EnvStream`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SecretBody {
@@ -150,6 +151,193 @@ const MAX_KEY: usize = 64;
 /// ```
 #[derive(Debug)]
 pub struct SecretStream {
+    split: Splitter,
+}
+
+impl SecretStream {
+    /// A rewriter for a body of this shape, holding at most `limit` bytes.
+    pub fn new(body: SecretBody, limit: usize) -> Self {
+        SecretStream {
+            split: Splitter::new(body, limit),
+        }
+    }
+
+    /// Feeds the next chunk of the body, appending released bytes to `out`.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        masker: &dyn Fn(&str) -> String,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SecretMaskError> {
+        let body = self.split.body;
+        self.split.feed(
+            chunk,
+            &|v: &mut Value| match body {
+                SecretBody::Object => mask_secret_object(v, masker),
+                SecretBody::List => {
+                    // A list item is a Secret; a Table row holds one in `object`.
+                    mask_secret_object(v, masker);
+                    if let Some(o) = v.get_mut("object") {
+                        mask_secret_object(o, masker);
+                    }
+                }
+                SecretBody::Watch => {
+                    if let Some(o) = v.get_mut("object") {
+                        mask_secret_object(o, masker);
+                    }
+                }
+            },
+            out,
+        )
+    }
+
+    /// The body ended: an object still open is an error.
+    pub fn finish(&mut self) -> Result<(), SecretMaskError> {
+        self.split.finish()
+    }
+}
+
+/// Masks environment variable values by name, anywhere in one object: every
+/// `env` array whose entries are `{"name": ..., "value": ...}` (a pod's
+/// containers, init and ephemeral containers, and the pod template of a
+/// Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob, a list
+/// item or a Table row's object), and the same inside the
+/// `last-applied-configuration` annotation. `masker` gets the name and the
+/// value and returns what to show instead, or `None` to leave the value.
+/// Returns how many values it replaced.
+///
+/// # Example
+///
+/// ```
+/// use portcullis_k8s::mask_env_values;
+/// let mut pod = serde_json::json!({"spec": {"containers": [{"name": "app", "env": [
+///     {"name": "DB_PASSWORD", "value": "short"},
+///     {"name": "LOG_LEVEL", "value": "debug"}]}]}});
+/// let n = mask_env_values(&mut pod, &|name: &str, _value: &str| {
+///     name.ends_with("_PASSWORD").then(|| "[MASKED]".to_string())
+/// });
+/// assert_eq!(n, 1);
+/// assert_eq!(pod["spec"]["containers"][0]["env"][0]["value"], "[MASKED]");
+/// assert_eq!(pod["spec"]["containers"][0]["env"][1]["value"], "debug");
+/// ```
+pub fn mask_env_values(object: &mut Value, masker: &dyn Fn(&str, &str) -> Option<String>) -> usize {
+    let mut n = 0;
+    let mut stack = vec![object];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                for (key, val) in map.iter_mut() {
+                    if key == "env"
+                        && let Value::Array(entries) = val
+                    {
+                        for entry in entries.iter_mut() {
+                            n += mask_env_entry(entry, masker);
+                        }
+                        continue;
+                    }
+                    if key == LAST_APPLIED
+                        && let Value::String(applied) = val
+                    {
+                        if let Ok(mut inner) = serde_json::from_str::<Value>(applied) {
+                            let found = mask_env_values(&mut inner, masker);
+                            if found > 0 {
+                                n += found;
+                                *applied = serde_json::to_string(&inner)
+                                    .unwrap_or_else(|_| REDACTED.to_owned());
+                            }
+                        }
+                        continue;
+                    }
+                    stack.push(val);
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// One `{"name", "value"}` entry of an `env` array.
+fn mask_env_entry(entry: &mut Value, masker: &dyn Fn(&str, &str) -> Option<String>) -> usize {
+    let Some(map) = entry.as_object_mut() else {
+        return 0;
+    };
+    let name = match map.get("name") {
+        Some(Value::String(n)) => n.clone(),
+        _ => return 0,
+    };
+    match map.get_mut("value") {
+        Some(Value::String(value)) => match masker(&name, value) {
+            Some(masked) => {
+                *value = masked;
+                1
+            }
+            None => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// A streaming rewriter that masks environment values by name
+/// ([`mask_env_values`]) in the bodies of pods and the workloads that hold
+/// pod templates: one object, a list (item by item, or Table row by row) or
+/// a watch (event by event), each object bounded, nothing held whole.
+///
+/// # Example
+///
+/// ```
+/// use portcullis_k8s::{EnvStream, SecretBody};
+/// let mask = |name: &str, _: &str| name.contains("TOKEN").then(|| "x".to_string());
+/// let mut s = EnvStream::new(SecretBody::Watch, 1 << 20);
+/// let body = b"{\"type\":\"ADDED\",\"object\":{\"spec\":{\"containers\":[{\"env\":[{\"name\":\"API_TOKEN\",\"value\":\"abc\"}]}]}}}\n";
+/// let mut out = Vec::new();
+/// for chunk in body.chunks(5) {
+///     s.feed(chunk, &mask, &mut out).unwrap();
+/// }
+/// s.finish().unwrap();
+/// assert!(String::from_utf8(out).unwrap().contains(r#""value":"x""#));
+/// ```
+#[derive(Debug)]
+pub struct EnvStream {
+    split: Splitter,
+}
+
+impl EnvStream {
+    /// A rewriter for a body of this shape, holding at most `limit` bytes.
+    pub fn new(body: SecretBody, limit: usize) -> Self {
+        EnvStream {
+            split: Splitter::new(body, limit),
+        }
+    }
+
+    /// Feeds the next chunk of the body, appending released bytes to `out`.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        masker: &dyn Fn(&str, &str) -> Option<String>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SecretMaskError> {
+        self.split.feed(
+            chunk,
+            &|v: &mut Value| {
+                mask_env_values(v, masker);
+            },
+            out,
+        )
+    }
+
+    /// The body ended: an object still open is an error.
+    pub fn finish(&mut self) -> Result<(), SecretMaskError> {
+        self.split.finish()
+    }
+}
+
+/// Splits a JSON body into the objects a rewriter works on (the body, a
+/// list item, a watch event), holding each (bounded) until it is complete and
+/// passing everything between objects straight through.
+#[derive(Debug)]
+struct Splitter {
     body: SecretBody,
     limit: usize,
     offset: u64,
@@ -165,10 +353,9 @@ pub struct SecretStream {
     capture: Option<Vec<u8>>,
 }
 
-impl SecretStream {
-    /// A rewriter for a body of this shape, holding at most `limit` bytes.
-    pub fn new(body: SecretBody, limit: usize) -> Self {
-        SecretStream {
+impl Splitter {
+    fn new(body: SecretBody, limit: usize) -> Self {
+        Splitter {
             body,
             limit,
             offset: 0,
@@ -197,11 +384,12 @@ impl SecretStream {
         }
     }
 
-    /// Feeds the next chunk of the body, appending released bytes to `out`.
-    pub fn feed(
+    /// Feeds the next chunk of the body, appending released bytes to `out`;
+    /// each complete object goes through `rewrite`.
+    fn feed(
         &mut self,
         chunk: &[u8],
-        masker: &dyn Fn(&str) -> String,
+        rewrite: &dyn Fn(&mut Value),
         out: &mut Vec<u8>,
     ) -> Result<(), SecretMaskError> {
         let mut pass_from = 0usize;
@@ -289,7 +477,7 @@ impl SecretStream {
                     if depth == self.capture_depth()
                         && let Some(cap) = self.capture.take()
                     {
-                        self.emit(&cap, masker, out)?;
+                        self.emit(&cap, rewrite, out)?;
                         pass_from = i + 1;
                     }
                 }
@@ -310,30 +498,16 @@ impl SecretStream {
     fn emit(
         &self,
         object: &[u8],
-        masker: &dyn Fn(&str) -> String,
+        rewrite: &dyn Fn(&mut Value),
         out: &mut Vec<u8>,
     ) -> Result<(), SecretMaskError> {
         let mut v: Value = serde_json::from_slice(object).map_err(|_| self.malformed())?;
-        match self.body {
-            SecretBody::Object => mask_secret_object(&mut v, masker),
-            SecretBody::List => {
-                // A list item is a Secret; a Table row holds one in `object`.
-                mask_secret_object(&mut v, masker);
-                if let Some(o) = v.get_mut("object") {
-                    mask_secret_object(o, masker);
-                }
-            }
-            SecretBody::Watch => {
-                if let Some(o) = v.get_mut("object") {
-                    mask_secret_object(o, masker);
-                }
-            }
-        }
+        rewrite(&mut v);
         serde_json::to_writer(&mut *out, &v).map_err(|_| self.malformed())
     }
 
     /// The body ended: an object still open is an error.
-    pub fn finish(&mut self) -> Result<(), SecretMaskError> {
+    fn finish(&mut self) -> Result<(), SecretMaskError> {
         if self.capture.is_some() || !self.stack.is_empty() || self.in_string {
             return Err(self.malformed());
         }
@@ -413,6 +587,66 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["object"]["data"]["k"], STANDARD.encode("M1"));
+    }
+
+    fn run_env(body: SecretBody, input: &[u8], chunk: usize) -> Result<Vec<u8>, SecretMaskError> {
+        let mask = |name: &str, value: &str| {
+            name.to_ascii_uppercase()
+                .contains("PASSWORD")
+                .then(|| format!("M{}", value.len()))
+        };
+        let mut s = EnvStream::new(body, 4096);
+        let mut out = Vec::new();
+        for c in input.chunks(chunk.max(1)) {
+            s.feed(c, &mask, &mut out)?;
+        }
+        s.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn env_values_masked_by_name_everywhere_for_every_chunking() {
+        let applied = r#"{"spec":{"template":{"spec":{"containers":[{"env":[{"name":"DB_PASSWORD","value":"swordfish"}]}]}}}}"#;
+        let deployment = serde_json::json!({
+            "metadata": {"name": "api", "annotations": {LAST_APPLIED: applied}},
+            "spec": {"template": {"spec": {
+                "initContainers": [{"env": [{"name": "INIT_PASSWORD", "value": "abc"}]}],
+                "containers": [{"env": [
+                    {"name": "db_password", "value": "swordfish"},
+                    {"name": "PASSWORD_FROM", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                    {"name": "LEVEL", "value": "debug"}]}]}}}
+        });
+        let list = serde_json::to_vec(&serde_json::json!({
+            "kind": "DeploymentList", "metadata": {}, "items": [deployment.clone(), deployment.clone()]
+        }))
+        .unwrap();
+        let table = serde_json::to_vec(&serde_json::json!({
+            "kind": "Table", "columnDefinitions": [], "rows": [{"cells": ["api"], "object": deployment}]
+        }))
+        .unwrap();
+        for input in [&list, &table] {
+            let whole = run_env(SecretBody::List, input, input.len()).unwrap();
+            let text = String::from_utf8(whole.clone()).unwrap();
+            assert!(!text.contains("swordfish"), "{text}");
+            assert!(
+                text.contains("debug") && text.contains("secretKeyRef"),
+                "{text}"
+            );
+            assert!(text.contains(r#""value":"M3""#), "{text}");
+            for chunk in [1, 2, 7, 64] {
+                assert_eq!(
+                    run_env(SecretBody::List, input, chunk).unwrap(),
+                    whole,
+                    "chunk {chunk}"
+                );
+            }
+        }
+        let watch = b"{\"type\":\"ADDED\",\"object\":{\"spec\":{\"containers\":[{\"env\":[{\"name\":\"X_PASSWORD\",\"value\":\"swordfish\"}]}]}}}\n";
+        let out = run_env(SecretBody::Watch, watch, 3).unwrap();
+        assert!(!String::from_utf8_lossy(&out).contains("swordfish"));
+        assert!(out.ends_with(b"\n"));
+        // Bounded and fail closed as the Secret rewriter is.
+        assert!(run_env(SecretBody::Object, br#"{"spec":{"env":["#, 2).is_err());
     }
 
     #[test]

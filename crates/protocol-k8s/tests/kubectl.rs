@@ -17,7 +17,9 @@ use portcullis_k8s::{
     Authenticated, BackendCredential, Event, Hook, K8sRequest, Proxy, ProxyConfig, Refusal,
     Release, ResponsePlan, StreamPlan, StreamTransform, Upstream, Verb, Verdict, async_trait,
 };
-use portcullis_testkit::{FAKE_SECRET_PASSWORD, FakeKube, SelfSignedTls, find_kubectl, kubeconfig};
+use portcullis_testkit::{
+    FAKE_ENV_PASSWORD, FAKE_SECRET_PASSWORD, FakeKube, SelfSignedTls, find_kubectl, kubeconfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const AGENT: &str = "agent-token";
@@ -166,6 +168,9 @@ impl Hook for TestHook {
         ResponsePlan {
             body: Replace::new(FAKE_SECRET_PASSWORD),
             secret_values: Arc::new(|_| MASKED.to_owned()),
+            env_values: Some(Arc::new(|name: &str, _: &str| {
+                (name.ends_with("_PASSWORD") || name.contains("TOKEN")).then(|| MASKED.to_owned())
+            })),
         }
     }
 
@@ -209,10 +214,15 @@ impl Env {
     }
 
     async fn start_with(frame_limit: usize, adjust: impl FnOnce(&mut ProxyConfig)) -> Env {
-        let kube = FakeKube::builder()
-            .output_frame_limit(frame_limit)
-            .start()
-            .unwrap();
+        Env::start_full(FakeKube::builder(), frame_limit, adjust).await
+    }
+
+    async fn start_full(
+        builder: portcullis_testkit::FakeKubeBuilder,
+        frame_limit: usize,
+        adjust: impl FnOnce(&mut ProxyConfig),
+    ) -> Env {
+        let kube = builder.output_frame_limit(frame_limit).start().unwrap();
         let hook = Arc::new(TestHook {
             backend_token: kube.token().to_owned(),
             ..TestHook::default()
@@ -435,7 +445,12 @@ async fn delete_namespace_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_create_and_exec_run_after_approval() {
-    let env = Env::start(32 * 1024).await;
+    // kubectl sends the ServiceAccount in protobuf, which this proxy is told
+    // it may forward unread.
+    let env = Env::start_with(32 * 1024, |c| {
+        c.opaque_body_resources = vec!["serviceaccounts".into()];
+    })
+    .await;
     let create = env.kubectl(33, "agent", &["create", "serviceaccount", "ci-bot"], None);
     let approve = async {
         env.hook.wait_held(1).await;
@@ -812,4 +827,343 @@ async fn v4_client_with_text_frames() {
     let status: serde_json::Value = serde_json::from_slice(&status.expect("no status")).unwrap();
     assert_eq!(status["reason"], "NonZeroExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "3");
+}
+
+/// A TLS connection to the proxy, as a raw client.
+async fn raw_tls(env: &Env) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(env.proxy_tls.client_config().unwrap());
+    let tcp = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+        .unwrap()
+        .to_owned();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// One HTTP/1.1 request over a fresh connection; the whole answer.
+async fn raw_http(env: &Env, head: &str, body: &[u8]) -> String {
+    let mut tls = raw_tls(env).await;
+    let req = format!(
+        "{head}\r\nHost: {}\r\nAuthorization: Bearer {AGENT}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        env.addr,
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut got))
+        .await
+        .expect("no answer")
+        .ok();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The proxy asks the API server for JSON whatever the client accepts, and
+/// a write whose body it cannot read (protobuf) is refused before it is
+/// decided on, unless the resource is configured as one whose body does not
+/// matter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_is_never_asked_for_and_protobuf_bodies_are_refused() {
+    let env = Env::start(32 * 1024).await;
+    let answer = raw_http(
+        &env,
+        "GET /api/v1/namespaces/default/pods/web-0 HTTP/1.1\r\nAccept: application/vnd.kubernetes.protobuf, */*",
+        b"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"kind\":\"Pod\""), "{answer}");
+    let out = env
+        .kubectl(33, "agent", &["get", "pods", "-o", "yaml"], None)
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let accepts = env.kube.accepts();
+    assert!(!accepts.is_empty());
+    for a in &accepts {
+        assert!(
+            !a.contains("protobuf") && a.contains("application/json"),
+            "{accepts:?}"
+        );
+    }
+
+    // kubectl's typed create sends protobuf: refused, with how to do it.
+    let out = env
+        .kubectl(33, "agent", &["create", "serviceaccount", "robot"], None)
+        .await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("application/vnd.kubernetes.protobuf body cannot be read by the proxy")
+            && out.stderr.contains("send the object as JSON"),
+        "{out:?}"
+    );
+    // Raw: a 415 Status; a YAML body too; a JSON one goes on.
+    let answer = raw_http(
+        &env,
+        "POST /api/v1/namespaces/default/pods HTTP/1.1\r\nContent-Type: application/vnd.kubernetes.protobuf",
+        b"k8s\0\x0a\x0d\x0a\x02v1\x12\x03Pod",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert!(
+        answer.contains("\"reason\":\"UnsupportedMediaType\""),
+        "{answer}"
+    );
+    let answer = raw_http(
+        &env,
+        "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nContent-Type: application/yaml",
+        b"metadata:\n  name: y\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    // Server-side apply declares YAML; JSON in it is read.
+    let answer = raw_http(
+        &env,
+        "PATCH /api/v1/namespaces/default/configmaps/app-config HTTP/1.1\r\nContent-Type: application/apply-patch+yaml",
+        b"metadata: {name: app-config}",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert!(
+        !env.kube
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("POST") || r.starts_with("PATCH")),
+        "{:?}",
+        env.kube.requests()
+    );
+    let answer = raw_http(
+        &env,
+        "POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nContent-Type: application/json",
+        br#"{"metadata":{"name":"from-json"},"data":{"a":"b"}}"#,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(env.kube.has_object("configmaps", "default", "from-json"));
+}
+
+/// An API server that answers in protobuf although JSON was asked for: the
+/// proxy cannot mask that body, so it refuses it (for any resource), and no
+/// byte of it reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protobuf_response_is_refused_not_passed() {
+    let env = Env::start_full(FakeKube::builder().protobuf_responses(), 32 * 1024, |_| {}).await;
+    for target in [
+        "/api/v1/namespaces/default/secrets/db-creds",
+        "/api/v1/namespaces/default/pods/web-0",
+        "/api/v1/namespaces/default/configmaps",
+    ] {
+        let answer = raw_http(&env, &format!("GET {target} HTTP/1.1"), b"").await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{target}: {answer}");
+        assert!(
+            answer.contains("refusing a response body in application/vnd.kubernetes.protobuf"),
+            "{answer}"
+        );
+        assert!(!answer.contains(FAKE_SECRET_PASSWORD), "{answer}");
+        assert!(!answer.contains(FAKE_ENV_PASSWORD), "{answer}");
+        assert!(!answer.contains("k8s\0"), "{answer}");
+    }
+    let out = env
+        .kubectl(33, "agent", &["get", "pod", "web-0", "-o", "json"], None)
+        .await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(!out.stdout.contains(FAKE_ENV_PASSWORD), "{out:?}");
+}
+
+/// Environment values are masked by the variable's name whatever they look
+/// like: a pod, a list of pods, a deployment (an API group), a watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_values_masked_by_name_in_pods_and_workloads() {
+    let env = Env::start(32 * 1024).await;
+    for args in [
+        &["get", "pod", "web-0", "-o", "yaml"][..],
+        &["get", "pods", "-o", "json"],
+        &["get", "deployment", "api", "-o", "yaml"],
+        &["get", "deployments.apps", "-o", "json"],
+    ] {
+        let out = env.kubectl(33, "agent", args, None).await;
+        assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
+        assert!(
+            !out.stdout.contains(FAKE_ENV_PASSWORD),
+            "{args:?}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stdout.contains("DB_PASSWORD"),
+            "{args:?}: {}",
+            out.stdout
+        );
+        assert!(out.stdout.contains(MASKED), "{args:?}: {}", out.stdout);
+        // A name that is not secret-like keeps its value.
+        assert!(out.stdout.contains("debug"), "{args:?}: {}", out.stdout);
+    }
+    let out = env
+        .kubectl(33, "raw", &["get", "deployment", "api", "-o", "yaml"], None)
+        .await;
+    assert!(out.stdout.contains(FAKE_ENV_PASSWORD), "{out:?}");
+
+    // A watch: the first event arrives masked while the watch stays open.
+    let mut child = tokio::process::Command::new(kubectl_bin(33))
+        .arg("--kubeconfig")
+        .arg(env.config("agent"))
+        .arg("--cache-dir")
+        .arg(env.dir.path().join("cache"))
+        .args(["get", "pods", "--watch-only", "-o", "json"])
+        .env("HOME", env.dir.path())
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"}\n") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "kubectl ended: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("no watch event");
+    let pod: serde_json::Value = serde_json::from_slice(&got).unwrap();
+    let envs = &pod["spec"]["containers"][0]["env"];
+    let value = |name: &str| {
+        envs.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+            .unwrap()
+    };
+    assert_eq!(value("DB_PASSWORD"), MASKED);
+    assert_eq!(value("LOG_LEVEL"), "debug");
+    child.kill().await.unwrap();
+}
+
+/// While an exec is held, the client gets the banner and pings, and its own
+/// pings are answered (client-go drops a WebSocket whose pings go
+/// unanswered for a minute); what it sends meanwhile is relayed once the
+/// stream opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_exec_is_kept_alive_with_pings() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let env = Env::start_with(32 * 1024, |c| {
+        c.hold_ping_interval = Duration::from_millis(100);
+    })
+    .await;
+    let tls = raw_tls(&env).await;
+    let url = format!(
+        "wss://{}/api/v1/namespaces/default/pods/web-0/exec?command=sh&command=-c&command=echo%20needs-approval%3B%20head%20-c%205&stdin=true&stdout=true&stderr=true",
+        env.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {AGENT}").parse().unwrap());
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    ws.send(Message::Ping(b"are-you-there".to_vec().into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(b"\x00hello".to_vec().into()))
+        .await
+        .unwrap();
+    let mut stdout = Vec::new();
+    let mut pings = 0;
+    let mut pong = false;
+    let mut status = None;
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            match msg.unwrap() {
+                Message::Ping(_) => {
+                    pings += 1;
+                    if pings == 5 {
+                        // Held for at least 4 intervals: approve.
+                        assert!(!env.kube.requests().iter().any(|r| r.contains("/exec")));
+                        env.hook.approvals.send_replace(Some(true));
+                    }
+                }
+                Message::Pong(p) => pong |= &p[..] == b"are-you-there",
+                Message::Binary(b) if b.first() == Some(&1) => stdout.extend_from_slice(&b[1..]),
+                Message::Binary(b) if b.first() == Some(&3) => status = Some(b[1..].to_vec()),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("exec did not end");
+    assert!(pings >= 5, "{pings} pings");
+    assert!(pong, "the client's ping was not answered while held");
+    let stdout = String::from_utf8(stdout).unwrap();
+    assert!(
+        stdout.starts_with("portcullis: held for approval (id approval-1)"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("needs-approval\nhello"), "{stdout}");
+    let status: serde_json::Value = serde_json::from_slice(&status.expect("no status")).unwrap();
+    assert_eq!(status["status"], "Success");
+}
+
+/// Malformed WebSocket frames from a client (a reserved opcode, an
+/// unmasked frame) end that stream only; the proxy goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_end_only_their_stream() {
+    let env = Env::start(32 * 1024).await;
+    // Reserved opcode 0x3; an unmasked binary frame (a client must mask);
+    // a control frame longer than 125 bytes.
+    let mut long_ping = vec![0x89, 0x80 | 126, 0, 200, 1, 2, 3, 4];
+    long_ping.extend_from_slice(&[0u8; 200]);
+    for bad in [
+        vec![0x83, 0x81, 1, 2, 3, 4, 0x41],
+        vec![0x82, 0x02, 0x00, 0x41],
+        long_ping,
+    ] {
+        let mut tls = raw_tls(&env).await;
+        let req = format!(
+            "GET /api/v1/namespaces/default/pods/web-0/exec?command=sleep&command=30&stdin=true&stdout=true HTTP/1.1\r\n\
+             Host: {}\r\nAuthorization: Bearer {AGENT}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+            env.addr
+        );
+        tls.write_all(req.as_bytes()).await.unwrap();
+        tls.write_all(&bad).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut got)).await;
+        assert!(
+            read.is_ok(),
+            "the proxy did not end the stream for {bad:02x?}"
+        );
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert!(
+            text.contains("\"status\":\"Failure\""),
+            "{bad:02x?}: {text}"
+        );
+    }
+    let out = env.kubectl(33, "agent", &["get", "pods"], None).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let ended = env
+        .hook
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.contains(" ended "))
+        .count();
+    assert_eq!(ended, 3);
 }

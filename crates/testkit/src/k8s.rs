@@ -188,12 +188,18 @@ pub fn kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
 /// The fake API server's seed data: what a newcomer sees.
 pub const FAKE_SECRET_PASSWORD: &str = "hunter2-fake-db-password";
 
+/// The value of `DB_PASSWORD` (and `API_TOKEN`'s suffix) in the environment
+/// of pod `web-0` and deployment `api`: plain words, which no detector
+/// recognises, so only masking by the variable's name hides it.
+pub const FAKE_ENV_PASSWORD: &str = "correct-horse-battery-staple";
+
 /// Settings of a [`FakeKube`].
 #[derive(Debug, Clone)]
 pub struct FakeKubeBuilder {
     token: String,
     output_frame_limit: usize,
     client_cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    protobuf_responses: bool,
 }
 
 impl FakeKubeBuilder {
@@ -221,6 +227,16 @@ impl FakeKubeBuilder {
         Ok(self)
     }
 
+    /// Answers every read of a resource with a body declared as
+    /// `application/vnd.kubernetes.protobuf`, whatever the client accepts,
+    /// as a misbehaving server (or a proxy between) might: the protobuf magic
+    /// `k8s\0` followed by the object's JSON (not the typed encoding; only a
+    /// test of what a proxy does with a body it cannot read).
+    pub fn protobuf_responses(mut self) -> Self {
+        self.protobuf_responses = true;
+        self
+    }
+
     /// Starts the server on `127.0.0.1` on a free port, on its own thread
     /// and runtime; it stops when the [`FakeKube`] is dropped.
     pub fn start(self) -> Result<FakeKube, Error> {
@@ -239,6 +255,8 @@ impl FakeKubeBuilder {
             frame_limit: self.output_frame_limit,
             objects: Mutex::new(seed()),
             log: Mutex::new(Vec::new()),
+            accepts: Mutex::new(Vec::new()),
+            protobuf_responses: self.protobuf_responses,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -335,6 +353,7 @@ impl FakeKube {
             token: "fake-cluster-token".into(),
             output_frame_limit: 32 * 1024,
             client_cert: None,
+            protobuf_responses: false,
         }
     }
 
@@ -368,6 +387,16 @@ impl FakeKube {
         self.state.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The `Accept` header of each request served so far (`""` when absent),
+    /// in the order of [`FakeKube::requests`].
+    pub fn accepts(&self) -> Vec<String> {
+        self.state
+            .accepts
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
     /// Whether an object exists (`resource` plural, namespace `""` for
     /// cluster-scoped ones).
     pub fn has_object(&self, resource: &str, namespace: &str, name: &str) -> bool {
@@ -398,6 +427,8 @@ struct State {
     frame_limit: usize,
     objects: Mutex<BTreeMap<Key, Value>>,
     log: Mutex<Vec<String>>,
+    accepts: Mutex<Vec<String>>,
+    protobuf_responses: bool,
 }
 
 const CREATED: &str = "2026-01-01T00:00:00Z";
@@ -449,11 +480,28 @@ fn seed() -> BTreeMap<Key, Value> {
             "kind": "Pod", "apiVersion": "v1", "metadata": meta("web-0", "default"),
             "spec": {"containers": [{"name": "app", "image": "example/app:1",
                 "env": [{"name": "DATABASE_URL", "value": format!("postgres://app:{FAKE_SECRET_PASSWORD}@db:5432/app")},
-                        {"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}]}]},
+                        {"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"},
+                        {"name": "DB_PASSWORD", "value": FAKE_ENV_PASSWORD},
+                        {"name": "LOG_LEVEL", "value": "debug"}]}]},
             "status": {"phase": "Running", "podIP": "10.0.0.5", "startTime": CREATED,
                 "conditions": [{"type": "Ready", "status": "True"}],
                 "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "example/app:1",
                     "imageID": "", "started": true, "state": {"running": {"startedAt": CREATED}}}]}
+        }),
+    );
+    put(
+        "deployments",
+        "default",
+        "api",
+        json!({
+            "kind": "Deployment", "apiVersion": "apps/v1", "metadata": meta("api", "default"),
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                "template": {"metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": [{"name": "api", "image": "example/api:2",
+                        "env": [{"name": "API_TOKEN", "value": format!("tok-{FAKE_ENV_PASSWORD}")},
+                                {"name": "DB_PASSWORD", "value": FAKE_ENV_PASSWORD},
+                                {"name": "LOG_LEVEL", "value": "debug"}]}]}}},
+            "status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}
         }),
     );
     put(
@@ -474,41 +522,54 @@ fn seed() -> BTreeMap<Key, Value> {
 }
 
 struct ResourceInfo {
+    group: &'static str,
     name: &'static str,
     short: &'static str,
     kind: &'static str,
     namespaced: bool,
 }
 
-const RESOURCES: [ResourceInfo; 5] = [
+const RESOURCES: [ResourceInfo; 6] = [
     ResourceInfo {
+        group: "",
         name: "namespaces",
         short: "ns",
         kind: "Namespace",
         namespaced: false,
     },
     ResourceInfo {
+        group: "",
         name: "pods",
         short: "po",
         kind: "Pod",
         namespaced: true,
     },
     ResourceInfo {
+        group: "",
         name: "secrets",
         short: "",
         kind: "Secret",
         namespaced: true,
     },
     ResourceInfo {
+        group: "",
         name: "configmaps",
         short: "cm",
         kind: "ConfigMap",
         namespaced: true,
     },
     ResourceInfo {
+        group: "",
         name: "serviceaccounts",
         short: "sa",
         kind: "ServiceAccount",
+        namespaced: true,
+    },
+    ResourceInfo {
+        group: "apps",
+        name: "deployments",
+        short: "deploy",
+        kind: "Deployment",
         namespaced: true,
     },
 ];
@@ -532,9 +593,10 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     )
 }
 
-fn discovery_v1() -> Value {
+fn discovery(group: &str) -> Value {
     let mut resources: Vec<Value> = RESOURCES
         .iter()
+        .filter(|r| r.group == group)
         .map(|r| {
             let singular = r.kind.to_ascii_lowercase();
             json!({"name": r.name, "singularName": singular, "namespaced": r.namespaced, "kind": r.kind,
@@ -542,10 +604,17 @@ fn discovery_v1() -> Value {
                 "verbs": ["create","delete","get","list","patch","update","watch"]})
         })
         .collect();
-    for sub in ["exec", "attach"] {
-        resources.push(json!({"name": format!("pods/{sub}"), "singularName": "", "namespaced": true, "kind": "PodExecOptions", "verbs": ["create","get"]}));
+    if group.is_empty() {
+        for sub in ["exec", "attach"] {
+            resources.push(json!({"name": format!("pods/{sub}"), "singularName": "", "namespaced": true, "kind": "PodExecOptions", "verbs": ["create","get"]}));
+        }
     }
-    json!({"kind":"APIResourceList","groupVersion":"v1","resources":resources})
+    let group_version = if group.is_empty() {
+        "v1".to_owned()
+    } else {
+        format!("{group}/v1")
+    };
+    json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":group_version,"resources":resources})
 }
 
 async fn route(st: Arc<State>, mut req: Request<Incoming>, by_cert: bool) -> Response<Body> {
@@ -556,6 +625,14 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>, by_cert: bool) -> Res
         .to_owned();
     if let Ok(mut log) = st.log.lock() {
         log.push(format!("{} {target}", req.method()));
+    }
+    if let Ok(mut accepts) = st.accepts.lock() {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        accepts.push(accept.to_owned());
     }
     let expected = format!("Bearer {}", st.token);
     if !by_cert
@@ -591,13 +668,21 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>, by_cert: bool) -> Res
         ),
         ["apis"] => json_response(
             StatusCode::OK,
-            &json!({"kind":"APIGroupList","apiVersion":"v1","groups":[]}),
+            &json!({"kind":"APIGroupList","apiVersion":"v1","groups":[{"name":"apps",
+                "versions":[{"groupVersion":"apps/v1","version":"v1"}],
+                "preferredVersion":{"groupVersion":"apps/v1","version":"v1"}}]}),
         ),
-        ["api", "v1"] => json_response(StatusCode::OK, &discovery_v1()),
+        ["api", "v1"] => json_response(StatusCode::OK, &discovery("")),
+        ["apis", "apps", "v1"] => json_response(StatusCode::OK, &discovery("apps")),
         ["api", "v1", "namespaces", ns, "pods", pod, "exec"] => {
             exec(&st, &mut req, ns, pod, &query)
         }
-        ["api", "v1", rest @ ..] => {
+        ["api", "v1", rest @ ..] | ["apis", "apps", "v1", rest @ ..] => {
+            let group = if seg.first() == Some(&"apis") {
+                "apps"
+            } else {
+                ""
+            };
             let (ns, rest): (&str, &[&str]) = match rest {
                 ["namespaces", ns, tail @ ..] if !tail.is_empty() => (ns, tail),
                 _ => ("", rest),
@@ -625,7 +710,10 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>, by_cert: bool) -> Res
                 return watch_response(&st, ns, rest.first().copied().unwrap_or(""));
             }
             let table = req_table;
-            let resp = resource(&st, &method, ns, rest, body, &content_type);
+            let resp = resource(&st, &method, (group, ns), rest, body, &content_type);
+            if st.protobuf_responses && method == Method::GET {
+                return as_protobuf(resp).await;
+            }
             if table && method == Method::GET && resp.status() == StatusCode::OK {
                 return to_table(resp).await;
             }
@@ -642,7 +730,7 @@ async fn route(st: Arc<State>, mut req: Request<Incoming>, by_cert: bool) -> Res
 fn resource(
     st: &State,
     method: &Method,
-    ns: &str,
+    (group, ns): (&str, &str),
     rest: &[&str],
     body: Option<Bytes>,
     content_type: &str,
@@ -658,7 +746,7 @@ fn resource(
             );
         }
     };
-    let Some(info) = RESOURCES.iter().find(|r| r.name == res) else {
+    let Some(info) = RESOURCES.iter().find(|r| r.name == res && r.group == group) else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -696,7 +784,7 @@ fn resource(
                 .collect();
             json_response(
                 StatusCode::OK,
-                &json!({"kind": format!("{}List", info.kind), "apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":items}),
+                &json!({"kind": format!("{}List", info.kind), "apiVersion": if info.group.is_empty() { "v1".to_owned() } else { format!("{}/v1", info.group) },"metadata":{"resourceVersion":"1"},"items":items}),
             )
         }
         (&Method::GET, Some(name)) => {
@@ -750,7 +838,15 @@ fn resource(
             }
             set(&mut v, "metadata", meta(&name, ns));
             set(&mut v, "kind", json!(info.kind));
-            set(&mut v, "apiVersion", json!("v1"));
+            set(
+                &mut v,
+                "apiVersion",
+                json!(if info.group.is_empty() {
+                    "v1".to_owned()
+                } else {
+                    format!("{}/v1", info.group)
+                }),
+            );
             objects.insert(key, v.clone());
             json_response(StatusCode::CREATED, &v)
         }
@@ -1100,6 +1196,21 @@ fn table_row(obj: &Value) -> Value {
     };
     let object = json!({"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":obj["metadata"].clone()});
     json!({"cells": cells, "object": object})
+}
+
+/// The same response under a protobuf content type (see
+/// [`FakeKubeBuilder::protobuf_responses`]).
+async fn as_protobuf(resp: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(body) = body.collect().await;
+    let mut bytes = b"k8s\0".to_vec();
+    bytes.extend_from_slice(&body.to_bytes());
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(Bytes::from(bytes)).boxed())
 }
 
 /// Turns a JSON object or list response into a `meta.k8s.io/v1` Table, as

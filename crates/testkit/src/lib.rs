@@ -49,7 +49,8 @@ mod system;
 pub use client::{Client, ClientOutput};
 pub use error::Error;
 pub use k8s::{
-    FAKE_SECRET_PASSWORD, FakeKube, FakeKubeBuilder, SelfSignedTls, find_kubectl, kubeconfig,
+    FAKE_ENV_PASSWORD, FAKE_SECRET_PASSWORD, FakeKube, FakeKubeBuilder, SelfSignedTls,
+    find_kubectl, kubeconfig,
 };
 pub use pg::{PgCluster, PgClusterBuilder};
 pub use system::{find_client_binary, pg_bindir};

@@ -32,7 +32,7 @@ use portcullis_k8s::{
     Authenticated, BackendCredential, Event, Hook, K8sRequest, Proxy, ProxyConfig, Refusal,
     Release, ResponsePlan, StreamPlan, StreamTransform, Verdict, async_trait,
 };
-use portcullis_mask::{Masker, StreamMasker};
+use portcullis_mask::{FieldPattern, Masker, StreamMasker};
 use portcullis_policy::{self as policy, Effect};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -45,6 +45,35 @@ use crate::identity::{self, PrincipalKind};
 
 /// The detector id counted for a Secret value masked whole.
 const SECRET_VALUE: &str = "k8s-secret";
+
+/// The detector id counted for an environment value masked by its name.
+const ENV_VALUE: &str = "k8s-env";
+
+/// Environment variable names whose value is masked whole, whatever it
+/// looks like (ASCII case-insensitive globs, as field rules are). A field
+/// rule of the configuration that matches a variable name applies too.
+const SECRET_ENV_NAMES: [&str; 14] = [
+    "*password*",
+    "*passwd*",
+    "*_pwd",
+    "*_pass",
+    "*secret*",
+    "*token*",
+    "*api_key*",
+    "*apikey*",
+    "*private_key*",
+    "*access_key*",
+    "*credential*",
+    "*_key",
+    "*_dsn",
+    "dsn",
+];
+
+/// The resources whose create or update the proxy forwards in a body it
+/// cannot read (kubectl's typed creates send protobuf): the policy takes no
+/// fact from their bodies (its body risks are pod specs and role
+/// references). Every other write must be JSON.
+const OPAQUE_BODY_RESOURCES: [&str; 4] = ["serviceaccounts", "namespaces", "configmaps", "secrets"];
 
 /// Starts one listener per Kubernetes connection; returns (name, address).
 pub(crate) async fn start(
@@ -99,7 +128,12 @@ pub(crate) async fn start(
             .await
             .map_err(|e| format!("connection {name}: listening on {addr}: {e}"))?;
         bound.push((name, tcp.local_addr().map_err(|e| e.to_string())?));
-        let proxy = Proxy::new(hook, ProxyConfig::new(upstream));
+        let mut proxy_config = ProxyConfig::new(upstream);
+        proxy_config.opaque_body_resources = OPAQUE_BODY_RESOURCES
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect();
+        let proxy = Proxy::new(hook, proxy_config);
         let mut rx = stop.clone();
         tasks.spawn(async move {
             tokio::select! {
@@ -143,8 +177,11 @@ struct Trail {
 }
 
 impl Trail {
-    fn spawn(sink: Arc<dyn audit::AuditSink>) -> Trail {
+    /// The writer task; each write's failure (or success) is what the
+    /// gateway's `/healthz` reports, and a failure refuses new requests.
+    fn spawn(gateway: &'static Gateway) -> Trail {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let sink = gateway.audit.clone();
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 let result = sink
@@ -155,6 +192,7 @@ impl Trail {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "audit trail write failed (kubernetes)");
                 }
+                gateway.set_audit_failure(result.as_ref().err().cloned());
                 if let Some(done) = job.done {
                     let _ = done.send(result);
                 }
@@ -191,6 +229,8 @@ pub(crate) struct KubeGateway {
     recordings: Option<PathBuf>,
     next_call: AtomicU64,
     health: Mutex<Option<(Instant, Result<(), String>)>>,
+    /// [`SECRET_ENV_NAMES`], compiled.
+    env_names: Arc<Vec<FieldPattern>>,
 }
 
 impl std::fmt::Debug for KubeGateway {
@@ -335,9 +375,15 @@ impl KubeGateway {
             resource,
             backend,
             recordings,
-            trail: Trail::spawn(gateway.audit.clone()),
+            trail: Trail::spawn(gateway),
             next_call: AtomicU64::new(1),
             health: Mutex::new(None),
+            env_names: Arc::new(
+                SECRET_ENV_NAMES
+                    .iter()
+                    .map(|p| FieldPattern::new(p))
+                    .collect(),
+            ),
         }
     }
 
@@ -383,7 +429,9 @@ impl KubeGateway {
         String::from_utf8_lossy(self.gateway.masker.mask(text.as_bytes()).output()).into_owned()
     }
 
-    /// The sink's own health, asked at most every 250 ms.
+    /// The sink's own health, asked at most every 250 ms. (A failed write
+    /// is reported by `/healthz` until a write succeeds; the request whose
+    /// record failed was refused by that failure itself.)
     async fn audit_ready(&self) -> Result<(), String> {
         let cached = self
             .health
@@ -827,12 +875,31 @@ impl Hook for KubeGateway {
             } else {
                 MaskTransform::boxed(&self.gateway.masker, call)
             };
+        let env_call = call.clone();
+        let masker: &'static Masker = &self.gateway.masker;
+        let names = self.env_names.clone();
         ResponsePlan {
             body,
             secret_values: Arc::new(move |_value: &str| {
                 counted.count(SECRET_VALUE, 1);
                 format!("[MASKED:{SECRET_VALUE}]")
             }),
+            env_values: Some(Arc::new(move |name: &str, value: &str| {
+                if names.iter().any(|p| p.matches(name)) {
+                    env_call.count(ENV_VALUE, 1);
+                    return Some(format!("[MASKED:{ENV_VALUE}]"));
+                }
+                // The configuration's field rules, else the detectors (which
+                // would find the same over the whole body afterwards).
+                let m = masker.mask_field(name, value.as_bytes());
+                if !m.is_masked() {
+                    return None;
+                }
+                for f in m.findings() {
+                    env_call.count(f.detector(), 1);
+                }
+                Some(String::from_utf8_lossy(m.output()).into_owned())
+            })),
         }
     }
 
