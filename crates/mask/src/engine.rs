@@ -50,7 +50,7 @@ use std::fmt;
 use std::ops::Range;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
-use aho_corasick::MatchKind as AcMatchKind;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind as AcMatchKind};
 use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache, DFA, OverlappingState};
 use regex_automata::nfa::thompson;
@@ -59,7 +59,6 @@ use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, Input, MatchKind, PatternID, meta};
 
 use crate::error::BuildError;
-use crate::prefilter::{KeywordFinder, Occurrence};
 use crate::spec::{Category, Validator};
 use crate::style::Style;
 use crate::validate::validate;
@@ -145,8 +144,8 @@ pub(crate) struct Scratch {
 /// Everything compiled from the detectors; immutable, `Send + Sync`.
 pub(crate) struct Engine {
     pub(crate) dets: Vec<Det>,
-    /// Keyword finder, and for each keyword the detectors it serves.
-    ac: Option<KeywordFinder>,
+    /// Keyword automaton, and for each keyword the detectors it serves.
+    ac: Option<AhoCorasick>,
     kw_dets: Vec<Vec<u32>>,
     max_kw: usize,
     /// All patterns, one per detector (pattern id = detector index), for
@@ -351,7 +350,18 @@ impl Engine {
             }
         }
         let max_kw = keywords.iter().map(String::len).max().unwrap_or(0);
-        let ac = (!keywords.is_empty()).then(|| KeywordFinder::new(&keywords));
+        let ac = if keywords.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .match_kind(AcMatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keywords)
+                    .map_err(automaton_error)?,
+            )
+        };
 
         // How far before a keyword's end a match can start.
         for (i, (src, det)) in sources.iter().zip(dets.iter_mut()).enumerate() {
@@ -1007,8 +1017,6 @@ pub(crate) struct Core {
     cands: Vec<Cand>,
     /// A capped match's continuation still to be masked: (detector, start).
     cont: Option<(u32, usize)>,
-    /// Scratch for keyword occurrences.
-    occ: Vec<Occurrence>,
 }
 
 impl Core {
@@ -1023,7 +1031,6 @@ impl Core {
             hits: Vec::new(),
             cands: Vec::new(),
             cont: None,
-            occ: Vec::new(),
         }
     }
 
@@ -1196,26 +1203,31 @@ impl Core {
         if from >= end {
             return;
         }
-        let mut occ = std::mem::take(&mut self.occ);
-        occ.clear();
-        ac.find(hay, base, from - base, &mut occ);
-        for o in &occ {
-            if o.end <= self.ac_done {
-                continue;
+        let input = aho_corasick::Input::new(hay).span(from - base..hay.len());
+        match ac.try_find_overlapping_iter(input) {
+            Ok(iter) => {
+                for m in iter {
+                    let (k, ke) = (base + m.start(), base + m.end());
+                    if ke <= self.ac_done {
+                        continue;
+                    }
+                    let Some(dets) = engine.kw_dets.get(m.pattern().as_usize()) else {
+                        continue;
+                    };
+                    for &det in dets {
+                        let l = engine.dets.get(det as usize).map_or(1, |d| d.kw_reach);
+                        self.hits.push(Hit {
+                            det,
+                            lo: ke.saturating_sub(l),
+                            hi: k,
+                        });
+                    }
+                }
             }
-            let Some(dets) = engine.kw_dets.get(o.keyword as usize) else {
-                continue;
-            };
-            for &det in dets {
-                let l = engine.dets.get(det as usize).map_or(1, |d| d.kw_reach);
-                self.hits.push(Hit {
-                    det,
-                    lo: o.end.saturating_sub(l),
-                    hi: o.start,
-                });
-            }
+            // Overlapping search with a standard automaton does not fail; if
+            // it did, probe every keyword detector everywhere (fail closed).
+            Err(_) => self.probe_everything(engine, true, from, end),
         }
-        self.occ = occ;
         self.ac_done = end;
     }
 

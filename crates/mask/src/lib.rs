@@ -92,7 +92,7 @@
 //!
 //! # Features
 //!
-//! None: the crate depends only on `aho-corasick`, `memchr`, `regex-automata`,
+//! None: the crate depends only on `aho-corasick`, `regex-automata`,
 //! `hmac`/`sha2` and `thiserror`.
 #![deny(missing_docs)]
 
@@ -100,7 +100,6 @@ mod catalogue;
 mod engine;
 mod error;
 mod masker;
-mod prefilter;
 mod rule;
 mod spec;
 mod style;
