@@ -35,10 +35,40 @@ def main() -> int:
     for name in sorted(expected - packages.keys()):
         if name not in LIBS:
             broken.append(f"{name}: missing from the workspace")
+    broken += embedder_trees()
     for line in broken:
         print(line)
     print(f"dependency rules: {len(broken)} broken")
     return 1 if broken else 0
+
+# What an embedder who takes only one library gets: its whole normal dependency
+# tree (as `cargo tree` resolves it for that crate alone, with the given
+# features) must not contain an async runtime, an HTTP stack or a PostgreSQL
+# client.
+HEAVY = {"tokio", "hyper", "tokio-postgres", "postgres", "postgres-protocol", "axum", "tokio-rustls"}
+EMBEDDERS = [
+    ("portcullis-mask", [], HEAVY),
+    ("portcullis-policy", [], HEAVY),
+    # The sans-IO core of the protocol crate, without its tokio driver (it
+    # keeps postgres-protocol, a sans-IO codec, for SCRAM).
+    ("portcullis-pg", ["--no-default-features"], HEAVY - {"postgres-protocol"}),
+    # The audit trail's sinks are async (tokio's sync, rt and time), but its
+    # PostgreSQL and syslog sinks are features: the JSON Lines trail alone
+    # pulls in no PostgreSQL client and no networking.
+    ("portcullis-audit", [], HEAVY - {"tokio"}),
+]
+
+def embedder_trees():
+    broken = []
+    for crate, flags, heavy_set in EMBEDDERS:
+        out = subprocess.run(
+            ["cargo", "tree", "-p", crate, "-e", "normal", "--prefix", "none",
+             "--format", "{p}", *flags],
+            check=True, capture_output=True, text=True).stdout
+        names = {line.split()[0] for line in out.splitlines() if line.strip()}
+        for heavy in sorted(heavy_set & names):
+            broken.append(f"{crate} {' '.join(flags)}: its dependency tree contains {heavy}")
+    return broken
 
 if __name__ == "__main__":
     sys.exit(main())

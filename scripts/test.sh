@@ -19,6 +19,10 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v asciinema >/dev/null 2>&1 || missing+=(asciinema)
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || missing+=(rsyslog)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
+# The transparency tests' client libraries (scripts/install-clients.sh).
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   sudo=""
@@ -26,6 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# psycopg and asyncpg (PyPI) and node-postgres (npm) for
+# crates/gateway-bin/tests/clients.rs, in a project-local directory.
+step "client libraries for the transparency tests"
+bash scripts/install-clients.sh
+export PORTCULLIS_CLIENTS_DIR
+PORTCULLIS_CLIENTS_DIR="$(cd "${PORTCULLIS_CLIENTS_DIR:-${CARGO_TARGET_DIR:-target}/clients}" && pwd)"
 
 # --- The checks ---------------------------------------------------------------
 step "cargo fmt"
@@ -37,13 +48,36 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "the load harness, smoke run (direct, PgBouncer and the gateway; fails on errors, never on slowness)"
+cargo run --locked -q -p portcullis-benches --bin load -- --smoke
+
+step "the libraries' examples, run as their docs show"
+bash scripts/run-examples.sh
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "cargo bench --no-run"
 cargo bench --workspace --no-run --locked
 
-step "dependency rules"
+step "dependency rules (and what an embedder of one library compiles)"
 python3 scripts/check-deps.py
+
+step "each library without default features (the sans-IO cores without tokio)"
+for crate in portcullis-mask portcullis-policy portcullis-audit portcullis-pg portcullis-k8s portcullis; do
+  cargo check -p "$crate" --no-default-features --locked
+done
+
+step "the declared MSRV holds for every dependency"
+python3 scripts/msrv.py
+
+step "the libraries' API against the last release tag"
+bash scripts/semver.sh
+
+step "crate READMEs are the crate docs"
+python3 scripts/crate-readmes.py --check
+
+step "every published crate packages (metadata, versions of its dependencies)"
+cargo package --workspace --exclude portcullis-benches --no-verify --locked --allow-dirty >/dev/null
 
 step "all checks passed"

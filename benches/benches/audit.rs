@@ -1,7 +1,9 @@
-//! Audit sinks: events per second for the JSON Lines sink with fsync per
-//! record and with 5 ms group commit (many concurrent recorders), and for the
-//! PostgreSQL sink batched (a real PostgreSQL 15 from the testkit, with
-//! `fsync`, `synchronous_commit` and `full_page_writes` on).
+//! Audit sinks. The JSON Lines sink at its two durability levels
+//! (`flushed`, `durable`) and its two earlier modes (5 ms group commit,
+//! fsync per record), in one run: the latency of one record with one
+//! recorder, and events per second with 8, 32 and 512 concurrent recorders;
+//! then the PostgreSQL sink batched (a real PostgreSQL 15 from the testkit,
+//! with `fsync`, `synchronous_commit` and `full_page_writes` on).
 //!
 //! `cargo bench -p portcullis-benches --bench audit`
 
@@ -84,6 +86,36 @@ fn bench_sink(
     group.finish();
 }
 
+/// One recorder, one record at a time: the time from `record` to its
+/// receipt, which is what a gateway statement waits for its write-ahead
+/// record when the gateway is otherwise idle.
+fn bench_latency(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, sink: &JsonlSink) {
+    let mut group = c.benchmark_group("audit_latency");
+    group.sample_size(10);
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    sink.record(&event(i)).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+}
+
+/// The durability levels and the earlier modes, in one run.
+fn levels() -> [(&'static str, Commit); 4] {
+    [
+        ("flushed", Commit::Flushed),
+        ("durable", Commit::Durable),
+        ("group_commit_5ms", Commit::Group(Duration::from_millis(5))),
+        ("fsync_per_record", Commit::PerRecord),
+    ]
+}
+
 fn audit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -92,33 +124,41 @@ fn audit(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
 
-    let (per_record, _) = JsonlSink::open(
-        &dir.path().join("per-record"),
-        JsonlOptions::new("bench").commit(Commit::PerRecord),
-    )
-    .unwrap();
-    bench_sink(
-        c,
-        &rt,
-        "jsonl_fsync_per_record/16_recorders",
-        Arc::new(per_record),
-        256,
-        16,
-    );
-
-    let (group, _) = JsonlSink::open(
-        &dir.path().join("group"),
-        JsonlOptions::new("bench").commit(Commit::Group(Duration::from_millis(5))),
-    )
-    .unwrap();
-    bench_sink(
-        c,
-        &rt,
-        "jsonl_group_commit_5ms/512_recorders",
-        Arc::new(group),
-        16_384,
-        512,
-    );
+    for (name, commit) in levels() {
+        let (sink, _) = JsonlSink::open(
+            &dir.path().join(name),
+            JsonlOptions::new("bench").commit(commit),
+        )
+        .unwrap();
+        bench_latency(c, &rt, &format!("jsonl_{name}/1_recorder"), &sink);
+        let before = sink.stats();
+        let sink = Arc::new(sink);
+        for recorders in [8u64, 32, 512] {
+            // The old modes are slow at many recorders: fewer events each,
+            // so that one iteration stays under a few seconds.
+            let per_recorder = match commit {
+                Commit::PerRecord => 2,
+                Commit::Group(_) => 8,
+                _ => 32,
+            };
+            bench_sink(
+                c,
+                &rt,
+                &format!("jsonl_{name}/{recorders}_recorders"),
+                Arc::clone(&sink) as Arc<dyn AuditSink>,
+                recorders * per_recorder,
+                recorders,
+            );
+        }
+        let after = sink.stats();
+        println!(
+            "jsonl_{name}: {} records in {} writes and {} fsyncs ({:.1} records per fsync)",
+            after.records - before.records,
+            after.writes - before.writes,
+            after.fsyncs - before.fsyncs,
+            (after.records - before.records) as f64 / (after.fsyncs - before.fsyncs).max(1) as f64
+        );
+    }
 
     // The testkit turns durability off for speed; a durable sink is measured
     // against a durable server.

@@ -30,6 +30,8 @@ struct Bench {
 #[async_trait]
 impl Hook for Bench {
     type Principal = ();
+    type Plan = ();
+    type ColumnPlan = ();
     async fn authenticate(
         &self,
         _: SessionId,
@@ -38,21 +40,33 @@ impl Hook for Bench {
     ) -> Result<Authenticated<()>, Rejection> {
         Err(Rejection::InvalidCredential(String::new()))
     }
-    async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict {
-        Verdict::Forward
+    async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
+        Verdict::Forward(())
     }
-    fn on_row_description(&self, _: &Context<'_, ()>, columns: &[Column]) -> Vec<usize> {
+    fn on_row_description(
+        &self,
+        _: &Context<'_, ()>,
+        _: &(),
+        columns: &[Column],
+    ) -> Vec<(usize, ())> {
         if self.transform {
             columns
                 .iter()
                 .filter(|c| c.name == "secret")
-                .map(|c| c.index)
+                .map(|c| (c.index, ()))
                 .collect()
         } else {
             Vec::new()
         }
     }
-    fn transform_field(&self, _: &Context<'_, ()>, _: &Column, value: &[u8]) -> FieldValue {
+    fn transform_field(
+        &self,
+        _: &Context<'_, ()>,
+        _: &(),
+        _: &Column,
+        _: &(),
+        value: &[u8],
+    ) -> FieldValue {
         FieldValue::Replace(value.to_ascii_uppercase())
     }
 }
@@ -116,6 +130,12 @@ fn ready_session(transform: bool) -> Session<Bench> {
         user: "u".into(),
         password: "p".into(),
         tls: BackendTls::Disable,
+        // The scripted backend below answers AuthenticationOk at once.
+        allow: {
+            let mut allow = portcullis_pg::Allowances::default();
+            allow.backend_trust = true;
+            allow
+        },
     };
     s.handle_authenticated(
         now,
@@ -127,7 +147,7 @@ fn ready_session(transform: bool) -> Session<Bench> {
     s.handle_backend_connected(now);
     s.handle_backend_data(now, b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I");
     s.handle_client_data(now, &frame(b'Q', b"select * from t\0"));
-    let _ = s.handle_verdict(now, Verdict::Forward);
+    let _ = s.handle_verdict(now, Verdict::Forward(()));
     while s.poll().is_some() {}
     while s.poll_client_transmit().is_some() {}
     while s.poll_backend_transmit().is_some() {}

@@ -9,7 +9,10 @@
 //! Besides criterion's groups, the bench first runs a measured loop per query
 //! that records every iteration's time and prints p50/p99/p99.9 (criterion
 //! reports means and medians, not tails). Groups:
-//! - `policy/decision/*`: `Policy::evaluate` on the SQL text (the whole cost);
+//! - `policy/decision/*`: `Policy::evaluate` on the SQL text, repeated: served
+//!   by the policy's decision cache after the first call;
+//! - `policy/decision_uncached/*`: the same with the cache off
+//!   (`decision_cache_entries = 0`): parse + analysis + evaluation;
 //! - `policy/parse_only/*`: sqlparser's tokenize + parse alone, the floor;
 //! - `policy/facts_only/*`: `Policy::evaluate_facts` on facts already extracted;
 //! - `policy/cedar/*` (feature `peers`): cedar-policy's `is_authorized` on the
@@ -209,6 +212,7 @@ fn queries() -> Vec<(&'static str, String)> {
 
 struct Ctx {
     policy: Policy,
+    uncached: Policy,
     principal: Principal,
     resource: Resource,
 }
@@ -216,6 +220,8 @@ struct Ctx {
 fn ctx() -> Ctx {
     Ctx {
         policy: Policy::from_toml_str(POLICY).expect("bench policy"),
+        uncached: Policy::from_toml_str(&format!("decision_cache_entries = 0\n{POLICY}"))
+            .expect("bench policy"),
         principal: Principal::new("agent-7", PrincipalKind::Agent).with_groups(["agents", "bench"]),
         resource: Resource::new("orders-db", ResourceKind::Postgres).with_label("env", "prod"),
     }
@@ -261,7 +267,23 @@ fn tail_report() {
             },
             20_000,
         );
-        println!("{name:<16} {:>18} {p50:>9} {p99:>9} {p999:>9}", "decision");
+        println!(
+            "{name:<16} {:>18} {p50:>9} {p99:>9} {p999:>9}",
+            "decision (cached)"
+        );
+        let (p50, p99, p999) = percentiles(
+            || {
+                let d =
+                    c.uncached
+                        .evaluate(&Request::sql(&c.principal, &c.resource, black_box(&sql)));
+                black_box(d);
+            },
+            20_000,
+        );
+        println!(
+            "{name:<16} {:>18} {p50:>9} {p99:>9} {p999:>9}",
+            "decision uncached"
+        );
         let (p50, p99, p999) = percentiles(
             || {
                 black_box(parse_only(black_box(&sql)));
@@ -321,6 +343,12 @@ fn bench_policy(cr: &mut Criterion) {
         g.bench_function(format!("decision/{name}"), |b| {
             b.iter(|| {
                 c.policy
+                    .evaluate(&Request::sql(&c.principal, &c.resource, black_box(&sql)))
+            })
+        });
+        g.bench_function(format!("decision_uncached/{name}"), |b| {
+            b.iter(|| {
+                c.uncached
                     .evaluate(&Request::sql(&c.principal, &c.resource, black_box(&sql)))
             })
         });

@@ -33,7 +33,7 @@ pub enum AuditError {
     /// The PostgreSQL sink's database returned an error or the connection
     /// broke; the events of the failed batch are not acknowledged.
     #[error("postgres: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(#[source] PostgresError),
     /// An event could not be encoded.
     #[error("cannot encode event: {0}")]
     Encode(#[source] serde_json::Error),
@@ -69,6 +69,21 @@ pub enum AuditError {
     /// unknown).
     #[error("sink is unavailable: {0}")]
     Unavailable(String),
+    /// The sink's queue is full and the caller cannot wait (see
+    /// `AuditSink::enqueue`): the event is not recorded.
+    #[error("audit queue is full ({capacity} events waiting)")]
+    Overloaded {
+        /// The events waiting when it was refused.
+        capacity: usize,
+    },
+    /// The sink does not offer this operation.
+    #[error("{sink} does not support {operation}")]
+    Unsupported {
+        /// The sink's name.
+        sink: String,
+        /// The operation.
+        operation: &'static str,
+    },
     /// The sink was shut down.
     #[error("sink is closed")]
     Closed,
@@ -99,5 +114,54 @@ impl AuditError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// An error from the PostgreSQL sink's database or connection.
+///
+/// Opaque on purpose: the client library behind the sink is not part of this
+/// crate's API. [`PostgresError::code`] gives the SQLSTATE when the server
+/// sent one; [`std::error::Error::source`] reaches the underlying error.
+#[derive(Debug)]
+pub struct PostgresError {
+    message: String,
+    code: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl PostgresError {
+    /// The SQLSTATE the server returned, if the error came from the server.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn from_client(err: tokio_postgres::Error) -> Self {
+        PostgresError {
+            message: err.to_string(),
+            code: err.code().map(|c| c.code().to_owned()),
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+impl std::fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PostgresError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl AuditError {
+    pub(crate) fn postgres(err: tokio_postgres::Error) -> Self {
+        AuditError::Postgres(PostgresError::from_client(err))
     }
 }

@@ -1,24 +1,48 @@
 //! The hash-chained JSON Lines sink.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::chain::{ChainHead, ChainKey, parse_line, render_line, validate_chain_id};
-use crate::{AuditError, AuditEvent, AuditSink, Durability, EventKind, Health, Receipt};
+use crate::{Ack, AuditError, AuditEvent, AuditSink, Durability, EventKind, Health, Receipt};
 
-/// When the JSON Lines sink fsyncs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When the JSON Lines sink fsyncs: its durability level.
+///
+/// [`Commit::Flushed`] (the default) and [`Commit::Durable`] use a group
+/// commit without a timer: the writer thread writes whatever is queued at
+/// once, and a second thread fsyncs whatever has been written at once; what
+/// arrives while a write or an fsync is in progress goes into the next one
+/// (leader and follower, as PostgreSQL's WAL). Nothing waits for a clock
+/// when the sink is idle, and under load one `fdatasync` covers a whole
+/// batch. [`Commit::PerRecord`] and [`Commit::Group`] are the earlier modes,
+/// kept for comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Commit {
-    /// One `fdatasync` per record, before its receipt.
+    /// `flushed`: the record is written to the file (in order,
+    /// hash-chained) before its receipt ([`Durability::Written`]), and
+    /// fsynced by the group commit within the sink's sync window
+    /// ([`JsonlOptions::sync_window`], 10 ms by default). A crash of the
+    /// process loses nothing acknowledged (the data is in the kernel); a
+    /// crash of the machine loses at most the records acknowledged during
+    /// one window: when the oldest acknowledged record still unsynced is a
+    /// window old, further receipts wait for the fsync.
+    #[default]
+    Flushed,
+    /// `durable`: the record is written and fsynced before its receipt
+    /// ([`Durability::Fsynced`]); concurrent records share one `fdatasync`.
+    Durable,
+    /// One `fdatasync` per record, before its receipt, one record at a time.
     PerRecord,
     /// Group commit: at most one `fdatasync` per window. Records arriving
     /// until the window after the previous commit's start has passed are
@@ -27,6 +51,13 @@ pub enum Commit {
     /// plus one fsync; a record arriving after a quiet spell is committed at
     /// once.
     Group(Duration),
+}
+
+impl Commit {
+    /// The levels with a writer and a syncer thread (no timer).
+    fn pipelined(self) -> bool {
+        matches!(self, Commit::Flushed | Commit::Durable)
+    }
 }
 
 /// Options for [`JsonlSink::open`].
@@ -39,22 +70,43 @@ pub struct JsonlOptions {
     min_free_bytes: u64,
     max_batch: usize,
     key: Option<ChainKey>,
+    sync_window: Duration,
+    queue_capacity: usize,
 }
 
 impl JsonlOptions {
     /// Options for the chain `chain` (1 to 64 of `A-Z a-z 0-9 . _ -`; use one
-    /// chain per gateway replica). Defaults: fsync per record, rotation at
-    /// 64 MiB, events up to 1 MiB, unhealthy below 16 MiB free.
+    /// chain per gateway replica). Defaults: [`Commit::Flushed`] with a
+    /// 10 ms sync window, a queue of 4096 events, rotation at 64 MiB, events
+    /// up to 1 MiB, unhealthy below 16 MiB free.
     pub fn new(chain: impl Into<String>) -> JsonlOptions {
         JsonlOptions {
             chain: chain.into(),
-            commit: Commit::PerRecord,
+            commit: Commit::Flushed,
             max_file_bytes: 64 << 20,
             max_event_bytes: 1 << 20,
             min_free_bytes: 16 << 20,
             max_batch: 8192,
             key: None,
+            sync_window: Duration::from_millis(10),
+            queue_capacity: 4096,
         }
+    }
+
+    /// For [`Commit::Flushed`]: the longest a record may be acknowledged
+    /// without being fsynced; between 1 µs and 10 s (default 10 ms).
+    pub fn sync_window(mut self, window: Duration) -> JsonlOptions {
+        self.sync_window = window;
+        self
+    }
+
+    /// How many events may wait to be written. [`AuditSink::submit`] (and
+    /// so [`AuditSink::record`]) waits while this many are queued;
+    /// [`AuditSink::enqueue`], which cannot wait, is refused with
+    /// [`AuditError::Overloaded`] at twice this many. At least 1.
+    pub fn queue_capacity(mut self, events: usize) -> JsonlOptions {
+        self.queue_capacity = events.max(1);
+        self
     }
 
     /// Keys the chain: each record's hash is HMAC-SHA-256 with this key
@@ -175,13 +227,17 @@ fn file_index(path: &Path) -> u64 {
 /// Each line is `{"chain":…,"seq":…,"prev_hash":…,"event":{…},"hash":…}`
 /// where `hash` is SHA-256 over the line up to `,"hash":` (the canonical
 /// event bytes and `prev_hash`, with the chain id and sequence number). A
-/// receipt is returned only after the `fdatasync` that covers the record (per
-/// record, or per group commit; see [`Commit`]). After a write or fsync
-/// fails, the sink refuses every further record and reports itself
-/// unavailable: the file's state is then unknown.
+/// receipt is returned only once the record is as durable as the level
+/// says (see [`Commit`]): written for `flushed`, fsynced for the others.
+/// After a write or fsync fails, the sink refuses every further record and
+/// reports itself unavailable: the file's state is then unknown.
 ///
-/// One writer thread owns the file, so the sink does not depend on the
-/// tokio runtime's flavour; `record` only waits on a channel. An exclusive
+/// One writer thread owns the file (and, for the `flushed` and `durable`
+/// levels, a second thread fsyncs it), so the sink does not depend on the
+/// tokio runtime's flavour; `record` only waits on a channel. Events are
+/// written in the order they were handed over ([`AuditSink::submit`],
+/// [`AuditSink::enqueue`]), through a bounded queue
+/// ([`JsonlOptions::queue_capacity`]). An exclusive
 /// `flock` on `.<chain>.lock` in the directory keeps a second writer (another
 /// process, or a second `open`) off the same chain.
 ///
@@ -216,12 +272,26 @@ pub struct JsonlSink {
     dir: PathBuf,
     max_event_bytes: usize,
     min_free_bytes: u64,
+    queue_capacity: usize,
     tx: Option<mpsc::Sender<Request>>,
-    failed: Arc<Mutex<Option<String>>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     // Held (flock) while the sink is open; released when it is dropped,
     // after the writer thread has finished.
     _lock: File,
+}
+
+/// Counters of a [`JsonlSink`], since it was opened: how well the group
+/// commit batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JsonlStats {
+    /// Records written.
+    pub records: u64,
+    /// `write` calls on trail files (one per batch, more when it rotates).
+    pub writes: u64,
+    /// `fdatasync` calls on trail files.
+    pub fsyncs: u64,
 }
 
 #[derive(Debug)]
@@ -233,6 +303,130 @@ enum Request {
     Flush {
         reply: oneshot::Sender<Result<(), AuditError>>,
     },
+}
+
+/// What the sink, its writer and its syncer share.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<SyncState>,
+    /// Wakes the syncer: something was written, or the sink closes.
+    syncer_wake: Condvar,
+    /// Wakes a writer waiting for the sync window: an fsync finished.
+    writer_wake: Condvar,
+    /// Events queued and not yet taken by the writer.
+    depth: AtomicUsize,
+    /// Told when the writer takes events off the queue.
+    room: Notify,
+    records: AtomicU64,
+    writes: AtomicU64,
+    fsyncs: AtomicU64,
+    /// `flushed`: how long the syncer lets records gather before an fsync
+    /// nobody waits for (half the sync window), so a steady stream of
+    /// records costs one fsync per half window, not one per write.
+    flush_delay: Option<Duration>,
+}
+
+/// One trail file, shared by the writer (appends) and the syncer (fsyncs).
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    path: PathBuf,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Why the sink stopped accepting records, once it has.
+    failed: Option<String>,
+    /// The last sequence number written.
+    written: u64,
+    /// The last sequence number fsynced.
+    synced: u64,
+    /// The file being appended to.
+    current: Option<Arc<Segment>>,
+    /// Files rotated away from whose data is not yet fsynced.
+    retired: Vec<Arc<Segment>>,
+    /// Replies that wait for an fsync, in sequence order.
+    waiters: VecDeque<Waiter>,
+    /// When the oldest record written after the last fsync began was
+    /// acknowledged.
+    unsynced_since: Option<Instant>,
+    /// The same for the records the fsync in progress covers.
+    syncing_since: Option<Instant>,
+    closing: bool,
+}
+
+#[derive(Debug)]
+enum Waiter {
+    Record {
+        seq: u64,
+        receipt: Receipt,
+        reply: oneshot::Sender<Result<Receipt, AuditError>>,
+    },
+    Flush {
+        seq: u64,
+        reply: oneshot::Sender<Result<(), AuditError>>,
+    },
+}
+
+impl Waiter {
+    fn seq(&self) -> u64 {
+        match self {
+            Waiter::Record { seq, .. } | Waiter::Flush { seq, .. } => *seq,
+        }
+    }
+
+    fn succeed(self) {
+        match self {
+            Waiter::Record { receipt, reply, .. } => {
+                let _ = reply.send(Ok(receipt));
+            }
+            Waiter::Flush { reply, .. } => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn fail(self, err: AuditError) {
+        match self {
+            Waiter::Record { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Waiter::Flush { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn new(flush_delay: Option<Duration>) -> Shared {
+        Shared {
+            flush_delay,
+            state: Mutex::new(SyncState::default()),
+            syncer_wake: Condvar::new(),
+            writer_wake: Condvar::new(),
+            depth: AtomicUsize::new(0),
+            room: Notify::new(),
+            records: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
+    fn set_failed(&self, reason: String) {
+        let mut st = self.lock();
+        st.failed.get_or_insert(reason);
+        self.writer_wake.notify_all();
+        self.syncer_wake.notify_all();
+    }
 }
 
 impl JsonlSink {
@@ -248,6 +442,14 @@ impl JsonlSink {
             return Err(AuditError::InvalidOption {
                 option: "group commit window",
                 reason: "must be between 1 ns and 10 s".into(),
+            });
+        }
+        if options.sync_window < Duration::from_micros(1)
+            || options.sync_window > Duration::from_secs(10)
+        {
+            return Err(AuditError::InvalidOption {
+                option: "sync window",
+                reason: "must be between 1 µs and 10 s".into(),
             });
         }
         std::fs::create_dir_all(dir).map_err(|e| AuditError::io("create directory", dir, e))?;
@@ -270,11 +472,29 @@ impl JsonlSink {
         )?;
         let (writer, report) = Writer::open(dir, &options)?;
         let (tx, rx) = mpsc::channel();
-        let failed = Arc::new(Mutex::new(None));
-        let thread_failed = Arc::clone(&failed);
+        let flush_delay = (options.commit == Commit::Flushed).then(|| options.sync_window / 2);
+        let shared = Arc::new(Shared::new(flush_delay));
+        {
+            let mut st = shared.lock();
+            st.written = writer.head.seq;
+            st.synced = writer.head.seq;
+            st.current = Some(Arc::clone(&writer.file));
+        }
+        let syncer = if options.commit.pipelined() {
+            let shared = Arc::clone(&shared);
+            Some(
+                std::thread::Builder::new()
+                    .name(format!("audit-sync-{}", options.chain))
+                    .spawn(move || sync_loop(&shared))
+                    .map_err(|e| AuditError::io("spawn syncer thread for", dir, e))?,
+            )
+        } else {
+            None
+        };
+        let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("audit-{}", options.chain))
-            .spawn(move || writer.run(rx, thread_failed))
+            .spawn(move || writer.run(rx, &thread_shared, syncer))
             .map_err(|e| AuditError::io("spawn writer thread for", dir, e))?;
         Ok((
             JsonlSink {
@@ -282,8 +502,9 @@ impl JsonlSink {
                 dir: dir.to_owned(),
                 max_event_bytes: options.max_event_bytes,
                 min_free_bytes: options.min_free_bytes,
+                queue_capacity: options.queue_capacity,
                 tx: Some(tx),
-                failed,
+                shared,
                 thread: Some(thread),
                 _lock: lock,
             },
@@ -291,15 +512,71 @@ impl JsonlSink {
         ))
     }
 
+    /// Counters since the sink was opened.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis_audit::{AuditEvent, AuditSink, Commit, EventKind, JsonlOptions, JsonlSink};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let (sink, _) = JsonlSink::open(dir.path(), JsonlOptions::new("gw-1").commit(Commit::Durable))?;
+    /// sink.record(&AuditEvent::new(EventKind::GatewayError { message: "x".into() })).await?;
+    /// let stats = sink.stats();
+    /// assert_eq!(stats.records, 1);
+    /// assert!(stats.fsyncs >= 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> JsonlStats {
+        JsonlStats {
+            records: self.shared.records.load(Ordering::Relaxed),
+            writes: self.shared.writes.load(Ordering::Relaxed),
+            fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
+    fn encode(&self, event: &AuditEvent) -> Result<Vec<u8>, AuditError> {
+        let event = event.canonical_bytes()?;
+        if event.len() > self.max_event_bytes {
+            return Err(AuditError::TooLarge {
+                size: event.len(),
+                limit: self.max_event_bytes,
+            });
+        }
+        if let Some(reason) = self.shared.failure() {
+            return Err(AuditError::Unavailable(reason));
+        }
+        Ok(event)
+    }
+
     fn send(&self, req: Request) -> Result<(), AuditError> {
         match &self.tx {
-            Some(tx) => tx.send(req).map_err(|_| self.unavailable()),
+            Some(tx) => {
+                self.shared.depth.fetch_add(1, Ordering::AcqRel);
+                tx.send(req).map_err(|_| {
+                    self.shared.depth.fetch_sub(1, Ordering::AcqRel);
+                    self.unavailable()
+                })
+            }
             None => Err(AuditError::Closed),
         }
     }
 
+    /// Waits while the queue holds `queue_capacity` events or more.
+    async fn room(&self) {
+        loop {
+            let notified = self.shared.room.notified();
+            if self.shared.depth.load(Ordering::Acquire) < self.queue_capacity {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     fn unavailable(&self) -> AuditError {
-        match self.failed.lock().ok().and_then(|f| f.clone()) {
+        match self.shared.failure() {
             Some(reason) => AuditError::Unavailable(reason),
             None => AuditError::Closed,
         }
@@ -318,16 +595,7 @@ impl Drop for JsonlSink {
 #[async_trait::async_trait]
 impl AuditSink for JsonlSink {
     async fn record(&self, event: &AuditEvent) -> Result<Receipt, AuditError> {
-        let event = event.canonical_bytes()?;
-        if event.len() > self.max_event_bytes {
-            return Err(AuditError::TooLarge {
-                size: event.len(),
-                limit: self.max_event_bytes,
-            });
-        }
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Record { event, reply })?;
-        rx.await.map_err(|_| self.unavailable())?
+        self.submit(event).await?.await
     }
 
     async fn flush(&self) -> Result<(), AuditError> {
@@ -337,7 +605,7 @@ impl AuditSink for JsonlSink {
     }
 
     async fn health(&self) -> Health {
-        if let Some(reason) = self.failed.lock().ok().and_then(|f| f.clone()) {
+        if let Some(reason) = self.shared.failure() {
             return Health::Unavailable(reason);
         }
         if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
@@ -359,6 +627,104 @@ impl AuditSink for JsonlSink {
     fn name(&self) -> &str {
         &self.name
     }
+
+    async fn submit(&self, event: &AuditEvent) -> Result<Ack, AuditError> {
+        let event = self.encode(event)?;
+        self.room().await;
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Record { event, reply })?;
+        Ok(Ack::waiting(rx))
+    }
+
+    fn enqueue(&self, event: &AuditEvent) -> Result<Ack, AuditError> {
+        let event = self.encode(event)?;
+        let depth = self.shared.depth.load(Ordering::Acquire);
+        if depth >= self.queue_capacity.saturating_mul(2) {
+            return Err(AuditError::Overloaded { capacity: depth });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Record { event, reply })?;
+        Ok(Ack::waiting(rx))
+    }
+}
+
+/// The syncer thread of the `flushed` and `durable` levels: fsyncs whatever
+/// has been written, at once, and answers the replies that waited for it.
+/// Records written while an fsync runs are covered by the next one.
+fn sync_loop(shared: &Shared) {
+    let mut st = shared.lock();
+    loop {
+        while st.failed.is_none() && st.written == st.synced && st.retired.is_empty() && !st.closing
+        {
+            st = shared
+                .syncer_wake
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(reason) = st.failed.clone() {
+            for w in st.waiters.drain(..) {
+                w.fail(AuditError::Unavailable(reason.clone()));
+            }
+            return;
+        }
+        if st.written == st.synced && st.retired.is_empty() {
+            // Closing, and everything written is fsynced.
+            return;
+        }
+        if let Some(delay) = shared.flush_delay {
+            // `flushed`: nobody waits for this fsync, so let the records of
+            // up to half the window join it (the writer holds back new
+            // acknowledgements once the window is used up).
+            while st.failed.is_none() && !st.closing && st.waiters.is_empty() {
+                let Some(since) = st.unsynced_since else {
+                    break;
+                };
+                let left = (since + delay).saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = shared
+                    .syncer_wake
+                    .wait_timeout(st, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        }
+        let target = st.written;
+        let mut files = std::mem::take(&mut st.retired);
+        files.extend(st.current.clone());
+        st.syncing_since = st.unsynced_since.take();
+        drop(st);
+        let mut result = Ok(());
+        for seg in &files {
+            shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = seg.file.sync_data() {
+                result = Err(AuditError::io("fsync", seg.path.clone(), e));
+                break;
+            }
+        }
+        st = shared.lock();
+        st.syncing_since = None;
+        match result {
+            Ok(()) => {
+                st.synced = target;
+                while st.waiters.front().is_some_and(|w| w.seq() <= target) {
+                    if let Some(w) = st.waiters.pop_front() {
+                        w.succeed();
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                st.failed.get_or_insert(reason);
+                if let Some(w) = st.waiters.pop_front() {
+                    w.fail(e);
+                }
+                // The loop's top fails the rest and ends.
+            }
+        }
+        shared.writer_wake.notify_all();
+    }
 }
 
 struct Writer {
@@ -368,8 +734,8 @@ struct Writer {
     commit: Commit,
     max_file_bytes: u64,
     max_batch: usize,
-    file: File,
-    path: PathBuf,
+    sync_window: Duration,
+    file: Arc<Segment>,
     index: u64,
     size: u64,
     head: ChainHead,
@@ -560,9 +926,9 @@ impl Writer {
             commit: options.commit,
             max_file_bytes: options.max_file_bytes,
             max_batch: options.max_batch,
+            sync_window: options.sync_window,
             index: file_index(&path),
-            file,
-            path,
+            file: Arc::new(Segment { file, path }),
             size,
             head,
             scratch: Vec::new(),
@@ -570,20 +936,33 @@ impl Writer {
         }
     }
 
-    fn write_and_sync(&mut self, buf: &[u8]) -> Result<(), IoFailure> {
+    fn write(&mut self, buf: &[u8]) -> Result<(), IoFailure> {
         if buf.is_empty() {
             return Ok(());
         }
-        self.file
+        (&self.file.file)
             .write_all(buf)
-            .map_err(|e| ("write", self.path.clone(), e))?;
+            .map_err(|e| ("write", self.file.path.clone(), e))?;
         self.size += buf.len() as u64;
-        self.file
-            .sync_data()
-            .map_err(|e| ("fsync", self.path.clone(), e))
+        Ok(())
     }
 
-    fn rotate(&mut self) -> Result<(), IoFailure> {
+    fn write_and_sync(&mut self, buf: &[u8], shared: &Shared) -> Result<(), IoFailure> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.write(buf)?;
+        shared.writes.fetch_add(1, Ordering::Relaxed);
+        shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.file
+            .file
+            .sync_data()
+            .map_err(|e| ("fsync", self.file.path.clone(), e))
+    }
+
+    /// Starts the next file. For the pipelined levels the old file's data
+    /// is handed to the syncer, which fsyncs it with the next batch.
+    fn rotate(&mut self, shared: &Shared) -> Result<(), IoFailure> {
         let index = self.index + 1;
         let path = self.dir.join(file_name(&self.chain, index));
         let file = OpenOptions::new()
@@ -594,14 +973,20 @@ impl Writer {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| ("fsync directory", self.dir.clone(), e))?;
-        self.file = file;
-        self.path = path;
+        let old = std::mem::replace(&mut self.file, Arc::new(Segment { file, path }));
+        {
+            let mut st = shared.lock();
+            st.current = Some(Arc::clone(&self.file));
+            if self.commit.pipelined() {
+                st.retired.push(old);
+            }
+        }
         self.index = index;
         self.size = 0;
         Ok(())
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Request>, failed: Arc<Mutex<Option<String>>>) {
+    fn run(mut self, rx: mpsc::Receiver<Request>, shared: &Shared, syncer: Option<JoinHandle<()>>) {
         let mut batch = Vec::new();
         let mut last_commit = Instant::now();
         while let Ok(first) = rx.recv() {
@@ -614,6 +999,10 @@ impl Writer {
                 if !left.is_zero() {
                     std::thread::sleep(left);
                 }
+            }
+            if self.commit != Commit::PerRecord {
+                // Everything that queued up while the last batch was
+                // written (and, for the old modes, fsynced) goes together.
                 while batch.len() < self.max_batch {
                     match rx.try_recv() {
                         Ok(req) => batch.push(req),
@@ -621,20 +1010,18 @@ impl Writer {
                     }
                 }
             }
+            shared.depth.fetch_sub(batch.len(), Ordering::AcqRel);
+            shared.room.notify_waiters();
             last_commit = Instant::now();
-            let failure = failed.lock().ok().and_then(|f| f.clone());
-            match failure {
+            match shared.failure() {
                 Some(reason) => {
                     for req in batch.drain(..) {
                         reply_err(req, || AuditError::Unavailable(reason.clone()));
                     }
                 }
                 None => {
-                    if let Err((op, path, e)) = self.process(&mut batch) {
-                        let reason = format!("{op} {}: {e}", path.display());
-                        if let Ok(mut f) = failed.lock() {
-                            *f = Some(reason.clone());
-                        }
+                    if let Err((op, path, e)) = self.process(&mut batch, shared) {
+                        shared.set_failed(format!("{op} {}: {e}", path.display()));
                         for req in batch.drain(..) {
                             reply_err(req, || {
                                 AuditError::io(
@@ -648,14 +1035,26 @@ impl Writer {
                 }
             }
         }
+        // The sink was dropped: the syncer fsyncs what is written, then ends.
+        shared.lock().closing = true;
+        shared.syncer_wake.notify_all();
+        if let Some(syncer) = syncer {
+            let _ = syncer.join();
+        }
     }
 
-    /// Writes and syncs the batch; on success drains it, replying to each.
-    fn process(&mut self, batch: &mut Vec<Request>) -> Result<(), IoFailure> {
+    /// Writes (and, for the old modes, syncs) the batch; on success drains
+    /// it, replying to each request or handing it to the syncer.
+    fn process(&mut self, batch: &mut Vec<Request>, shared: &Shared) -> Result<(), IoFailure> {
+        let pipelined = self.commit.pipelined();
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let mut receipts = Vec::with_capacity(batch.len());
         let mut head = self.head;
+        let durability = match self.commit {
+            Commit::Flushed => Durability::Written,
+            _ => Durability::Fsynced,
+        };
         for req in batch.iter() {
             let Request::Record { event, .. } = req else {
                 continue;
@@ -674,23 +1073,42 @@ impl Writer {
             let pending = self.size + line_start as u64;
             if pending > 0 && pending + line_len > self.max_file_bytes {
                 let line = buf.split_off(line_start);
-                self.write_and_sync(&buf)?;
+                if pipelined {
+                    self.write(&buf)?;
+                    shared.writes.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.write_and_sync(&buf, shared)?;
+                }
                 buf = line;
-                self.rotate()?;
+                self.rotate(shared)?;
             }
             head = ChainHead { seq, hash };
             receipts.push(Receipt {
                 sink: self.name.clone(),
                 seq,
                 hash: Some(hash),
-                durability: Durability::Fsynced,
+                durability,
                 members: Vec::new(),
             });
         }
-        self.write_and_sync(&buf)?;
+        if pipelined {
+            self.write(&buf)?;
+            if !buf.is_empty() {
+                shared.writes.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.write_and_sync(&buf, shared)?;
+        }
+        shared
+            .records
+            .fetch_add(receipts.len() as u64, Ordering::Relaxed);
         self.head = head;
         if buf.capacity() <= 16 << 20 {
             self.scratch = buf;
+        }
+        if pipelined {
+            self.hand_over(batch, receipts, shared);
+            return Ok(());
         }
         let mut receipts = receipts.into_iter();
         for req in batch.drain(..) {
@@ -706,6 +1124,91 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// For the pipelined levels, after the batch is written: tells the
+    /// syncer, then answers `flushed` records at once and queues the replies
+    /// that wait for the fsync.
+    fn hand_over(&self, batch: &mut Vec<Request>, receipts: Vec<Receipt>, shared: &Shared) {
+        let flushed = self.commit == Commit::Flushed;
+        let mut st = shared.lock();
+        if flushed {
+            // The bound of the `flushed` level: no record is acknowledged
+            // while one acknowledged a window ago is still not fsynced.
+            loop {
+                let oldest = match (st.syncing_since, st.unsynced_since) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let Some(oldest) = oldest else { break };
+                let left = (oldest + self.sync_window).saturating_duration_since(Instant::now());
+                if left.is_zero() && st.failed.is_none() {
+                    st = shared
+                        .writer_wake
+                        .wait_timeout(st, self.sync_window)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                } else {
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = st.failed.clone() {
+            drop(st);
+            for req in batch.drain(..) {
+                reply_err(req, || AuditError::Unavailable(reason.clone()));
+            }
+            return;
+        }
+        if self.head.seq > st.written {
+            st.written = self.head.seq;
+            // `flushed`: the syncer needs waking only for the first record
+            // after an fsync (it then waits out its delay by itself).
+            let first = st.unsynced_since.is_none();
+            if flushed {
+                st.unsynced_since.get_or_insert_with(Instant::now);
+            }
+            if !flushed || first {
+                shared.syncer_wake.notify_one();
+            }
+        }
+        let synced = st.synced;
+        let mut now = Vec::new();
+        let mut receipts = receipts.into_iter();
+        for req in batch.drain(..) {
+            match req {
+                Request::Record { reply, .. } => {
+                    let Some(receipt) = receipts.next() else {
+                        continue;
+                    };
+                    if flushed {
+                        now.push((reply, receipt));
+                    } else {
+                        st.waiters.push_back(Waiter::Record {
+                            seq: receipt.seq,
+                            receipt,
+                            reply,
+                        });
+                    }
+                }
+                Request::Flush { reply } => {
+                    if self.head.seq <= synced {
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        st.waiters.push_back(Waiter::Flush {
+                            seq: self.head.seq,
+                            reply,
+                        });
+                        // Someone waits: no delay.
+                        shared.syncer_wake.notify_one();
+                    }
+                }
+            }
+        }
+        drop(st);
+        for (reply, receipt) in now {
+            let _ = reply.send(Ok(receipt));
+        }
     }
 }
 
@@ -751,7 +1254,7 @@ fn create_file(path: &Path) -> Result<File, AuditError> {
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("path", &self.path)
+            .field("path", &self.file.path)
             .field("head", &self.head)
             .finish_non_exhaustive()
     }

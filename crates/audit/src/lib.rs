@@ -10,7 +10,9 @@
 //!   durability contract (a [`Receipt`] means durable as configured), `flush`
 //!   and a [`Health`] query so the gateway can fail closed.
 //! - [`JsonlSink`]: the embedded default, a hash-chained JSON Lines trail
-//!   with fsync per record or group commit, rotation by size, and torn-tail
+//!   with two durability levels ([`Commit::Flushed`], [`Commit::Durable`])
+//!   over a group commit that never waits for a timer, an ordered bounded
+//!   queue ([`AuditSink::submit`], [`Ack`]), rotation by size, and torn-tail
 //!   recovery; [`verify`] checks such a trail.
 //! - [`PostgresSink`]: the same chain in an append-only PostgreSQL table, one
 //!   chain per replica, batched transactions.
@@ -39,7 +41,7 @@
 //!     reason: "allowed".into(),
 //! })
 //! .with_session("s-1");
-//! let receipt = sink.record(&event).await?; // durable (fsynced) once this returns
+//! let receipt = sink.record(&event).await?; // written (level `flushed`) once this returns
 //! drop(sink);
 //! let report = portcullis_audit::verify(&portcullis_audit::trail_files(dir.path(), "gw-1")?);
 //! assert!(report.is_clean());
@@ -49,9 +51,15 @@
 //!
 //! # Features
 //!
-//! None. The crate depends on tokio (`sync`, `rt`, `time`, `net`, `io-util`)
-//! because its network sinks are async; the JSON Lines sink writes from its
-//! own thread and works under any runtime flavour.
+//! - `postgres` (off by default): [`PostgresSink`], [`verify_postgres`] and
+//!   [`postgres_session_timeline`]; pulls in tokio-postgres.
+//! - `syslog` (off by default): [`SyslogSink`]; pulls in tokio's `net` and
+//!   `io-util`.
+//!
+//! Without them the crate depends on tokio's `sync`, `rt` and `time` only
+//! (the [`AuditSink`] trait is async; [`FanoutSink`] joins its members on the
+//! caller's runtime); the JSON Lines sink writes from its own threads and
+//! works under any runtime flavour. The `portcullis` binary enables both.
 #![deny(missing_docs)]
 
 mod chain;
@@ -59,24 +67,28 @@ mod error;
 mod event;
 mod fanout;
 mod jsonl;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod recorder;
 mod sink;
+#[cfg(feature = "syslog")]
 mod syslog;
 mod timeline;
 mod verify;
 
 pub use chain::{ChainHash, ChainHead, ChainKey};
-pub use error::AuditError;
+pub use error::{AuditError, PostgresError};
 pub use event::{
     AuditEvent, Effect, EventKind, MaskedText, Principal, PrincipalKind, Protocol, Resource,
     SCHEMA_VERSION, Timestamp,
 };
 pub use fanout::{FanoutBuilder, FanoutSink};
-pub use jsonl::{Commit, JsonlOptions, JsonlSink, OpenReport, TornTail, trail_files};
+pub use jsonl::{Commit, JsonlOptions, JsonlSink, JsonlStats, OpenReport, TornTail, trail_files};
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresSink, postgres_session_timeline, verify_postgres};
 pub use recorder::{AsciicastHeader, Recorder};
-pub use sink::{AuditSink, Durability, Health, Receipt};
+pub use sink::{Ack, AuditSink, Durability, Health, Receipt};
+#[cfg(feature = "syslog")]
 pub use syslog::{SyslogOptions, SyslogSink};
 pub use timeline::{TimelineEntry, session_timeline, session_timeline_keyed};
 /// Entry points for property tests and fuzz targets; not a stable API.

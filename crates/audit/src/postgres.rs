@@ -202,24 +202,30 @@ pub async fn verify_postgres(
     let source = format!("{}/{}", options.table, options.replica);
     let mut v = Verifier::new(verify);
     v.begin_source();
-    let tx = client.transaction().await?;
+    let tx = client.transaction().await.map_err(AuditError::postgres)?;
     let sql = format!(
         "SELECT seq, prev_hash, hash, event FROM {} WHERE replica = $1 ORDER BY seq",
         options.table
     );
-    let stmt = tx.prepare(&sql).await?;
-    let portal = tx.bind(&stmt, &[&options.replica]).await?;
+    let stmt = tx.prepare(&sql).await.map_err(AuditError::postgres)?;
+    let portal = tx
+        .bind(&stmt, &[&options.replica])
+        .await
+        .map_err(AuditError::postgres)?;
     let mut line = String::new();
     loop {
-        let rows = tx.query_portal(&portal, 5000).await?;
+        let rows = tx
+            .query_portal(&portal, 5000)
+            .await
+            .map_err(AuditError::postgres)?;
         if rows.is_empty() {
             break;
         }
         for row in rows {
-            let seq: i64 = row.try_get(0)?;
-            let prev: String = row.try_get(1)?;
-            let hash: String = row.try_get(2)?;
-            let event: String = row.try_get(3)?;
+            let seq: i64 = row.try_get(0).map_err(AuditError::postgres)?;
+            let prev: String = row.try_get(1).map_err(AuditError::postgres)?;
+            let hash: String = row.try_get(2).map_err(AuditError::postgres)?;
+            let event: String = row.try_get(3).map_err(AuditError::postgres)?;
             assemble_line(&mut line, &options.replica, seq, &prev, &event, &hash);
             v.line(
                 Location {
@@ -230,7 +236,7 @@ pub async fn verify_postgres(
             );
         }
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(AuditError::postgres)?;
     Ok(v.finish())
 }
 
@@ -269,15 +275,16 @@ pub async fn postgres_session_timeline(
             ),
             &[&session],
         )
-        .await?;
+        .await
+        .map_err(AuditError::postgres)?;
     let mut entries = Vec::with_capacity(rows.len());
     let mut line = String::new();
     for row in rows {
-        let replica: String = row.try_get(0)?;
-        let seq: i64 = row.try_get(1)?;
-        let prev: String = row.try_get(2)?;
-        let hash: String = row.try_get(3)?;
-        let event: String = row.try_get(4)?;
+        let replica: String = row.try_get(0).map_err(AuditError::postgres)?;
+        let seq: i64 = row.try_get(1).map_err(AuditError::postgres)?;
+        let prev: String = row.try_get(2).map_err(AuditError::postgres)?;
+        let hash: String = row.try_get(3).map_err(AuditError::postgres)?;
+        let event: String = row.try_get(4).map_err(AuditError::postgres)?;
         let at = Location {
             source: format!("{t}/{replica}"),
             line: u64::try_from(seq).unwrap_or(0),
@@ -307,7 +314,11 @@ pub async fn postgres_session_timeline(
 
 /// A connection, with no schema changes (enough to read the table).
 async fn connect_plain(options: &PostgresOptions) -> Result<Client, AuditError> {
-    let (client, connection) = options.config.connect(NoTls).await?;
+    let (client, connection) = options
+        .config
+        .connect(NoTls)
+        .await
+        .map_err(AuditError::postgres)?;
     tokio::spawn(async move {
         // The error surfaces on the client's next request.
         let _ = connection.await;
@@ -320,7 +331,7 @@ async fn connect_plain(options: &PostgresOptions) -> Result<Client, AuditError> 
 async fn open_connection(options: &PostgresOptions) -> Result<(Client, ChainHead), AuditError> {
     let mut client = connect_plain(options).await?;
     let t = &options.table;
-    let tx = client.transaction().await?;
+    let tx = client.transaction().await.map_err(AuditError::postgres)?;
     tx.batch_execute(&format!(
         "SELECT pg_advisory_xact_lock(hashtext('portcullis-audit:{t}'));
          CREATE TABLE IF NOT EXISTS {t} (
@@ -343,19 +354,21 @@ async fn open_connection(options: &PostgresOptions) -> Result<(Client, ChainHead
          CREATE OR REPLACE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t}
              FOR EACH STATEMENT EXECUTE FUNCTION {t}_append_only();"
     ))
-    .await?;
-    tx.commit().await?;
+    .await
+    .map_err(AuditError::postgres)?;
+    tx.commit().await.map_err(AuditError::postgres)?;
     let row = client
         .query_opt(
             &format!("SELECT seq, hash FROM {t} WHERE replica = $1 ORDER BY seq DESC LIMIT 1"),
             &[&options.replica],
         )
-        .await?;
+        .await
+        .map_err(AuditError::postgres)?;
     let head = match row {
         None => ChainHead::EMPTY,
         Some(row) => {
-            let seq: i64 = row.try_get(0)?;
-            let hash: String = row.try_get(1)?;
+            let seq: i64 = row.try_get(0).map_err(AuditError::postgres)?;
+            let hash: String = row.try_get(1).map_err(AuditError::postgres)?;
             let location = format!("{t}/{}:{seq}", options.replica);
             ChainHead {
                 seq: u64::try_from(seq).map_err(|_| AuditError::Unreadable {
@@ -444,7 +457,7 @@ impl PgWriter {
                     .simple_query("SELECT 1")
                     .await
                     .map(|_| ())
-                    .map_err(AuditError::from),
+                    .map_err(AuditError::postgres),
                 None => Err(AuditError::Closed),
             },
             Err(e) => Err(e),
@@ -544,7 +557,7 @@ impl PgWriter {
             head = ChainHead { seq, hash };
         }
         let client = self.client.as_mut().ok_or(AuditError::Closed)?;
-        let tx = client.transaction().await?;
+        let tx = client.transaction().await.map_err(AuditError::postgres)?;
         tx.execute(
             &format!(
                 "INSERT INTO {} (replica, seq, event_time, session_id, kind, prev_hash, hash, event)
@@ -564,8 +577,8 @@ impl PgWriter {
                 &events,
             ],
         )
-        .await?;
-        tx.commit().await?;
+        .await.map_err(AuditError::postgres)?;
+        tx.commit().await.map_err(AuditError::postgres)?;
         self.head = head;
         Ok(receipts)
     }

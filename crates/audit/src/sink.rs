@@ -1,5 +1,11 @@
 //! The sink trait and what it returns.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
 use crate::{AuditError, AuditEvent, ChainHash};
 
 /// How durable an acknowledged event is.
@@ -8,6 +14,12 @@ use crate::{AuditError, AuditEvent, ChainHash};
 pub enum Durability {
     /// Written to a local file and fsynced (`fdatasync`) before the receipt.
     Fsynced,
+    /// Written to a local file (in order, hash-chained) before the receipt,
+    /// and fsynced by the sink's group commit within its bounded window
+    /// (the JSON Lines sink's `flushed` level, [`crate::Commit::Flushed`]):
+    /// a crash of the process loses nothing, a crash of the machine at most
+    /// that window.
+    Written,
     /// Committed in a database transaction before the receipt.
     Committed,
     /// Handed to a network peer's TCP connection. This is **not** durable:
@@ -104,6 +116,10 @@ impl Health {
 /// durable, and [`AuditSink::health`] says whether a record made now could
 /// be made durable.
 ///
+/// [`AuditSink::submit`] and [`AuditSink::enqueue`] split a record in two:
+/// handing the event over (ordered, non-blocking) and awaiting its
+/// acknowledgement ([`Ack`]), so a caller waits only for what it needs.
+///
 /// The trait is object safe with one error type, so sinks chosen at run time
 /// can be combined as `Arc<dyn AuditSink>`.
 ///
@@ -138,4 +154,93 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 
     /// The sink's name, used in receipts and errors.
     fn name(&self) -> &str;
+
+    /// Hands `event` to the sink, ordered after every event handed to it
+    /// before, and returns an [`Ack`] that resolves to the receipt
+    /// [`AuditSink::record`] would have returned. It waits only while the
+    /// sink's bounded queue is full (backpressure), never for the write.
+    ///
+    /// Await the [`Ack`] for a write-ahead record; drop it for a record that
+    /// must be kept in order but must not hold up the caller (a result
+    /// summary). A failure of a dropped [`Ack`]'s record is not lost: the
+    /// sink reports itself unavailable and refuses later events, so the
+    /// caller's next awaited record fails closed.
+    ///
+    /// The default records the event first (ordered, but waiting for the
+    /// acknowledgement) and returns a resolved [`Ack`]; the JSON Lines sink
+    /// queues it and returns at once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis_audit::{AuditEvent, AuditSink, EventKind, JsonlOptions, JsonlSink};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let (sink, _) = JsonlSink::open(dir.path(), JsonlOptions::new("gw-1"))?;
+    /// let command = AuditEvent::new(EventKind::GatewayError { message: "write-ahead".into() });
+    /// let summary = AuditEvent::new(EventKind::GatewayError { message: "summary".into() });
+    /// let receipt = sink.submit(&command).await?.await?; // forward only after this
+    /// drop(sink.submit(&summary).await?); // in order, not waited for
+    /// sink.flush().await?;
+    /// assert_eq!(receipt.seq(), 1);
+    /// # Ok(()) }
+    /// ```
+    async fn submit(&self, event: &AuditEvent) -> Result<Ack, AuditError> {
+        self.record(event).await.map(Ack::ready)
+    }
+
+    /// Like [`AuditSink::submit`] but never waits, for callers that cannot
+    /// (synchronous hooks): the event is queued in order at once, or
+    /// refused with [`AuditError::Overloaded`] when the queue is far over
+    /// its bound. Sinks without an ordered queue return
+    /// [`AuditError::Unsupported`] (use [`AuditSink::submit`] for those).
+    fn enqueue(&self, event: &AuditEvent) -> Result<Ack, AuditError> {
+        let _ = event;
+        Err(AuditError::Unsupported {
+            sink: self.name().to_owned(),
+            operation: "enqueue",
+        })
+    }
+}
+
+/// The pending acknowledgement of one submitted event: a future resolving
+/// to the event's [`Receipt`] once it is as durable as the sink's level
+/// promises, or to the error that means it is not recorded.
+///
+/// Dropping it does not withdraw the event.
+#[derive(Debug)]
+pub struct Ack(AckState);
+
+#[derive(Debug)]
+enum AckState {
+    Ready(Option<Result<Receipt, AuditError>>),
+    Waiting(oneshot::Receiver<Result<Receipt, AuditError>>),
+}
+
+impl Ack {
+    /// An acknowledgement that has already arrived.
+    pub fn ready(receipt: Receipt) -> Ack {
+        Ack(AckState::Ready(Some(Ok(receipt))))
+    }
+
+    pub(crate) fn waiting(rx: oneshot::Receiver<Result<Receipt, AuditError>>) -> Ack {
+        Ack(AckState::Waiting(rx))
+    }
+}
+
+impl Future for Ack {
+    type Output = Result<Receipt, AuditError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            AckState::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(AuditError::Closed))),
+            // The writer drops a reply only when it stops without answering:
+            // not recorded, as far as the caller can know.
+            AckState::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(AuditError::Closed))),
+        }
+    }
 }

@@ -54,7 +54,8 @@ fn crash_child() {
     let Ok(dir) = std::env::var(DIR_VAR) else {
         return;
     };
-    let group = std::env::var(MODE_VAR).as_deref() == Ok("group");
+    let mode = std::env::var(MODE_VAR).unwrap();
+    let group = mode == "group";
     let run: u64 = std::env::var(RUN_VAR).unwrap().parse().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -62,10 +63,11 @@ fn crash_child() {
         .build()
         .unwrap();
     let options = JsonlOptions::new("crash")
-        .commit(if group {
-            Commit::Group(Duration::from_millis(2))
-        } else {
-            Commit::PerRecord
+        .commit(match mode.as_str() {
+            "group" => Commit::Group(Duration::from_millis(2)),
+            "flushed" => Commit::Flushed,
+            "durable" => Commit::Durable,
+            _ => Commit::PerRecord,
         })
         .max_file_bytes(32 << 10);
     let (sink, report) = JsonlSink::open(std::path::Path::new(&dir), options).unwrap();
@@ -78,7 +80,9 @@ fn crash_child() {
     let sink = Arc::new(sink);
     rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
-        for task in 0..if group { 8 } else { 2 } {
+        let pipelined = mode == "flushed" || mode == "durable";
+        let tasks = if group || pipelined { 8 } else { 2 };
+        for task in 0..tasks {
             let sink = Arc::clone(&sink);
             let out = Arc::clone(&out);
             set.spawn(async move {
@@ -88,7 +92,16 @@ fn crash_child() {
                         message: id.clone(),
                     })
                     .with_session("crash");
-                    let receipt = sink.record(&event).await.unwrap();
+                    if pipelined && i % 2 == 1 {
+                        // A fire-and-forget record (a result summary): in
+                        // order, never waited for, and not counted as
+                        // acknowledged.
+                        drop(sink.enqueue(&event).unwrap());
+                        continue;
+                    }
+                    // A write-ahead record: handed over, then its
+                    // acknowledgement awaited.
+                    let receipt = sink.submit(&event).await.unwrap().await.unwrap();
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ACK {} {id}", receipt.seq()).unwrap();
                     o.flush().unwrap();
@@ -115,7 +128,7 @@ fn crash_test_sigkill_never_loses_an_acknowledged_event() {
     let mut torn_seen = 0;
     let mut simulated_tears = 0;
     for run in 0..KILLS {
-        let mode = if run % 2 == 0 { "group" } else { "record" };
+        let mode = ["flushed", "durable", "group", "record"][(run % 4) as usize];
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -194,6 +207,23 @@ fn crash_test_sigkill_never_loses_an_acknowledged_event() {
     let report = verify(&files);
     println!("{report}");
     assert!(report.is_intact(), "{report}");
+    // Each recorder's events (acknowledged or fire-and-forget) are in the
+    // trail in the order it handed them over.
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    for e in session_timeline(&files, "crash").unwrap() {
+        if let EventKind::GatewayError { message } = e.event.kind {
+            let mut parts = message.split('/');
+            let (run, task, i) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let i: u64 = i.parse().unwrap();
+            if let Some(prev) = last.insert((run.to_owned(), task.to_owned()), i) {
+                assert!(prev < i, "{message} after {run}/{task}/{prev}");
+            }
+        }
+    }
     let stored: HashMap<u64, String> = session_timeline(&files, "crash")
         .unwrap()
         .into_iter()

@@ -17,11 +17,12 @@ use std::io::Write;
 use std::process::Command;
 
 use portcullis_audit::{
-    AuditEvent, AuditSink, EventKind, JsonlOptions, JsonlSink, session_timeline, trail_files,
-    verify,
+    AuditEvent, AuditSink, Commit, EventKind, JsonlOptions, JsonlSink, session_timeline,
+    trail_files, verify,
 };
 
 const DIR_VAR: &str = "PORTCULLIS_AUDIT_DISK_FULL_DIR";
+const MODE_VAR: &str = "PORTCULLIS_AUDIT_DISK_FULL_MODE";
 
 #[test]
 #[ignore = "run by a_failed_write_fails_closed as its child"]
@@ -33,7 +34,16 @@ fn disk_full_child() {
         .enable_all()
         .build()
         .unwrap();
-    let (sink, _) = JsonlSink::open(std::path::Path::new(&dir), JsonlOptions::new("full")).unwrap();
+    let commit = match std::env::var(MODE_VAR).as_deref() {
+        Ok("durable") => Commit::Durable,
+        Ok("record") => Commit::PerRecord,
+        _ => Commit::Flushed,
+    };
+    let (sink, _) = JsonlSink::open(
+        std::path::Path::new(&dir),
+        JsonlOptions::new("full").commit(commit),
+    )
+    .unwrap();
     let mut out = std::io::stdout();
     rt.block_on(async {
         assert!(sink.health().await.is_ready());
@@ -64,7 +74,21 @@ fn disk_full_child() {
 }
 
 #[test]
-fn a_failed_write_fails_closed() {
+fn a_failed_write_fails_closed_flushed() {
+    failed_write_fails_closed("flushed");
+}
+
+#[test]
+fn a_failed_write_fails_closed_durable() {
+    failed_write_fails_closed("durable");
+}
+
+#[test]
+fn a_failed_write_fails_closed_per_record() {
+    failed_write_fails_closed("record");
+}
+
+fn failed_write_fails_closed(mode: &str) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     // 16 blocks of 1 KiB (bash counts `ulimit -f` in 1024-byte units;
@@ -76,6 +100,7 @@ fn a_failed_write_fails_closed() {
     let out = Command::new("sh")
         .args(["-c", &script])
         .env(DIR_VAR, dir.path())
+        .env(MODE_VAR, mode)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -8,29 +8,48 @@
 //! `*_token`, `customers.email` or `shop.customers.email` (globs,
 //! ASCII case-insensitive).
 //!
+//! The same read gives the lineage walk its schema
+//! ([`LineageSchema`]): every table and
+//! view with its columns in order, which are masked, and each view's
+//! definition.
+//!
 //! The set is read when the first session of a connection starts and again
 //! after a statement that may have changed the schema (CREATE, ALTER).
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use portcullis_pg::{BackendAddr, BackendTarget, BackendTls};
+use portcullis_policy::LineageSchema;
 
 /// The masked columns of one backend.
 #[derive(Debug, Default)]
 pub(crate) struct MaskedColumns {
     set: RwLock<Option<HashSet<(u32, i16)>>>,
+    /// The schema for the lineage walk; `None` until read, or when it
+    /// cannot be read (then every result column is masked).
+    schema: RwLock<Option<Arc<LineageSchema>>>,
+    /// Each statement's masking, by its text, for the schema read now
+    /// (emptied when the schema is read again, and when full).
+    /// Each entry names the schema it was computed with (its address), so
+    /// one computed just before a re-read is not used after it.
+    cache: std::sync::Mutex<std::collections::HashMap<String, (usize, crate::lineage::Masking)>>,
     stale: AtomicBool,
 }
 
+/// Statements whose masking is remembered.
+const CACHE_ENTRIES: usize = 4096;
+
 const QUERY: &str = "\
-SELECT a.attrelid::oid::int8, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text \
+SELECT a.attrelid::oid::int8, a.attnum::int2, n.nspname::text, c.relname::text, a.attname::text, \
+CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END \
 FROM pg_catalog.pg_attribute a \
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
 WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
-AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+ORDER BY a.attrelid, a.attnum";
 
 impl MaskedColumns {
     /// Whether a result column comes from a masked table column.
@@ -42,6 +61,44 @@ impl MaskedColumns {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .as_ref()
                 .is_some_and(|s| s.contains(&(table_oid, attribute)))
+    }
+
+    /// The lineage walk's schema, once read.
+    pub(crate) fn schema(&self) -> Option<Arc<LineageSchema>> {
+        self.schema
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The masking of `sql` (`active` when field rules are configured),
+    /// remembered by its text until the schema is read again.
+    pub(crate) fn masking(&self, sql: &str, active: bool) -> crate::lineage::Masking {
+        if !active {
+            return crate::lineage::Masking::clean();
+        }
+        let lock = || {
+            self.cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let schema = self.schema();
+        let Some(schema) = schema else {
+            return crate::lineage::Masking::of(sql, true, None);
+        };
+        let version = Arc::as_ptr(&schema) as usize;
+        if let Some((v, m)) = lock().get(sql)
+            && *v == version
+        {
+            return m.clone();
+        }
+        let m = crate::lineage::Masking::of(sql, true, Some(&schema));
+        let mut cache = lock();
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), (version, m.clone()));
+        m
     }
 
     /// Asks for a re-read before the next statement.
@@ -63,16 +120,100 @@ impl MaskedColumns {
         if patterns.is_empty() || (loaded && !self.stale.swap(false, Ordering::Relaxed)) {
             return Ok(());
         }
-        let set = load(backend, patterns).await?;
+        let (set, schema) = load(backend, patterns).await?;
         *self
             .set
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(set);
+        *self
+            .schema
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = schema.map(Arc::new);
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         Ok(())
     }
 }
 
-async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u32, i16)>, String> {
+/// A connection of the gateway's own to the backend, over the sessions'
+/// TLS settings (for `portcullis discover`); the connection's task runs
+/// until the client is dropped.
+pub(crate) async fn connect(backend: &BackendTarget) -> Result<tokio_postgres::Client, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(&backend.user)
+        .password(&backend.password)
+        .dbname(&backend.database)
+        .application_name("portcullis-discover")
+        .connect_timeout(std::time::Duration::from_secs(10));
+    match &backend.addr {
+        BackendAddr::Tcp { host, port } => config.host(host).port(*port),
+        BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
+    };
+    let fail = |e: tokio_postgres::Error| format!("connecting to the backend: {e}");
+    match &backend.tls {
+        BackendTls::Require { server_name } => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls =
+                crate::catalog_tls::RustlsConnect::new(crate::serve::client_tls()?, server_name);
+            let (client, connection) = config.connect(tls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        BackendTls::Disable => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+    }
+}
+
+/// Runs the catalog query on a connection of its own.
+async fn query<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> Result<Vec<tokio_postgres::Row>, String>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"))?;
+    let conn = tokio::spawn(connection);
+    let rows = client
+        .query(QUERY, &[])
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"));
+    drop(client);
+    let _ = conn.await;
+    rows
+}
+
+/// One relation's rows of the catalog query.
+struct RelationRows {
+    schema: String,
+    name: String,
+    columns: Vec<(String, bool)>,
+    definition: Option<String>,
+}
+
+type Loaded = (HashSet<(u32, i16)>, Option<LineageSchema>);
+
+async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<Loaded, String> {
+    load_with(backend, patterns, None).await
+}
+
+/// Reads the catalog over the session's TLS settings: `tls` is the client
+/// configuration to use (the sessions' own when `None`).
+async fn load_with(
+    backend: &BackendTarget,
+    patterns: &[String],
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Loaded, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .user(&backend.user)
@@ -84,50 +225,145 @@ async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<HashSet<(u
         BackendAddr::Tcp { host, port } => config.host(host).port(*port),
         BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
     };
-    if !matches!(backend.tls, BackendTls::Disable) {
-        tracing::warn!(
-            "reading the catalog over TLS is not built yet, so result columns cannot be matched \
-             to their source table; masking by column name and by detector still applies"
-        );
-        return Ok(HashSet::new());
-    }
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("reading the backend's catalog: {e}"))?;
-    let conn = tokio::spawn(connection);
-    let rows = client
-        .query(QUERY, &[])
-        .await
-        .map_err(|e| format!("reading the backend's catalog: {e}"));
-    drop(client);
-    let _ = conn.await;
-    let globs: Vec<globset::GlobMatcher> = patterns
+    let rows = match &backend.tls {
+        BackendTls::Require { server_name } => {
+            let tls = match tls {
+                Some(t) => t,
+                None => crate::serve::client_tls()?,
+            };
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            query(
+                &config,
+                crate::catalog_tls::RustlsConnect::new(tls, server_name),
+            )
+            .await?
+        }
+        BackendTls::Disable => query(&config, tokio_postgres::NoTls).await?,
+    };
+    let globs: Vec<portcullis_mask::FieldPattern> = patterns
         .iter()
-        .filter_map(|p| {
-            globset::GlobBuilder::new(p)
-                .case_insensitive(true)
-                .literal_separator(true)
-                .build()
-                .ok()
-                .map(|g| g.compile_matcher())
-        })
+        .map(|p| portcullis_mask::FieldPattern::new(p))
         .collect();
     let mut set = HashSet::new();
-    for row in rows? {
+    let mut relations: BTreeMap<i64, RelationRows> = BTreeMap::new();
+    for row in rows {
         let oid: i64 = row.try_get(0).map_err(|e| e.to_string())?;
         let attnum: i16 = row.try_get(1).map_err(|e| e.to_string())?;
         let schema: String = row.try_get(2).map_err(|e| e.to_string())?;
         let table: String = row.try_get(3).map_err(|e| e.to_string())?;
         let column: String = row.try_get(4).map_err(|e| e.to_string())?;
+        let definition: Option<String> = row.try_get(5).map_err(|e| e.to_string())?;
         let names = [
             column.clone(),
             format!("{table}.{column}"),
             format!("{schema}.{table}.{column}"),
         ];
-        if globs.iter().any(|g| names.iter().any(|n| g.is_match(n))) {
+        let masked = globs.iter().any(|g| names.iter().any(|n| g.matches(n)));
+        if masked {
             set.insert((u32::try_from(oid).unwrap_or(0), attnum));
         }
+        relations
+            .entry(oid)
+            .or_insert_with(|| RelationRows {
+                schema,
+                name: table,
+                columns: Vec::new(),
+                definition,
+            })
+            .columns
+            .push((column, masked));
     }
-    Ok(set)
+    let mut schema = LineageSchema::new();
+    for r in relations.into_values() {
+        match &r.definition {
+            Some(def) => schema.add_view(&r.schema, &r.name, r.columns, def),
+            None => schema.add_table(&r.schema, &r.name, r.columns),
+        }
+    }
+    Ok((set, Some(schema.finish())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use portcullis_testkit::PgCluster;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A PostgreSQL that accepts TLS with a fresh self-signed certificate for
+    /// `localhost`, and a client configuration trusting only it.
+    fn tls_cluster() -> (PgCluster, Arc<rustls::ClientConfig>) {
+        let pg = PgCluster::start().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = pg.data_dir();
+        let owner = std::fs::metadata(&dir).unwrap();
+        for (file, pem) in [
+            ("server.crt", ck.cert.pem()),
+            ("server.key", ck.signing_key.serialize_pem()),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        }
+        pg.execute(
+            "ALTER SYSTEM SET ssl = on; SELECT pg_reload_conf(); \
+             CREATE TABLE public.t (id int, api_key text); \
+             CREATE VIEW public.v AS SELECT api_key AS k FROM public.t;",
+        )
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        (pg, Arc::new(config))
+    }
+
+    fn target(pg: &PgCluster, server_name: &str) -> BackendTarget {
+        BackendTarget {
+            addr: BackendAddr::Tcp {
+                host: "127.0.0.1".to_owned(),
+                port: pg.port(),
+            },
+            database: "postgres".to_owned(),
+            user: pg.superuser().to_owned(),
+            password: pg.password().to_owned(),
+            tls: BackendTls::Require {
+                server_name: server_name.to_owned(),
+            },
+            allow: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_catalog_is_read_over_tls_and_an_untrusted_server_is_refused() {
+        let (pg, trusted) = tls_cluster();
+        let patterns = vec!["api_key".to_owned()];
+        let (set, schema) = load_with(&target(&pg, "localhost"), &patterns, Some(trusted.clone()))
+            .await
+            .unwrap();
+        assert_eq!(set.len(), 1, "{set:?}");
+        let schema = schema.unwrap();
+        assert!(schema.has_masked());
+        let l = portcullis_policy::lineage("SELECT k FROM v", &schema);
+        assert!(l[0].output.any_masked());
+        // The certificate must name the server: another name is refused,
+        // and so is a server no root vouches for.
+        let err = load_with(&target(&pg, "db.example"), &patterns, Some(trusted))
+            .await
+            .unwrap_err();
+        assert!(err.contains("catalog"), "{err}");
+        let untrusted = crate::serve::client_tls().unwrap();
+        assert!(
+            load_with(&target(&pg, "localhost"), &patterns, Some(untrusted))
+                .await
+                .is_err()
+        );
+    }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) audit: Audit,
     pub(crate) admin: Option<Admin>,
+    #[serde(default)]
+    pub(crate) limits: Limits,
     /// The directory of the file: relative paths in it are relative to this.
     #[serde(skip)]
     pub(crate) base_dir: PathBuf,
@@ -76,6 +78,8 @@ pub(crate) struct Listener {
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ConnectionKind {
     Postgres,
+    /// A Kubernetes API server, with its own listener (`[connection.kubernetes]`).
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -94,13 +98,15 @@ pub(crate) enum BackendTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Connection {
     pub(crate) name: Spanned<String>,
-    /// Only `postgres` today; read once Kubernetes connections exist.
-    #[allow(dead_code)]
     pub(crate) kind: ConnectionKind,
+    /// PostgreSQL only (as are port, database, user, password*, tls).
+    #[serde(default)]
     pub(crate) host: String,
     #[serde(default = "default_pg_port")]
     pub(crate) port: u16,
+    #[serde(default)]
     pub(crate) database: String,
+    #[serde(default)]
     pub(crate) user: String,
     #[serde(default)]
     pub(crate) password_env: Option<String>,
@@ -111,10 +117,107 @@ pub(crate) struct Connection {
     /// Must be set for an inline `password` to be accepted.
     #[serde(default)]
     pub(crate) allow_inline_password: bool,
-    #[serde(default)]
-    pub(crate) tls: BackendTls,
+    /// Unset: `verify-full`, or `disable` for a loopback host (see [`Connection::tls`]).
+    #[serde(default, rename = "tls")]
+    pub(crate) tls_setting: Option<BackendTls>,
     #[serde(default)]
     pub(crate) labels: BTreeMap<String, String>,
+    /// Kubernetes only: the API server, its credential and the listener.
+    #[serde(default)]
+    pub(crate) kubernetes: Option<crate::k8s::KubeSettings>,
+    /// What happens to a client's startup parameter outside the allow-list.
+    #[serde(default)]
+    pub(crate) startup_params: StartupParams,
+    /// Backend authentication methods accepted besides SCRAM-SHA-256.
+    #[serde(default)]
+    pub(crate) allow_backend_auth: Vec<BackendAuthMethod>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum StartupParams {
+    /// The session is refused with FATAL 42501 naming the parameter.
+    #[default]
+    Refuse,
+    /// The parameter is dropped and the client gets a notice naming it.
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum BackendAuthMethod {
+    /// AuthenticationMD5Password.
+    Md5,
+    /// AuthenticationCleartextPassword (pg_hba `password`).
+    Password,
+    /// No password asked at all (pg_hba `trust`).
+    Trust,
+}
+
+/// Resource limits of the PostgreSQL listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    /// Client connections served at once, per listener.
+    #[serde(default = "default_max_sessions")]
+    pub(crate) max_sessions: usize,
+    /// Sessions one principal may hold open at once (all connections).
+    #[serde(default = "default_max_sessions_per_principal")]
+    pub(crate) max_sessions_per_principal: usize,
+    /// Seconds from connection to ready-for-query.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub(crate) handshake_timeout_secs: u64,
+    /// Seconds one write to a client (or backend) that stops reading may block.
+    #[serde(default = "default_write_timeout_secs")]
+    pub(crate) write_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: default_max_sessions(),
+            max_sessions_per_principal: default_max_sessions_per_principal(),
+            handshake_timeout_secs: default_handshake_timeout_secs(),
+            write_timeout_secs: default_write_timeout_secs(),
+        }
+    }
+}
+
+fn default_max_sessions() -> usize {
+    1000
+}
+
+fn default_max_sessions_per_principal() -> usize {
+    128
+}
+
+fn default_handshake_timeout_secs() -> u64 {
+    30
+}
+
+fn default_write_timeout_secs() -> u64 {
+    60
+}
+
+impl Connection {
+    /// TLS towards this backend: as configured, else `verify-full` unless
+    /// the host is a loopback address or `localhost`.
+    pub(crate) fn tls(&self) -> BackendTls {
+        self.tls_setting.unwrap_or_else(|| {
+            let loopback = self.host.eq_ignore_ascii_case("localhost")
+                || self
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                BackendTls::Disable
+            } else {
+                BackendTls::VerifyFull
+            }
+        })
+    }
 }
 
 fn default_pg_port() -> u16 {
@@ -202,6 +305,12 @@ pub(crate) struct ApiKeyEntry {
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicySection {
     pub(crate) file: PathBuf,
+    /// `false`: observe mode. Every command is decided and recorded with
+    /// the decision the policy would have taken, and forwarded anyway (no
+    /// denials, no holds). Identity checks, masking and the write-ahead
+    /// audit stay as they are.
+    #[serde(default = "yes")]
+    pub(crate) enforce: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,10 +399,19 @@ pub(crate) struct Audit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Durability {
-    /// fsync after every record.
-    Fsync,
-    /// fsync every `group_commit_ms`, acknowledging the records it covers.
+    /// The record is written to the trail file (in order, hash-chained)
+    /// before the command is forwarded, and fsynced within `sync_window_ms`
+    /// by a group commit that never waits for a timer when idle: a crash of
+    /// the gateway loses nothing, a crash of the machine at most that window.
     #[default]
+    Flushed,
+    /// The record is fsynced before the command is forwarded (one fsync
+    /// shared by every record that arrives while the previous one runs).
+    Durable,
+    /// fsync after every record, one at a time (for comparison).
+    Fsync,
+    /// fsync every `group_commit_ms`, acknowledging the records it covers
+    /// (the first wave's mode: every record waits for the next tick).
     GroupCommit,
 }
 
@@ -309,6 +427,9 @@ pub(crate) struct JsonlAudit {
     pub(crate) durability: Durability,
     #[serde(default = "default_group_commit_ms")]
     pub(crate) group_commit_ms: u64,
+    /// `flushed`: the longest a written record waits for its fsync.
+    #[serde(default = "default_sync_window_ms")]
+    pub(crate) sync_window_ms: u64,
     #[serde(default)]
     pub(crate) rotate_bytes: Option<u64>,
     /// Below this much free space the trail reports itself unable to make
@@ -323,6 +444,10 @@ fn default_chain() -> String {
 
 fn default_group_commit_ms() -> u64 {
     5
+}
+
+fn default_sync_window_ms() -> u64 {
+    10
 }
 
 #[derive(Debug, Deserialize)]
@@ -432,6 +557,16 @@ impl Config {
                         .to_owned(),
                 ));
             }
+            if c.kind == ConnectionKind::Kubernetes || c.kubernetes.is_some() {
+                crate::k8s::check_connection(c)?;
+                continue;
+            }
+            if c.host.is_empty() || c.database.is_empty() || c.user.is_empty() {
+                return Err((
+                    c.name.span(),
+                    "a postgres connection needs host, database and user".to_owned(),
+                ));
+            }
             let sources = usize::from(c.password_env.is_some())
                 + usize::from(c.password_file.is_some())
                 + usize::from(c.password.is_some());
@@ -538,6 +673,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A policy error as `FILE:LINE:COLUMN: message`, like configuration errors.
+pub(crate) fn policy_error(file: &Path, e: &portcullis_policy::PolicyError) -> String {
+    match e {
+        portcullis_policy::PolicyError::Invalid {
+            message,
+            line: Some(line),
+            column: Some(column),
+        } => format!("{}:{line}:{column}: {message}", file.display()),
+        other => format!("{}: {other}", file.display()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,7 +736,11 @@ address = "127.0.0.1:9090"
         )
         .unwrap();
         assert_eq!(c.connections[0].port, 5432);
-        assert_eq!(c.connections[0].tls, BackendTls::VerifyFull);
+        assert!(
+            c.policy.as_ref().is_some_and(|p| p.enforce),
+            "enforcing by default"
+        );
+        assert_eq!(c.connections[0].tls(), BackendTls::VerifyFull);
         assert_eq!(c.audit.jsonl.as_ref().unwrap().group_commit_ms, 5);
         assert_eq!(
             c.resolve(Path::new("keys/gateway.pem")),
@@ -621,6 +772,48 @@ address = "127.0.0.1:9090"
     }
 
     #[test]
+    fn startup_parameters_backend_auth_and_limits() {
+        let conn = "[[connection]]\nname = \"a\"\nkind = \"postgres\"\nhost = \"h\"\n\
+                    database = \"d\"\nuser = \"u\"\npassword_env = \"P\"\n";
+        let c = parse(conn).unwrap();
+        // A non-loopback host without `tls` gets verify-full.
+        assert_eq!(c.connections[0].tls(), BackendTls::VerifyFull);
+        let local = conn.replace("host = \"h\"", "host = \"127.0.0.1\"");
+        assert_eq!(
+            parse(&local).unwrap().connections[0].tls(),
+            BackendTls::Disable
+        );
+        let plain = format!("{conn}tls = \"disable\"\n");
+        assert_eq!(
+            parse(&plain).unwrap().connections[0].tls(),
+            BackendTls::Disable
+        );
+        assert_eq!(c.connections[0].startup_params, StartupParams::Refuse);
+        assert!(c.connections[0].allow_backend_auth.is_empty());
+        assert_eq!(c.limits.max_sessions, 1000);
+        assert_eq!(c.limits.max_sessions_per_principal, 128);
+        let c = parse(&format!(
+            "{conn}startup_params = \"drop\"\nallow_backend_auth = [\"md5\", \"trust\"]\n\
+             [limits]\nmax_sessions = 10\nmax_sessions_per_principal = 2\nwrite_timeout_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.connections[0].startup_params, StartupParams::Drop);
+        assert_eq!(
+            c.connections[0].allow_backend_auth,
+            [BackendAuthMethod::Md5, BackendAuthMethod::Trust]
+        );
+        assert_eq!(
+            (c.limits.max_sessions, c.limits.max_sessions_per_principal),
+            (10, 2)
+        );
+        assert_eq!(c.limits.write_timeout_secs, 5);
+        let e = parse(&format!("{conn}allow_backend_auth = [\"kerberos\"]\n")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
+        let e = parse(&format!("{conn}startup_params = \"ignore\"\n")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
+    }
+
+    #[test]
     fn the_shipped_example_loads() {
         let text = include_str!("../../../examples/portcullis.toml");
         let c = parse(text).unwrap();
@@ -629,6 +822,14 @@ address = "127.0.0.1:9090"
             Some("prod")
         );
         assert_eq!(c.audit.quorum.as_ref().map(|q| *q.get_ref()), Some(2));
+    }
+
+    #[test]
+    fn observe_mode_is_enforce_false() {
+        let c = parse("[policy]\nfile = \"p.toml\"\nenforce = false\n").unwrap();
+        assert!(c.policy.as_ref().is_some_and(|p| !p.enforce));
+        let e = parse("[policy]\nfile = \"p.toml\"\nenforce = \"no\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]

@@ -4,14 +4,21 @@
 //! Per statement: the client's token is checked again (expiry, revocation),
 //! the policy decides, the statement's masked text and the decision are
 //! written to the trail and made durable, and only then is the statement
-//! forwarded, refused, or held for approval. If the trail cannot make the
+//! forwarded, refused, or held for approval. The decision becomes the
+//! statement's [`Plan`] (its command id, the policy's mask directives,
+//! which result columns its lineage proves clean), which portcullis-pg
+//! keeps with the prepared statement and hands back with its results.
+//! Every Execute is a command of its own: the session is checked again, the
+//! execution is written to the trail with its bound parameters (masked)
+//! under its own command id, and the Parse's decision is reused. If the trail cannot make the
 //! record durable the statement is refused (fail closed) and the gateway
 //! reports itself unhealthy.
 //!
 //! Results: every value of every column goes through the masker. A column
 //! whose name matches a field rule (the configuration's, or a matching policy
-//! rule's `mask` directives, which only add) is masked whole; other text
-//! values are scanned by the detectors. A masked value of a non-text type
+//! rule's `mask` directives, which only add) is masked whole, and so is one
+//! the statement's lineage does not prove clean (see `lineage.rs` and
+//! docs/masking.md); other text values are scanned by the detectors. A masked value of a non-text type
 //! (an integer, a timestamp, jsonb in binary format) becomes NULL, since it
 //! cannot carry a `[MASKED:…]` text; text types get the marker in either
 //! format, their binary form being their text.
@@ -21,14 +28,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use portcullis_audit::{self as audit, AuditEvent, AuditSink, EventKind, MaskedText};
+use portcullis_audit::{self as audit, AuditError, AuditEvent, AuditSink, EventKind, MaskedText};
 use portcullis_mask::Masker;
 use portcullis_pg::{
-    Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, FieldValue,
-    Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
-    async_trait,
+    Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, Execution,
+    FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind,
+    Verdict, async_trait,
 };
 use portcullis_policy::{self as policy, Effect, Policy};
+
+use crate::tickets::{Attempt, Fingerprint, Tickets};
 use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
@@ -141,7 +150,7 @@ pub(crate) struct SessionState {
     policy_principal: policy::Principal,
     audit_principal: audit::Principal,
     audit_resource: audit::Resource,
-    audit_tx: mpsc::UnboundedSender<AuditJob>,
+    audit: SessionAudit,
     inner: Mutex<SessionInner>,
     /// Set by an operator: the session ends at its next command.
     killed: Mutex<Option<String>>,
@@ -149,7 +158,7 @@ pub(crate) struct SessionState {
 
 /// How one result column is masked, decided at its RowDescription.
 #[derive(Debug, Clone, Copy, Default)]
-struct ColumnPlan {
+pub(crate) struct ColumnPlan {
     /// A policy rule's `mask` directive names it: masked whole.
     directive: bool,
     /// Masked whole (under this id) if neither its name nor its value is:
@@ -157,18 +166,87 @@ struct ColumnPlan {
     fallback: Option<&'static str>,
 }
 
+/// What the policy decided for one statement, made once (at its Parse, or
+/// its simple Query) and reused by each of its executions.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    facts: BTreeMap<String, serde_json::Value>,
+    rule_id: Option<String>,
+    reason: String,
+    /// The policy reviews it: each execution is held for approval.
+    review: Option<Review>,
+    /// The policy denies it: executions exist only in observe mode, where
+    /// each is recorded as denied and forwarded.
+    denied: bool,
+    /// Field patterns a policy rule asked to mask in its results.
+    directive_fields: Vec<String>,
+    /// Which result columns its lineage proves clean, and what its errors,
+    /// notices and COPY data have masked.
+    masking: crate::lineage::Masking,
+}
+
+#[derive(Debug, Clone)]
+struct Review {
+    groups: Vec<String>,
+    min_approvals: u32,
+    timeout: std::time::Duration,
+    /// `mode = "ticket"`: refused at once with a request id, run once after
+    /// approval (see [`crate::tickets`]), instead of held.
+    ticket: bool,
+}
+
+/// The gateway's plan for one command (a simple query, a Parse, one
+/// Execute): its audit command id, the statement's decision, and what its
+/// results had masked.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    command_id: u64,
+    started: Instant,
+    decided: Arc<Decided>,
+    /// Values masked in this command's results, per detector.
+    masked: Mutex<BTreeMap<String, u64>>,
+    /// Where its COPY data is.
+    copy: Mutex<crate::lineage::CopyState>,
+}
+
+impl Plan {
+    fn new(command_id: u64, decided: Arc<Decided>) -> Plan {
+        Plan {
+            command_id,
+            started: Instant::now(),
+            decided,
+            masked: Mutex::new(BTreeMap::new()),
+            copy: Mutex::new(crate::lineage::CopyState::default()),
+        }
+    }
+
+    fn count(&self, detector: &str) {
+        *self
+            .masked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(detector.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    fn take_masked(&self) -> BTreeMap<String, u64> {
+        std::mem::take(
+            &mut *self
+                .masked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn duration_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Session totals and the approvals a session is waiting on; nothing about
+/// any one command.
 #[derive(Debug, Default)]
 struct SessionInner {
-    /// Values masked by the current command, per detector.
-    masked: BTreeMap<String, u64>,
-    /// When each command arrived.
-    started: HashMap<u64, Instant>,
-    /// Field patterns a policy rule asked to mask for the current command.
-    directive_fields: Vec<String>,
-    /// The current command computes output from a masked column.
-    derived_from_masked: bool,
-    /// Per column of the current result: how it is masked.
-    plan: Vec<ColumnPlan>,
     /// Approval requests of held commands, to withdraw them if abandoned.
     approvals: HashMap<u64, String>,
     rows: u64,
@@ -196,25 +274,115 @@ impl SessionState {
             .with_resource(self.audit_resource.clone())
     }
 
-    /// Queues a record behind the session's earlier ones.
+    /// Queues a record behind the session's earlier ones, without waiting.
     fn record(&self, kind: EventKind) {
-        let _ = self.audit_tx.send(AuditJob {
-            event: self.event(kind),
-            done: None,
-        });
+        let event = self.event(kind);
+        match self.audit.enqueue(&event) {
+            // Not awaited: a later write failure makes the sink unavailable,
+            // and the next command's write-ahead fails closed on it.
+            Ok(_ack) => {}
+            Err(AuditError::Unsupported { .. }) => self.audit.via_writer(event, None),
+            Err(e) => self.audit.failed(e.to_string()),
+        }
     }
 
-    /// Queues a record and waits until it is durable.
+    /// Queues a record behind the session's earlier ones and waits until it
+    /// is as durable as the sink's level promises.
     async fn record_durably(&self, kind: EventKind) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.audit_tx
-            .send(AuditJob {
-                event: self.event(kind),
-                done: Some(tx),
-            })
-            .map_err(|_| "the session's audit writer has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the session's audit writer has stopped".to_owned())?
+        let event = self.event(kind);
+        match self.audit.enqueue(&event) {
+            Ok(ack) => {
+                let result = ack.await.map(|_| ()).map_err(|e| e.to_string());
+                set_failure(&self.audit.failure, result.as_ref().err().cloned());
+                result
+            }
+            Err(AuditError::Unsupported { .. }) => {
+                let (tx, rx) = oneshot::channel();
+                self.audit.via_writer(event, Some(tx));
+                rx.await
+                    .map_err(|_| "the session's audit writer has stopped".to_owned())?
+            }
+            Err(e) => {
+                let e = e.to_string();
+                self.audit.failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// How one session's records reach the sink, in the order the session made
+/// them. A sink with an ordered queue (the JSON Lines trail) takes each
+/// record straight from the session's task ([`AuditSink::enqueue`]): no
+/// task hop, and the session waits only for the acknowledgement a
+/// write-ahead record needs. A sink without one gets a writer task per
+/// session that records one event after the other, started the first time
+/// the sink refuses `enqueue`.
+struct SessionAudit {
+    sink: Arc<dyn AuditSink>,
+    failure: Arc<Mutex<Option<String>>>,
+    writer: std::sync::OnceLock<mpsc::UnboundedSender<AuditJob>>,
+}
+
+impl std::fmt::Debug for SessionAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionAudit")
+            .field("sink", &self.sink.name())
+            .field("writer", &self.writer.get().is_some())
+            .finish()
+    }
+}
+
+impl SessionAudit {
+    fn new(sink: Arc<dyn AuditSink>, failure: Arc<Mutex<Option<String>>>) -> Self {
+        Self {
+            sink,
+            failure,
+            writer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The sink's ordered queue, unless this session already writes through
+    /// its own writer task (then every record goes there, keeping order).
+    fn enqueue(&self, event: &AuditEvent) -> Result<audit::Ack, AuditError> {
+        if self.writer.get().is_some() {
+            return Err(AuditError::Unsupported {
+                sink: self.sink.name().to_owned(),
+                operation: "enqueue",
+            });
+        }
+        self.sink.enqueue(event)
+    }
+
+    fn failed(&self, why: String) {
+        set_failure(&self.failure, Some(why));
+    }
+
+    fn via_writer(&self, event: AuditEvent, done: Option<oneshot::Sender<Result<(), String>>>) {
+        let tx = self.writer.get_or_init(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<AuditJob>();
+            let sink = self.sink.clone();
+            let failure = self.failure.clone();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    let result = sink
+                        .record(&job.event)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    set_failure(&failure, result.as_ref().err().cloned());
+                    if let Some(done) = job.done {
+                        let _ = done.send(result);
+                    }
+                }
+            });
+            tx
+        });
+        if let Err(mpsc::error::SendError(job)) = tx.send(AuditJob { event, done })
+            && let Some(done) = job.done
+        {
+            let _ = done.send(Err("the session's audit writer has stopped".to_owned()));
+        }
     }
 }
 
@@ -227,8 +395,12 @@ pub(crate) struct GatewayParts {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) approvals: Arc<ApprovalStore>,
     pub(crate) end_session_on_expiry: bool,
+    /// `false`: observe mode (`[policy] enforce = false`).
+    pub(crate) enforce: bool,
     /// The configuration's field rules, as written (`api_key`, `customers.email`).
     pub(crate) field_patterns: Vec<String>,
+    /// Sessions one principal may hold open at once.
+    pub(crate) max_sessions_per_principal: usize,
 }
 
 /// The reference gateway's hook.
@@ -240,12 +412,20 @@ pub(crate) struct Gateway {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) approvals: Arc<ApprovalStore>,
     pub(crate) end_session_on_expiry: bool,
+    /// `false`: observe mode. The policy decides and the trail records what
+    /// it would have done, but nothing is refused or held for approval.
+    /// Identity checks (expiry, revocation, `sessions kill`), masking and
+    /// the write-ahead audit (fail closed) are the same in both modes.
+    enforce: bool,
     /// The configuration's field rules, as written (`api_key`, `customers.email`).
     field_patterns: Vec<String>,
+    max_sessions_per_principal: usize,
     /// Why the audit trail last failed, while it is failing.
     audit_failure: Arc<Mutex<Option<String>>>,
     health_cache: Mutex<Option<(Instant, Result<(), String>)>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
+    /// Ticket-mode approvals, by statement fingerprint.
+    tickets: Arc<Tickets>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -266,11 +446,20 @@ impl Gateway {
             audit: parts.audit,
             approvals: parts.approvals,
             end_session_on_expiry: parts.end_session_on_expiry,
+            enforce: parts.enforce,
             field_patterns: parts.field_patterns,
+            max_sessions_per_principal: parts.max_sessions_per_principal,
             audit_failure: Arc::new(Mutex::new(None)),
             health_cache: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
+            tickets: Arc::new(Tickets::default()),
         }
+    }
+
+    /// False in observe mode (`[policy] enforce = false`): every command is
+    /// decided and recorded, and forwarded whatever the decision.
+    pub(crate) fn enforces(&self) -> bool {
+        self.enforce
     }
 
     /// Why the gateway cannot serve right now, if it cannot: the last audit
@@ -369,33 +558,26 @@ impl Gateway {
         });
     }
 
-    /// Starts the task that writes one session's records in order.
-    fn spawn_writer(&self) -> mpsc::UnboundedSender<AuditJob> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<AuditJob>();
-        let sink = self.audit.clone();
-        let failure = self.audit_failure.clone();
-        tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                let result = sink
-                    .record(&job.event)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                set_failure(&failure, result.as_ref().err().cloned());
-                if let Some(done) = job.done {
-                    let _ = done.send(result);
-                }
-            }
-        });
-        tx
-    }
-
     fn deny_message(decision: &policy::Decision) -> String {
         match &decision.rule_id {
             Some(rule) => format!("{} (policy rule {rule})", decision.reason),
             None => format!("{} (policy default)", decision.reason),
         }
     }
+}
+
+/// The reason recorded for a command observe mode forwarded although the
+/// policy would have refused or held it.
+pub(crate) fn observed_reason(decision: &policy::Decision) -> String {
+    let would = match decision.effect {
+        Effect::Deny => "deny",
+        Effect::Review { .. } => "hold for review",
+        Effect::Allow => "allow",
+    };
+    format!(
+        "observe mode ([policy] enforce = false), forwarded; the policy would {would}: {}",
+        Gateway::deny_message(decision)
+    )
 }
 
 fn set_failure(failure: &Mutex<Option<String>>, value: Option<String>) {
@@ -421,31 +603,6 @@ fn facts_map(facts: &policy::CommandFacts) -> BTreeMap<String, serde_json::Value
 fn is_text_type(oid: u32) -> bool {
     // char, name, text, json, xml, bpchar, varchar, unknown, jsonb, citext-like (0 = unknown).
     matches!(oid, 18 | 19 | 25 | 114 | 142 | 705 | 1042 | 1043 | 3802 | 0)
-}
-
-/// Whether the statement uses a masked column inside an expression or an
-/// aggregate, whose output columns then carry no source to recognise.
-fn derives_from_masked(facts: &policy::CommandFacts, patterns: &[String]) -> bool {
-    let policy::CommandFacts::Sql { statements } = facts else {
-        return false;
-    };
-    statements.iter().flat_map(|s| &s.columns).any(|c| {
-        c.uses.iter().any(|u| {
-            matches!(
-                u,
-                policy::ColumnUse::Expression | policy::ColumnUse::Aggregate
-            )
-        }) && patterns.iter().any(|p| {
-            let qualified = c
-                .table
-                .as_ref()
-                .map(|t| format!("{t}.{}", c.column))
-                .unwrap_or_default();
-            glob_match(p, &c.column)
-                || glob_match(p, &qualified)
-                || glob_match(p.rsplit('.').next().unwrap_or(p), &c.column)
-        })
-    })
 }
 
 /// Whether a statement may change which columns exist.
@@ -474,19 +631,18 @@ fn binary_is_text(oid: u32) -> bool {
     matches!(oid, 19 | 25 | 114 | 1042 | 1043)
 }
 
+/// Field patterns are matched by portcullis-mask's one matcher, as the
+/// masker's own field rules are (no compilation: it lowercases the pattern).
 fn glob_match(pattern: &str, name: &str) -> bool {
-    globset::GlobBuilder::new(pattern)
-        .case_insensitive(true)
-        .literal_separator(false)
-        .build()
-        .is_ok_and(|g| g.compile_matcher().is_match(name))
+    portcullis_mask::FieldPattern::new(pattern).matches(name)
 }
 
 /// Where in the protocol a decision is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// A Parse: a review is answered with an empty hold (each execution is
-    /// held later), and no approval is requested yet.
+    /// A Parse: a reviewed statement is prepared (each of its executions is
+    /// held later, where the approver sees the bound values), and no
+    /// approval is requested yet.
     Parse,
     /// The statement runs now (simple query, or one execution).
     Run,
@@ -513,21 +669,16 @@ impl Gateway {
         MaskedText::already_masked(self.mask_text(&text))
     }
 
-    async fn decide(
+    /// The checks every command gets, also each execution of an allowed
+    /// prepared statement: the token is checked again (expiry, revocation)
+    /// and the session must not have been killed. A refusal is recorded
+    /// durably under the command's id.
+    async fn check_session(
         &self,
-        cx: &Context<'_, Arc<SessionState>>,
-        sql: &str,
-        params: Option<&[Option<Bytes>]>,
-        stage: Stage,
-    ) -> Verdict {
-        let s = cx.principal;
-        let command_id = cx.command.map_or(0, |c| c.0);
-        let text = self.command_text(sql, params);
-
-        // The token is checked again at every statement.
-        // The token is checked again at every statement; a revoked token, a
-        // killed session (and, as configured, an expired token) end the
-        // session there.
+        s: &SessionState,
+        command_id: u64,
+        text: &MaskedText,
+    ) -> Option<Verdict<Plan>> {
         let ended = match self.identity.recheck(&s.principal) {
             Err(e @ AuthError::Expired { .. }) if !self.end_session_on_expiry => {
                 Some((e.to_string(), false))
@@ -538,24 +689,76 @@ impl Gateway {
             )),
             Ok(()) => s.killed().map(|why| (why, true)),
         };
-        if let Some((reason, terminate)) = ended {
-            let _ = s
-                .record_durably(EventKind::Command {
-                    command_id,
-                    text,
-                    facts: BTreeMap::new(),
-                    effect: audit::Effect::Deny,
-                    rule_id: None,
-                    reason: reason.clone(),
-                })
-                .await;
-            return if terminate {
-                Verdict::Terminate(reason)
-            } else {
-                Verdict::Deny(reason)
-            };
-        }
+        let (reason, terminate) = ended?;
+        let _ = s
+            .record_durably(EventKind::Command {
+                command_id,
+                text: text.clone(),
+                facts: BTreeMap::new(),
+                effect: audit::Effect::Deny,
+                rule_id: None,
+                reason: reason.clone(),
+            })
+            .await;
+        Some(if terminate {
+            Verdict::Terminate(reason)
+        } else {
+            Verdict::Deny(reason)
+        })
+    }
 
+    /// Fail closed: a trail that says it cannot make records durable gets
+    /// no statement. Then the command's record, durable before anything
+    /// reaches the backend.
+    async fn write_ahead(
+        &self,
+        s: &SessionState,
+        command_id: u64,
+        text: MaskedText,
+        decided: &Decided,
+        effect: audit::Effect,
+    ) -> Result<(), String> {
+        if let Err(why) = self.audit_ready().await {
+            return Err(format!(
+                "the audit trail cannot make records durable, so the statement was not run \
+                 (fail closed): {why}"
+            ));
+        }
+        let write_started = Instant::now();
+        let written = s
+            .record_durably(EventKind::Command {
+                command_id,
+                text,
+                facts: decided.facts.clone(),
+                effect,
+                rule_id: decided.rule_id.clone(),
+                reason: decided.reason.clone(),
+            })
+            .await;
+        metrics::histogram!("portcullis_audit_write_seconds")
+            .record(write_started.elapsed().as_secs_f64());
+        written.map_err(|e| {
+            format!(
+                "the audit trail cannot record this statement, so it was not run (fail closed): {e}"
+            )
+        })
+    }
+
+    /// Decides on a statement with the policy: a simple query (`stage`
+    /// Run), a Parse, or an execution of a statement no Parse announced.
+    async fn decide(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        sql: &str,
+        params: Option<&[Option<Bytes>]>,
+        stage: Stage,
+    ) -> Verdict<Plan> {
+        let s = cx.principal;
+        let command_id = cx.command.map_or(0, |c| c.0);
+        let text = self.command_text(sql, params);
+        if let Some(refused) = self.check_session(s, command_id, &text).await {
+            return refused;
+        }
         if let Err(e) = s
             .conn
             .masked
@@ -567,24 +770,57 @@ impl Gateway {
             ));
         }
         let resource = s.conn.resource.clone();
-        let decision = self.policy.evaluate(&policy::Request {
+        let masking = s.conn.masked.masking(sql, !self.field_patterns.is_empty());
+        let mut decision = self.policy.evaluate(&policy::Request {
             principal: &s.policy_principal,
             resource: &resource,
             command: policy::Command::Sql(sql),
         });
+        crate::lineage::apply(
+            &self.policy,
+            &s.policy_principal,
+            &resource,
+            sql,
+            &masking,
+            &mut decision,
+        );
         let effect = match decision.effect {
             Effect::Allow => audit::Effect::Allow,
             Effect::Deny => audit::Effect::Deny,
             Effect::Review { .. } => audit::Effect::Hold,
         };
-        // Fail closed: a trail that says it cannot make records durable
-        // gets no statement.
-        if let Err(why) = self.audit_ready().await {
-            return Verdict::Deny(format!(
-                "the audit trail cannot make records durable, so the statement was not run \
-                 (fail closed): {why}"
-            ));
-        }
+        let review = match &decision.effect {
+            Effect::Review {
+                groups,
+                min_approvals,
+                timeout,
+                mode,
+            } => Some(Review {
+                groups: groups.clone(),
+                min_approvals: *min_approvals,
+                timeout: *timeout,
+                ticket: *mode == policy::ReviewMode::Ticket,
+            }),
+            _ => None,
+        };
+        let decided = Arc::new(Decided {
+            facts: facts_map(&decision.facts),
+            rule_id: decision.rule_id.clone(),
+            reason: if self.enforce || decision.effect == Effect::Allow {
+                decision.reason.clone()
+            } else {
+                observed_reason(&decision)
+            },
+            review,
+            denied: decision.effect == Effect::Deny,
+            directive_fields: decision
+                .mask
+                .fields
+                .iter()
+                .map(|f| f.field.clone())
+                .collect(),
+            masking,
+        });
         metrics::counter!("portcullis_commands_total", "effect" => decision.effect.as_str())
             .increment(1);
         tracing::info!(
@@ -592,137 +828,296 @@ impl Gateway {
             command = command_id,
             principal = %s.principal.id,
             effect = decision.effect.as_str(),
+            enforced = self.enforce,
             rule = decision.rule_id.as_deref().unwrap_or("default"),
             "command"
         );
-        // Write-ahead: durable before anything reaches the backend.
-        let write_started = Instant::now();
-        let written = s
-            .record_durably(EventKind::Command {
-                command_id,
-                text: text.clone(),
-                facts: facts_map(&decision.facts),
-                effect,
-                rule_id: decision.rule_id.clone(),
-                reason: decision.reason.clone(),
-            })
-            .await;
-        metrics::histogram!("portcullis_audit_write_seconds")
-            .record(write_started.elapsed().as_secs_f64());
-        if let Err(e) = written {
-            return Verdict::Deny(format!(
-                "the audit trail cannot record this statement, so it was not run (fail closed): {e}"
-            ));
-        }
+        if let Err(e) = self
+            .write_ahead(s, command_id, text.clone(), &decided, effect)
+            .await
         {
-            let mut inner = s.lock();
-            inner.masked.clear();
-            inner.started.insert(command_id, Instant::now());
-            inner.directive_fields = decision
-                .mask
-                .fields
-                .iter()
-                .map(|f| f.field.clone())
-                .collect();
-            inner.derived_from_masked = derives_from_masked(&decision.facts, &self.field_patterns);
+            return Verdict::Deny(e);
         }
         if changes_schema(&decision.facts) {
             s.conn.masked.mark_stale();
         }
+        let plan = Plan::new(command_id, decided.clone());
         match decision.effect {
-            Effect::Allow => Verdict::Forward,
+            Effect::Allow => Verdict::Forward(plan),
+            // Observe mode: recorded with the decision it would have been.
+            _ if !self.enforce => Verdict::Forward(plan),
             Effect::Deny => Verdict::Deny(Gateway::deny_message(&decision)),
-            Effect::Review { .. } if stage == Stage::Parse => Verdict::Hold(Hold {
-                notice: String::new(),
-                decision: Box::pin(async { PgDecision::Forward }),
-            }),
-            Effect::Review {
-                groups,
-                min_approvals,
-                timeout,
-                ..
-            } => {
+            // Prepared; each execution is held, where the approver sees the
+            // bound values.
+            Effect::Review { .. } if stage == Stage::Parse => Verdict::Forward(plan),
+            Effect::Review { .. } => {
+                let key = Fingerprint::of(&s.principal.id, &s.connection, sql, params);
+                self.hold(s, text, plan, key)
+            }
+        }
+    }
+
+    /// One execution of a statement prepared with `statement` as its plan:
+    /// the policy's decision is reused (not re-parsed); the session is
+    /// checked, and the execution is recorded durably, with its bound
+    /// parameters, under its own command id before it is forwarded.
+    async fn execute(
+        &self,
+        cx: &Context<'_, Arc<SessionState>>,
+        statement: &Plan,
+        sql: &str,
+        params: &[Option<Bytes>],
+    ) -> Verdict<Plan> {
+        let s = cx.principal;
+        let command_id = cx.command.map_or(0, |c| c.0);
+        let text = self.command_text(sql, Some(params));
+        if let Some(refused) = self.check_session(s, command_id, &text).await {
+            return refused;
+        }
+        let decided = statement.decided.clone();
+        let effect = if decided.denied {
+            audit::Effect::Deny
+        } else if decided.review.is_some() {
+            audit::Effect::Hold
+        } else {
+            audit::Effect::Allow
+        };
+        if let Err(e) = self
+            .write_ahead(s, command_id, text.clone(), &decided, effect)
+            .await
+        {
+            return Verdict::Deny(e);
+        }
+        let plan = Plan::new(command_id, decided);
+        if plan.decided.review.is_some() && self.enforce {
+            let key = Fingerprint::of(&s.principal.id, &s.connection, sql, Some(params));
+            self.hold(s, text, plan, key)
+        } else {
+            Verdict::Forward(plan)
+        }
+    }
+
+    /// Holds a reviewed command for approval (or, in ticket mode, answers
+    /// its attempt: see [`Gateway::ticket`]).
+    fn hold(
+        &self,
+        s: &Arc<SessionState>,
+        text: MaskedText,
+        plan: Plan,
+        key: Fingerprint,
+    ) -> Verdict<Plan> {
+        let command_id = plan.command_id;
+        let decided = plan.decided.clone();
+        let Some(review) = decided.review.clone() else {
+            return Verdict::Deny("the gateway has no review to hold this statement for".into());
+        };
+        if review.ticket {
+            return self.ticket(s, text, plan, key, &review);
+        }
+        let request = ApprovalRequest {
+            requester: s.principal.id.clone(),
+            session_id: s.session.to_string(),
+            connection: s.connection.clone(),
+            command: text.as_str().to_owned(),
+            rule_id: decided.rule_id.clone().unwrap_or_default(),
+            reason: decided.reason.clone(),
+            groups: review.groups.clone(),
+            min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
+            timeout: review.timeout,
+        };
+        let ticket = match self.approvals.request(request) {
+            Ok(t) => t,
+            Err(e) => return Verdict::Deny(format!("cannot hold for approval: {e}")),
+        };
+        let id = ticket.id.clone();
+        s.lock().approvals.insert(command_id, id.clone());
+        s.record(EventKind::ApprovalRequested {
+            request_id: id.clone(),
+            command_id,
+            approver: Some(review.groups.join(",")),
+        });
+        let store = self.approvals.clone();
+        let state = s.clone();
+        let notice = format!(
+            "held for approval: {id} (rule {}); an approver in {} runs: \
+             portcullis approvals approve {id}",
+            decided.rule_id.as_deref().unwrap_or("default"),
+            if review.groups.is_empty() {
+                "any group".to_owned()
+            } else {
+                review.groups.join(", ")
+            },
+        );
+        Verdict::Hold(
+            Hold {
+                notice,
+                decision: Box::pin(async move {
+                    let outcome = ticket.wait(&store).await;
+                    state.lock().approvals.remove(&command_id);
+                    let (kind, verdict) = match outcome {
+                        Outcome::Approved { by } => (
+                            EventKind::ApprovalGranted {
+                                request_id: id.clone(),
+                                approver: by.join(","),
+                            },
+                            PgDecision::Forward,
+                        ),
+                        Outcome::Denied { by } => (
+                            EventKind::ApprovalDenied {
+                                request_id: id.clone(),
+                                approver: by.clone(),
+                                reason: None,
+                            },
+                            PgDecision::Deny(format!("{by} denied approval {id}")),
+                        ),
+                        Outcome::Expired => (
+                            EventKind::ApprovalExpired {
+                                request_id: id.clone(),
+                            },
+                            PgDecision::Deny(format!(
+                                "approval {id} expired before anyone decided; the \
+                                 statement was not run"
+                            )),
+                        ),
+                        Outcome::Abandoned => (
+                            EventKind::ApprovalExpired {
+                                request_id: id.clone(),
+                            },
+                            PgDecision::Deny(format!("approval {id} was abandoned")),
+                        ),
+                    };
+                    // The approval is durable before the command runs.
+                    match state.record_durably(kind).await {
+                        Ok(()) => verdict,
+                        Err(e) => PgDecision::Deny(format!(
+                            "the audit trail cannot record the approval, so the \
+                             statement was not run (fail closed): {e}"
+                        )),
+                    }
+                }),
+            },
+            plan,
+        )
+    }
+
+    /// Ticket mode: the first attempt files a request and is refused at once
+    /// with its id; an attempt while it is pending is refused with the same
+    /// id; the first attempt after approval runs (once, within the review's
+    /// timeout), with the approval's use in the trail before it runs.
+    fn ticket(
+        &self,
+        s: &Arc<SessionState>,
+        text: MaskedText,
+        plan: Plan,
+        key: Fingerprint,
+        review: &Review,
+    ) -> Verdict<Plan> {
+        let decided = plan.decided.clone();
+        let rule = decided
+            .rule_id
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let approvers = if review.groups.is_empty() {
+            "any group".to_owned()
+        } else {
+            review.groups.join(", ")
+        };
+        match self.tickets.attempt(key, Instant::now()) {
+            Attempt::Run { id } => {
+                let state = s.clone();
+                let command_id = plan.command_id;
+                Verdict::Hold(
+                    Hold {
+                        notice: format!(
+                            "approval {id} (rule {rule}) was given for this statement; it runs \
+                             now, once"
+                        ),
+                        decision: Box::pin(async move {
+                            match state
+                                .record_durably(EventKind::ApprovalGranted {
+                                    request_id: id.clone(),
+                                    approver: format!("ticket used by command {command_id}"),
+                                })
+                                .await
+                            {
+                                Ok(()) => PgDecision::Forward,
+                                Err(e) => PgDecision::Deny(format!(
+                                    "the audit trail cannot record the use of approval {id}, so \
+                                     the statement was not run (fail closed): {e}"
+                                )),
+                            }
+                        }),
+                    },
+                    plan,
+                )
+            }
+            Attempt::Waiting { id } => Verdict::Deny(format!(
+                "approval {id} for this statement is still pending (rule {rule}); retry the \
+                 same statement after approval: an approver in {approvers} runs: portcullis \
+                 approvals approve {id}"
+            )),
+            Attempt::File => {
                 let request = ApprovalRequest {
                     requester: s.principal.id.clone(),
                     session_id: s.session.to_string(),
                     connection: s.connection.clone(),
                     command: text.as_str().to_owned(),
-                    rule_id: decision.rule_id.clone().unwrap_or_default(),
-                    reason: decision.reason.clone(),
-                    groups: groups.clone(),
-                    min_approvals: usize::try_from(min_approvals).unwrap_or(usize::MAX),
-                    timeout,
+                    rule_id: rule.clone(),
+                    reason: decided.reason.clone(),
+                    groups: review.groups.clone(),
+                    min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
+                    timeout: review.timeout,
                 };
                 let ticket = match self.approvals.request(request) {
                     Ok(t) => t,
-                    Err(e) => return Verdict::Deny(format!("cannot hold for approval: {e}")),
+                    Err(e) => {
+                        return Verdict::Deny(format!("cannot file an approval request: {e}"));
+                    }
                 };
                 let id = ticket.id.clone();
-                s.lock().approvals.insert(command_id, id.clone());
+                self.tickets.filed(key, id.clone());
                 s.record(EventKind::ApprovalRequested {
                     request_id: id.clone(),
-                    command_id,
-                    approver: Some(groups.join(",")),
+                    command_id: plan.command_id,
+                    approver: Some(review.groups.join(",")),
                 });
+                // The request outlives this attempt (and this session: the
+                // agent may retry on a new connection).
                 let store = self.approvals.clone();
+                let tickets = self.tickets.clone();
                 let state = s.clone();
-                let notice = format!(
-                    "held for approval: {id} (rule {}); an approver in {} runs: \
-                     portcullis approvals approve {id}",
-                    decision.rule_id.as_deref().unwrap_or("default"),
-                    if groups.is_empty() {
-                        "any group".to_owned()
-                    } else {
-                        groups.join(", ")
-                    },
-                );
-                Verdict::Hold(Hold {
-                    notice,
-                    decision: Box::pin(async move {
-                        let outcome = ticket.wait(&store).await;
-                        state.lock().approvals.remove(&command_id);
-                        let (kind, verdict) = match outcome {
-                            Outcome::Approved { by } => (
-                                EventKind::ApprovalGranted {
-                                    request_id: id.clone(),
-                                    approver: by.join(","),
-                                },
-                                PgDecision::Forward,
-                            ),
-                            Outcome::Denied { by } => (
-                                EventKind::ApprovalDenied {
-                                    request_id: id.clone(),
-                                    approver: by.clone(),
-                                    reason: None,
-                                },
-                                PgDecision::Deny(format!("{by} denied approval {id}")),
-                            ),
-                            Outcome::Expired => (
-                                EventKind::ApprovalExpired {
-                                    request_id: id.clone(),
-                                },
-                                PgDecision::Deny(format!(
-                                    "approval {id} expired before anyone decided; the \
-                                     statement was not run"
-                                )),
-                            ),
-                            Outcome::Abandoned => (
-                                EventKind::ApprovalExpired {
-                                    request_id: id.clone(),
-                                },
-                                PgDecision::Deny(format!("approval {id} was abandoned")),
-                            ),
-                        };
-                        // The approval is durable before the command runs.
-                        match state.record_durably(kind).await {
-                            Ok(()) => verdict,
-                            Err(e) => PgDecision::Deny(format!(
-                                "the audit trail cannot record the approval, so the \
-                                 statement was not run (fail closed): {e}"
-                            )),
+                let ttl = review.timeout;
+                let request_id = id.clone();
+                tokio::spawn(async move {
+                    let id = request_id;
+                    let kind = match ticket.wait(&store).await {
+                        Outcome::Approved { by } => {
+                            tickets.approved(key, id.clone(), Instant::now() + ttl);
+                            EventKind::ApprovalGranted {
+                                request_id: id,
+                                approver: by.join(","),
+                            }
                         }
-                    }),
-                })
+                        Outcome::Denied { by } => {
+                            tickets.ended(key, &id);
+                            EventKind::ApprovalDenied {
+                                request_id: id,
+                                approver: by,
+                                reason: None,
+                            }
+                        }
+                        Outcome::Expired | Outcome::Abandoned => {
+                            tickets.ended(key, &id);
+                            EventKind::ApprovalExpired { request_id: id }
+                        }
+                    };
+                    state.record(kind);
+                });
+                Verdict::Deny(format!(
+                    "approval required: request {id} was filed (rule {rule}) and this statement \
+                     was not run; retry the same statement after approval: an approver in \
+                     {approvers} runs: portcullis approvals approve {id}"
+                ))
             }
         }
     }
@@ -731,6 +1126,8 @@ impl Gateway {
 #[async_trait]
 impl Hook for Gateway {
     type Principal = Arc<SessionState>;
+    type Plan = Plan;
+    type ColumnPlan = ColumnPlan;
 
     async fn authenticate(
         &self,
@@ -804,19 +1201,33 @@ impl Hook for Gateway {
                 target: conn_name.to_owned(),
                 scope: Some(conn.backend.database.clone()),
             },
-            audit_tx: self.spawn_writer(),
+            audit: SessionAudit::new(self.audit.clone(), self.audit_failure.clone()),
             principal,
             inner: Mutex::new(SessionInner::default()),
             killed: Mutex::new(None),
         });
+        {
+            let mut sessions = self
+                .sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let open = sessions
+                .values()
+                .filter(|s| s.principal.id == state.principal.id)
+                .count();
+            if open >= self.max_sessions_per_principal {
+                drop(sessions);
+                return Err(Rejection::NotAuthorized(failed(format!(
+                    "too many sessions: {:?} already has {open} open (the limit is {})",
+                    state.principal.id, self.max_sessions_per_principal
+                ))));
+            }
+            sessions.insert(session, state.clone());
+        }
         state.record(EventKind::SessionStarted {
             client_addr: None,
             application: startup.get("application_name").map(str::to_owned),
         });
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(session, state.clone());
         metrics::counter!("portcullis_sessions_total").increment(1);
         tracing::info!(%session, principal = %state.principal.id, connection = conn_name, "session started");
         metrics::gauge!("portcullis_sessions_active").increment(1.0);
@@ -826,7 +1237,7 @@ impl Hook for Gateway {
         })
     }
 
-    async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict {
+    async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict<Plan> {
         self.decide(cx, sql, None, Stage::Run).await
     }
 
@@ -838,98 +1249,118 @@ impl Hook for Gateway {
         cx: &Context<'_, Arc<SessionState>>,
         _statement: &str,
         sql: &str,
-    ) -> ParseVerdict {
+    ) -> ParseVerdict<Plan> {
         match self.decide(cx, sql, None, Stage::Parse).await {
-            Verdict::Forward => ParseVerdict::Forward,
+            Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
             Verdict::Deny(reason) => ParseVerdict::Deny(reason),
-            Verdict::Hold(_) => ParseVerdict::HoldEachExecution,
             Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
         }
     }
 
+    /// Every Execute: the statement's decision is reused; the session is
+    /// checked and the execution written to the trail with its parameters.
+    /// A statement no Parse announced (SQL `PREPARE`) is decided as
+    /// `EXECUTE name`.
     async fn on_execute(
         &self,
         cx: &Context<'_, Arc<SessionState>>,
-        sql: &str,
-        params: &[Option<Bytes>],
-    ) -> Verdict {
-        self.decide(cx, sql, Some(params), Stage::Run).await
+        execution: Execution<'_, Plan>,
+    ) -> Verdict<Plan> {
+        match execution.plan {
+            Some(statement) => {
+                self.execute(cx, statement, execution.sql, execution.params)
+                    .await
+            }
+            None => {
+                self.decide(cx, execution.sql, Some(execution.params), Stage::Run)
+                    .await
+            }
+        }
     }
 
     fn on_row_description(
         &self,
         cx: &Context<'_, Arc<SessionState>>,
+        plan: &Plan,
         columns: &[Column],
-    ) -> Vec<usize> {
-        // Decided once per result, not per row: which columns are masked
-        // whole whatever their values. Every column is chosen, since field
-        // rules match by name and detectors scan every value.
+    ) -> Vec<(usize, ColumnPlan)> {
+        // Decided once per result, not per row, from this statement's own
+        // plan: which columns are masked whole whatever their values. Every
+        // column is chosen, since field rules match by name and detectors
+        // scan every value.
         let s = cx.principal;
-        let mut inner = s.lock();
-        let plan = columns
+        let decided = &plan.decided;
+        columns
             .iter()
             .map(|c| {
                 // `schema.table.column` directives are matched on the column
                 // part (masking more, never less).
-                let directive = inner
+                let directive = decided
                     .directive_fields
                     .iter()
                     .any(|f| glob_match(f.rsplit('.').next().unwrap_or(f), &c.name));
+                // Masked whole unless the lineage proves it clean, or if
+                // its source column (from the RowDescription) is masked.
                 let fallback = if s.conn.masked.contains(c.table_oid, c.attribute) {
                     Some("field")
-                } else if c.table_oid == 0 && inner.derived_from_masked {
+                } else if decided.masking.columns.is_masked(c.index, columns.len()) {
                     Some("derived")
                 } else {
                     None
                 };
-                ColumnPlan {
-                    directive,
-                    fallback,
-                }
+                (
+                    c.index,
+                    ColumnPlan {
+                        directive,
+                        fallback,
+                    },
+                )
             })
-            .collect();
-        inner.plan = plan;
-        columns.iter().map(|c| c.index).collect()
+            .collect()
     }
 
     fn transform_field(
         &self,
-        cx: &Context<'_, Arc<SessionState>>,
+        _cx: &Context<'_, Arc<SessionState>>,
+        plan: &Plan,
         column: &Column,
+        column_plan: &ColumnPlan,
         value: &[u8],
     ) -> FieldValue {
-        let s = cx.principal;
         // Text types carry the same bytes in binary format, so a marker fits.
         let textual = match column.format {
             Format::Text => is_text_type(column.type_oid),
             Format::Binary => binary_is_text(column.type_oid),
         };
-        let plan = s.lock().plan.get(column.index).copied().unwrap_or_default();
         let whole = |id: &str| {
-            *s.lock().masked.entry(id.to_owned()).or_insert(0) += 1;
+            plan.count(id);
             if textual {
                 FieldValue::Replace(format!("[MASKED:{id}]").into_bytes())
             } else {
                 FieldValue::Null
             }
         };
-        if plan.directive {
+        if column_plan.directive {
             return whole("policy-field");
         }
         let masked = self.masker.mask_field(&column.name, value);
-        if !masked.is_masked() {
-            // Not masked by its output name nor its value: by its source
-            // column, or as an expression over a masked column?
-            return match plan.fallback {
-                Some(id) => whole(id),
-                None => FieldValue::Keep,
-            };
-        }
-        {
-            let mut inner = s.lock();
-            for f in masked.findings() {
-                *inner.masked.entry(f.detector().to_owned()).or_insert(0) += 1;
+        if let Some(id) = column_plan.fallback {
+            // From a masked column, or not proven clean: masked whole,
+            // unless a field rule (by the column's name, in its own style)
+            // already covers the whole value; a detector is not enough.
+            let covered = masked
+                .findings()
+                .iter()
+                .any(|f| f.detector().starts_with("field:") && f.span() == (0..value.len()));
+            if !covered {
+                return whole(id);
             }
+        }
+        if !masked.is_masked() {
+            return FieldValue::Keep;
+        }
+        for f in masked.findings() {
+            plan.count(f.detector());
         }
         if textual {
             FieldValue::Replace(masked.output().to_vec())
@@ -938,14 +1369,35 @@ impl Hook for Gateway {
         }
     }
 
-    fn transform_copy(&self, cx: &Context<'_, Arc<SessionState>>, data: &[u8]) -> Option<Vec<u8>> {
+    fn transform_copy(
+        &self,
+        _cx: &Context<'_, Arc<SessionState>>,
+        plan: &Plan,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        // Field rules per column first (by the lineage), then the detectors.
+        let by_field = {
+            let mut state = plan
+                .copy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::lineage::mask_copy(&plan.decided.masking, &mut state, data)
+        };
+        let data = match &by_field {
+            Some((out, n)) => {
+                for _ in 0..*n {
+                    plan.count("lineage");
+                }
+                out.as_slice()
+            }
+            None => data,
+        };
         let masked = self.masker.mask(data);
         if !masked.is_masked() {
-            return None;
+            return by_field.map(|(out, _)| out);
         }
-        let mut inner = cx.principal.lock();
         for f in masked.findings() {
-            *inner.masked.entry(f.detector().to_owned()).or_insert(0) += 1;
+            plan.count(f.detector());
         }
         Some(masked.output().to_vec())
     }
@@ -953,16 +1405,33 @@ impl Hook for Gateway {
     fn transform_text(
         &self,
         _cx: &Context<'_, Arc<SessionState>>,
-        _kind: TextKind,
+        plan: Option<&Plan>,
+        kind: TextKind,
         text: &str,
     ) -> Option<String> {
+        // A statement that reads masked columns may have its values quoted
+        // in its errors and notices; one without a plan is not known, so
+        // it is treated the same.
+        let (reads_masked, opaque) = match plan {
+            Some(p) => (p.decided.masking.reads_masked, p.decided.masking.opaque),
+            None => (!self.field_patterns.is_empty(), false),
+        };
+        let by_field = match kind {
+            TextKind::ErrorField(code) | TextKind::NoticeField(code) if reads_masked => {
+                crate::lineage::mask_error_field(code, text, opaque)
+            }
+            _ => None,
+        };
+        let text = by_field.as_deref().unwrap_or(text);
         let masked = self.masker.mask(text.as_bytes());
-        masked
-            .is_masked()
-            .then(|| String::from_utf8_lossy(masked.output()).into_owned())
+        if masked.is_masked() {
+            Some(String::from_utf8_lossy(masked.output()).into_owned())
+        } else {
+            by_field
+        }
     }
 
-    fn on_event(&self, event: &Event) {
+    fn on_event(&self, event: &Event, plan: Option<&Plan>) {
         let session = match event {
             Event::SessionStarted { session, .. }
             | Event::CommandReceived { session, .. }
@@ -972,6 +1441,8 @@ impl Hook for Gateway {
             | Event::HoldAbandoned { session, .. }
             | Event::CommandCompleted { session, .. }
             | Event::Error { session, .. }
+            | Event::ProtocolViolation { session, .. }
+            | Event::CommandDiscarded { session, .. }
             | Event::SessionEnded { session, .. } => *session,
             _ => return,
         };
@@ -1003,15 +1474,12 @@ impl Hook for Gateway {
                     .and_then(|n| n.parse::<u64>().ok())
                     .unwrap_or(0);
                 let rows = &(*rows).max(affected);
-                let (masked, started) = {
+                {
                     let mut inner = s.lock();
                     inner.rows = inner.rows.saturating_add(*rows);
                     inner.bytes_out = inner.bytes_out.saturating_add(*bytes);
-                    (
-                        std::mem::take(&mut inner.masked),
-                        inner.started.remove(&command.0),
-                    )
-                };
+                }
+                let masked = plan.map(Plan::take_masked).unwrap_or_default();
                 for (detector, n) in &masked {
                     metrics::counter!("portcullis_masked_values_total", "detector" => detector.clone())
                         .increment(*n);
@@ -1021,9 +1489,7 @@ impl Hook for Gateway {
                     rows: *rows,
                     bytes: *bytes,
                     masked,
-                    duration_us: started.map_or(0, |t| {
-                        u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
-                    }),
+                    duration_us: plan.map_or(0, Plan::duration_us),
                     error_code: None,
                     error_message: None,
                 });
@@ -1036,17 +1502,35 @@ impl Hook for Gateway {
             } => {
                 metrics::counter!("portcullis_backend_errors_total", "sqlstate" => code.clone())
                     .increment(1);
-                let started = s.lock().started.remove(&command.0);
+                s.record(EventKind::CommandResult {
+                    command_id: command.0,
+                    rows: 0,
+                    bytes: 0,
+                    masked: plan.map(Plan::take_masked).unwrap_or_default(),
+                    duration_us: plan.map_or(0, Plan::duration_us),
+                    error_code: Some(code.clone()),
+                    error_message: Some(MaskedText::already_masked(self.mask_text(message))),
+                });
+            }
+            Event::CommandDiscarded { command, .. } => {
                 s.record(EventKind::CommandResult {
                     command_id: command.0,
                     rows: 0,
                     bytes: 0,
                     masked: BTreeMap::new(),
-                    duration_us: started.map_or(0, |t| {
-                        u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
-                    }),
-                    error_code: Some(code.clone()),
-                    error_message: Some(MaskedText::already_masked(self.mask_text(message))),
+                    duration_us: plan.map_or(0, Plan::duration_us),
+                    error_code: None,
+                    error_message: Some(MaskedText::already_masked(
+                        "not run: the backend discarded it after an earlier error in its \
+                         pipeline"
+                            .to_owned(),
+                    )),
+                });
+            }
+            Event::ProtocolViolation { message, .. } => {
+                tracing::warn!(%session, %message, "backend protocol violation; session ended");
+                s.record(EventKind::GatewayError {
+                    message: format!("backend protocol violation, session ended: {message}"),
                 });
             }
             Event::HoldAbandoned { command, .. } => {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use portcullis_audit::{AuditSink, Commit, FanoutSink, JsonlOptions, JsonlSink, PostgresOptions};
 use portcullis_mask::{FieldRule, Masker, Rule, Style};
-use portcullis_pg::{BackendAddr, BackendTarget, BackendTls, Proxy, ProxyConfig};
-use portcullis_policy::{Policy, Resource, ResourceKind};
+use portcullis_pg::{Allowances, BackendAddr, BackendTarget, BackendTls, Proxy, ProxyConfig};
+use portcullis_policy::{Resource, ResourceKind};
 use tokio::sync::watch;
 
 use crate::admin::{AdminState, router};
@@ -24,6 +24,8 @@ pub(crate) struct Running {
     pub(crate) gateway: Arc<Gateway>,
     /// The bound PostgreSQL listeners' addresses (port 0 resolved).
     pub(crate) listeners: Vec<SocketAddr>,
+    /// The Kubernetes connections' listeners: (connection, address).
+    pub(crate) kubernetes: Vec<(String, SocketAddr)>,
     pub(crate) admin: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<Result<(), String>>,
@@ -64,8 +66,8 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let gateway = Arc::new(build_gateway(config).await?);
     // OIDC key sets from URLs: fetched before the first client, then every
     // five minutes (a failed refresh keeps the keys it had, and says so).
-    let urls = crate::jwks_urls(config);
-    for (issuer, set) in crate::fetch_jwks_urls(&urls).await? {
+    let urls = crate::trust::jwks_urls(config);
+    for (issuer, set) in crate::trust::fetch_jwks_urls(&urls).await? {
         gateway.identity.set_jwks(&issuer, set);
     }
     if !urls.is_empty() {
@@ -75,7 +77,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                match crate::fetch_jwks_urls(&urls).await {
+                match crate::trust::fetch_jwks_urls(&urls).await {
                     Ok(sets) => {
                         for (issuer, set) in sets {
                             g.identity.set_jwks(&issuer, set);
@@ -91,7 +93,8 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut listeners = Vec::new();
-    if config.listeners.is_empty() {
+    let kubernetes = crate::k8s::start(config, &gateway, &stop_rx, &mut tasks).await?;
+    if config.listeners.is_empty() && kubernetes.is_empty() {
         return Err("the configuration has no [[listener]]".to_owned());
     }
     for l in &config.listeners {
@@ -100,7 +103,13 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
             .await
             .map_err(|e| format!("listening on {addr}: {e}"))?;
         listeners.push(tcp.local_addr().map_err(|e| e.to_string())?);
-        let mut proxy_config = ProxyConfig::default();
+        let mut proxy_config = ProxyConfig {
+            max_sessions: Some(config.limits.max_sessions),
+            write_timeout: Duration::from_secs(config.limits.write_timeout_secs.max(1)),
+            ..ProxyConfig::default()
+        };
+        proxy_config.session.handshake_timeout =
+            Duration::from_secs(config.limits.handshake_timeout_secs.max(1));
         if let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) {
             proxy_config.client_tls =
                 Some(server_tls(&config.resolve(cert), &config.resolve(key))?);
@@ -108,7 +117,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
         if config
             .connections
             .iter()
-            .any(|c| c.tls != config::BackendTls::Disable)
+            .any(|c| c.tls() != config::BackendTls::Disable)
         {
             proxy_config.backend_tls = Some(client_tls()?);
         }
@@ -176,6 +185,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
     Ok(Running {
         gateway,
         listeners,
+        kubernetes,
         admin,
         stop,
         tasks,
@@ -183,7 +193,7 @@ pub(crate) async fn start(config: &Config) -> Result<Running, String> {
 }
 
 async fn build_gateway(config: &Config) -> Result<Gateway, String> {
-    let verifier = crate::build_verifier(config)?;
+    let verifier = crate::trust::build_verifier(config)?;
     let identity = IdentityStore::new(
         verifier,
         config
@@ -195,29 +205,15 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
 
     let mut connections = HashMap::new();
     for c in &config.connections {
+        if c.kind != config::ConnectionKind::Postgres {
+            continue; // served by crate::k8s
+        }
         let name = c.name.get_ref().clone();
-        let password = backend_password(config, c)?;
         let mut resource = Resource::new(name.clone(), ResourceKind::Postgres);
         for (k, v) in &c.labels {
             resource = resource.with_label(k.clone(), v.clone());
         }
-        let backend = BackendTarget {
-            addr: BackendAddr::Tcp {
-                host: c.host.clone(),
-                port: c.port,
-            },
-            database: c.database.clone(),
-            user: c.user.clone(),
-            password,
-            tls: match c.tls {
-                config::BackendTls::Disable => BackendTls::Disable,
-                config::BackendTls::Require | config::BackendTls::VerifyFull => {
-                    BackendTls::Require {
-                        server_name: c.host.clone(),
-                    }
-                }
-            },
-        };
+        let backend = backend_target(config, c)?;
         connections.insert(
             name,
             Connection {
@@ -232,11 +228,28 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         "the configuration has no [policy] file: without one every command would be refused",
     )?;
     let policy_path = config.resolve(&policy_section.file);
-    let policy_text = std::fs::read_to_string(&policy_path)
-        .map_err(|e| format!("{}: {e}", policy_path.display()))?;
-    let policy =
-        Policy::from_toml_str(&policy_text).map_err(|e| crate::policy_error(&policy_path, &e))?;
+    let field_patterns: Vec<String> = config
+        .masking
+        .field
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    // The analysis knows the masked columns (`masked_column_predicate`),
+    // read with the same matcher as the masking.
+    let matchers: Vec<portcullis_mask::FieldPattern> = field_patterns
+        .iter()
+        .map(|p| portcullis_mask::FieldPattern::new(p))
+        .collect();
+    let policy = crate::policy_file::load(&policy_path)?
+        .with_masked_column_matcher(move |name| matchers.iter().any(|m| m.matches(name)));
 
+    if !policy_section.enforce {
+        tracing::warn!(
+            policy = %policy_path.display(),
+            "observe mode ([policy] enforce = false): commands are decided and recorded but \
+             never refused or held"
+        );
+    }
     let masker = build_masker(config)?;
     let audit = build_audit(config).await?;
     Ok(Gateway::new(GatewayParts {
@@ -247,16 +260,48 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
         audit,
         approvals: Arc::new(ApprovalStore::default()),
         end_session_on_expiry: config.identity.end_session_on_expiry,
-        field_patterns: config
-            .masking
-            .field
-            .iter()
-            .map(|f| f.name.clone())
-            .collect(),
+        enforce: policy_section.enforce,
+        max_sessions_per_principal: config.limits.max_sessions_per_principal,
+        field_patterns,
     }))
 }
 
-fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {
+/// The backend a PostgreSQL connection reaches, as the sessions and the
+/// catalog reach it: address, injected credential, TLS and the backend
+/// authentication it allows.
+pub(crate) fn backend_target(
+    config: &Config,
+    c: &config::Connection,
+) -> Result<BackendTarget, String> {
+    let password = backend_password(config, c)?;
+    let mut allow = Allowances::default();
+    allow.drop_unknown_startup_params = c.startup_params == config::StartupParams::Drop;
+    for m in &c.allow_backend_auth {
+        match m {
+            config::BackendAuthMethod::Md5 => allow.backend_md5 = true,
+            config::BackendAuthMethod::Password => allow.backend_cleartext = true,
+            config::BackendAuthMethod::Trust => allow.backend_trust = true,
+        }
+    }
+    Ok(BackendTarget {
+        allow,
+        addr: BackendAddr::Tcp {
+            host: c.host.clone(),
+            port: c.port,
+        },
+        database: c.database.clone(),
+        user: c.user.clone(),
+        password,
+        tls: match c.tls() {
+            config::BackendTls::Disable => BackendTls::Disable,
+            config::BackendTls::Require | config::BackendTls::VerifyFull => BackendTls::Require {
+                server_name: c.host.clone(),
+            },
+        },
+    })
+}
+
+pub(crate) fn backend_password(config: &Config, c: &config::Connection) -> Result<String, String> {
     let name = c.name.get_ref();
     if let Some(var) = &c.password_env {
         return std::env::var(var)
@@ -289,7 +334,7 @@ fn hmac_key(config: &Config) -> Result<Option<Vec<u8>>, String> {
     Ok(None)
 }
 
-fn build_masker(config: &Config) -> Result<Masker, String> {
+pub(crate) fn build_masker(config: &Config) -> Result<Masker, String> {
     let key = hmac_key(config)?;
     let style =
         |s: Option<&toml::Spanned<String>>| -> Result<Option<Style>, String> {
@@ -336,11 +381,14 @@ async fn build_audit(config: &Config) -> Result<Arc<dyn AuditSink>, String> {
         let dir = config.resolve(&j.dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("audit: {}: {e}", dir.display()))?;
         let mut options = JsonlOptions::new(j.chain.clone()).commit(match j.durability {
+            config::Durability::Flushed => Commit::Flushed,
+            config::Durability::Durable => Commit::Durable,
             config::Durability::Fsync => Commit::PerRecord,
             config::Durability::GroupCommit => {
                 Commit::Group(Duration::from_millis(j.group_commit_ms))
             }
         });
+        options = options.sync_window(Duration::from_millis(j.sync_window_ms.max(1)));
         if let Some(bytes) = j.rotate_bytes {
             options = options.max_file_bytes(bytes);
         }
@@ -399,7 +447,7 @@ fn server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Stri
     Ok(Arc::new(config))
 }
 
-fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+pub(crate) fn client_tls() -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {

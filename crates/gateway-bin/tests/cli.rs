@@ -168,3 +168,64 @@ fn audit_tail_follow_prints_lines_as_they_are_appended() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn policy_explain_and_test_against_a_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let read_only = root.join("examples/read-only-agent.toml");
+    let read_only = read_only.to_str().unwrap();
+
+    let out = portcullis(
+        &[
+            "policy",
+            "explain",
+            read_only,
+            "SELECT set_config('a', 'b', false)",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("set_config"), "{shown}");
+    assert!(shown.contains("decision: deny"), "{shown}");
+
+    // A trail where an agent's write was allowed at the time: the read-only
+    // policy would deny it, and keeps allowing the plain read.
+    let mut trail = String::new();
+    for (seq, sql) in [
+        (1, "SELECT id FROM shop.orders WHERE id = 1"),
+        (2, "DELETE FROM shop.orders WHERE id = 1"),
+    ] {
+        trail.push_str(&format!(
+            "{{\"chain\":\"t\",\"seq\":{seq},\"event\":{{\"v\":1,\"time\":\"2026-11-30T00:00:00Z\",\"session\":\"s1\",\
+             \"principal\":{{\"id\":\"ci-bot\",\"kind\":\"agent\",\"groups\":[]}},\
+             \"resource\":{{\"protocol\":\"postgres\",\"target\":\"shop\"}},\
+             \"type\":\"command\",\"command_id\":{seq},\"text\":\"{sql}\",\"effect\":\"allow\",\"reason\":\"\"}}}}\n"
+        ));
+    }
+    std::fs::write(d.join("trail.jsonl"), trail).unwrap();
+    let out = portcullis(
+        &[
+            "policy",
+            "test",
+            read_only,
+            "--trail",
+            "trail.jsonl",
+            "--json",
+        ],
+        d,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["total"], 2, "{report}");
+    assert_eq!(report["changed"], 1, "{report}");
+    assert_eq!(report["changes"][0]["after"], "deny", "{report}");
+    assert!(
+        report["changes"][0]["sql"]
+            .as_str()
+            .unwrap()
+            .starts_with("DELETE")
+    );
+}

@@ -17,9 +17,17 @@ fn free_addr() -> String {
 #[test]
 fn the_demo_prints_a_psql_line_that_works_and_cleans_up() {
     let out_file = tempfile::NamedTempFile::new().unwrap();
-    let (listen, admin) = (free_addr(), free_addr());
+    let (listen, admin, kube_listen) = (free_addr(), free_addr(), free_addr());
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["demo", "--listen", &listen, "--admin", &admin])
+        .args([
+            "demo",
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+            "--kube-listen",
+            &kube_listen,
+        ])
         .stdout(out_file.reopen().unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -32,7 +40,7 @@ fn the_demo_prints_a_psql_line_that_works_and_cleans_up() {
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
-        if text.contains("Verify the trail") {
+        if text.contains("Verify the trail") && text.contains("kubectl create serviceaccount") {
             break text;
         }
         assert!(
@@ -72,6 +80,35 @@ fn the_demo_prints_a_psql_line_that_works_and_cleans_up() {
         .run()
         .unwrap();
     assert!(out.stderr.contains("no-drop-or-truncate"), "{}", out.stderr);
+
+    // The Kubernetes half: the printed kubeconfig works with kubectl.
+    let kubeconfig = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+        .unwrap_or_else(|| panic!("no KUBECONFIG line:\n{banner}"));
+    let home = tempfile::tempdir().unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = Command::new(portcullis_testkit::find_kubectl(33).unwrap())
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, yaml, err) = kubectl(&["get", "secret", "db-creds", "-o", "yaml"]);
+    assert!(ok, "{err}");
+    assert!(
+        yaml.contains("password: W01BU0tFRDprOHMtc2VjcmV0XQ=="),
+        "{yaml}"
+    );
+    let (ok, _, err) = kubectl(&["delete", "namespace", "prod"]);
+    assert!(!ok);
+    assert!(err.contains("k8s-no-namespace-delete"), "{err}");
 
     assert!(dir.exists());
     Command::new("kill")

@@ -134,8 +134,7 @@ name = "api_key"
 [audit.jsonl]
 dir = "audit"
 chain = "gw-test"
-durability = "group-commit"
-group_commit_ms = 2
+{durability}
 {audit_extra}
 
 [admin]
@@ -143,7 +142,12 @@ address = "127.0.0.1:{admin_port}"
 
 {tail}
 "#,
-            pg_port = pg.port()
+            pg_port = pg.port(),
+            durability = if audit_extra.contains("durability") {
+                ""
+            } else {
+                "durability = \"flushed\""
+            },
         );
         std::fs::write(d.join("portcullis.toml"), config).unwrap();
         let (ok, out, err) = portcullis(d, &["check", "--config", "portcullis.toml"]);
@@ -390,7 +394,7 @@ fn masked_select_denied_drop_and_held_delete_approved_through_the_cli() {
     // statement's text is in it.
     let out = gw.psql(
         &agent,
-        "select name from customers where api_key = 'pk_demo_9e8d7c6b5a4f3e2d1c0b9a8f' or notes like '%AKIAZ7VRSQ5TJHCM3XPL%'",
+        "select name from customers where id = 3 or notes like '%AKIAZ7VRSQ5TJHCM3XPL%'",
     );
     assert!(out.success(), "{}", out.stderr);
     std::thread::sleep(Duration::from_millis(200));
@@ -970,4 +974,422 @@ fn an_oidc_token_verified_against_a_jwks_url_connects_with_its_groups() {
     let out = gw.psql(&token(&["dev"]), "select count(*) from orders");
     assert!(!out.success());
     assert!(out.stderr.contains("dba-only-table"), "{}", out.stderr);
+}
+
+/// The `command` records of a trail: (command id, text), in order.
+fn command_records(trail: &str) -> Vec<(u64, String)> {
+    fn find(v: &serde_json::Value, out: &mut Vec<(u64, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("type").and_then(|t| t.as_str()) == Some("command")
+                    && let Some(id) = m.get("command_id").and_then(|i| i.as_u64())
+                {
+                    let text = m
+                        .get("text")
+                        .map(|t| t.as_str().map_or_else(|| t.to_string(), str::to_owned))
+                        .unwrap_or_default();
+                    out.push((id, text));
+                    return;
+                }
+                m.values().for_each(|v| find(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| find(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for line in trail.lines().filter(|l| !l.trim().is_empty()) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            find(&v, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_execute_is_recorded_and_kill_and_revocation_stop_the_next_one() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let alice = gw.token("human:alice", "dba", "15m");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect = |token: &str| {
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=shop dbname=postgres password={token}",
+            gw.port
+        );
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+        })
+    };
+    let sql = "select name from customers where id = $1";
+    let client = connect(&agent);
+    let stmt = rt.block_on(client.prepare(sql)).unwrap();
+    for id in [1i32, 2, 3] {
+        let rows = rt.block_on(client.query(&stmt, &[&id])).unwrap();
+        assert_eq!(rows.len(), 1);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // One record for the Parse, then one per Execute, each under its own
+    // command id and with its bound parameters.
+    let records: Vec<_> = command_records(&gw.trail_text())
+        .into_iter()
+        .filter(|(_, text)| text.contains(sql))
+        .collect();
+    assert_eq!(records.len(), 4, "{records:?}");
+    let mut ids: Vec<u64> = records.iter().map(|(id, _)| *id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "{records:?}");
+    assert!(!records[0].1.contains("-- parameters:"), "{records:?}");
+    assert!(
+        records[1..]
+            .iter()
+            .all(|(_, t)| t.contains("-- parameters: $1 = '")),
+        "{records:?}"
+    );
+
+    // An operator kills the session: its next Execute of the prepared
+    // statement is stopped.
+    let (ok, live, err) = portcullis(
+        gw.dir.path(),
+        &["sessions", "list", "--admin", &gw.admin, "--token", &alice],
+    );
+    assert!(ok, "{err}");
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    let id = live[0]["session"].as_str().unwrap().to_owned();
+    let (ok, out, err) = portcullis(
+        gw.dir.path(),
+        &[
+            "sessions", "kill", &id, "--admin", &gw.admin, "--token", &alice,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let err = rt.block_on(client.query(&stmt, &[&1i32])).unwrap_err();
+    let msg = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|| err.to_string());
+    assert!(msg.contains("ended by human:alice"), "{msg}");
+
+    // A revoked token: the next Execute of an allowed prepared statement.
+    let second = gw.token("agent:ci-bot", "agents", "15m");
+    let client = connect(&second);
+    let stmt = rt.block_on(client.prepare(sql)).unwrap();
+    assert_eq!(rt.block_on(client.query(&stmt, &[&2i32])).unwrap().len(), 1);
+    let (_, claims, _) = portcullis(gw.dir.path(), &["token", "inspect", &second]);
+    let claims: serde_json::Value = serde_json::from_str(&claims).unwrap();
+    let jti = claims["claims"]["jti"].as_str().unwrap().to_owned();
+    let (ok, out, err) = portcullis(gw.dir.path(), &["token", "revoke", &jti]);
+    assert!(ok, "{out}{err}");
+    let err = rt.block_on(client.query(&stmt, &[&2i32])).unwrap_err();
+    let msg = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|| err.to_string());
+    assert!(msg.contains("revoked"), "{msg}");
+}
+
+/// SIGKILL of the gateway in the middle of a pgbench run, at both durability
+/// levels: every INSERT the backend committed was forwarded, so each must
+/// have its record in the trail, and the trail verifies (a torn last line is
+/// allowed, a gap or a broken chain is not).
+#[test]
+fn sigkill_under_pgbench_loses_no_record_of_a_forwarded_command() {
+    for durability in ["flushed", "durable"] {
+        let mut gw = Gateway::start_with(
+            &format!("durability = \"{durability}\""),
+            "default = \"allow\"\n",
+        );
+        let setup = Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+            .arg(
+                "CREATE TABLE public.crash_t (v text PRIMARY KEY); \
+                 GRANT INSERT, SELECT ON public.crash_t TO portcullis_gateway;",
+            )
+            .run()
+            .unwrap();
+        assert!(setup.success(), "{}", setup.stderr);
+        let agent = gw.token("agent:crash", "agents", "15m");
+        let script = gw.dir.path().join("crash.sql");
+        std::fs::write(
+            &script,
+            "\\set id random(1, 2000000000)\n\
+             INSERT INTO public.crash_t (v) VALUES ('crash-:id') ON CONFLICT DO NOTHING;\n",
+        )
+        .unwrap();
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=shop dbname=postgres password={agent}",
+            gw.port
+        );
+        let bench = std::thread::spawn(move || {
+            Client::pgbench(&dsn)
+                .unwrap()
+                .args(["-n", "-M", "simple", "-c", "4", "-T", "60", "-f"])
+                .arg(&script)
+                .run()
+                .unwrap()
+        });
+        let count = |gw: &Gateway| -> usize {
+            let out = Client::psql(&gw.pg.dsn())
+                .unwrap()
+                .args(["-tA", "-c", "SELECT count(*) FROM public.crash_t"])
+                .run()
+                .unwrap();
+            out.stdout.trim().parse().unwrap_or(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&gw) < 300 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SIGKILL: no shutdown path runs.
+        gw.child.kill().unwrap();
+        gw.child.wait().unwrap();
+        let bench = bench.join().unwrap();
+        assert!(
+            !bench.success(),
+            "pgbench did not notice the gateway die: {}{}",
+            bench.stdout,
+            bench.stderr
+        );
+
+        let report = portcullis_audit::verify(&gw.trail());
+        assert!(report.is_intact(), "{durability}: {report}");
+        let rows = Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-tA", "-c", "SELECT v FROM public.crash_t"])
+            .run()
+            .unwrap();
+        let rows: Vec<&str> = rows.stdout.lines().filter(|l| !l.is_empty()).collect();
+        assert!(rows.len() >= 300, "{durability}: only {} rows", rows.len());
+        let trail = gw.trail_text();
+        let missing: Vec<&&str> = rows.iter().filter(|v| !trail.contains(*v)).collect();
+        assert!(
+            missing.is_empty(),
+            "{durability}: {} of {} committed INSERTs have no record, e.g. {:?}",
+            missing.len(),
+            rows.len(),
+            missing.first()
+        );
+    }
+}
+
+/// Ticket mode with real psql: the first attempt fails at once with the
+/// request id; a retry before approval is refused with the same id; after
+/// approval the same statement runs once; the next attempt files a new
+/// request. A different statement never rides on the approval.
+#[test]
+fn ticket_mode_refuses_with_an_id_then_runs_the_approved_statement_once() {
+    let policy = POLICY.replace(
+        "id = \"hold-unbounded-writes\"\ndescription = \"UPDATE or DELETE without WHERE waits for a DBA\"\neffect = \"review\"\n",
+        "id = \"hold-unbounded-writes\"\ndescription = \"UPDATE or DELETE without WHERE waits for a DBA\"\neffect = \"review\"\nmode = \"ticket\"\n",
+    );
+    assert!(policy.contains("mode = \"ticket\""));
+    let gw = Gateway::start_with("", &policy);
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let alice = gw.token("human:alice", "dba", "15m");
+    let delete = "DELETE FROM shop.orders";
+    let orders = |gw: &Gateway| {
+        Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-tA", "-c", "SELECT count(*) FROM shop.orders"])
+            .run()
+            .unwrap()
+            .stdout
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = orders(&gw);
+    assert!(before > 0);
+    let request_id = |stderr: &str| -> String {
+        let at = stderr
+            .find("apr-")
+            .unwrap_or_else(|| panic!("no request id: {stderr}"));
+        stderr[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect()
+    };
+
+    let first = gw.psql(&agent, delete);
+    assert!(!first.success());
+    assert!(first.stderr.contains("42501"), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("approval required"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first
+            .stderr
+            .contains("retry the same statement after approval"),
+        "{}",
+        first.stderr
+    );
+    let id = request_id(&first.stderr);
+    assert_eq!(orders(&gw), before);
+
+    let again = gw.psql(&agent, delete);
+    assert!(!again.success());
+    assert!(again.stderr.contains("still pending"), "{}", again.stderr);
+    assert_eq!(request_id(&again.stderr), id);
+
+    let (ok, out, err) = gw.approvals(&alice, &["approve", &id]);
+    assert!(ok, "{out}{err}");
+    // The approval is recorded by a task; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Another statement does not ride on it.
+    let other = gw.psql(&agent, "DELETE FROM shop.orders ");
+    assert!(!other.success(), "{}", other.stdout);
+    assert!(
+        other.stderr.contains("approval required"),
+        "{}",
+        other.stderr
+    );
+    assert_ne!(request_id(&other.stderr), id);
+    assert_eq!(orders(&gw), before);
+
+    let run = gw.psql(&agent, delete);
+    assert!(run.success(), "{}", run.stderr);
+    assert_eq!(orders(&gw), 0);
+
+    let third = gw.psql(&agent, delete);
+    assert!(!third.success());
+    assert!(
+        third.stderr.contains("approval required"),
+        "{}",
+        third.stderr
+    );
+    let new_id = request_id(&third.stderr);
+    assert_ne!(new_id, id);
+
+    let trail = gw.trail_text();
+    assert!(
+        trail.contains(&format!("\"request_id\":\"{id}\"")),
+        "{trail}"
+    );
+    assert!(trail.contains("ticket used by command"), "{trail}");
+    assert!(portcullis_audit::verify(&gw.trail()).is_intact());
+}
+
+/// The confirmed attack (issue 16): with standard_conforming_strings off,
+/// `SELECT '\', ' ; DELETE FROM shop.orders; --'` is a DELETE to PostgreSQL
+/// and two string literals to the policy. Neither a startup option nor a
+/// setting changed in the session lets it past the hold on unbounded DELETEs.
+#[test]
+fn standard_conforming_strings_tricks_never_smuggle_a_delete_past_the_policy() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let attack = "SELECT '\\', ' ; DELETE FROM shop.orders; --'";
+    let orders = || {
+        Client::psql(&gw.pg.dsn())
+            .unwrap()
+            .args(["-tA", "-c", "select count(*) from shop.orders"])
+            .run()
+            .unwrap()
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(orders(), "5");
+
+    // Startup options: PGOPTIONS, and options= in the connection string.
+    let via_env = Client::psql(&gw.dsn(&agent))
+        .unwrap()
+        .env("PGOPTIONS", "-c standard_conforming_strings=off")
+        .args(["-tA", "-c", attack])
+        .run()
+        .unwrap();
+    let via_dsn = Client::psql(&format!(
+        "{} options='-c standard_conforming_strings=off'",
+        gw.dsn(&agent)
+    ))
+    .unwrap()
+    .args(["-tA", "-c", attack])
+    .run()
+    .unwrap();
+    for out in [via_env, via_dsn] {
+        assert!(!out.success(), "{out:?}");
+        assert!(
+            out.stderr
+                .contains("does not forward the startup parameter \"options\""),
+            "{}",
+            out.stderr
+        );
+    }
+    // A client encoding whose multibyte characters hide a backslash.
+    let out = Client::psql(&gw.dsn(&agent))
+        .unwrap()
+        .env("PGCLIENTENCODING", "SJIS")
+        .args(["-tA", "-c", "select 1"])
+        .run()
+        .unwrap();
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("client_encoding"), "{}", out.stderr);
+    assert_eq!(orders(), "5");
+
+    // In the session: the setting changed, then the attack. The policy
+    // refuses the setters it recognises; the gateway ends the session on
+    // any it does not (tested at the protocol level in portcullis-pg's
+    // hostile suite with a hook that allows them).
+    for setter in [
+        "SET standard_conforming_strings = off",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "RESET ALL",
+    ] {
+        let out = Client::psql(&gw.dsn(&agent))
+            .unwrap()
+            .args(["-tA", "-c", setter, "-c", attack])
+            .run()
+            .unwrap();
+        assert!(!out.stdout.contains("DELETE 5"), "{setter}: {}", out.stdout);
+        assert_eq!(orders(), "5", "{setter}: {}", out.stderr);
+    }
+    // Through the gateway the text is what the policy read: two literals.
+    let out = gw.psql(&agent, attack);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout.trim(), "\\| ; DELETE FROM shop.orders; --");
+    assert_eq!(orders(), "5");
+}
+
+#[test]
+fn sessions_per_principal_are_capped_with_a_clear_error() {
+    let gw = Gateway::start_full("", POLICY, "[limits]\nmax_sessions_per_principal = 1\n");
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let dsn = gw.dsn(&agent);
+    // One session stays open (psql runs a shell command between two
+    // statements) while a second one tries to connect.
+    let first = std::thread::spawn(move || {
+        Client::psql(&dsn)
+            .unwrap()
+            .args(["-tA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin("select 1;\n\\! sleep 4\nselect 2;\n")
+            .run()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = gw.psql(&agent, "select 1");
+    assert!(!out.success(), "{out:?}");
+    assert!(out.stderr.contains("too many sessions"), "{}", out.stderr);
+    // Another principal is not affected.
+    let other = gw.token("agent:other", "agents", "15m");
+    let out = gw.psql(&other, "select 1");
+    assert!(out.success(), "{out:?}");
+    let first = first.join().unwrap();
+    assert!(first.success(), "{first:?}");
+    assert_eq!(
+        first.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    // Once the first session ended, the principal may connect again.
+    let out = gw.psql(&agent, "select 1");
+    assert!(out.success(), "{out:?}");
 }

@@ -93,7 +93,8 @@
 //! # Features
 //!
 //! None: the crate depends only on `aho-corasick`, `regex-automata`,
-//! `hmac`/`sha2` and `thiserror`.
+//! `hmac`/`sha2`, `thiserror`, and for crypto-address checksums `bs58`,
+//! `bech32` and `sha3`.
 #![deny(missing_docs)]
 
 mod catalogue;
@@ -110,6 +111,6 @@ pub use masker::{
     DEFAULT_MAX_MATCH_LEN, DetectorInfo, Finding, Masked, Masker, MaskerBuilder, StreamMasker,
     catalogue,
 };
-pub use rule::{FieldRule, Rule};
+pub use rule::{FieldPattern, FieldRule, Rule};
 pub use spec::{Category, Validator};
 pub use style::Style;

@@ -133,7 +133,7 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct FieldRule {
     pub(crate) id: String,
-    pub(crate) pattern: Vec<u8>,
+    pub(crate) pattern: FieldPattern,
     pub(crate) style: Option<Style>,
     pub(crate) category: Category,
 }
@@ -144,7 +144,7 @@ impl FieldRule {
         let pattern = pattern.into();
         FieldRule {
             id: format!("field:{pattern}"),
-            pattern: pattern.to_ascii_lowercase().into_bytes(),
+            pattern: FieldPattern::new(&pattern),
             style: None,
             category: Category::Secret,
         }
@@ -163,7 +163,39 @@ impl FieldRule {
     }
 
     pub(crate) fn matches(&self, name: &str) -> bool {
-        glob_match(&self.pattern, name.as_bytes())
+        self.pattern.matches(name)
+    }
+}
+
+/// A field-name pattern, the one matcher Portcullis uses wherever a field
+/// (column, JSON key, header) is named by a glob: ASCII case-insensitive,
+/// against the whole name; `*` matches any run of characters (dots
+/// included, so `*_token` matches `shop.users.refresh_token`), `?` any one
+/// character, everything else itself. Matching is linear in the pattern
+/// times the name at worst, never recursive, and allocates nothing.
+///
+/// # Example
+///
+/// ```
+/// use portcullis_mask::FieldPattern;
+///
+/// let p = FieldPattern::new("*.api_key");
+/// assert!(p.matches("customers.API_KEY"));
+/// assert!(p.matches("shop.customers.api_key"));
+/// assert!(!p.matches("api_key"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPattern(Vec<u8>);
+
+impl FieldPattern {
+    /// Compiles `pattern` (lowercases it; any string is a valid pattern).
+    pub fn new(pattern: &str) -> FieldPattern {
+        FieldPattern(pattern.to_ascii_lowercase().into_bytes())
+    }
+
+    /// Whether `name` matches the whole pattern.
+    pub fn matches(&self, name: &str) -> bool {
+        glob_match(&self.0, name.as_bytes())
     }
 }
 

@@ -43,6 +43,36 @@ pub enum Validator {
     /// (`********`), nor a template, variable reference or redaction
     /// (`${VAR}`, `{{ var }}`, `<your-token>`, `%VAR%`, `$VAR`, `[MASKED:…]`).
     NotPlaceholder(&'static [&'static str]),
+    /// The masked part contains none of the usual placeholder fragments
+    /// (ASCII, case-insensitive): `example`, `your_`, `your-`,
+    /// `placeholder`, `xxxx`, `****`, `changeme`, `dummy`, `sample`,
+    /// `redacted`, `insert_`, `replace_`, `_here`, `-here`, `notreal`,
+    /// `fake_`, `<`, `>`, `${`, `{{`. Guards formats whose charset a
+    /// documentation placeholder also fits (`ghp_xxxxxxxx…`,
+    /// `sk_live_your_key_here`).
+    NoPlaceholderText,
+    /// The masked part has characters of at least this many of the classes
+    /// lowercase letter, uppercase letter, digit (so a value that is one
+    /// plain word or one number, such as `kubernetes-oidc-provider`, is not
+    /// taken for a generated secret).
+    MinClasses(u8),
+    /// The masked part has between `.0` and `.1` ASCII digits (inclusive):
+    /// a phone number of a plausible length whatever its grouping.
+    DigitsBetween(u8, u8),
+    /// The masked part is a Bitcoin base58check address (P2PKH or P2SH,
+    /// mainnet or testnet): it decodes, its 4-byte double-SHA-256 checksum
+    /// holds, and the payload is a version byte (0x00, 0x05, 0x6f, 0xc4) and
+    /// a 20-byte hash.
+    Base58CheckAddress,
+    /// The masked part is a segwit address (BIP-173 bech32 for version 0,
+    /// BIP-350 bech32m for versions 1-16) with the `bc` or `tb` prefix and a
+    /// valid checksum and witness program.
+    SegwitAddress,
+    /// The masked part is an Ethereum address (`0x` and 40 hex digits):
+    /// all-lowercase and all-uppercase addresses carry no checksum and pass;
+    /// mixed-case ones must carry the EIP-55 checksum (the case of each
+    /// letter follows the Keccak-256 hash of the lowercase address).
+    Eip55Address,
 }
 
 /// One built-in detector, as plain data.

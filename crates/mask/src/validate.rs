@@ -16,6 +16,15 @@ pub(crate) fn validate(v: &Validator, whole: &[u8], masked: &[u8], before: &[u8]
         Validator::MinEntropy(floor) => shannon_entropy(masked) >= f64::from(floor),
         Validator::ContextBefore { words, window } => context_before(words, window, before),
         Validator::NotPlaceholder(list) => not_placeholder(list, masked),
+        Validator::NoPlaceholderText => no_placeholder_text(masked),
+        Validator::MinClasses(n) => char_classes(masked) >= n,
+        Validator::DigitsBetween(lo, hi) => {
+            let n = masked.iter().filter(|b| b.is_ascii_digit()).count();
+            (usize::from(lo)..=usize::from(hi)).contains(&n)
+        }
+        Validator::Base58CheckAddress => base58check_address(masked),
+        Validator::SegwitAddress => segwit_address(masked),
+        Validator::Eip55Address => eip55_address(masked),
     }
 }
 
@@ -340,6 +349,114 @@ fn not_placeholder(list: &[&str], masked: &[u8]) -> bool {
     !template
 }
 
+/// Fragments that mark a documentation placeholder rather than a value.
+const PLACEHOLDER_FRAGMENTS: &[&[u8]] = &[
+    b"example",
+    b"your_",
+    b"your-",
+    b"placeholder",
+    b"xxxx",
+    b"****",
+    b"changeme",
+    b"dummy",
+    b"sample",
+    b"redacted",
+    b"insert_",
+    b"replace_",
+    b"_here",
+    b"-here",
+    b"notreal",
+    b"fake_",
+    b"<",
+    b">",
+    b"${",
+    b"{{",
+];
+
+/// Whether `masked` contains none of [`PLACEHOLDER_FRAGMENTS`]
+/// (ASCII case-insensitive).
+fn no_placeholder_text(masked: &[u8]) -> bool {
+    !PLACEHOLDER_FRAGMENTS.iter().any(|f| {
+        f.len() <= masked.len() && masked.windows(f.len()).any(|w| w.eq_ignore_ascii_case(f))
+    })
+}
+
+/// How many of the classes lowercase, uppercase, digit occur in `s`.
+fn char_classes(s: &[u8]) -> u8 {
+    let lower = s.iter().any(u8::is_ascii_lowercase);
+    let upper = s.iter().any(u8::is_ascii_uppercase);
+    let digit = s.iter().any(u8::is_ascii_digit);
+    u8::from(lower) + u8::from(upper) + u8::from(digit)
+}
+
+/// A Bitcoin P2PKH/P2SH address (mainnet 0x00/0x05, testnet 0x6f/0xc4):
+/// base58 with a valid double-SHA-256 checksum, 21 payload bytes. Decoding
+/// is done by `bs58` (its `check` feature verifies the checksum).
+fn base58check_address(s: &[u8]) -> bool {
+    // 25 bytes encode to at most 35 base58 characters; anything longer is
+    // not an address (and bounds the decoder's allocation).
+    if s.len() < 25 || s.len() > 35 {
+        return false;
+    }
+    match bs58::decode(s).with_check(None).into_vec() {
+        Ok(payload) => {
+            payload.len() == 21
+                && payload
+                    .first()
+                    .is_some_and(|v| matches!(v, 0x00 | 0x05 | 0x6f | 0xc4))
+        }
+        Err(_) => false,
+    }
+}
+
+/// A segwit address with the `bc` (mainnet) or `tb` (testnet) prefix whose
+/// bech32/bech32m checksum, witness version and program length are valid
+/// (BIP-173, BIP-350), as checked by the `bech32` crate.
+fn segwit_address(s: &[u8]) -> bool {
+    // BIP-173 caps an address at 90 characters.
+    if s.len() > 90 {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(s) else {
+        return false;
+    };
+    match bech32::segwit::decode(text) {
+        Ok((hrp, _, _)) => hrp == bech32::hrp::BC || hrp == bech32::hrp::TB,
+        Err(_) => false,
+    }
+}
+
+/// An Ethereum address `0x` + 40 hex digits; mixed case must carry the
+/// EIP-55 checksum: letter `i` is uppercase exactly when nibble `i` of
+/// Keccak-256(lowercase hex address) is 8 or more.
+fn eip55_address(s: &[u8]) -> bool {
+    use sha3::{Digest, Keccak256};
+    let Some(hex) = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X")) else {
+        return false;
+    };
+    if hex.len() != 40 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return false;
+    }
+    let has_lower = hex.iter().any(u8::is_ascii_lowercase);
+    let has_upper = hex.iter().any(u8::is_ascii_uppercase);
+    if !(has_lower && has_upper) {
+        // One repeated digit (0x000…0, the zero address) is not a wallet.
+        return hex.first().is_some_and(|f| !hex.iter().all(|b| b == f));
+    }
+    let lower = hex.to_ascii_lowercase();
+    let hash = Keccak256::digest(&lower);
+    hex.iter().enumerate().all(|(i, &c)| {
+        if !c.is_ascii_alphabetic() {
+            return true;
+        }
+        let Some(byte) = hash.get(i / 2) else {
+            return false;
+        };
+        let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+        (nibble >= 8) == c.is_ascii_uppercase()
+    })
+}
+
 #[cfg(test)]
 mod catalogue_validator_tests {
     use super::*;
@@ -473,6 +590,90 @@ mod catalogue_validator_tests {
         }
     }
 
+    #[test]
+    fn base58check_addresses() {
+        // Generated test vectors: random hash160s with version 0x00, 0x05, 0x6f.
+        assert!(base58check_address(b"18jb8L9M1Nqte1qk7NWouiJzSW1SUQcnmE"));
+        assert!(base58check_address(b"3CeK1Ngrs6Ke1fMHs4encg5Qiwxzb2o5hf"));
+        assert!(base58check_address(b"moi5gSRY5efjnB2NhfppAfg9PsvntPDzdz"));
+        // Last character changed: checksum fails.
+        assert!(!base58check_address(b"18jb8L9M1Nqte1qk7NWouiJzSW1SUQcnmF"));
+        // Not base58 (0, O, I, l), too short, too long.
+        assert!(!base58check_address(b"10jb8L9M1Nqte1qk7NWouiJzSW1SUQcnmE"));
+        assert!(!base58check_address(b"18jb8L9M1Nq"));
+        assert!(!base58check_address(&[b'1'; 36]));
+    }
+
+    #[test]
+    fn segwit_addresses() {
+        // BIP-173 / BIP-350 test vectors.
+        assert!(segwit_address(
+            b"BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4"
+        ));
+        assert!(segwit_address(
+            b"bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0"
+        ));
+        assert!(segwit_address(
+            b"tb1q5k0f2cfq5enm2gdz6umjvf09pt30r37d5nkd42"
+        ));
+        // v0 with a bech32m checksum, v1 with a bech32 checksum (BIP-350).
+        assert!(!segwit_address(
+            b"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kemeawh"
+        ));
+        assert!(!segwit_address(
+            b"bc1py3escxx7z4lgmn76a9uue3d8l96zkyl4tramumhxse7ldl79nnps5p28uz"
+        ));
+        // Mixed case, other network prefix.
+        assert!(!segwit_address(
+            b"bc1qW508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+        ));
+        assert!(!segwit_address(
+            b"ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9"
+        ));
+    }
+
+    #[test]
+    fn eip55_addresses() {
+        // EIP-55's own examples.
+        assert!(eip55_address(b"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"));
+        assert!(eip55_address(b"0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"));
+        // Unchecksummed (one case) passes; the zero address does not.
+        assert!(eip55_address(b"0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"));
+        assert!(!eip55_address(
+            b"0x0000000000000000000000000000000000000000"
+        ));
+        // One letter's case flipped.
+        assert!(!eip55_address(
+            b"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"
+        ));
+        assert!(!eip55_address(b"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe"));
+    }
+
+    #[test]
+    fn placeholder_text_and_classes() {
+        for bad in [
+            &b"ghp_xxxxxxxxxxxxxxxxxxxxxxxx"[..],
+            b"sk_live_your_key_here",
+            b"AKIAEXAMPLE",
+            b"<token>",
+        ] {
+            assert!(
+                !no_placeholder_text(bad),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(no_placeholder_text(
+            b"ghp_9fK2mQ7zL4xW8vR1tN5pB3cY6hJ0dS2aE4gU"
+        ));
+        assert_eq!(char_classes(b"kubernetes-oidc-provider"), 1);
+        assert_eq!(char_classes(b"a1b2"), 2);
+        assert_eq!(char_classes(b"aB3"), 3);
+        let v = Validator::DigitsBetween(9, 13);
+        assert!(validate(&v, b"", b"020 7946 0958", b""));
+        assert!(!validate(&v, b"", b"0123 45", b""));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -487,6 +688,12 @@ mod catalogue_validator_tests {
                 Validator::MinEntropy(3.0),
                 Validator::ContextBefore { words: &["ssn"], window: 8 },
                 Validator::NotPlaceholder(PLACEHOLDERS),
+                Validator::NoPlaceholderText,
+                Validator::MinClasses(2),
+                Validator::DigitsBetween(9, 15),
+                Validator::Base58CheckAddress,
+                Validator::SegwitAddress,
+                Validator::Eip55Address,
             ] {
                 let _ = validate(&v, &s, &s, &s);
             }

@@ -54,9 +54,31 @@ pub enum StatementKind {
     Prepare,
     /// `EXECUTE` of a prepared statement (what it runs is not visible here).
     Execute,
-    /// `VACUUM`, `ANALYZE`, `CLUSTER`, `REINDEX`, `CHECKPOINT`, `REFRESH MATERIALIZED VIEW`.
+    /// `VACUUM`, `ANALYZE`, `CLUSTER`, `REINDEX`, `REFRESH MATERIALIZED VIEW`.
     Maintenance,
-    /// Anything else (`SHOW`, `LISTEN`, `DECLARE`, `LOCK`, …).
+    /// `SHOW` of a run-time parameter.
+    Show,
+    /// `LOCK` of tables (the tables are in `writes`: other sessions are blocked).
+    Lock,
+    /// `NOTIFY` (a message to every session listening on the channel).
+    Notify,
+    /// `LISTEN` and `UNLISTEN`.
+    Listen,
+    /// Cursors: `DECLARE`, `FETCH`, `MOVE`, `CLOSE` (a `DECLARE`'s query is
+    /// walked as a nested statement).
+    Cursor,
+    /// Two-phase commit: `PREPARE TRANSACTION`, `COMMIT PREPARED`, `ROLLBACK PREPARED`.
+    TwoPhase,
+    /// `CHECKPOINT` (a server-wide flush of dirty buffers).
+    Checkpoint,
+    /// `DISCARD` of session state (`ALL`, `PLANS`, `SEQUENCES`, `TEMP`).
+    Discard,
+    /// `LOAD` of a shared library into the server process.
+    Load,
+    /// `DEALLOCATE` of a prepared statement.
+    Deallocate,
+    /// A statement the analysis does not know. Never harmless: it carries
+    /// [`Risk::OpaqueCode`] and is never `read_only`.
     Other,
 }
 
@@ -87,9 +109,57 @@ impl StatementKind {
             Self::Prepare => "prepare",
             Self::Execute => "execute",
             Self::Maintenance => "maintenance",
+            Self::Show => "show",
+            Self::Lock => "lock",
+            Self::Notify => "notify",
+            Self::Listen => "listen",
+            Self::Cursor => "cursor",
+            Self::TwoPhase => "two_phase",
+            Self::Checkpoint => "checkpoint",
+            Self::Discard => "discard",
+            Self::Load => "load",
+            Self::Deallocate => "deallocate",
             Self::Other => "other",
         }
     }
+
+    /// Every kind, for validating policy files.
+    pub(crate) const ALL: [StatementKind; 34] = [
+        Self::Select,
+        Self::Insert,
+        Self::Update,
+        Self::Delete,
+        Self::Merge,
+        Self::Truncate,
+        Self::Copy,
+        Self::Create,
+        Self::Alter,
+        Self::Drop,
+        Self::Grant,
+        Self::Revoke,
+        Self::RoleChange,
+        Self::Set,
+        Self::Reset,
+        Self::Transaction,
+        Self::Call,
+        Self::Do,
+        Self::FunctionDefinition,
+        Self::Explain,
+        Self::Prepare,
+        Self::Execute,
+        Self::Maintenance,
+        Self::Show,
+        Self::Lock,
+        Self::Notify,
+        Self::Listen,
+        Self::Cursor,
+        Self::TwoPhase,
+        Self::Checkpoint,
+        Self::Discard,
+        Self::Load,
+        Self::Deallocate,
+        Self::Other,
+    ];
 }
 
 /// A risk fact found in a SQL statement.
@@ -116,6 +186,12 @@ pub enum Risk {
     /// and procedure bodies, `EXECUTE`, extensions, and unparsed statements of
     /// unknown kind.
     OpaqueCode,
+    /// A column a field rule masks (see
+    /// [`SqlOptions::masked_columns`](crate::SqlOptions::masked_columns)) is
+    /// used in `WHERE`, `JOIN … ON`/`USING`, `GROUP BY`, `ORDER BY`, a
+    /// window or `HAVING`: which rows come back says something about its
+    /// values, so its value can be inferred without being shown.
+    MaskedColumnPredicate,
 }
 
 impl Risk {
@@ -129,11 +205,12 @@ impl Risk {
             Self::ChangesRoleOrPrivilege => "changes_role_or_privilege",
             Self::SetsUnsafeParameter => "sets_unsafe_parameter",
             Self::OpaqueCode => "opaque_code",
+            Self::MaskedColumnPredicate => "masked_column_predicate",
         }
     }
 
     /// Every risk, for validating policy files.
-    pub(crate) const ALL: [Risk; 7] = [
+    pub(crate) const ALL: [Risk; 8] = [
         Self::NoWhere,
         Self::CopyProgram,
         Self::CopyFile,
@@ -141,6 +218,7 @@ impl Risk {
         Self::ChangesRoleOrPrivilege,
         Self::SetsUnsafeParameter,
         Self::OpaqueCode,
+        Self::MaskedColumnPredicate,
     ];
 }
 
@@ -216,6 +294,10 @@ pub struct StatementFacts {
     pub risks: Vec<Risk>,
     /// Run-time parameters set or reset, folded, sorted.
     pub parameters: Vec<String>,
+    /// True only when the statement provably changes nothing: no data, schema,
+    /// privileges, server files, server-wide state or other session (see
+    /// the crate documentation for the exact rule). False whenever in doubt.
+    pub read_only: bool,
 }
 
 impl StatementFacts {

@@ -38,7 +38,6 @@
 //!     when.sql.reads = { all = ["public.*"] }
 //!     [rule.mask]
 //!     fields = [{ field = "public.users.email", action = "redact" }]
-//!     detectors = ["credit_card"]
 //!
 //!     [[rule]]
 //!     id = "no-server-files"
@@ -105,7 +104,9 @@
 //!   recursion limit, or longer than the analysis bounds) keep the kind a
 //!   keyword-level classifier gives them and every risk it sees; rules still
 //!   apply, but the decision is at least as strict as `on_unparsed` (`review`
-//!   by default, or `deny`). A Kubernetes request whose path is ambiguous
+//!   by default, or `deny`). With `on_unparsed = "rules"` the rules decide on
+//!   the reader's facts, and a statement it cannot classify (kind `other`)
+//!   is denied. A Kubernetes request whose path is ambiguous
 //!   (`..`, `//`, bad escapes) or whose body is not JSON is unparsed too.
 //! - **Masking**: the decision carries the union of the `mask` tables of every
 //!   rule that matched any statement.
@@ -132,8 +133,9 @@
 //! | `sql.reads`, `sql.writes`, `sql.objects` | schema-qualified, folded object names (`public.users`) |
 //! | `sql.functions` | folded function names as written (`pg_catalog.pg_read_file`) |
 //! | `sql.columns`, `sql.predicate_columns`, `sql.computed_columns` | `schema.table.column` (`?.column` when the table is unknown); all, those used in `WHERE`/`JOIN`/`ORDER BY`/`GROUP BY`/`HAVING`, those inside an expression or aggregate |
-//! | `sql.risk` | [`Risk`] names: `no_where`, `copy_program`, `copy_file`, `dangerous_function`, `changes_role_or_privilege`, `sets_unsafe_parameter`, `opaque_code` |
+//! | `sql.risk` | [`Risk`] names: `no_where`, `copy_program`, `copy_file`, `dangerous_function`, `changes_role_or_privilege`, `sets_unsafe_parameter`, `opaque_code`, `masked_column_predicate` |
 //! | `sql.parameters` | run-time parameters set or reset |
+//! | `sql.read_only` | `true` or `false`: true only when the statement provably changes nothing ([`StatementFacts::read_only`]) |
 //! | `sql.unparsed`, `k8s.unparsed` | `true` or `false` |
 //! | `k8s.verb` | [`K8sVerb`] names (`exec`, `attach`, `portforward` whether by GET or POST; `deletecollection`) |
 //! | `k8s.group`, `k8s.resource`, `k8s.subresource`, `k8s.namespace`, `k8s.name` | from the path (`""` is the core group) |
@@ -145,7 +147,15 @@
 //! `dangerous_functions` (replaces [`DEFAULT_DANGEROUS_FUNCTIONS`]),
 //! `extra_dangerous_functions`, `unsafe_parameters` (replaces
 //! [`DEFAULT_UNSAFE_PARAMETERS`]), `extra_unsafe_parameters`,
-//! `default_schema` (`public`) and `max_command_bytes`.
+//! `extra_read_only_functions`, `default_schema` (`public`),
+//! `max_command_bytes` and `decision_cache_entries` (4096; decisions on SQL
+//! strings up to 16 KiB are cached per loaded policy, keyed by the text, the
+//! principal and the resource, so a repeated statement skips the parse).
+//!
+//! [`Policy::explain`] says which rules matched each statement, and
+//! [`replay`] runs recorded statements against a candidate policy and counts
+//! what would change. Every kind, fact and risk is listed, with examples, in
+//! `docs/policy.md`.
 //!
 //! # SQL analysis
 //!
@@ -170,7 +180,9 @@
 //! `serde_json`, `toml` and `globset`.
 #![deny(missing_docs)]
 
+mod cache;
 mod error;
+mod explain;
 mod facts;
 mod k8s;
 mod model;
@@ -179,6 +191,9 @@ mod request;
 mod sql;
 
 pub use error::PolicyError;
+pub use explain::{
+    Explanation, ReplayChange, ReplayEntry, ReplayReport, RuleMatch, StatementExplanation, replay,
+};
 pub use facts::{
     ColumnAccess, ColumnUse, CommandFacts, K8sFacts, K8sRisk, K8sVerb, Risk, StatementFacts,
     StatementKind,
@@ -186,6 +201,7 @@ pub use facts::{
 pub use k8s::analyze_k8s;
 pub use policy::{Decision, Effect, FieldRule, MaskDirectives, Policy, ReviewMode};
 pub use request::{Command, K8sRequest, Principal, PrincipalKind, Request, Resource, ResourceKind};
+pub use sql::lineage::{CopyFormat, Lineage, LineageSchema, StatementLineage, lineage};
 pub use sql::{
     DEFAULT_DANGEROUS_FUNCTIONS, DEFAULT_UNSAFE_PARAMETERS, SqlOptions, analyze, analyze_with,
 };

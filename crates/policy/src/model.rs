@@ -21,6 +21,9 @@ pub(crate) struct PolicyDoc {
     pub(crate) extra_unsafe_parameters: Vec<String>,
     pub(crate) default_schema: Option<String>,
     pub(crate) max_command_bytes: Option<usize>,
+    #[serde(default)]
+    pub(crate) extra_read_only_functions: Vec<String>,
+    pub(crate) decision_cache_entries: Option<usize>,
     #[serde(default, rename = "rule")]
     pub(crate) rules: Vec<Spanned<RuleSpec>>,
 }
@@ -99,6 +102,7 @@ pub(crate) struct SqlWhen {
     pub(crate) risk: Pat,
     pub(crate) parameters: Pat,
     pub(crate) unparsed: Option<bool>,
+    pub(crate) read_only: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,15 +125,15 @@ pub(crate) struct K8sWhen {
 pub(crate) struct MaskSpec {
     #[serde(default)]
     pub(crate) fields: Vec<FieldSpec>,
-    #[serde(default)]
-    pub(crate) detectors: Vec<String>,
+    /// Accepted only to reject it with its location (see `Compiler::rule`).
+    pub(crate) detectors: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FieldSpec {
     pub(crate) field: String,
-    pub(crate) action: String,
+    pub(crate) action: Option<Spanned<String>>,
 }
 
 /// A condition's patterns: `"x"`, `["x", "y"]`, or `{ any = [...], all = [...], none = [...] }`.

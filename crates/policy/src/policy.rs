@@ -9,8 +9,12 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use toml::Spanned;
 
+use crate::cache::DecisionCache;
 use crate::error::PolicyError;
-use crate::facts::{ColumnUse, CommandFacts, K8sFacts, K8sRisk, Risk, StatementFacts};
+use crate::explain::{Explanation, RuleMatch, StatementExplanation};
+use crate::facts::{
+    ColumnUse, CommandFacts, K8sFacts, K8sRisk, Risk, StatementFacts, StatementKind,
+};
 use crate::k8s::{DEFAULT_MAX_BODY, analyze_k8s_limited};
 use crate::model::{DurationSpec, Patterns, PolicyDoc, ReviewSpec, RuleSpec};
 use crate::request::{Command, Principal, Request, Resource};
@@ -23,7 +27,9 @@ pub enum ReviewMode {
     /// The client's command waits until it is approved, denied or times out.
     Hold,
     /// The command is refused now with a ticket id; once approved, the client
-    /// runs it again.
+    /// runs it again. This crate only reports the mode: carrying it out is the
+    /// enforcer's job (the `portcullis` gateway runs an approved statement
+    /// once, for the same principal, text and bound values).
     Ticket,
 }
 
@@ -114,8 +120,9 @@ impl Serialize for Effect {
 }
 
 /// A field rule carried to the masker: which field (a column glob such as
-/// `public.users.email` or a JSON path) and what to do with it (`redact`,
-/// `hash`, `last4`, … — interpreted by the gateway, not here).
+/// `public.users.email`) and what to do with it. The one action is
+/// `redact`: the whole value is replaced (the gateway writes a marker naming
+/// the rule); any other action is rejected when the policy loads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FieldRule {
     /// The field.
@@ -130,14 +137,12 @@ pub struct FieldRule {
 pub struct MaskDirectives {
     /// Field rules, sorted, without duplicates.
     pub fields: Vec<FieldRule>,
-    /// Detector ids to enable, sorted, without duplicates.
-    pub detectors: Vec<String>,
 }
 
 impl MaskDirectives {
     /// True when there is nothing to mask beyond the gateway's defaults.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty() && self.detectors.is_empty()
+        self.fields.is_empty()
     }
 
     fn merge(&mut self, other: &MaskDirectives) {
@@ -147,11 +152,6 @@ impl MaskDirectives {
         for f in &other.fields {
             if let Err(i) = self.fields.binary_search(f) {
                 self.fields.insert(i, f.clone());
-            }
-        }
-        for d in &other.detectors {
-            if let Err(i) = self.detectors.binary_search(d) {
-                self.detectors.insert(i, d.clone());
             }
         }
     }
@@ -174,7 +174,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn refused(reason: String, facts: CommandFacts) -> Self {
+    pub(crate) fn refused(reason: String, facts: CommandFacts) -> Self {
         Self {
             effect: Effect::Deny,
             rule_id: None,
@@ -242,6 +242,7 @@ struct SqlCond {
     risk: Option<Cond>,
     parameters: Option<Cond>,
     unparsed: Option<bool>,
+    read_only: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -371,6 +372,7 @@ impl When {
                 let Some(s) = &self.sql else { return true };
                 let f = v.f;
                 s.unparsed.is_none_or(|u| u == f.unparsed)
+                    && s.read_only.is_none_or(|r| r == f.read_only)
                     && ok_cond(&s.kind, |c| c.matches(&v.kinds))
                     && ok_cond(&s.reads, |c| c.matches(&f.reads))
                     && ok_cond(&s.writes, |c| c.matches(&f.writes))
@@ -413,9 +415,11 @@ impl When {
 pub struct Policy {
     rules: Vec<Rule>,
     default: Effect,
-    on_unparsed: Effect,
+    /// `None`: `on_unparsed = "rules"`.
+    on_unparsed: Option<Effect>,
     analyzer: Analyzer,
     max_command_bytes: usize,
+    cache: DecisionCache,
 }
 
 /// The vocabulary of a condition whose values are names, not free text.
@@ -451,6 +455,16 @@ const STATEMENT_KINDS: &[&str] = &[
     "prepare",
     "execute",
     "maintenance",
+    "show",
+    "lock",
+    "notify",
+    "listen",
+    "cursor",
+    "two_phase",
+    "checkpoint",
+    "discard",
+    "load",
+    "deallocate",
     "other",
 ];
 const SQL_RISKS: &[&str] = &[
@@ -461,6 +475,7 @@ const SQL_RISKS: &[&str] = &[
     "changes_role_or_privilege",
     "sets_unsafe_parameter",
     "opaque_code",
+    "masked_column_predicate",
 ];
 const K8S_VERBS: &[&str] = &[
     "get",
@@ -756,6 +771,7 @@ impl Compiler<'_> {
                 risk: self.cond(&s.risk, false, Vocab::Names(SQL_RISKS), "sql.risk")?,
                 parameters: self.cond(&s.parameters, true, free, "sql.parameters")?,
                 unparsed: s.unparsed,
+                read_only: s.read_only,
             });
         }
         if let Some(k) = &w.k8s {
@@ -781,18 +797,38 @@ impl Compiler<'_> {
         }
         let mut mask = MaskDirectives::default();
         if let Some(m) = &r.mask {
-            let fields = MaskDirectives {
-                fields: m
-                    .fields
-                    .iter()
-                    .map(|f| FieldRule {
-                        field: f.field.clone(),
-                        action: f.action.clone(),
-                    })
-                    .collect(),
-                detectors: m.detectors.clone(),
-            };
-            mask.merge(&fields);
+            if let Some(d) = &m.detectors {
+                return self.err(
+                    Some(d.span()),
+                    format!(
+                        "rule {id}: mask.detectors is not supported: the gateway runs every \
+                         detector of its catalogue on every response (choose them in its \
+                         [masking] configuration)"
+                    ),
+                );
+            }
+            let mut fields = Vec::with_capacity(m.fields.len());
+            for f in &m.fields {
+                let action = match &f.action {
+                    None => "redact".to_owned(),
+                    Some(a) if a.get_ref() == "redact" => a.get_ref().clone(),
+                    Some(a) => {
+                        return self.err(
+                            Some(a.span()),
+                            format!(
+                                "rule {id}: unknown mask action {:?} (the one action is \
+                                 \"redact\": the whole value is replaced)",
+                                a.get_ref()
+                            ),
+                        );
+                    }
+                };
+                fields.push(FieldRule {
+                    field: f.field.clone(),
+                    action,
+                });
+            }
+            mask.merge(&MaskDirectives { fields });
         }
         Ok(Rule {
             id,
@@ -855,8 +891,9 @@ impl Policy {
             None => Effect::Deny,
         };
         let on_unparsed = match &doc.on_unparsed {
-            Some(d) => c.effect_name(d, &review, false, "on_unparsed")?,
-            None => review.clone(),
+            Some(d) if d.get_ref() == "rules" => None,
+            Some(d) => Some(c.effect_name(d, &review, false, "on_unparsed")?),
+            None => Some(review.clone()),
         };
         let mut rules = Vec::with_capacity(doc.rules.len());
         let mut ids = BTreeSet::new();
@@ -886,6 +923,7 @@ impl Policy {
         if let Some(s) = &doc.default_schema {
             options.default_schema = s.clone();
         }
+        options.extra_read_only_functions = doc.extra_read_only_functions.clone();
         let analyzer = Analyzer::new(options).map_err(|m| PolicyError::at(src, None, m))?;
         Ok(Self {
             rules,
@@ -893,6 +931,10 @@ impl Policy {
             on_unparsed,
             analyzer,
             max_command_bytes: doc.max_command_bytes.unwrap_or(1 << 20),
+            cache: DecisionCache::new(
+                doc.decision_cache_entries
+                    .unwrap_or(DecisionCache::DEFAULT_ENTRIES),
+            ),
         })
     }
 
@@ -929,6 +971,139 @@ impl Policy {
                 CommandFacts::None,
             ),
         }
+    }
+
+    /// Decides on a request like [`Policy::evaluate`] (without the decision
+    /// cache) and says how: per SQL statement, its facts, every rule that
+    /// matched and the statement's own decision. What
+    /// `portcullis policy explain` prints (its `Display`).
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{Policy, Principal, PrincipalKind, Request, Resource, ResourceKind};
+    /// let policy = Policy::from_toml_str(r#"
+    ///     [[rule]]
+    ///     id = "read-only"
+    ///     effect = "allow"
+    ///     when.sql.read_only = true
+    /// "#)?;
+    /// let who = Principal::new("agent-7", PrincipalKind::Agent);
+    /// let db = Resource::new("orders", ResourceKind::Postgres);
+    /// let e = policy.explain(&Request::sql(&who, &db, "SELECT 1; SELECT * FROM t FOR UPDATE"));
+    /// assert!(e.decision.effect.is_deny());
+    /// assert_eq!(e.statements[0].matched[0].id, "read-only");
+    /// assert!(e.statements[1].matched.is_empty());
+    /// assert!(e.to_string().contains("statement 2: select\n  read_only: false"));
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    pub fn explain(&self, req: &Request<'_>) -> Explanation {
+        match catch_unwind(AssertUnwindSafe(|| self.explain_inner(req))) {
+            Ok(e) => e,
+            Err(_) => Explanation {
+                decision: Decision::refused(
+                    "internal error while evaluating the policy; denied".into(),
+                    CommandFacts::None,
+                ),
+                statements: Vec::new(),
+            },
+        }
+    }
+
+    fn explain_inner(&self, req: &Request<'_>) -> Explanation {
+        let Command::Sql(sql) = &req.command else {
+            return Explanation {
+                decision: self.evaluate_inner(req),
+                statements: Vec::new(),
+            };
+        };
+        if sql.len() > self.max_command_bytes {
+            return Explanation {
+                decision: self.evaluate_inner(req),
+                statements: Vec::new(),
+            };
+        }
+        let facts = CommandFacts::Sql {
+            statements: self.analyzer.analyze(sql),
+        };
+        let mut statements = Vec::new();
+        for st in crate::explain::sql_statements(&facts) {
+            let view = SqlView::new(st);
+            let mut matched = Vec::new();
+            let mut mask = MaskDirectives::default();
+            let (effect, rule_id, reason) = self.decide(
+                req.principal,
+                req.resource,
+                &View::Sql(&view),
+                Unparsed::of_sql(st),
+                &mut mask,
+                &mut |r: &Rule| {
+                    matched.push(RuleMatch {
+                        id: r.id.clone(),
+                        effect: r.effect.as_str(),
+                    })
+                },
+            );
+            statements.push(StatementExplanation {
+                facts: st.clone(),
+                matched,
+                effect: effect.as_str(),
+                rule_id,
+                reason,
+            });
+        }
+        Explanation {
+            decision: self.decide_facts(req.principal, req.resource, facts),
+            statements,
+        }
+    }
+
+    /// Tells the analysis which columns field rules mask (globs on
+    /// `column`, `table.column`, `schema.table.column`), so that a statement
+    /// using one in a predicate carries `masked_column_predicate`.
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{Policy, Risk};
+    /// let policy = Policy::from_toml_str("default = \"allow\"")?
+    ///     .with_masked_columns(vec!["api_key".into()])?;
+    /// let facts = policy.analyze_sql("SELECT id FROM customers WHERE api_key LIKE 'pk_1%'");
+    /// assert!(facts[0].has_risk(Risk::MaskedColumnPredicate));
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    pub fn with_masked_columns(mut self, patterns: Vec<String>) -> Result<Self, PolicyError> {
+        let mut options = self.analyzer.options().clone();
+        options.masked_columns = patterns;
+        self.analyzer = Analyzer::new(options).map_err(|m| PolicyError::at("", None, m))?;
+        self.cache = DecisionCache::new(self.cache.capacity());
+        Ok(self)
+    }
+
+    /// Like [`Policy::with_masked_columns`], with the embedder's own matcher:
+    /// `is_masked` is asked for `column`, `table.column` and
+    /// `schema.table.column` of each column used in a predicate. The gateway
+    /// passes the matcher its masking uses (`portcullis_mask::FieldPattern`),
+    /// so the fact and the masking read field patterns the same way.
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{Policy, Risk};
+    /// let policy = Policy::from_toml_str("default = \"allow\"")?
+    ///     .with_masked_column_matcher(|name| name.ends_with("api_key"));
+    /// let facts = policy.analyze_sql("SELECT id FROM customers ORDER BY api_key");
+    /// assert!(facts[0].has_risk(Risk::MaskedColumnPredicate));
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    pub fn with_masked_column_matcher(
+        mut self,
+        is_masked: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.analyzer = self
+            .analyzer
+            .with_masked_matcher(crate::sql::MaskedColumnMatcher(std::sync::Arc::new(
+                is_masked,
+            )));
+        self.cache = DecisionCache::new(self.cache.capacity());
+        self
     }
 
     /// Analyses SQL with this policy's analysis settings (dangerous
@@ -988,9 +1163,14 @@ impl Policy {
                         CommandFacts::None,
                     );
                 }
-                CommandFacts::Sql {
-                    statements: self.analyzer.analyze(sql),
-                }
+                return self
+                    .cache
+                    .get_or_insert(sql, req.principal, req.resource, || {
+                        let facts = CommandFacts::Sql {
+                            statements: self.analyzer.analyze(sql),
+                        };
+                        self.decide_facts(req.principal, req.resource, facts)
+                    });
             }
             Command::Kubernetes(k) => CommandFacts::Kubernetes(analyze_k8s_limited(
                 k,
@@ -1017,9 +1197,9 @@ impl Policy {
                         principal,
                         resource,
                         &View::Sql(&view),
-                        st.unparsed,
-                        st.parse_error.as_deref(),
+                        Unparsed::of_sql(st),
                         &mut mask,
+                        &mut |_| {},
                     );
                     if many {
                         reason = format!("statement {}: {reason}", i + 1);
@@ -1046,9 +1226,13 @@ impl Policy {
                 principal,
                 resource,
                 &View::K8s(k),
-                k.unparsed,
-                k.parse_error.as_deref(),
+                Unparsed {
+                    unparsed: k.unparsed,
+                    classified: false,
+                    error: k.parse_error.as_deref(),
+                },
                 &mut mask,
+                &mut |_| {},
             ),
             CommandFacts::None => (
                 Effect::Deny,
@@ -1070,13 +1254,14 @@ impl Policy {
         principal: &Principal,
         resource: &Resource,
         view: &View<'_>,
-        unparsed: bool,
-        parse_error: Option<&str>,
+        unparsed: Unparsed<'_>,
         mask: &mut MaskDirectives,
+        matched: &mut dyn FnMut(&Rule),
     ) -> (Effect, Option<String>, String) {
         let mut chosen: Option<&Rule> = None;
         for r in &self.rules {
             if r.when.matches(principal, resource, view) {
+                matched(r);
                 mask.merge(&r.mask);
                 if chosen.is_none_or(|c| r.effect.rank() > c.effect.rank()) {
                     chosen = Some(r);
@@ -1094,22 +1279,53 @@ impl Policy {
                 ),
             ),
         };
-        if unparsed && self.on_unparsed.rank() > effect.rank() {
-            effect = self.on_unparsed.clone();
-            rule_id = None;
-            reason = format!(
-                "the command could not be fully analysed ({}); on_unparsed is {}",
-                parse_error.unwrap_or("unparsed"),
-                effect.as_str()
-            );
+        if unparsed.unparsed {
+            // `on_unparsed = "rules"` lets the rules decide on what the
+            // keyword-level reader found, when it found the statement's
+            // kind; anything else unparsed is denied.
+            let floor = match &self.on_unparsed {
+                Some(e) => Some(e.clone()),
+                None if unparsed.classified => None,
+                None => Some(Effect::Deny),
+            };
+            if let Some(floor) = floor
+                && floor.rank() > effect.rank()
+            {
+                effect = floor;
+                rule_id = None;
+                reason = format!(
+                    "the command could not be fully analysed ({}); on_unparsed is {}",
+                    unparsed.error.unwrap_or("unparsed"),
+                    effect.as_str()
+                );
+            }
         }
         (effect, rule_id, reason)
     }
 }
 
+/// Whether (and how well) a statement or request was analysed.
+#[derive(Clone, Copy)]
+struct Unparsed<'a> {
+    unparsed: bool,
+    /// The keyword-level reader found the statement's kind.
+    classified: bool,
+    error: Option<&'a str>,
+}
+
+impl<'a> Unparsed<'a> {
+    fn of_sql(st: &'a StatementFacts) -> Self {
+        Self {
+            unparsed: st.unparsed,
+            classified: st.kind != StatementKind::Other,
+            error: st.parse_error.as_deref(),
+        }
+    }
+}
+
 // Keep the vocabularies in step with the facts' names.
 const _: () = {
-    assert!(STATEMENT_KINDS.len() == 24);
+    assert!(STATEMENT_KINDS.len() == StatementKind::ALL.len());
     assert!(SQL_RISKS.len() == Risk::ALL.len());
     assert!(K8S_RISKS.len() == K8sRisk::ALL.len());
 };
@@ -1126,7 +1342,10 @@ mod tests {
         for r in K8sRisk::ALL {
             assert!(K8S_RISKS.contains(&r.as_str()));
         }
-        use crate::facts::{K8sVerb, StatementKind};
+        use crate::facts::K8sVerb;
+        for k in StatementKind::ALL {
+            assert!(STATEMENT_KINDS.contains(&k.as_str()), "{k:?}");
+        }
         assert!(STATEMENT_KINDS.contains(&StatementKind::FunctionDefinition.as_str()));
         assert!(STATEMENT_KINDS.contains(&StatementKind::RoleChange.as_str()));
         assert!(K8S_VERBS.contains(&K8sVerb::Deletecollection.as_str()));

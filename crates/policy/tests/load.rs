@@ -149,3 +149,56 @@ fn operator_chain_at_the_limit_walks_on_a_test_stack() {
     let facts = handle.join().unwrap();
     assert!(!facts[0].unparsed, "{:?}", facts[0].parse_error);
 }
+
+/// The read-only agent example is the policy the read-only testdata files run.
+#[test]
+fn read_only_agent_example_is_the_tested_policy() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let example = std::fs::read_to_string(root.join("examples/read-only-agent.toml")).unwrap();
+    portcullis_policy::Policy::from_toml_str(&example).unwrap();
+    for f in ["read-only-agent.toml", "evasion-read-only.toml"] {
+        let text = std::fs::read_to_string(root.join("testdata/policy").join(f)).unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let policy = doc.get("policy").and_then(|p| p.as_str()).unwrap();
+        assert_eq!(policy.trim(), example.trim(), "{f}");
+    }
+}
+
+#[test]
+fn mask_options_nothing_keeps_are_refused_with_their_location() {
+    // `mask.detectors`: the gateway runs its whole catalogue on every
+    // response, so a per-rule list would be a promise nothing keeps.
+    let src = "[[rule]]\nid = \"r\"\neffect = \"allow\"\n[rule.mask]\ndetectors = [\"email\"]\n";
+    let err = Policy::from_toml_str(src).unwrap_err();
+    assert_eq!(err.location(), Some((5, 13)), "{err}");
+    assert!(
+        err.to_string().contains("mask.detectors is not supported"),
+        "{err}"
+    );
+
+    // A field action other than `redact`.
+    let src = "[[rule]]\nid = \"r\"\neffect = \"allow\"\n[rule.mask]\nfields = [{ field = \"users.email\", action = \"last4\" }]\n";
+    let err = Policy::from_toml_str(src).unwrap_err();
+    assert_eq!(err.location(), Some((5, 45)), "{err}");
+    assert!(
+        err.to_string().contains("unknown mask action \"last4\""),
+        "{err}"
+    );
+
+    // `redact`, or no action at all, is the one action.
+    for fields in [
+        "fields = [{ field = \"users.email\", action = \"redact\" }]",
+        "fields = [{ field = \"users.email\" }]",
+    ] {
+        let src = format!(
+            "[[rule]]\nid = \"r\"\neffect = \"allow\"\nwhen.sql.kind = \"select\"\n[rule.mask]\n{fields}\n"
+        );
+        let policy = Policy::from_toml_str(&src).unwrap();
+        let agent = Principal::new("a", PrincipalKind::Agent);
+        let db = Resource::new("db", ResourceKind::Postgres);
+        let d = policy.evaluate(&Request::sql(&agent, &db, "SELECT email FROM users"));
+        assert_eq!(d.mask.fields.len(), 1);
+        assert_eq!(d.mask.fields[0].field, "users.email");
+        assert_eq!(d.mask.fields[0].action, "redact");
+    }
+}

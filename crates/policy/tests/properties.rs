@@ -1,4 +1,12 @@
-//! Invariants: evaluation never panics, whatever the input; a denied
+//! Invariants: the analysis never panics, whatever the input; an unparsed
+//! statement is never allowed; a denied statement stays denied whatever
+//! follows it.
+//!
+//! `Policy::evaluate` turns a panic below it into a Deny (fail closed), so a
+//! panic would pass a test that only calls `evaluate`. The no-panic
+//! properties therefore call the analysis functions themselves
+//! ([`analyze`], [`analyze_with`], [`analyze_k8s`]), where a panic fails the
+//! test.
 
 #![allow(
     clippy::panic,
@@ -6,10 +14,10 @@
     clippy::expect_used,
     clippy::indexing_slicing
 )]
-//! statement stays denied whatever follows it.
 
 use portcullis_policy::{
-    K8sRequest, Policy, Principal, PrincipalKind, Request, Resource, ResourceKind, analyze,
+    K8sRequest, Policy, Principal, PrincipalKind, Request, Resource, ResourceKind, SqlOptions,
+    analyze, analyze_k8s, analyze_with,
 };
 use proptest::prelude::*;
 
@@ -103,6 +111,16 @@ fn sqlish() -> impl Strategy<Value = String> {
     prop::collection::vec(atoms, 0..24).prop_map(|v| v.join(" "))
 }
 
+/// Options that reach the read-only analysis (function lists, extra names).
+fn read_only_options() -> SqlOptions {
+    let mut options = SqlOptions::default();
+    options
+        .extra_read_only_functions
+        .push("my_schema.safe_report".into());
+    options.default_schema = "shop".into();
+    options
+}
+
 fn ctx() -> &'static (Policy, Principal, Resource, Resource) {
     static CTX: std::sync::OnceLock<(Policy, Principal, Resource, Resource)> =
         std::sync::OnceLock::new();
@@ -119,17 +137,24 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn evaluate_never_panics_on_arbitrary_strings(s in any::<String>()) {
+    fn analysis_never_panics_on_arbitrary_strings(s in any::<String>()) {
+        // Not through `evaluate`, which would turn a panic into a Deny.
+        let facts = analyze(&s);
+        let read_only = analyze_with(&s, &read_only_options());
+        prop_assert_eq!(facts.len(), read_only.len());
         let (policy, p, db, _) = ctx();
         let d = policy.evaluate(&Request::sql(p, db, &s));
         prop_assert!(!d.reason.is_empty());
-        let _ = analyze(&s);
+        prop_assert!(!d.reason.contains("internal error"), "evaluate caught a panic: {s:?}");
     }
 
     #[test]
-    fn evaluate_never_panics_on_sqlish_strings(s in sqlish()) {
+    fn analysis_never_panics_on_sqlish_strings(s in sqlish()) {
+        let _ = analyze(&s);
+        let _ = analyze_with(&s, &read_only_options());
         let (policy, p, db, _) = ctx();
         let d = policy.evaluate(&Request::sql(p, db, &s));
+        prop_assert!(!d.reason.contains("internal error"), "evaluate caught a panic: {s:?}");
         // Anything unparsed is never allowed.
         if d.facts.unparsed() {
             prop_assert!(!d.effect.is_allow(), "unparsed but allowed: {s:?}");
@@ -153,7 +178,10 @@ proptest! {
         let (policy, p, _, k8s) = ctx();
         let mut req = K8sRequest::new(method, path).with_query(query);
         req.body = body;
+        // The analysis itself, where a panic fails the test.
+        let _ = analyze_k8s(&req);
         let d = policy.evaluate(&Request::kubernetes(p, k8s, req));
+        prop_assert!(!d.reason.contains("internal error"), "evaluate caught a panic");
         if d.facts.unparsed() {
             prop_assert!(!d.effect.is_allow());
         }

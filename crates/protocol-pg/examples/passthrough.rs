@@ -26,6 +26,8 @@ struct AllowAll {
 #[async_trait]
 impl Hook for AllowAll {
     type Principal = String;
+    type Plan = ();
+    type ColumnPlan = ();
 
     async fn authenticate(
         &self,
@@ -42,11 +44,11 @@ impl Hook for AllowAll {
         })
     }
 
-    async fn on_query(&self, _cx: &Context<'_, String>, _sql: &str) -> Verdict {
-        Verdict::Forward
+    async fn on_query(&self, _cx: &Context<'_, String>, _sql: &str) -> Verdict<()> {
+        Verdict::Forward(())
     }
 
-    fn on_event(&self, event: &Event) {
+    fn on_event(&self, event: &Event, _plan: Option<&()>) {
         eprintln!("{event:?}");
     }
 }
@@ -105,6 +107,7 @@ fn parse_url(url: &str) -> Result<BackendTarget, String> {
         user: percent_decode(user),
         password: percent_decode(password),
         tls: BackendTls::Disable,
+        allow: Default::default(),
     })
 }
 

@@ -35,6 +35,9 @@ impl Default for Limits {
     }
 }
 
+/// The most a declared length makes the reader reserve ahead of the bytes.
+const RESERVE_STEP: usize = 256 * 1024;
+
 /// One complete message: its type byte and its original bytes, header included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Frame {
@@ -82,7 +85,9 @@ pub(crate) fn read_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>
         });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Grow towards the declared size only as bytes arrive: a peer that
+        // declares a large frame and sends nothing costs nothing.
+        buf.reserve((total - buf.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     Ok(Some(Frame {
@@ -281,6 +286,10 @@ mod tests {
             read_frame(&mut buf, 1 << 20),
             Err(CodecError::BadLength { .. })
         ));
+        // A declared length under the limit reserves a bounded step only.
+        let mut buf = BytesMut::from(&b"Q\x03\xff\xff\xff"[..]);
+        assert_eq!(read_frame(&mut buf, 1 << 30).unwrap(), None);
+        assert!(buf.capacity() <= RESERVE_STEP + 5, "{}", buf.capacity());
         let mut buf = BytesMut::from(&b"\x7f\xff\xff\xff\0\x03\0\0"[..]);
         assert!(matches!(
             read_startup(&mut buf, 10_000),

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::hook::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Hook, ParseVerdict,
-    Rejection, SessionId, Verdict,
+    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Execution, Hook,
+    ParseVerdict, Rejection, SessionId, Verdict,
 };
 use crate::session::{CancelKey, HookRequest, Output, Session, SessionConfig};
 
@@ -37,6 +37,13 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// After shutdown is asked, how long sessions may take to reach a safe point.
     pub shutdown_grace: Duration,
+    /// How long one write to a client or backend may block (a peer that
+    /// stops reading); the session then ends and its backend connection
+    /// is closed.
+    pub write_timeout: Duration,
+    /// The most client connections served at once, `None` for no limit.
+    /// A connection over the limit gets FATAL 53300 and is closed.
+    pub max_sessions: Option<usize>,
 }
 
 impl Default for ProxyConfig {
@@ -47,6 +54,8 @@ impl Default for ProxyConfig {
             backend_tls: None,
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
+            max_sessions: Some(1000),
         }
     }
 }
@@ -82,15 +91,25 @@ struct Inner<H: Hook> {
     hook: Arc<H>,
     config: ProxyConfig,
     next_id: AtomicU64,
-    cancels: Mutex<HashMap<CancelKey, mpsc::UnboundedSender<()>>>,
+    /// Live sessions by the cancel secret the gateway gave them (unique
+    /// among live sessions), with the backend process id the client was
+    /// told once the backend announced it.
+    cancels: Mutex<HashMap<i32, CancelEntry>>,
 }
 
-type HookFuture<P> = Pin<Box<dyn Future<Output = Answer<P>> + Send>>;
+/// Where a CancelRequest with one secret goes.
+struct CancelEntry {
+    /// The backend's process id, once known: until then no cancel matches.
+    pid: Option<i32>,
+    tx: mpsc::UnboundedSender<()>,
+}
 
-enum Answer<P> {
+type HookFuture<P, Q> = Pin<Box<dyn Future<Output = Answer<P, Q>> + Send>>;
+
+enum Answer<P, Q> {
     Auth(Result<Authenticated<P>, Rejection>),
-    Verdict(Verdict),
-    Parse(ParseVerdict),
+    Verdict(Verdict<Q>),
+    Parse(ParseVerdict<Q>),
     Decision(Decision),
 }
 
@@ -116,6 +135,11 @@ impl<H: Hook> Proxy<H> {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
         let loopback = listener.local_addr()?.ip().is_loopback();
+        let slots = self
+            .inner
+            .config
+            .max_sessions
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
@@ -132,9 +156,23 @@ impl<H: Hook> Proxy<H> {
                         }
                     };
                     let _ = tcp.set_nodelay(true);
+                    let permit = match &slots {
+                        None => None,
+                        Some(s) => match s.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) => {
+                                let timeout = self.inner.config.write_timeout;
+                                tasks.spawn(refuse_over_limit(tcp, timeout));
+                                continue;
+                            }
+                        },
+                    };
                     let inner = self.inner.clone();
                     let stop = stop_rx.clone();
-                    tasks.spawn(async move { inner.run(Box::new(tcp), loopback, stop).await });
+                    tasks.spawn(async move {
+                        inner.run(Box::new(tcp), loopback, stop).await;
+                        drop(permit);
+                    });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -149,7 +187,31 @@ impl<H: Hook> Proxy<H> {
     }
 }
 
-fn random_key() -> CancelKey {
+/// Tells a client over the session limit so, and closes its connection.
+async fn refuse_over_limit(mut tcp: TcpStream, timeout: Duration) {
+    let msg = crate::wire::fatal(
+        "53300",
+        "sorry, too many clients already: the gateway's session limit is reached",
+    );
+    let _ = tokio::time::timeout(timeout, async {
+        tcp.write_all(&msg).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+/// Writes with a deadline: a peer that stops reading ends the session.
+async fn write_bounded(
+    s: &mut BoxStream,
+    timeout: Duration,
+    next: impl FnMut() -> Option<bytes::Bytes>,
+) -> io::Result<()> {
+    tokio::time::timeout(timeout, write_out(s, next))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timeout"))?
+}
+
+fn random_secret() -> i32 {
     let mut b = [0u8; 8];
     let random = rustls::crypto::ring::default_provider().secure_random;
     if random.fill(&mut b).is_err() {
@@ -163,11 +225,8 @@ fn random_key() -> CancelKey {
         );
         b = h.finish().to_be_bytes();
     }
-    let [a0, a1, a2, a3, b0, b1, b2, b3] = b;
-    CancelKey {
-        pid: i32::from_be_bytes([a0 & 0x7f, a1, a2, a3]),
-        secret: i32::from_be_bytes([b0, b1, b2, b3]),
-    }
+    let [_, _, _, _, b0, b1, b2, b3] = b;
+    i32::from_be_bytes([b0, b1, b2, b3])
 }
 
 async fn read_some(s: &mut Option<BoxStream>, buf: &mut [u8]) -> io::Result<usize> {
@@ -177,7 +236,7 @@ async fn read_some(s: &mut Option<BoxStream>, buf: &mut [u8]) -> io::Result<usiz
     }
 }
 
-async fn next_answer<P>(f: &mut Option<HookFuture<P>>) -> Answer<P> {
+async fn next_answer<P, Q>(f: &mut Option<HookFuture<P, Q>>) -> Answer<P, Q> {
     match f {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -217,10 +276,11 @@ async fn write_out(
     s.flush().await
 }
 
+/// The stream, and the server's certificate (DER) when it is TLS.
 async fn connect_backend(
     target: &BackendTarget,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> io::Result<BoxStream> {
+) -> io::Result<(BoxStream, Option<Vec<u8>>)> {
     let mut stream: BoxStream = match &target.addr {
         BackendAddr::Tcp { host, port } => {
             let tcp = TcpStream::connect((host.as_str(), *port)).await?;
@@ -254,9 +314,15 @@ async fn connect_backend(
         let tls = tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, stream)
             .await?;
-        stream = Box::new(tls);
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
+        return Ok((Box::new(tls), certificate));
     }
-    Ok(stream)
+    Ok((stream, None))
 }
 
 async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
@@ -266,8 +332,9 @@ async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
         user: String::new(),
         password: String::new(),
         tls: BackendTls::Disable,
+        allow: Default::default(),
     };
-    let mut s = connect_backend(&target, None).await?;
+    let (mut s, _) = connect_backend(&target, None).await?;
     s.write_all(&key.to_request()).await?;
     s.flush().await?;
     // The server closes the connection once it has read the request.
@@ -277,7 +344,11 @@ async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
 }
 
 impl<H: Hook> Inner<H> {
-    fn request_future(&self, session: &Session<H>, req: HookRequest) -> HookFuture<H::Principal> {
+    fn request_future(
+        &self,
+        session: &Session<H>,
+        req: HookRequest<H::Plan>,
+    ) -> HookFuture<H::Principal, H::Plan> {
         let hook = self.hook.clone();
         let id = session.id();
         let principal = session.principal().cloned();
@@ -306,8 +377,22 @@ impl<H: Hook> Inner<H> {
                         HookRequest::Parse { statement, sql, .. } => {
                             Answer::Parse(hook.on_parse(&cx, &statement, &sql).await)
                         }
-                        HookRequest::Execute { sql, params, .. } => {
-                            Answer::Verdict(hook.on_execute(&cx, &sql, &params).await)
+                        HookRequest::Execute {
+                            portal,
+                            statement,
+                            plan,
+                            sql,
+                            params,
+                            ..
+                        } => {
+                            let execution = Execution {
+                                portal: &portal,
+                                statement: &statement,
+                                plan: plan.as_deref(),
+                                sql: &sql,
+                                params: &params,
+                            };
+                            Answer::Verdict(hook.on_execute(&cx, execution).await)
                         }
                         HookRequest::Authenticate { .. } => {
                             Answer::Decision(Decision::Deny("unreachable".into()))
@@ -321,18 +406,26 @@ impl<H: Hook> Inner<H> {
     async fn run(self: Arc<Self>, tcp: BoxStream, loopback: bool, mut stop: watch::Receiver<bool>) {
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (cancel_tx, mut cancel_rx) = mpsc::unbounded_channel();
-        let key = {
+        let secret = {
             let mut map = self
                 .cancels
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut key = random_key();
-            while map.contains_key(&key) {
-                key = random_key();
+            let mut secret = random_secret();
+            while map.contains_key(&secret) {
+                secret = random_secret();
             }
-            map.insert(key, cancel_tx);
-            key
+            map.insert(
+                secret,
+                CancelEntry {
+                    pid: None,
+                    tx: cancel_tx,
+                },
+            );
+            secret
         };
+        // The process id is the backend's, filled in by the session.
+        let key = CancelKey { pid: 0, secret };
         let mut cfg = self.config.session.clone();
         cfg.tls_available = self.config.client_tls.is_some();
         cfg.loopback = loopback;
@@ -345,14 +438,27 @@ impl<H: Hook> Inner<H> {
         }
         session.handle_client_closed();
         while let Some(out) = session.poll() {
-            if let Output::Event(e) = out {
-                self.hook.on_event(&e);
+            if let Output::Event(e, plan) = out {
+                self.hook.on_event(&e, plan.as_deref());
             }
         }
         self.cancels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&key);
+            .remove(&secret);
+    }
+
+    /// Makes a session cancellable with the key its client was given, once
+    /// the backend's process id is known.
+    fn register_client_key(&self, key: CancelKey) {
+        if let Some(entry) = self
+            .cancels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(&key.secret)
+        {
+            entry.pid = Some(key.pid);
+        }
     }
 
     async fn pump(
@@ -365,14 +471,15 @@ impl<H: Hook> Inner<H> {
         let mut client = Some(client);
         let mut backend: Option<BoxStream> = None;
         let mut backend_addr: Option<BackendAddr> = None;
-        let mut hook_future: Option<HookFuture<H::Principal>> = None;
+        let mut hook_future: Option<HookFuture<H::Principal, H::Plan>> = None;
         let mut cbuf = vec![0u8; 16 * 1024];
         let mut bbuf = vec![0u8; 64 * 1024];
         let mut stopping = false;
+        let mut registered = false;
         loop {
             while let Some(out) = session.poll() {
                 match out {
-                    Output::Event(e) => self.hook.on_event(&e),
+                    Output::Event(e, plan) => self.hook.on_event(&e, plan.as_deref()),
                     Output::Request(req) => hook_future = Some(self.request_future(session, req)),
                     Output::StartClientTls => {
                         let (Some(mut c), Some(tls)) =
@@ -380,7 +487,10 @@ impl<H: Hook> Inner<H> {
                         else {
                             return Ok(());
                         };
-                        write_out(&mut c, || session.poll_client_transmit()).await?;
+                        write_bounded(&mut c, self.config.write_timeout, || {
+                            session.poll_client_transmit()
+                        })
+                        .await?;
                         let accept = tokio_rustls::TlsAcceptor::from(tls).accept(c);
                         let timeout = self.config.session.handshake_timeout;
                         let tls = tokio::time::timeout(timeout, accept).await.map_err(|_| {
@@ -392,7 +502,10 @@ impl<H: Hook> Inner<H> {
                     Output::ConnectBackend(target) => {
                         let connect = connect_backend(&target, self.config.backend_tls.as_ref());
                         match tokio::time::timeout(self.config.connect_timeout, connect).await {
-                            Ok(Ok(s)) => {
+                            Ok(Ok((s, certificate))) => {
+                                if let Some(cert) = certificate {
+                                    session.handle_backend_tls(&cert);
+                                }
                                 backend = Some(s);
                                 backend_addr = Some(target.addr.clone());
                                 session.handle_backend_connected(Instant::now());
@@ -402,27 +515,36 @@ impl<H: Hook> Inner<H> {
                         }
                     }
                     Output::Cancel(key) => {
+                        // Only the exact pair a client was given: a known
+                        // process id with any other secret matches nothing.
                         let target = self
                             .cancels
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get(&key)
-                            .cloned();
+                            .get(&key.secret)
+                            .filter(|e| e.pid == Some(key.pid))
+                            .map(|e| e.tx.clone());
                         if let Some(tx) = target {
                             let _ = tx.send(());
                         }
                     }
                 }
             }
+            // Before the client can have read its key.
+            if !registered && let Some(key) = session.client_key() {
+                self.register_client_key(key);
+                registered = true;
+            }
+            let timeout = self.config.write_timeout;
             if let Some(b) = backend.as_mut() {
-                write_out(b, || session.poll_backend_transmit()).await?;
+                write_bounded(b, timeout, || session.poll_backend_transmit()).await?;
             }
             if let Some(c) = client.as_mut() {
-                write_out(c, || session.poll_client_transmit()).await?;
+                write_bounded(c, timeout, || session.poll_client_transmit()).await?;
             }
             if session.is_closed() {
                 if let Some(c) = client.as_mut() {
-                    let _ = c.shutdown().await;
+                    let _ = tokio::time::timeout(self.config.write_timeout, c.shutdown()).await;
                 }
                 return Ok(());
             }

@@ -52,6 +52,10 @@ pub enum SessionError {
         /// The state the session was in.
         state: &'static str,
     },
+    /// The backend sent a message the session cannot attribute to any reply
+    /// it expects.
+    #[error("backend protocol violation: {0}")]
+    Violation(String),
     /// The gateway could not authenticate to the backend.
     #[error("backend authentication failed: {0}")]
     BackendAuth(String),

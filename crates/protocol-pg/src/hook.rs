@@ -96,6 +96,34 @@ pub struct BackendTarget {
     pub password: String,
     /// TLS towards the backend.
     pub tls: BackendTls,
+    /// What this connection accepts beyond the strict defaults.
+    pub allow: Allowances,
+}
+
+/// Relaxations of a session's strict defaults, per backend connection.
+/// The default allows none of them.
+///
+/// # Example
+///
+/// ```
+/// let mut allow = portcullis_pg::Allowances::default();
+/// assert!(!allow.backend_md5);
+/// allow.backend_md5 = true; // a legacy server with md5 in pg_hba.conf
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Allowances {
+    /// A client's startup parameter outside the allow-list is dropped with a
+    /// notice instead of refusing the session.
+    pub drop_unknown_startup_params: bool,
+    /// The backend may ask for the password in cleartext
+    /// (AuthenticationCleartextPassword).
+    pub backend_cleartext: bool,
+    /// The backend may ask for an MD5 password hash (AuthenticationMD5Password).
+    pub backend_md5: bool,
+    /// The backend may accept the gateway without asking for any password
+    /// (an AuthenticationOk before any exchange: `trust`).
+    pub backend_trust: bool,
 }
 
 impl fmt::Debug for BackendTarget {
@@ -106,6 +134,7 @@ impl fmt::Debug for BackendTarget {
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("tls", &self.tls)
+            .field("allow", &self.allow)
             .finish()
     }
 }
@@ -155,15 +184,25 @@ impl fmt::Debug for Hold {
     }
 }
 
-/// The hook's answer to a command.
+/// The hook's answer to a command: what to do with it and, when it runs,
+/// its plan.
+///
+/// The plan belongs to this one statement (a simple query, a prepared
+/// statement, one execution): the session stores it with the prepared
+/// statement, portal or expected reply it belongs to, hands it back to the
+/// transforms of that statement's results ([`Hook::on_row_description`],
+/// [`Hook::transform_field`], [`Hook::transform_copy`],
+/// [`Hook::transform_text`]) and reports it with the events of that
+/// statement ([`Hook::on_event`]). Nothing about "the current command" is
+/// kept anywhere else.
 #[derive(Debug)]
-pub enum Verdict {
-    /// Send it to the backend.
-    Forward,
+pub enum Verdict<P> {
+    /// Send it to the backend, with its plan.
+    Forward(P),
     /// Refuse it with this reason: the client gets SQLSTATE 42501.
     Deny(String),
-    /// Hold it until the decision resolves.
-    Hold(Hold),
+    /// Hold it until the decision resolves; if forwarded then, it runs with this plan.
+    Hold(Hold, P),
     /// End the session: the command never reaches the backend, the client
     /// gets a FATAL error (SQLSTATE 57P01) with this reason, and both
     /// connections close. For a session that may go on no longer (its token
@@ -172,17 +211,35 @@ pub enum Verdict {
 }
 
 /// The hook's answer to an extended-protocol Parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParseVerdict {
-    /// Prepare it; executions run freely.
-    Forward,
+#[derive(Debug)]
+pub enum ParseVerdict<P> {
+    /// Prepare it with this plan. The plan is kept with the statement once
+    /// the backend confirms it (ParseComplete) and is handed to
+    /// [`Hook::on_execute`] at each of its executions, which the hook sees
+    /// one by one (every Execute is a command).
+    Forward(P),
     /// Refuse it (SQLSTATE 42501); its Bind and Execute never reach the backend.
     Deny(String),
-    /// Prepare it, but hold every execution: [`Hook::on_execute`] is asked at
-    /// each Execute, with the bound parameter values.
-    HoldEachExecution,
     /// End the session, as [`Verdict::Terminate`].
     Terminate(String),
+}
+
+/// One execution of a portal: what [`Hook::on_execute`] decides on.
+#[derive(Debug)]
+pub struct Execution<'a, P> {
+    /// The portal's name (empty for the unnamed portal).
+    pub portal: &'a str,
+    /// The prepared statement's name (empty for the unnamed statement).
+    pub statement: &'a str,
+    /// The plan the statement was prepared with ([`Hook::on_parse`]), or
+    /// `None` for a statement this session never saw parsed (prepared with
+    /// SQL `PREPARE`): then `sql` is `EXECUTE <name>` and nothing is known
+    /// about it.
+    pub plan: Option<&'a P>,
+    /// The statement's text.
+    pub sql: &'a str,
+    /// The bound parameter values (`None` is NULL; in the client's format).
+    pub params: &'a [Option<Bytes>],
 }
 
 /// One result column, as described by the backend's RowDescription.
@@ -320,6 +377,25 @@ pub enum Event {
         /// Primary message.
         message: String,
     },
+    /// The backend sent a message the session cannot attribute to any reply
+    /// it expects (a DataRow with no result in progress, a RowDescription out
+    /// of order, ...). Its bytes were not forwarded; the client got a
+    /// protocol error (SQLSTATE 08P01) and the session ends.
+    ProtocolViolation {
+        /// The session.
+        session: SessionId,
+        /// What was wrong.
+        message: String,
+    },
+    /// A command's reply will never come: the backend discards it, because an
+    /// earlier extended-protocol message of its pipeline failed (PostgreSQL
+    /// ignores every message up to Sync after an error).
+    CommandDiscarded {
+        /// The session.
+        session: SessionId,
+        /// The command.
+        command: CommandId,
+    },
     /// The session ended.
     SessionEnded {
         /// The session.
@@ -336,19 +412,38 @@ pub enum Event {
 /// row and never wait. Every call carries the session id and, for commands,
 /// the command id ([`Context`]).
 ///
+/// # Who calls what
+///
+/// - A simple Query: [`Hook::on_query`] → [`Verdict`] with a plan; its
+///   results are transformed with that plan.
+/// - A Parse: [`Hook::on_parse`] → [`ParseVerdict`] with a plan, stored with
+///   the statement when the backend confirms it.
+/// - Every Execute (a command of its own, with its own [`CommandId`]):
+///   [`Hook::on_execute`] with the statement's plan and the bound
+///   parameters → [`Verdict`] with the plan of this one execution, which its
+///   rows are transformed with.
+/// - A result: [`Hook::on_row_description`] once per result with the plan,
+///   then [`Hook::transform_field`] per chosen value with the plan and the
+///   column's [`Hook::ColumnPlan`].
+/// - [`Hook::on_event`] with the plan of the command the event is about.
+///
 /// # Example
 ///
 /// ```
 /// use portcullis_pg::{
-///     async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Hook,
-///     Rejection, SessionId, StartupParams, Verdict,
+///     async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context,
+///     FieldValue, Hook, Rejection, SessionId, StartupParams, Verdict,
 /// };
 ///
-/// struct AllowAll;
+/// /// Allows everything; masks the columns named in each statement's plan.
+/// struct MaskByName;
 ///
 /// #[async_trait]
-/// impl Hook for AllowAll {
+/// impl Hook for MaskByName {
 ///     type Principal = String;
+///     /// Per statement: the column names to mask.
+///     type Plan = Vec<String>;
+///     type ColumnPlan = ();
 ///     async fn authenticate(
 ///         &self,
 ///         _session: SessionId,
@@ -366,11 +461,31 @@ pub enum Event {
 ///                 user: "app".into(),
 ///                 password: "secret".into(),
 ///                 tls: BackendTls::Disable,
+///                 allow: Default::default(),
 ///             },
 ///         })
 ///     }
-///     async fn on_query(&self, _cx: &Context<'_, String>, _sql: &str) -> Verdict {
-///         Verdict::Forward
+///     async fn on_query(&self, _cx: &Context<'_, String>, sql: &str) -> Verdict<Vec<String>> {
+///         let masked = if sql.contains("api_key") { vec!["api_key".into()] } else { vec![] };
+///         Verdict::Forward(masked)
+///     }
+///     fn on_row_description(
+///         &self,
+///         _cx: &Context<'_, String>,
+///         plan: &Vec<String>,
+///         columns: &[Column],
+///     ) -> Vec<(usize, ())> {
+///         columns.iter().filter(|c| plan.contains(&c.name)).map(|c| (c.index, ())).collect()
+///     }
+///     fn transform_field(
+///         &self,
+///         _cx: &Context<'_, String>,
+///         _plan: &Vec<String>,
+///         _column: &Column,
+///         _column_plan: &(),
+///         _value: &[u8],
+///     ) -> FieldValue {
+///         FieldValue::Replace(b"[MASKED]".to_vec())
 ///     }
 /// }
 /// ```
@@ -378,6 +493,14 @@ pub enum Event {
 pub trait Hook: Send + Sync + 'static {
     /// Who a client is, as the gateway understands it; this crate does not look inside.
     type Principal: Send + Sync + 'static;
+
+    /// What the hook decided for one statement (what to mask, its audit
+    /// command id, ...); opaque to this crate, kept with the statement.
+    type Plan: Send + Sync + 'static;
+
+    /// What the hook decided for one column of one result, at its
+    /// RowDescription; handed back with each of the column's values.
+    type ColumnPlan: Send + Sync + 'static;
 
     /// Checks the client's credential (the bearer token sent as its password)
     /// and chooses the backend.
@@ -389,49 +512,49 @@ pub trait Hook: Send + Sync + 'static {
     ) -> Result<Authenticated<Self::Principal>, Rejection>;
 
     /// Decides on a simple-protocol query (`Q`), which may hold several statements.
-    async fn on_query(&self, cx: &Context<'_, Self::Principal>, sql: &str) -> Verdict;
+    async fn on_query(&self, cx: &Context<'_, Self::Principal>, sql: &str) -> Verdict<Self::Plan>;
 
     /// Decides on an extended-protocol Parse. The default asks
-    /// [`Hook::on_query`] and holds each execution when it would hold (the
-    /// hold it returned is dropped unused).
+    /// [`Hook::on_query`] (a hold it returns is dropped unused: the default
+    /// [`Hook::on_execute`] asks again at each execution).
     async fn on_parse(
         &self,
         cx: &Context<'_, Self::Principal>,
         statement: &str,
         sql: &str,
-    ) -> ParseVerdict {
+    ) -> ParseVerdict<Self::Plan> {
         let _ = statement;
         match self.on_query(cx, sql).await {
-            Verdict::Forward => ParseVerdict::Forward,
+            Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
             Verdict::Deny(reason) => ParseVerdict::Deny(reason),
-            Verdict::Hold(_) => ParseVerdict::HoldEachExecution,
             Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
         }
     }
 
-    /// Decides on one execution of a statement that [`Hook::on_parse`] marked
-    /// [`ParseVerdict::HoldEachExecution`], with the bound parameters (`None`
-    /// is NULL; values in the client's chosen format). Also asked, with `sql`
-    /// = `EXECUTE <name>`, for an Execute of a statement prepared with SQL
-    /// `PREPARE` (which no Parse announced). The default asks [`Hook::on_query`].
+    /// Decides on one Execute: every execution of every statement is asked,
+    /// before it is forwarded. The default asks [`Hook::on_query`] with the
+    /// statement's text; a gateway reuses the decision in
+    /// [`Execution::plan`] and checks only what may have changed since
+    /// (the identity, the session).
     async fn on_execute(
         &self,
         cx: &Context<'_, Self::Principal>,
-        sql: &str,
-        params: &[Option<Bytes>],
-    ) -> Verdict {
-        let _ = params;
-        self.on_query(cx, sql).await
+        execution: Execution<'_, Self::Plan>,
+    ) -> Verdict<Self::Plan> {
+        self.on_query(cx, execution.sql).await
     }
 
-    /// Sees a result's columns once and returns the indexes of the columns
-    /// whose values go through [`Hook::transform_field`]. Others cost nothing.
+    /// Sees a result's columns once, with the plan of the statement that
+    /// produced it, and returns the columns whose values go through
+    /// [`Hook::transform_field`] (by index, with a per-column plan). Others
+    /// cost nothing.
     fn on_row_description(
         &self,
         cx: &Context<'_, Self::Principal>,
+        plan: &Self::Plan,
         columns: &[Column],
-    ) -> Vec<usize> {
-        let _ = (cx, columns);
+    ) -> Vec<(usize, Self::ColumnPlan)> {
+        let _ = (cx, plan, columns);
         Vec::new()
     }
 
@@ -439,34 +562,46 @@ pub trait Hook: Send + Sync + 'static {
     fn transform_field(
         &self,
         cx: &Context<'_, Self::Principal>,
+        plan: &Self::Plan,
         column: &Column,
+        column_plan: &Self::ColumnPlan,
         value: &[u8],
     ) -> FieldValue {
-        let _ = (cx, column, value);
+        let _ = (cx, plan, column, column_plan, value);
         FieldValue::Keep
     }
 
     /// Transforms one CopyData message of a COPY TO STDOUT (one row in text
     /// and CSV formats). `None` keeps it.
-    fn transform_copy(&self, cx: &Context<'_, Self::Principal>, data: &[u8]) -> Option<Vec<u8>> {
-        let _ = (cx, data);
+    fn transform_copy(
+        &self,
+        cx: &Context<'_, Self::Principal>,
+        plan: &Self::Plan,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        let _ = (cx, plan, data);
         None
     }
 
     /// Transforms a text sent by the backend: error and notice fields and
-    /// notification payloads. `None` keeps it.
+    /// notification payloads, with the plan of the command it belongs to
+    /// when there is one. `None` keeps it.
     fn transform_text(
         &self,
         cx: &Context<'_, Self::Principal>,
+        plan: Option<&Self::Plan>,
         kind: TextKind,
         text: &str,
     ) -> Option<String> {
-        let _ = (cx, kind, text);
+        let _ = (cx, plan, kind, text);
         None
     }
 
-    /// Observes an event. Called in order, from the session's task.
-    fn on_event(&self, event: &Event) {
-        let _ = event;
+    /// Observes an event, with the plan of the command it is about (for
+    /// [`Event::CommandForwarded`], [`Event::CommandHeld`],
+    /// [`Event::CommandCompleted`] and a command's [`Event::Error`]).
+    /// Called in order, from the session's task.
+    fn on_event(&self, event: &Event, plan: Option<&Self::Plan>) {
+        let _ = (event, plan);
     }
 }

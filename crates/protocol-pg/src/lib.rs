@@ -23,8 +23,22 @@
 //! a denied statement is an ErrorResponse with SQLSTATE 42501 (inside a
 //! transaction block the transaction is failed, as a server error would);
 //! a held statement gets a NoticeResponse at once and runs when approved;
-//! BackendKeyData is issued by the gateway and CancelRequests are mapped to
+//! BackendKeyData carries the backend's real process id (as notifications and
+//! `pg_backend_pid()` do) with a secret the gateway chose, and a
+//! CancelRequest is honoured only with exactly that pair, then sent on with
 //! the backend's own key.
+//!
+//! What the backend sees: only allow-listed startup parameters
+//! (`application_name`, `client_encoding` UTF8/SQL_ASCII, `DateStyle`,
+//! `TimeZone`, `IntervalStyle`, `extra_float_digits`; anything else, such as
+//! `options`, ends the session with FATAL 42501 or, per [`Allowances`], is
+//! dropped with a notice), with `standard_conforming_strings = on` and the
+//! client encoding pinned. A ParameterStatus reporting a value the analysis
+//! does not read correctly ends the session, and statement text that a
+//! pending setting change could make PostgreSQL read differently waits for
+//! that report. The gateway logs in with SCRAM-SHA-256 only, unless the
+//! target's [`Allowances`] accept MD5, cleartext or trust; over TLS it binds
+//! the exchange to the server's certificate when SCRAM-SHA-256-PLUS is offered.
 //!
 //! # Example
 //!
@@ -36,54 +50,51 @@
 //! psql "host=127.0.0.1 port=6543 user=me dbname=DB password=X"
 //! ```
 //!
-//! Driving a [`Session`] by hand (what the driver does):
+//! A hook in 40 lines: a token check, a plan per statement (here: whether
+//! its results are masked), column plans chosen once per result, and the
+//! [`Proxy`] driving it. [`Session`]'s documentation drives a session by hand.
 //!
-//! ```
+//! ```no_run
 //! use std::sync::Arc;
-//! use std::time::Instant;
-//! use portcullis_pg::{
-//!     async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Context,
-//!     Hook, HookRequest, Output, Rejection, Session, SessionConfig, SessionId, StartupParams,
-//!     Verdict,
-//! };
+//! use portcullis_pg::{async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls,
+//!     Column, Context, FieldValue, Hook, Proxy, ProxyConfig, Rejection, SessionId,
+//!     StartupParams, Verdict};
 //!
-//! struct AllowAll;
+//! /// Refuses DROP; every value of a statement that mentions `ssn` becomes NULL.
+//! struct Guard { backend: BackendTarget }
+//!
 //! #[async_trait]
-//! impl Hook for AllowAll {
-//!     type Principal = ();
-//!     async fn authenticate(&self, _: SessionId, _: &StartupParams, _: &str)
-//!         -> Result<Authenticated<()>, Rejection> { unreachable!() }
-//!     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict { Verdict::Forward }
+//! impl Hook for Guard {
+//!     type Principal = String; // the connected user
+//!     type Plan = bool; // per statement (kept with its prepared statement): mask it?
+//!     type ColumnPlan = ();
+//!     async fn authenticate(&self, _: SessionId, startup: &StartupParams, token: &str)
+//!         -> Result<Authenticated<String>, Rejection> {
+//!         if token != "let-me-in" { return Err(Rejection::InvalidCredential("bad token".into())) }
+//!         Ok(Authenticated { principal: startup.user().into(), backend: self.backend.clone() })
+//!     }
+//!     async fn on_query(&self, _: &Context<'_, String>, sql: &str) -> Verdict<bool> {
+//!         let sql = sql.to_lowercase();
+//!         if sql.contains("drop ") { return Verdict::Deny("no DROP through this proxy".into()) }
+//!         Verdict::Forward(sql.contains("ssn"))
+//!     }
+//!     fn on_row_description(&self, _: &Context<'_, String>, mask: &bool, columns: &[Column])
+//!         -> Vec<(usize, ())> {
+//!         columns.iter().filter(|_| *mask).map(|c| (c.index, ())).collect()
+//!     }
+//!     fn transform_field(&self, _: &Context<'_, String>, _: &bool, _: &Column, _: &(), _: &[u8])
+//!         -> FieldValue { FieldValue::Null }
 //! }
 //!
-//! let now = Instant::now();
-//! let config = SessionConfig { loopback: true, ..SessionConfig::default() };
-//! let key = CancelKey { pid: 1, secret: 2 };
-//! let mut s = Session::new(SessionId(1), config, Arc::new(AllowAll), key, now);
-//! // StartupMessage for user "me", protocol 3.0.
-//! let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
-//! startup.extend_from_slice(b"user\0me\0\0");
-//! let len = (startup.len() as u32).to_be_bytes();
-//! startup[..4].copy_from_slice(&len);
-//! s.handle_client_data(now, &startup);
-//! // The token is asked for as a cleartext password ('R', code 3).
-//! assert_eq!(s.poll_client_transmit().as_deref(), Some(&b"R\0\0\0\x08\0\0\0\x03"[..]));
-//! s.handle_client_data(now, b"p\0\0\0\x0atoken\0");
-//! let Some(Output::Request(HookRequest::Authenticate { credential, .. })) = s.poll() else {
-//!     panic!("expected an authentication request");
-//! };
-//! assert_eq!(credential, "token");
-//! s.handle_authenticated(now, Ok(Authenticated {
-//!     principal: (),
-//!     backend: BackendTarget {
-//!         addr: BackendAddr::Tcp { host: "127.0.0.1".into(), port: 5432 },
-//!         database: "app".into(),
-//!         user: "app".into(),
-//!         password: "injected".into(),
-//!         tls: BackendTls::Disable,
-//!     },
-//! }));
-//! assert!(matches!(s.poll(), Some(Output::ConnectBackend(_))));
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let addr = BackendAddr::Tcp { host: "127.0.0.1".into(), port: 5432 };
+//!     let backend = BackendTarget { addr, database: "app".into(), user: "app".into(),
+//!         password: "from-vault".into(), tls: BackendTls::Disable, allow: Default::default() };
+//!     let proxy = Proxy::new(Arc::new(Guard { backend }), ProxyConfig::default());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:6543").await?;
+//!     proxy.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! }
 //! ```
 //!
 //! # Features
@@ -100,12 +111,14 @@
 //! the backend (StartupMessage, password and SASL messages).
 #![deny(missing_docs)]
 
+mod binding;
 mod codec;
 #[cfg(feature = "tokio")]
 mod driver;
 mod error;
 mod hook;
 mod session;
+mod startup;
 mod wire;
 
 pub use async_trait::async_trait;
@@ -114,9 +127,9 @@ pub use codec::Limits;
 pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
 pub use hook::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context, Decision,
-    Event, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId, StartupParams,
-    TextKind, Verdict,
+    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context,
+    Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, SessionId,
+    StartupParams, TextKind, Verdict,
 };
 pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
 
@@ -148,6 +161,8 @@ pub mod internal {
     #[async_trait::async_trait]
     impl Hook for FuzzHook {
         type Principal = ();
+        type Plan = ();
+        type ColumnPlan = ();
         async fn authenticate(
             &self,
             _: SessionId,
@@ -156,13 +171,25 @@ pub mod internal {
         ) -> Result<Authenticated<()>, Rejection> {
             Err(Rejection::InvalidCredential(String::new()))
         }
-        async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict {
-            Verdict::Forward
+        async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
+            Verdict::Forward(())
         }
-        fn on_row_description(&self, _: &Context<'_, ()>, columns: &[Column]) -> Vec<usize> {
-            (0..columns.len()).collect()
+        fn on_row_description(
+            &self,
+            _: &Context<'_, ()>,
+            _: &(),
+            columns: &[Column],
+        ) -> Vec<(usize, ())> {
+            (0..columns.len()).map(|i| (i, ())).collect()
         }
-        fn transform_field(&self, _: &Context<'_, ()>, _: &Column, value: &[u8]) -> FieldValue {
+        fn transform_field(
+            &self,
+            _: &Context<'_, ()>,
+            _: &(),
+            _: &Column,
+            _: &(),
+            value: &[u8],
+        ) -> FieldValue {
             FieldValue::Replace(value.to_ascii_uppercase())
         }
     }
@@ -181,6 +208,10 @@ pub mod internal {
         if ready {
             s.handle_client_data(now, b"\0\0\0\x10\0\x03\0\0user\0u\0\0");
             s.handle_client_data(now, b"p\0\0\0\x06t\0");
+            let allow = crate::Allowances {
+                backend_trust: true,
+                ..Default::default()
+            };
             let target = BackendTarget {
                 addr: BackendAddr::Tcp {
                     host: String::new(),
@@ -190,6 +221,7 @@ pub mod internal {
                 user: "u".into(),
                 password: "p".into(),
                 tls: BackendTls::Disable,
+                allow,
             };
             s.handle_authenticated(
                 now,
@@ -207,8 +239,8 @@ pub mod internal {
             while let Some(out) = s.poll() {
                 if let Output::Request(_) = out {
                     answered = true;
-                    let _ = s.handle_verdict(now, Verdict::Forward);
-                    s.handle_parse_verdict(now, crate::ParseVerdict::Forward);
+                    let _ = s.handle_verdict(now, Verdict::Forward(()));
+                    s.handle_parse_verdict(now, crate::ParseVerdict::Forward(()));
                 }
             }
             if !answered {
@@ -219,5 +251,163 @@ pub mod internal {
         while s.poll_client_transmit().is_some() {}
         while s.poll_backend_transmit().is_some() {}
         while s.poll().is_some() {}
+    }
+
+    /// Drives a session with a script: any interleaving of client bytes,
+    /// backend bytes, hook answers, time, closes and the driver's
+    /// callbacks. The script is a sequence of `[op, len_hi, len_lo,
+    /// payload...]` steps; `op % 8` picks the step:
+    ///
+    /// | op | step |
+    /// |---|---|
+    /// | 0 | client bytes |
+    /// | 1 | backend bytes |
+    /// | 2 | answer every pending hook request (`payload[0]` picks allow, deny, hold then allow, hold then deny, terminate; its bit 3 picks the backend allowances) |
+    /// | 3 | advance time by `payload[0]` seconds and check deadlines |
+    /// | 4 | the client closes |
+    /// | 5 | the backend closes |
+    /// | 6 | the client TLS handshake completed |
+    /// | 7 | the backend connection opened |
+    ///
+    /// It checks that nothing panics, that a Query or Parse reaches the
+    /// backend only with a text the hook allowed (or the gateway's own), and
+    /// that once the session is closed nothing but a Terminate is sent to
+    /// the backend.
+    pub fn fuzz_session_script(script: &[u8]) {
+        use crate::hook::{Decision, Hold};
+        let mut now = Instant::now();
+        let config = SessionConfig {
+            loopback: true,
+            tls_available: true,
+            ..SessionConfig::default()
+        };
+        let key = CancelKey { pid: 1, secret: 1 };
+        let mut s = Session::new(SessionId(1), config, Arc::new(FuzzHook), key, now);
+        let mut requests = Vec::new();
+        let mut allowed: Vec<String> = Vec::new();
+        let mut rest = script;
+        let mut steps = 0;
+        while let [op, hi, lo, tail @ ..] = rest {
+            steps += 1;
+            if steps > 512 {
+                break;
+            }
+            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+            let Some((payload, next)) = tail.split_at_checked(len) else {
+                break;
+            };
+            rest = next;
+            let choice = payload.first().copied().unwrap_or(0);
+            let was_closed = s.is_closed();
+            match op % 8 {
+                0 => s.handle_client_data(now, payload),
+                1 => s.handle_backend_data(now, payload),
+                2 => {
+                    for req in std::mem::take(&mut requests) {
+                        match req {
+                            crate::HookRequest::Authenticate { .. } => {
+                                let lenient = choice & 8 != 0;
+                                let allow = crate::Allowances {
+                                    backend_trust: lenient,
+                                    backend_md5: lenient,
+                                    backend_cleartext: lenient,
+                                    drop_unknown_startup_params: lenient,
+                                };
+                                let backend = BackendTarget {
+                                    addr: BackendAddr::Tcp {
+                                        host: String::new(),
+                                        port: 0,
+                                    },
+                                    database: "d".into(),
+                                    user: "u".into(),
+                                    password: "p".into(),
+                                    tls: BackendTls::Disable,
+                                    allow,
+                                };
+                                let result = if choice % 5 == 1 {
+                                    Err(Rejection::InvalidCredential(String::new()))
+                                } else {
+                                    Ok(Authenticated {
+                                        principal: (),
+                                        backend,
+                                    })
+                                };
+                                s.handle_authenticated(now, result);
+                            }
+                            crate::HookRequest::Parse { sql, .. } => {
+                                let verdict = match choice % 5 {
+                                    1 => crate::ParseVerdict::Deny("no".into()),
+                                    4 => crate::ParseVerdict::Terminate("bye".into()),
+                                    _ => {
+                                        allowed.push(sql);
+                                        crate::ParseVerdict::Forward(())
+                                    }
+                                };
+                                s.handle_parse_verdict(now, verdict);
+                            }
+                            other => {
+                                if let crate::HookRequest::Query { sql, .. } = other
+                                    && matches!(choice % 5, 0 | 2)
+                                {
+                                    allowed.push(sql);
+                                }
+                                let verdict = match choice % 5 {
+                                    0 => Verdict::Forward(()),
+                                    1 => Verdict::Deny("no".into()),
+                                    4 => Verdict::Terminate("bye".into()),
+                                    _ => Verdict::Hold(
+                                        Hold {
+                                            notice: "held".into(),
+                                            decision: Box::pin(async { Decision::Forward }),
+                                        },
+                                        (),
+                                    ),
+                                };
+                                if s.handle_verdict(now, verdict).is_some() {
+                                    let decision = if choice % 5 == 2 {
+                                        Decision::Forward
+                                    } else {
+                                        Decision::Deny("no".into())
+                                    };
+                                    s.handle_decision(now, decision);
+                                }
+                            }
+                        }
+                    }
+                }
+                3 => {
+                    now += std::time::Duration::from_secs(u64::from(choice));
+                    s.handle_timeout(now);
+                }
+                4 => s.handle_client_closed(),
+                5 => s.handle_backend_closed(),
+                6 => s.handle_client_tls(now),
+                _ => s.handle_backend_connected(now),
+            }
+            while s.poll_client_transmit().is_some() {}
+            while let Some(b) = s.poll_backend_transmit() {
+                assert!(
+                    !was_closed || b.first() == Some(&b'X'),
+                    "bytes sent to the backend after the session closed"
+                );
+                let text = match b.first() {
+                    Some(b'Q') => b.get(5..).and_then(|t| t.split(|&c| c == 0).next()),
+                    Some(b'P') => b.get(5..).and_then(|t| t.split(|&c| c == 0).nth(1)),
+                    _ => None,
+                };
+                if let Some(text) = text {
+                    let text = String::from_utf8_lossy(text);
+                    assert!(
+                        text.contains("$portcullis$") || allowed.iter().any(|a| *a == text),
+                        "a statement the hook never allowed reached the backend: {text}"
+                    );
+                }
+            }
+            while let Some(out) = s.poll() {
+                if let Output::Request(r) = out {
+                    requests.push(r);
+                }
+            }
+        }
     }
 }

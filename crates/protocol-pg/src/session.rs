@@ -17,6 +17,7 @@ use crate::hook::{
     Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Format,
     Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
 };
+use crate::startup;
 use crate::wire::{self, Reader, lossy};
 
 /// A statement the gateway sends to make the backend's transaction fail, so
@@ -74,8 +75,7 @@ impl CancelKey {
 
 /// An asynchronous question for the hook; answer it with the matching
 /// `handle_*` method of [`Session`]. Its `Debug` output redacts the credential.
-#[derive(Clone, PartialEq, Eq)]
-pub enum HookRequest {
+pub enum HookRequest<P> {
     /// Call [`Hook::authenticate`], then [`Session::handle_authenticated`].
     Authenticate {
         /// The client's startup parameters.
@@ -101,16 +101,23 @@ pub enum HookRequest {
     },
     /// Call [`Hook::on_execute`], then [`Session::handle_verdict`].
     Execute {
-        /// The command.
+        /// The command (this one execution).
         command: CommandId,
-        /// The statement text.
+        /// The portal executed.
+        portal: String,
+        /// The statement the portal was bound to.
+        statement: String,
+        /// The statement's plan, `None` for a statement no Parse of this
+        /// session prepared (SQL `PREPARE`).
+        plan: Option<Arc<P>>,
+        /// The statement text (`EXECUTE <name>` when the plan is `None`).
         sql: String,
         /// The bound parameter values.
         params: Vec<Option<Bytes>>,
     },
 }
 
-impl std::fmt::Debug for HookRequest {
+impl<P> std::fmt::Debug for HookRequest<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HookRequest::Authenticate { startup, .. } => f
@@ -135,11 +142,17 @@ impl std::fmt::Debug for HookRequest {
                 .finish(),
             HookRequest::Execute {
                 command,
+                portal,
+                statement,
+                plan,
                 sql,
                 params,
             } => f
                 .debug_struct("Execute")
                 .field("command", command)
+                .field("portal", portal)
+                .field("statement", statement)
+                .field("planned", &plan.is_some())
                 .field("sql", sql)
                 .field("params", &params.len())
                 .finish(),
@@ -147,7 +160,7 @@ impl std::fmt::Debug for HookRequest {
     }
 }
 
-impl HookRequest {
+impl<P> HookRequest<P> {
     /// The command this request is about, if any.
     pub fn command(&self) -> Option<CommandId> {
         match self {
@@ -160,12 +173,11 @@ impl HookRequest {
 }
 
 /// Something the driver must do, from [`Session::poll`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
+pub enum Output<P> {
     /// Ask the hook; answer with the matching `handle_*` method.
-    Request(HookRequest),
-    /// Pass to [`Hook::on_event`].
-    Event(Event),
+    Request(HookRequest<P>),
+    /// Pass to [`Hook::on_event`], with the plan of the command it is about.
+    Event(Event, Option<Arc<P>>),
     /// After writing the pending client bytes, run a TLS handshake with the
     /// client, then call [`Session::handle_client_tls`].
     StartClientTls,
@@ -175,6 +187,22 @@ pub enum Output {
     /// The client sent a CancelRequest with this gateway-issued key; the
     /// session is over. Find the session that issued it.
     Cancel(CancelKey),
+}
+
+impl<P> std::fmt::Debug for Output<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Request(r) => f.debug_tuple("Request").field(r).finish(),
+            Output::Event(e, plan) => f
+                .debug_tuple("Event")
+                .field(e)
+                .field(&plan.as_ref().map(|_| "plan"))
+                .finish(),
+            Output::StartClientTls => f.write_str("StartClientTls"),
+            Output::ConnectBackend(t) => f.debug_tuple("ConnectBackend").field(t).finish(),
+            Output::Cancel(k) => f.debug_tuple("Cancel").field(k).finish(),
+        }
+    }
 }
 
 /// A future resolving to the decision on a held command.
@@ -207,8 +235,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug)]
-enum Pending {
+enum Pending<P> {
     Auth,
     Query {
         cmd: CommandId,
@@ -224,61 +251,113 @@ enum Pending {
         cmd: CommandId,
         frame: Bytes,
         portal: String,
+        described: bool,
     },
     HeldQuery {
         cmd: CommandId,
         frame: Bytes,
+        plan: Arc<P>,
     },
     HeldExecute {
         cmd: CommandId,
         frame: Bytes,
         portal: String,
+        described: bool,
+        plan: Arc<P>,
     },
+    /// A Bind or Execute that names a statement or portal whose creation in
+    /// an earlier pipeline (before a Sync) the backend has not confirmed yet.
+    Blocked(Frame),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Query,
-    Parse,
-    Bind,
-    DescribeStatement,
-    DescribePortal,
-    Execute,
-    Close,
-    Sync,
-}
-
-/// What the backend owes: one entry per message sent that gets a response,
-/// and the gateway's own messages for the client, kept in order.
-#[derive(Debug)]
-enum Expect {
-    Synthetic(Bytes),
-    Backend {
-        kind: Kind,
-        cmd: Option<CommandId>,
-        /// Sent by the gateway: its responses are not for the client.
-        gateway: bool,
-        /// Errors of a gateway message still reach the client.
-        forward_errors: bool,
-    },
-}
-
-#[derive(Debug)]
-struct Stmt {
+/// A prepared statement the backend confirmed (or will, in this pipeline).
+struct Stmt<P> {
     sql: Arc<str>,
-    hold: bool,
+    plan: Arc<P>,
 }
 
-#[derive(Debug)]
-struct Portal {
+/// What a Bind created: the statement it was bound to, with its plan.
+struct PortalInfo<P> {
     statement: String,
+    /// `None`: a statement this session never saw parsed (SQL `PREPARE`).
+    stmt: Option<Arc<Stmt<P>>>,
     params: Vec<Option<Bytes>>,
 }
 
-#[derive(Debug)]
-struct ResultState {
-    columns: Vec<Column>,
-    chosen: Vec<usize>,
+/// The backend's answer to a Describe of a portal.
+#[derive(Clone)]
+enum Described {
+    Unknown,
+    NoData,
+    Rows(Arc<Vec<Column>>),
+}
+
+struct PortalEntry<P> {
+    info: Arc<PortalInfo<P>>,
+    described: Described,
+}
+
+/// What a message sent to the backend is, and what its reply changes.
+enum Kind<P> {
+    Query,
+    /// `stmt` is installed at ParseComplete; `None` (a gateway's own Parse)
+    /// makes the name unknown.
+    Parse {
+        name: String,
+        stmt: Option<Arc<Stmt<P>>>,
+    },
+    /// `new` is installed at BindComplete; `None` makes the portal unknown.
+    Bind {
+        portal: String,
+        new: Option<Arc<PortalInfo<P>>>,
+    },
+    DescribeStatement {
+        params_seen: bool,
+    },
+    DescribePortal {
+        portal: String,
+    },
+    Execute {
+        portal: String,
+    },
+    Close {
+        statement: bool,
+        name: String,
+    },
+    Sync,
+}
+
+impl<P> Kind<P> {
+    fn creates(&self) -> bool {
+        matches!(
+            self,
+            Kind::Parse { .. } | Kind::Bind { .. } | Kind::Close { .. }
+        )
+    }
+}
+
+/// A reply the backend owes.
+struct Reply<P> {
+    kind: Kind<P>,
+    cmd: Option<CommandId>,
+    plan: Option<Arc<P>>,
+    /// Sent by the gateway: its responses are not for the client.
+    gateway: bool,
+    /// Errors of a gateway message still reach the client.
+    forward_errors: bool,
+}
+
+/// What the backend owes, one entry per message sent that gets a response,
+/// and the gateway's own messages for the client, kept in order.
+enum Expect<P> {
+    Synthetic(Bytes),
+    Backend(Reply<P>),
+}
+
+struct ResultState<P, C> {
+    columns: Arc<Vec<Column>>,
+    chosen: Vec<(usize, C)>,
+    plan: Option<Arc<P>>,
 }
 
 enum BackendAuth {
@@ -322,11 +401,15 @@ impl std::fmt::Debug for BackendAuth {
 /// #[async_trait]
 /// impl Hook for Nobody {
 ///     type Principal = ();
+///     type Plan = ();
+///     type ColumnPlan = ();
 ///     async fn authenticate(&self, _: SessionId, _: &StartupParams, _: &str)
 ///         -> Result<Authenticated<()>, Rejection> {
 ///         Err(Rejection::InvalidCredential("no one gets in".into()))
 ///     }
-///     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict { Verdict::Forward }
+///     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
+///         Verdict::Forward(())
+///     }
 /// }
 ///
 /// let config = SessionConfig { loopback: true, ..SessionConfig::default() };
@@ -348,20 +431,36 @@ pub struct Session<H: Hook> {
     backend_in: BytesMut,
     to_client: VecDeque<Bytes>,
     to_backend: VecDeque<Bytes>,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<Output<H::Plan>>,
     startup: StartupParams,
+    /// The startup parameters sent to the backend (allow-listed, pinned).
+    backend_params: std::collections::BTreeMap<String, String>,
+    /// Notices naming the startup parameters dropped, sent after login.
+    startup_notices: Vec<Bytes>,
+    /// A client statement was sent that may have changed a setting, and the
+    /// ReadyForQuery reporting the change has not been read yet.
+    unsettled: bool,
+    /// `tls-server-end-point` data of the backend's TLS certificate.
+    channel_binding: Option<Vec<u8>>,
     principal: Option<Arc<H::Principal>>,
     target: Option<BackendTarget>,
     backend_auth: BackendAuth,
-    pending: Option<Pending>,
-    expect: VecDeque<Expect>,
-    statements: HashMap<String, Stmt>,
-    portals: HashMap<String, Portal>,
-    skipping: bool,
+    pending: Option<Pending<H::Plan>>,
+    expect: VecDeque<Expect<H::Plan>>,
+    /// Prepared statements the backend confirmed.
+    statements: HashMap<String, Arc<Stmt<H::Plan>>>,
+    /// Portals the backend confirmed.
+    portals: HashMap<String, PortalEntry<H::Plan>>,
+    /// The gateway refused an extended-protocol message: the client's
+    /// messages are discarded up to Sync, as the backend would.
+    client_skipping: bool,
+    /// The backend failed an extended-protocol message and no Sync is on its
+    /// way: it ignores everything up to the next Sync, so nothing is sent.
+    backend_ignoring: bool,
     fail_at_sync: bool,
     last_describe_portal: Option<String>,
     tx_status: u8,
-    result: Option<ResultState>,
+    result: Option<ResultState<H::Plan, H::ColumnPlan>>,
     rows: u64,
     bytes: u64,
     copy_out: bool,
@@ -385,7 +484,10 @@ impl<H: Hook> std::fmt::Debug for Session<H> {
 
 impl<H: Hook> Session<H> {
     /// A new session for a freshly accepted client connection.
-    /// `gateway_key` is the cancel key the client will be given.
+    /// `gateway_key`'s secret is the cancel secret the client will be given;
+    /// the process id it is given is the backend's real one (so that
+    /// BackendKeyData, NotificationResponse and `pg_backend_pid()` agree),
+    /// see [`Session::client_key`].
     pub fn new(
         id: SessionId,
         config: SessionConfig,
@@ -408,6 +510,10 @@ impl<H: Hook> Session<H> {
             to_backend: VecDeque::new(),
             outputs: VecDeque::new(),
             startup: StartupParams::default(),
+            backend_params: std::collections::BTreeMap::new(),
+            startup_notices: Vec::new(),
+            unsettled: false,
+            channel_binding: None,
             principal: None,
             target: None,
             backend_auth: BackendAuth::Start,
@@ -415,7 +521,8 @@ impl<H: Hook> Session<H> {
             expect: VecDeque::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
-            skipping: false,
+            client_skipping: false,
+            backend_ignoring: false,
             fail_at_sync: false,
             last_describe_portal: None,
             tx_status: b'I',
@@ -446,6 +553,16 @@ impl<H: Hook> Session<H> {
         self.backend_key
     }
 
+    /// The cancel key the client was given, once the backend sent its own:
+    /// the backend's process id with the gateway's secret. A CancelRequest
+    /// is honoured only for exactly this key.
+    pub fn client_key(&self) -> Option<CancelKey> {
+        self.backend_key.map(|b| CancelKey {
+            pid: b.pid,
+            secret: self.gateway_key.secret,
+        })
+    }
+
     /// Whether a hold is in progress (a decision future is being awaited).
     pub fn is_holding(&self) -> bool {
         matches!(
@@ -456,7 +573,9 @@ impl<H: Hook> Session<H> {
 
     /// Whether the session is waiting for any hook answer.
     pub fn is_waiting_on_hook(&self) -> bool {
-        self.pending.is_some()
+        self.pending
+            .as_ref()
+            .is_some_and(|p| !matches!(p, Pending::Blocked(_)))
     }
 
     /// Whether the session is ready and has nothing in flight (a safe point
@@ -499,7 +618,7 @@ impl<H: Hook> Session<H> {
     }
 
     /// Next request, event or action for the driver.
-    pub fn poll(&mut self) -> Option<Output> {
+    pub fn poll(&mut self) -> Option<Output<H::Plan>> {
         self.outputs.pop_front()
     }
 
@@ -632,6 +751,33 @@ impl<H: Hook> Session<H> {
         self.pending = None;
         match result {
             Ok(a) => {
+                let filtered = match startup::filter(
+                    &self.startup.params,
+                    a.backend.allow.drop_unknown_startup_params,
+                ) {
+                    Ok(f) => f,
+                    Err(refused) => {
+                        let msg = format!("{}: connect without it", refused.reason);
+                        self.close(
+                            Some(wire::fatal("42501", &msg)),
+                            Some(SessionError::Refused(format!(
+                                "startup parameter \"{}\" refused",
+                                refused.name
+                            ))),
+                        );
+                        return;
+                    }
+                };
+                self.backend_params = filtered.forward;
+                self.startup_notices = filtered
+                    .dropped
+                    .iter()
+                    .map(|name| {
+                        wire::notice(&format!(
+                            "the gateway dropped the startup parameter \"{name}\""
+                        ))
+                    })
+                    .collect();
                 self.principal = Some(Arc::new(a.principal));
                 self.target = Some(a.backend.clone());
                 self.phase = Phase::ConnectingBackend;
@@ -669,12 +815,7 @@ impl<H: Hook> Session<H> {
         }
         let Some(target) = &self.target else { return };
         let mut startup = Startup::new();
-        for (k, v) in &self.startup.params {
-            if !matches!(k.as_str(), "user" | "database" | "replication") && !k.starts_with("_pq_.")
-            {
-                startup.parameters.insert(k.clone(), v.clone());
-            }
-        }
+        startup.parameters = self.backend_params.clone();
         startup
             .parameters
             .insert("user".into(), target.user.clone());
@@ -684,6 +825,15 @@ impl<H: Hook> Session<H> {
         self.to_backend.push_back(codec::encode(&startup));
         self.phase = Phase::BackendAuth;
         self.process_backend();
+    }
+
+    /// The backend connection is TLS and this is the server's certificate
+    /// (DER); call it before [`Session::handle_backend_connected`]. When the
+    /// backend offers SCRAM-SHA-256-PLUS, the gateway binds its SCRAM
+    /// exchange to this certificate (`tls-server-end-point`), so a man in
+    /// the middle holding another certificate cannot relay the login.
+    pub fn handle_backend_tls(&mut self, certificate: &[u8]) {
+        self.channel_binding = crate::binding::server_end_point(certificate);
     }
 
     /// The backend could not be reached.
@@ -703,10 +853,27 @@ impl<H: Hook> Session<H> {
     /// For a hold, the notice goes to the client and the decision future is
     /// returned: await it and pass its output to [`Session::handle_decision`],
     /// or call [`Session::handle_hold_abandoned`] if it is dropped.
-    pub fn handle_verdict(&mut self, now: Instant, verdict: Verdict) -> Option<DecisionFuture> {
+    pub fn handle_verdict(
+        &mut self,
+        now: Instant,
+        verdict: Verdict<H::Plan>,
+    ) -> Option<DecisionFuture> {
         match verdict {
-            Verdict::Forward => {
-                self.decide(now, Decision::Forward);
+            Verdict::Forward(plan) => {
+                self.last_activity = now;
+                match self.pending.take() {
+                    Some(Pending::Query { cmd, frame }) => {
+                        self.forward_query(cmd, frame, Arc::new(plan))
+                    }
+                    Some(Pending::Execute {
+                        cmd,
+                        frame,
+                        portal,
+                        described,
+                    }) => self.forward_execute(cmd, frame, &portal, described, Arc::new(plan)),
+                    other => self.pending = other,
+                }
+                self.process_client();
                 None
             }
             Verdict::Deny(reason) => {
@@ -717,31 +884,56 @@ impl<H: Hook> Session<H> {
                 self.terminate(reason);
                 None
             }
-            Verdict::Hold(hold) => {
+            Verdict::Hold(hold, plan) => {
+                let plan = Arc::new(plan);
                 let (cmd, held) = match self.pending.take() {
-                    Some(Pending::Query { cmd, frame }) => (cmd, Pending::HeldQuery { cmd, frame }),
-                    Some(Pending::Execute { cmd, frame, portal }) => {
-                        (cmd, Pending::HeldExecute { cmd, frame, portal })
-                    }
+                    Some(Pending::Query { cmd, frame }) => (
+                        cmd,
+                        Pending::HeldQuery {
+                            cmd,
+                            frame,
+                            plan: plan.clone(),
+                        },
+                    ),
+                    Some(Pending::Execute {
+                        cmd,
+                        frame,
+                        portal,
+                        described,
+                    }) => (
+                        cmd,
+                        Pending::HeldExecute {
+                            cmd,
+                            frame,
+                            portal,
+                            described,
+                            plan: plan.clone(),
+                        },
+                    ),
                     other => {
                         self.pending = other;
                         return None;
                     }
                 };
                 self.pending = Some(held);
-                // A notice may arrive at any time: it goes out at once.
-                self.to_client.push_back(wire::notice(&hold.notice));
-                self.event(Event::CommandHeld {
-                    session: self.id,
-                    command: cmd,
-                    notice: hold.notice,
-                });
+                // The notice is about this Execute (or query): it never
+                // overtakes the replies owed for an earlier Sync or Query.
+                self.synthetic_after_synced(wire::notice(&hold.notice));
+                self.event_with(
+                    Event::CommandHeld {
+                        session: self.id,
+                        command: cmd,
+                        notice: hold.notice,
+                    },
+                    Some(plan),
+                );
                 Some(hold.decision)
             }
         }
     }
 
-    /// The decision on a held (or just decided) command.
+    /// The decision on a held command: forwarded with the plan its hold
+    /// carried, or refused.
     pub fn handle_decision(&mut self, now: Instant, decision: Decision) {
         self.decide(now, decision);
     }
@@ -765,7 +957,7 @@ impl<H: Hook> Session<H> {
     }
 
     /// The hook's answer to [`HookRequest::Parse`].
-    pub fn handle_parse_verdict(&mut self, now: Instant, verdict: ParseVerdict) {
+    pub fn handle_parse_verdict(&mut self, now: Instant, verdict: ParseVerdict<H::Plan>) {
         let Some(Pending::Parse {
             cmd,
             frame,
@@ -777,14 +969,17 @@ impl<H: Hook> Session<H> {
         };
         self.last_activity = now;
         match verdict {
-            ParseVerdict::Forward | ParseVerdict::HoldEachExecution => {
-                let hold = verdict == ParseVerdict::HoldEachExecution;
-                self.statements.insert(statement, Stmt { sql, hold });
-                self.send_backend(frame, Kind::Parse, Some(cmd));
-                self.event(Event::CommandForwarded {
-                    session: self.id,
-                    command: cmd,
+            ParseVerdict::Forward(plan) => {
+                let plan = Arc::new(plan);
+                let stmt = Arc::new(Stmt {
+                    sql,
+                    plan: plan.clone(),
                 });
+                let kind = Kind::Parse {
+                    name: statement,
+                    stmt: Some(stmt),
+                };
+                self.forward_command(frame, kind, cmd, plan);
             }
             ParseVerdict::Terminate(reason) => {
                 self.pending = Some(Pending::Parse {
@@ -802,11 +997,17 @@ impl<H: Hook> Session<H> {
                     command: cmd,
                     reason: reason.clone(),
                 });
-                self.statements.remove(&statement);
                 self.deny_extended("42501", &reason);
                 if statement.is_empty() {
                     // PostgreSQL drops the unnamed statement before parsing a new one.
-                    self.inject(close_frame(b'S', ""), Kind::Close, false);
+                    self.inject(
+                        close_frame(b'S', ""),
+                        Kind::Close {
+                            statement: true,
+                            name: String::new(),
+                        },
+                        false,
+                    );
                 }
             }
         }
@@ -817,19 +1018,23 @@ impl<H: Hook> Session<H> {
         self.last_activity = now;
         match decision {
             Decision::Forward => match self.pending.take() {
-                Some(Pending::Query { cmd, frame } | Pending::HeldQuery { cmd, frame }) => {
-                    self.send_backend(frame, Kind::Query, Some(cmd));
-                    self.event(Event::CommandForwarded {
-                        session: self.id,
-                        command: cmd,
-                    });
+                Some(Pending::HeldQuery { cmd, frame, plan }) => {
+                    self.forward_query(cmd, frame, plan)
                 }
-                Some(
-                    Pending::Execute { cmd, frame, portal }
-                    | Pending::HeldExecute { cmd, frame, portal },
-                ) => {
-                    // The client's own Describe went out before the hold.
-                    self.forward_execute(cmd, frame, &portal, false);
+                Some(Pending::HeldExecute {
+                    cmd,
+                    frame,
+                    portal,
+                    described,
+                    plan,
+                }) => self.forward_execute(cmd, frame, &portal, described, plan),
+                Some(p @ (Pending::Query { .. } | Pending::Execute { .. })) => {
+                    // A decision without a verdict carries no plan: refuse.
+                    self.pending = Some(p);
+                    self.refuse_pending(
+                        "42501",
+                        "the gateway has no plan for this statement".into(),
+                    );
                 }
                 other => self.pending = other,
             },
@@ -889,20 +1094,60 @@ impl<H: Hook> Session<H> {
     /// Sync is discarded, and at Sync the backend's transaction is made to fail.
     fn deny_extended(&mut self, code: &str, reason: &str) {
         self.synthetic(wire::error(code, &denial_message(code, reason)));
-        self.skipping = true;
+        self.client_skipping = true;
         self.fail_at_sync = true;
     }
 
-    fn forward_execute(&mut self, cmd: CommandId, frame: Bytes, portal: &str, described: bool) {
+    /// Sends a decided command with its plan; reports it forwarded, or
+    /// discarded when the backend is ignoring messages until Sync.
+    fn forward_command(
+        &mut self,
+        frame: Bytes,
+        kind: Kind<H::Plan>,
+        cmd: CommandId,
+        plan: Arc<H::Plan>,
+    ) {
+        let sent = self.send_backend(frame, kind, Some(cmd), Some(plan.clone()));
+        let event = if sent {
+            Event::CommandForwarded {
+                session: self.id,
+                command: cmd,
+            }
+        } else {
+            Event::CommandDiscarded {
+                session: self.id,
+                command: cmd,
+            }
+        };
+        self.event_with(event, Some(plan));
+    }
+
+    fn forward_query(&mut self, cmd: CommandId, frame: Bytes, plan: Arc<H::Plan>) {
+        self.forward_command(frame, Kind::Query, cmd, plan);
+    }
+
+    fn forward_execute(
+        &mut self,
+        cmd: CommandId,
+        frame: Bytes,
+        portal: &str,
+        described: bool,
+        plan: Arc<H::Plan>,
+    ) {
         if !described {
             // The hook must see the columns before the rows.
-            self.inject(describe_frame(b'P', portal), Kind::DescribePortal, true);
+            self.inject(
+                describe_frame(b'P', portal),
+                Kind::DescribePortal {
+                    portal: portal.to_owned(),
+                },
+                true,
+            );
         }
-        self.send_backend(frame, Kind::Execute, Some(cmd));
-        self.event(Event::CommandForwarded {
-            session: self.id,
-            command: cmd,
-        });
+        let kind = Kind::Execute {
+            portal: portal.to_owned(),
+        };
+        self.forward_command(frame, kind, cmd, plan);
     }
 
     fn new_command(&mut self) -> CommandId {
@@ -911,7 +1156,11 @@ impl<H: Hook> Session<H> {
     }
 
     fn event(&mut self, e: Event) {
-        self.outputs.push_back(Output::Event(e));
+        self.outputs.push_back(Output::Event(e, None));
+    }
+
+    fn event_with(&mut self, e: Event, plan: Option<Arc<H::Plan>>) {
+        self.outputs.push_back(Output::Event(e, plan));
     }
 
     fn end(&mut self, error: Option<String>) {
@@ -927,15 +1176,7 @@ impl<H: Hook> Session<H> {
     /// Ends the session at the hook's word: the pending command is refused
     /// and never forwarded; the client gets FATAL 57P01.
     fn terminate(&mut self, reason: String) {
-        let cmd = match &self.pending {
-            Some(
-                Pending::Query { cmd, .. }
-                | Pending::Execute { cmd, .. }
-                | Pending::Parse { cmd, .. },
-            ) => Some(*cmd),
-            _ => None,
-        };
-        if let Some(cmd) = cmd {
+        if let Some(cmd) = self.pending_command() {
             self.event(Event::CommandDenied {
                 session: self.id,
                 command: cmd,
@@ -968,28 +1209,114 @@ impl<H: Hook> Session<H> {
         self.end(error.map(|e| e.to_string()));
     }
 
-    fn send_backend(&mut self, frame: Bytes, kind: Kind, cmd: Option<CommandId>) {
-        self.to_backend.push_back(frame);
-        self.expect.push_back(Expect::Backend {
-            kind,
-            cmd,
-            gateway: false,
-            forward_errors: true,
-        });
+    /// Sends a client message that gets a reply. Returns false, sending
+    /// nothing, when the backend is ignoring messages until Sync (it would
+    /// discard this one and answer nothing).
+    fn send_backend(
+        &mut self,
+        frame: Bytes,
+        kind: Kind<H::Plan>,
+        cmd: Option<CommandId>,
+        plan: Option<Arc<H::Plan>>,
+    ) -> bool {
+        self.push_backend(frame, kind, cmd, plan, false, true)
     }
 
-    fn inject(&mut self, frame: Bytes, kind: Kind, forward_errors: bool) {
+    fn inject(&mut self, frame: Bytes, kind: Kind<H::Plan>, forward_errors: bool) {
+        self.push_backend(frame, kind, None, None, true, forward_errors);
+    }
+
+    fn push_backend(
+        &mut self,
+        frame: Bytes,
+        kind: Kind<H::Plan>,
+        cmd: Option<CommandId>,
+        plan: Option<Arc<H::Plan>>,
+        gateway: bool,
+        forward_errors: bool,
+    ) -> bool {
+        if self.backend_ignoring {
+            if !matches!(kind, Kind::Sync) {
+                return false;
+            }
+            self.backend_ignoring = false;
+        }
         self.to_backend.push_back(frame);
-        self.expect.push_back(Expect::Backend {
+        let reply = Reply {
             kind,
-            cmd: None,
-            gateway: true,
+            cmd,
+            plan,
+            gateway,
             forward_errors,
-        });
+        };
+        self.unsettled |= is_unsettling_reply(&reply);
+        self.expect.push_back(Expect::Backend(reply));
+        true
+    }
+
+    /// Whether statement text may be sent now, given that the statements
+    /// sent before it may have changed how PostgreSQL reads SQL (a SET of
+    /// `standard_conforming_strings` or `client_encoding`, also through
+    /// `set_config` or dynamic SQL) and the backend reports such a change
+    /// only with the next ReadyForQuery.
+    fn settings_barrier(&self, sql: &[u8]) -> Barrier {
+        if !self.unsettled || startup::is_setting_independent(sql) {
+            return Barrier::Go;
+        }
+        // A ReadyForQuery will come without more client messages when a
+        // Sync or a Query follows the last statement sent (a Query is
+        // answered with one itself).
+        let mut coming = false;
+        for e in &self.expect {
+            if let Expect::Backend(r) = e {
+                if matches!(r.kind, Kind::Sync | Kind::Query) {
+                    coming = true;
+                } else if is_unsettling_reply(r) {
+                    coming = false;
+                }
+            }
+        }
+        if coming {
+            Barrier::Wait
+        } else {
+            Barrier::Refuse
+        }
+    }
+
+    /// Whether a client message held back must still wait.
+    fn still_blocked(&self, frame: &Frame) -> bool {
+        match frame.tag {
+            b'Q' | b'P' => {
+                let mut r = Reader::new(frame.body());
+                if frame.tag == b'P' {
+                    let _ = r.cstr();
+                }
+                let sql = r.cstr().unwrap_or_default();
+                self.settings_barrier(sql) == Barrier::Wait
+            }
+            _ => self.must_wait(),
+        }
     }
 
     fn synthetic(&mut self, b: Bytes) {
         self.expect.push_back(Expect::Synthetic(b));
+        self.flush_synthetic();
+    }
+
+    /// Queues a message of the gateway's own behind every reply the backend
+    /// owes up to its last Sync or Query (which it sends without more
+    /// input), but ahead of the replies of a pipeline not yet synced (which
+    /// the backend keeps until a Sync or Flush: waiting for them could wait
+    /// forever).
+    fn synthetic_after_synced(&mut self, b: Bytes) {
+        let at = self
+            .expect
+            .iter()
+            .rposition(
+                |e| matches!(e, Expect::Backend(r) if matches!(r.kind, Kind::Sync | Kind::Query)),
+            )
+            .map_or(0, |i| i + 1);
+        self.expect.insert(at, Expect::Synthetic(b));
         self.flush_synthetic();
     }
 
@@ -999,6 +1326,67 @@ impl<H: Hook> Session<H> {
                 self.to_client.push_back(b);
             }
         }
+    }
+
+    /// Whether a Bind or Execute must wait: a Parse, Bind or Close of an
+    /// earlier pipeline (one a Sync follows) is not confirmed yet, so what a
+    /// name will refer to when the backend reads this message is not known.
+    /// Within the current pipeline the effects are predicted as successes:
+    /// if one fails, the backend discards everything after it up to Sync,
+    /// this message included.
+    fn must_wait(&self) -> bool {
+        let mut creates = false;
+        for e in &self.expect {
+            if let Expect::Backend(r) = e {
+                if r.kind.creates() {
+                    creates = true;
+                } else if matches!(r.kind, Kind::Sync) && creates {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The statement a name will refer to when the backend reads the next
+    /// message: the current pipeline's Parse or Close of it, else the
+    /// confirmed one. `None`: not prepared through this session.
+    fn predicted_statement(&self, name: &str) -> Option<Arc<Stmt<H::Plan>>> {
+        for e in self.expect.iter().rev() {
+            let Expect::Backend(r) = e else { continue };
+            match &r.kind {
+                Kind::Sync => break,
+                Kind::Parse { name: n, stmt } if n == name => return stmt.clone(),
+                Kind::Close {
+                    statement: true,
+                    name: n,
+                } if n == name => return None,
+                _ => {}
+            }
+        }
+        self.statements.get(name).cloned()
+    }
+
+    /// The portal a name will refer to when the backend reads the next
+    /// message, and whether its columns are known already.
+    fn predicted_portal(&self, name: &str) -> Option<(Arc<PortalInfo<H::Plan>>, bool)> {
+        for e in self.expect.iter().rev() {
+            let Expect::Backend(r) = e else { continue };
+            match &r.kind {
+                Kind::Sync => break,
+                Kind::Bind { portal, new } if portal == name => {
+                    return new.clone().map(|n| (n, false));
+                }
+                Kind::Close {
+                    statement: false,
+                    name: n,
+                } if n == name => return None,
+                _ => {}
+            }
+        }
+        self.portals
+            .get(name)
+            .map(|p| (p.info.clone(), !matches!(p.described, Described::Unknown)))
     }
 
     // ---------------------------------------------------------------- client
@@ -1052,7 +1440,19 @@ impl<H: Hook> Session<H> {
                 if frame.raw.len() != 8 {
                     return Err(malformed("SSLRequest of the wrong length"));
                 }
-                if self.cfg.tls_available && !self.client_tls {
+                if self.cfg.tls_available && !self.client_tls && !self.client_in.is_empty() {
+                    // Bytes after an SSLRequest, before the handshake, are
+                    // plaintext a man in the middle may have injected
+                    // (CVE-2021-23214): they are never read.
+                    let msg = "received unencrypted data after SSL request";
+                    self.close(
+                        Some(wire::fatal("08P01", msg)),
+                        Some(SessionError::Client(CodecError::Malformed {
+                            tag: 0,
+                            reason: msg.into(),
+                        })),
+                    );
+                } else if self.cfg.tls_available && !self.client_tls {
                     self.to_client.push_back(Bytes::from_static(b"S"));
                     self.phase = Phase::TlsHandshake;
                     self.outputs.push_back(Output::StartClientTls);
@@ -1210,8 +1610,33 @@ impl<H: Hook> Session<H> {
             })
         };
         let tag = frame.tag;
-        if self.skipping && matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H') {
+        // After an error in an extended-protocol pipeline PostgreSQL reads and
+        // discards every message but Sync and Terminate.
+        if (self.client_skipping || self.backend_ignoring) && !matches!(tag, b'S' | b'X') {
+            self.last_describe_portal = None;
             return Ok(());
+        }
+        if matches!(tag, b'B' | b'E') && self.must_wait() {
+            self.pending = Some(Pending::Blocked(frame));
+            return Ok(());
+        }
+        if matches!(tag, b'Q' | b'P') {
+            let mut r = Reader::new(frame.body());
+            let name = if tag == b'P' { r.cstr() } else { None };
+            let sql = r.cstr().unwrap_or_default();
+            match self.settings_barrier(sql) {
+                Barrier::Go => {}
+                Barrier::Wait => {
+                    self.pending = Some(Pending::Blocked(frame));
+                    return Ok(());
+                }
+                Barrier::Refuse => {
+                    let unnamed = name.is_some_and(<[u8]>::is_empty);
+                    let sql = lossy(sql);
+                    self.refuse_unsettled(tag, sql, unnamed);
+                    return Ok(());
+                }
+            }
         }
         let described_portal = if tag == b'D' {
             None
@@ -1272,8 +1697,17 @@ impl<H: Hook> Session<H> {
             b'B' => {
                 let (portal, statement, params) =
                     parse_bind(frame.body()).ok_or_else(|| malformed(tag))?;
-                self.portals.insert(portal, Portal { statement, params });
-                self.send_backend(frame.raw, Kind::Bind, None);
+                let stmt = self.predicted_statement(&statement);
+                let new = Arc::new(PortalInfo {
+                    statement,
+                    stmt,
+                    params,
+                });
+                let kind = Kind::Bind {
+                    portal,
+                    new: Some(new),
+                };
+                self.send_backend(frame.raw, kind, None, None);
             }
             b'D' => {
                 let mut r = Reader::new(frame.body());
@@ -1283,12 +1717,18 @@ impl<H: Hook> Session<H> {
                     .filter(|_| r.done())
                     .ok_or_else(|| malformed(tag))?;
                 let kind = match kind {
-                    b'S' => Kind::DescribeStatement,
-                    b'P' => Kind::DescribePortal,
+                    b'S' => Kind::DescribeStatement { params_seen: false },
+                    b'P' => {
+                        self.last_describe_portal = Some(lossy(name));
+                        Kind::DescribePortal {
+                            portal: lossy(name),
+                        }
+                    }
                     _ => return Err(malformed(tag)),
                 };
-                self.last_describe_portal = (kind == Kind::DescribePortal).then(|| lossy(name));
-                self.send_backend(frame.raw, kind, None);
+                if !self.send_backend(frame.raw, kind, None, None) {
+                    self.last_describe_portal = None;
+                }
             }
             b'E' => {
                 let mut r = Reader::new(frame.body());
@@ -1298,36 +1738,54 @@ impl<H: Hook> Session<H> {
                 }
                 let portal = lossy(portal);
                 let cmd = self.new_command();
-                let (sql, hold, params) = match self.portals.get(&portal) {
-                    Some(p) => match self.statements.get(&p.statement) {
-                        Some(s) => (s.sql.to_string(), s.hold, p.params.clone()),
-                        // Not prepared through this session's Parse: an SQL-level
-                        // PREPARE. The hook decides on it as on `EXECUTE name`.
-                        None => (format!("EXECUTE {}", p.statement), true, p.params.clone()),
-                    },
-                    None => (String::new(), false, Vec::new()),
+                let Some((info, known_columns)) = self.predicted_portal(&portal) else {
+                    // A portal no Bind of this session created (a SQL
+                    // cursor, or none at all): nothing is known of what it runs.
+                    self.event(Event::CommandReceived {
+                        session: self.id,
+                        command: cmd,
+                        sql: String::new(),
+                    });
+                    let reason = format!(
+                        "portal \"{portal}\" does not exist (the gateway executes only portals \
+                         bound through it)"
+                    );
+                    self.event(Event::CommandDenied {
+                        session: self.id,
+                        command: cmd,
+                        reason: reason.clone(),
+                    });
+                    self.deny_extended("34000", &reason);
+                    return Ok(());
                 };
+                let (sql, plan) = match &info.stmt {
+                    Some(s) => (s.sql.to_string(), Some(s.plan.clone())),
+                    // Not prepared through this session's Parse: an SQL-level
+                    // PREPARE. The hook decides on it as on `EXECUTE name`.
+                    None => (format!("EXECUTE {}", info.statement), None),
+                };
+                let described =
+                    known_columns || described_portal.as_deref() == Some(portal.as_str());
                 self.event(Event::CommandReceived {
                     session: self.id,
                     command: cmd,
                     sql: sql.clone(),
                 });
-                if hold {
-                    self.pending = Some(Pending::Execute {
-                        cmd,
-                        frame: frame.raw,
+                self.pending = Some(Pending::Execute {
+                    cmd,
+                    frame: frame.raw,
+                    portal: portal.clone(),
+                    described,
+                });
+                self.outputs
+                    .push_back(Output::Request(HookRequest::Execute {
+                        command: cmd,
                         portal,
-                    });
-                    self.outputs
-                        .push_back(Output::Request(HookRequest::Execute {
-                            command: cmd,
-                            sql,
-                            params,
-                        }));
-                } else {
-                    let described = described_portal.as_deref() == Some(portal.as_str());
-                    self.forward_execute(cmd, frame.raw, &portal, described);
-                }
+                        statement: info.statement.clone(),
+                        plan,
+                        sql,
+                        params: info.params.clone(),
+                    }));
             }
             b'C' => {
                 let mut r = Reader::new(frame.body());
@@ -1337,27 +1795,47 @@ impl<H: Hook> Session<H> {
                         .filter(|_| r.done())
                         .ok_or_else(|| malformed(tag))?,
                 );
-                match kind {
-                    b'S' => {
-                        self.statements.remove(&name);
-                    }
-                    b'P' => {
-                        self.portals.remove(&name);
-                    }
+                let statement = match kind {
+                    b'S' => true,
+                    b'P' => false,
                     _ => return Err(malformed(tag)),
-                }
-                self.send_backend(frame.raw, Kind::Close, None);
+                };
+                self.send_backend(frame.raw, Kind::Close { statement, name }, None, None);
             }
-            b'H' => self.to_backend.push_back(frame.raw),
+            b'H' => {
+                if !self.backend_ignoring {
+                    self.to_backend.push_back(frame.raw);
+                }
+            }
             b'S' => {
-                self.skipping = false;
+                self.client_skipping = false;
                 if self.fail_at_sync {
                     self.fail_at_sync = false;
-                    self.inject(parse_frame("", FAIL_TRANSACTION), Kind::Parse, false);
-                    self.inject(bind_frame(), Kind::Bind, false);
-                    self.inject(execute_frame(), Kind::Execute, false);
+                    self.inject(
+                        parse_frame("", FAIL_TRANSACTION),
+                        Kind::Parse {
+                            name: String::new(),
+                            stmt: None,
+                        },
+                        false,
+                    );
+                    self.inject(
+                        bind_frame(),
+                        Kind::Bind {
+                            portal: String::new(),
+                            new: None,
+                        },
+                        false,
+                    );
+                    self.inject(
+                        execute_frame(),
+                        Kind::Execute {
+                            portal: String::new(),
+                        },
+                        false,
+                    );
                 }
-                self.send_backend(frame.raw, Kind::Sync, None);
+                self.send_backend(frame.raw, Kind::Sync, None, None);
             }
             b'F' => {
                 let cmd = self.new_command();
@@ -1387,6 +1865,41 @@ impl<H: Hook> Session<H> {
         Ok(())
     }
 
+    /// Refuses statement text that could be read differently after the
+    /// statements still in the pipeline (see [`Session::settings_barrier`]).
+    fn refuse_unsettled(&mut self, tag: u8, sql: String, unnamed: bool) {
+        let cmd = self.new_command();
+        self.event(Event::CommandReceived {
+            session: self.id,
+            command: cmd,
+            sql,
+        });
+        let reason = "statement text with a backslash or a non-ASCII character cannot follow an \
+                      Execute in the same pipeline: the gateway reads it only once the backend \
+                      has reported its settings (send Sync first)";
+        self.event(Event::CommandDenied {
+            session: self.id,
+            command: cmd,
+            reason: reason.into(),
+        });
+        if tag == b'Q' {
+            self.deny_simple("0A000", reason);
+            return;
+        }
+        self.deny_extended("0A000", reason);
+        if unnamed {
+            // PostgreSQL drops the unnamed statement before parsing a new one.
+            self.inject(
+                close_frame(b'S', ""),
+                Kind::Close {
+                    statement: true,
+                    name: String::new(),
+                },
+                false,
+            );
+        }
+    }
+
     // --------------------------------------------------------------- backend
 
     fn process_backend(&mut self) {
@@ -1404,6 +1917,8 @@ impl<H: Hook> Session<H> {
                     };
                     if let Err(e) = result {
                         self.backend_protocol_error(e);
+                    } else {
+                        self.unblock();
                     }
                 }
                 Ok(None) => return,
@@ -1412,12 +1927,33 @@ impl<H: Hook> Session<H> {
         }
     }
 
+    /// A Bind or Execute waiting for earlier pipelines' confirmations goes
+    /// on once they are in.
+    fn unblock(&mut self) {
+        match &self.pending {
+            Some(Pending::Blocked(frame)) if !self.still_blocked(frame) => {}
+            _ => return,
+        }
+        if let Some(Pending::Blocked(frame)) = self.pending.take() {
+            if let Err(e) = self.on_client_message(frame) {
+                self.client_protocol_error(e);
+            }
+            self.process_client();
+        }
+    }
+
+    /// The backend sent what the session cannot account for: nothing more
+    /// is forwarded; the client gets a protocol error and the session ends.
     fn backend_protocol_error(&mut self, e: SessionError) {
         self.to_backend.push_back(codec::build_frame(b'X', &[]));
+        self.event(Event::ProtocolViolation {
+            session: self.id,
+            message: e.to_string(),
+        });
         self.close(
             Some(wire::fatal(
-                "08006",
-                "lost synchronization with the backend",
+                "08P01",
+                "protocol violation: the backend sent a message the gateway cannot account for",
             )),
             Some(e),
         );
@@ -1467,12 +2003,39 @@ impl<H: Hook> Session<H> {
             .as_ref()
             .map(|t| (t.user.clone(), t.password.clone()))
             .unwrap_or_default();
+        let allow = self
+            .target
+            .as_ref()
+            .map(|t| t.allow.clone())
+            .unwrap_or_default();
         let mut r = Reader::new(frame.body());
         let code = r.i32().ok_or_else(|| malformed("authentication code"))?;
         let state = std::mem::replace(&mut self.backend_auth, BackendAuth::Done);
         match (code, state) {
+            (0, BackendAuth::Start) if !allow.backend_trust => {
+                self.backend_auth_failed(
+                    "the backend accepted the gateway without authentication (trust), which \
+                     this connection does not allow"
+                        .into(),
+                );
+            }
+            (3, BackendAuth::Start) if !allow.backend_cleartext => {
+                self.backend_auth_failed(
+                    "the backend asked for a cleartext password, which this connection does not \
+                     allow (SCRAM-SHA-256 only)"
+                        .into(),
+                );
+            }
+            (5, BackendAuth::Start) if !allow.backend_md5 => {
+                self.backend_auth_failed(
+                    "the backend asked for an MD5 password hash, which this connection does not \
+                     allow (SCRAM-SHA-256 only)"
+                        .into(),
+                );
+            }
             (0, BackendAuth::Start | BackendAuth::Done) => {
                 self.to_client.push_back(wire::auth_request(0));
+                self.to_client.extend(self.startup_notices.drain(..));
                 self.phase = Phase::BackendStartup;
             }
             (3, BackendAuth::Start) => {
@@ -1495,23 +2058,35 @@ impl<H: Hook> Session<H> {
                     .push_back(codec::encode(&Password::new(hash)));
             }
             (10, BackendAuth::Start) => {
-                let mut offers_scram = false;
+                let (mut offers_scram, mut offers_plus) = (false, false);
                 while let Some(m) = r.cstr() {
                     if m.is_empty() {
                         break;
                     }
                     offers_scram |= m == b"SCRAM-SHA-256";
+                    offers_plus |= m == b"SCRAM-SHA-256-PLUS";
                 }
-                if !offers_scram {
+                let (mechanism, binding) = match (&self.channel_binding, offers_plus) {
+                    (Some(data), true) => (
+                        "SCRAM-SHA-256-PLUS",
+                        ChannelBinding::tls_server_end_point(data.clone()),
+                    ),
+                    // Over TLS without PLUS on offer: say the gateway could
+                    // bind, so a server that does support it detects that
+                    // its offer was stripped.
+                    (Some(_), false) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+                    (None, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                };
+                if !offers_scram && mechanism == "SCRAM-SHA-256" {
                     self.backend_auth_failed(
                         "the backend offers no supported SASL mechanism".into(),
                     );
                     return Ok(());
                 }
-                let scram = ScramSha256::new(password.1.as_bytes(), ChannelBinding::unsupported());
+                let scram = ScramSha256::new(password.1.as_bytes(), binding);
                 // `message()` is valid right after `new()`.
                 let first = Bytes::copy_from_slice(scram.message());
-                let msg = SASLInitialResponse::new("SCRAM-SHA-256".into(), Some(first));
+                let msg = SASLInitialResponse::new(mechanism.into(), Some(first));
                 self.to_backend.push_back(codec::encode(&msg));
                 self.backend_auth = BackendAuth::Scram(Box::new(scram));
             }
@@ -1540,16 +2115,16 @@ impl<H: Hook> Session<H> {
 
     fn on_backend_startup(&mut self, frame: Frame) -> Result<(), SessionError> {
         match frame.tag {
-            b'S' => self.to_client.push_back(frame.raw),
+            b'S' => self.on_parameter_status(frame)?,
             b'K' => {
                 let mut r = Reader::new(frame.body());
                 match (r.i32(), r.i32(), r.done()) {
                     (Some(pid), Some(secret), true) => {
+                        // The real process id (notifications carry it too),
+                        // never the backend's secret.
                         self.backend_key = Some(CancelKey { pid, secret });
-                        self.to_client.push_back(wire::backend_key_data(
-                            self.gateway_key.pid,
-                            self.gateway_key.secret,
-                        ));
+                        self.to_client
+                            .push_back(wire::backend_key_data(pid, self.gateway_key.secret));
                     }
                     _ => {
                         return Err(SessionError::Backend(CodecError::Malformed {
@@ -1570,11 +2145,11 @@ impl<H: Hook> Session<H> {
                 self.process_client();
             }
             b'N' => {
-                let out = self.transform_error_like(&frame, None)?;
+                let out = self.transform_error_like(&frame, None, None)?;
                 self.to_client.push_back(out);
             }
             b'E' => {
-                let out = self.transform_error_like(&frame, None)?;
+                let out = self.transform_error_like(&frame, None, None)?;
                 self.close(
                     Some(out),
                     Some(SessionError::Refused(
@@ -1594,18 +2169,43 @@ impl<H: Hook> Session<H> {
         Ok(())
     }
 
-    fn head(&self) -> (Option<Kind>, Option<CommandId>, bool, bool) {
+    /// A ParameterStatus: forwarded when the analysis handles the reported
+    /// value; otherwise the session ends before anything more is forwarded.
+    fn on_parameter_status(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let mut r = Reader::new(frame.body());
+        let (Some(name), Some(value), true) = (r.cstr(), r.cstr(), r.done()) else {
+            return Err(SessionError::Backend(CodecError::Malformed {
+                tag: b'S',
+                reason: "parameter status".into(),
+            }));
+        };
+        if let Err(reason) = startup::check_reported(&lossy(name), &lossy(value)) {
+            self.to_backend.push_back(codec::build_frame(b'X', &[]));
+            self.event(Event::ProtocolViolation {
+                session: self.id,
+                message: reason.clone(),
+            });
+            self.close(
+                Some(wire::fatal(
+                    "42501",
+                    &format!("terminating connection: {reason}"),
+                )),
+                Some(SessionError::Terminated(reason)),
+            );
+            return Ok(());
+        }
+        self.to_client.push_back(frame.raw);
+        Ok(())
+    }
+
+    fn head(&self) -> Option<&Reply<H::Plan>> {
         match self.expect.front() {
-            Some(Expect::Backend {
-                kind,
-                cmd,
-                gateway,
-                forward_errors,
-            }) => (Some(*kind), *cmd, *gateway, *forward_errors),
-            _ => (None, None, false, true),
+            Some(Expect::Backend(r)) => Some(r),
+            _ => None,
         }
     }
 
+    /// The reply at the head is complete.
     fn pop(&mut self) {
         self.expect.pop_front();
         self.flush_synthetic();
@@ -1619,58 +2219,40 @@ impl<H: Hook> Session<H> {
 
     fn on_backend_message(&mut self, frame: Frame) -> Result<(), SessionError> {
         self.flush_synthetic();
-        let (kind, cmd, gateway, forward_errors) = self.head();
-        let unexpected = |tag| SessionError::UnexpectedMessage {
-            tag,
-            from: "backend",
-            state: "query processing",
+        let violation = |what: &str| SessionError::Violation(what.to_owned());
+        let (gateway, cmd, plan) = match self.head() {
+            Some(r) => (r.gateway, r.cmd, r.plan.clone()),
+            None => (false, None, None),
         };
         match frame.tag {
+            // Asynchronous messages: valid at any time.
             b'N' => {
-                let out = self.transform_error_like(&frame, cmd)?;
+                let out = self.transform_error_like(&frame, cmd, plan)?;
                 self.to_client.push_back(out);
             }
             b'A' => {
                 let out = self.transform_notification(&frame)?;
                 self.to_client.push_back(out);
             }
-            b'S' => self.to_client.push_back(frame.raw),
-            b'E' => {
-                if !gateway || forward_errors {
-                    let out = self.transform_error_like(&frame, cmd)?;
-                    self.to_client.push_back(out);
-                }
-                self.result = None;
-                self.copy_out = false;
-                if kind != Some(Kind::Query) {
-                    // The backend now skips everything up to Sync.
-                    while let Some(front) = self.expect.front() {
-                        if matches!(
-                            front,
-                            Expect::Backend {
-                                kind: Kind::Sync,
-                                ..
-                            }
-                        ) {
-                            break;
-                        }
-                        self.expect.pop_front();
-                    }
-                }
-            }
+            b'S' => self.on_parameter_status(frame)?,
+            b'E' => self.on_backend_error(frame)?,
             b'Z' => {
-                self.tx_status = frame.body().first().copied().unwrap_or(b'I');
-                while let Some(e) = self.expect.pop_front() {
-                    if let Expect::Backend {
-                        kind: Kind::Sync | Kind::Query,
-                        ..
-                    } = e
-                    {
-                        break;
-                    }
+                match self.head().map(|r| &r.kind) {
+                    Some(Kind::Sync | Kind::Query) => {}
+                    _ => return Err(violation("ReadyForQuery with no Sync or Query in progress")),
                 }
-                self.result = None;
-                self.copy_out = false;
+                if self.result.is_some() || self.copy_out {
+                    return Err(violation("ReadyForQuery in the middle of a result"));
+                }
+                let status = frame.body().first().copied().unwrap_or(b'I');
+                self.tx_status = status;
+                if status == b'I' {
+                    // Outside a transaction no portal survives.
+                    self.portals.clear();
+                }
+                self.expect.pop_front();
+                // Every setting change before this point has been reported.
+                self.unsettled = self.expect.iter().any(is_unsettling);
                 self.to_client.push_back(frame.raw);
                 self.flush_synthetic();
             }
@@ -1681,135 +2263,394 @@ impl<H: Hook> Session<H> {
                         reason: "row description".into(),
                     },
                 ))?;
-                if kind != Some(Kind::DescribeStatement) {
-                    self.begin_result(columns, cmd);
-                }
-                self.forward(gateway, frame.raw);
-                if matches!(kind, Some(Kind::DescribeStatement | Kind::DescribePortal)) {
-                    self.pop();
+                let kind = self.head().map(|r| &r.kind);
+                match kind {
+                    Some(Kind::Query) if self.result.is_none() && !self.copy_out => {
+                        self.begin_result(Arc::new(columns), plan, cmd);
+                        self.forward(gateway, frame.raw);
+                    }
+                    Some(Kind::DescribeStatement { params_seen: true }) => {
+                        self.forward(gateway, frame.raw);
+                        self.pop();
+                    }
+                    Some(Kind::DescribePortal { portal }) => {
+                        let portal = portal.clone();
+                        if let Some(p) = self.portals.get_mut(&portal) {
+                            p.described = Described::Rows(Arc::new(columns));
+                        }
+                        self.forward(gateway, frame.raw);
+                        self.pop();
+                    }
+                    _ => return Err(violation("RowDescription out of order")),
                 }
             }
             b'n' => {
-                if kind == Some(Kind::DescribePortal) {
-                    self.result = None;
+                match self.head().map(|r| &r.kind) {
+                    Some(Kind::DescribeStatement { params_seen: true }) => {}
+                    Some(Kind::DescribePortal { portal }) => {
+                        let portal = portal.clone();
+                        if let Some(p) = self.portals.get_mut(&portal) {
+                            p.described = Described::NoData;
+                        }
+                    }
+                    _ => return Err(violation("NoData with no Describe in progress")),
                 }
                 self.forward(gateway, frame.raw);
-                if matches!(kind, Some(Kind::DescribeStatement | Kind::DescribePortal)) {
-                    self.pop();
-                }
+                self.pop();
             }
-            b't' => self.forward(gateway, frame.raw),
-            b'1' | b'2' | b'3' => {
+            b't' => {
+                match self.expect.front_mut() {
+                    Some(Expect::Backend(Reply {
+                        kind: Kind::DescribeStatement { params_seen },
+                        ..
+                    })) if !*params_seen => *params_seen = true,
+                    _ => {
+                        return Err(violation(
+                            "ParameterDescription with no Describe of a statement in progress",
+                        ));
+                    }
+                }
+                self.forward(gateway, frame.raw);
+            }
+            b'1' => {
+                let Some(Expect::Backend(Reply {
+                    kind: Kind::Parse { name, stmt },
+                    ..
+                })) = self.expect.front()
+                else {
+                    return Err(violation("ParseComplete with no Parse in progress"));
+                };
+                // The statement exists now, and only now.
+                match stmt {
+                    Some(stmt) => {
+                        self.statements.insert(name.clone(), stmt.clone());
+                    }
+                    None => {
+                        self.statements.remove(name.as_str());
+                    }
+                }
+                self.forward(gateway, frame.raw);
+                self.pop();
+            }
+            b'2' => {
+                let Some(Expect::Backend(Reply {
+                    kind: Kind::Bind { portal, new },
+                    ..
+                })) = self.expect.front()
+                else {
+                    return Err(violation("BindComplete with no Bind in progress"));
+                };
+                match new {
+                    Some(info) => {
+                        self.portals.insert(
+                            portal.clone(),
+                            PortalEntry {
+                                info: info.clone(),
+                                described: Described::Unknown,
+                            },
+                        );
+                    }
+                    None => {
+                        self.portals.remove(portal.as_str());
+                    }
+                }
+                self.forward(gateway, frame.raw);
+                self.pop();
+            }
+            b'3' => {
+                let Some(Expect::Backend(Reply {
+                    kind: Kind::Close { statement, name },
+                    ..
+                })) = self.expect.front()
+                else {
+                    return Err(violation("CloseComplete with no Close in progress"));
+                };
+                if *statement {
+                    self.statements.remove(name.as_str());
+                } else {
+                    self.portals.remove(name.as_str());
+                }
                 self.forward(gateway, frame.raw);
                 self.pop();
             }
             b'D' => {
-                let out = self.transform_row(frame)?;
+                if self.copy_out || !self.in_command() {
+                    return Err(violation("DataRow with no result in progress"));
+                }
+                if self.result.is_none() {
+                    self.begin_portal_result()?;
+                }
+                let out = if gateway {
+                    frame.raw
+                } else {
+                    self.transform_row(frame)?
+                };
                 self.rows += 1;
                 self.bytes += out.len() as u64;
                 self.forward(gateway, out);
             }
             b'C' | b'I' => {
+                if self.copy_out || !self.in_command() {
+                    return Err(violation("CommandComplete with no command in progress"));
+                }
                 let tag = if frame.tag == b'C' {
                     lossy(frame.body().split_last().map_or(&[][..], |(_, t)| t))
                 } else {
                     String::new()
                 };
+                self.after_tag(&tag);
                 if let Some(command) = cmd {
-                    self.event(Event::CommandCompleted {
-                        session: self.id,
-                        command,
-                        tag,
-                        rows: self.rows,
-                        bytes: self.bytes,
-                    });
+                    self.event_with(
+                        Event::CommandCompleted {
+                            session: self.id,
+                            command,
+                            tag,
+                            rows: self.rows,
+                            bytes: self.bytes,
+                        },
+                        plan,
+                    );
                 }
                 self.rows = 0;
                 self.bytes = 0;
                 self.result = None;
-                self.copy_out = false;
                 self.forward(gateway, frame.raw);
-                if kind == Some(Kind::Execute) {
+                if matches!(self.head().map(|r| &r.kind), Some(Kind::Execute { .. })) {
                     self.pop();
                 }
             }
             b's' => {
-                self.forward(gateway, frame.raw);
-                if kind == Some(Kind::Execute) {
-                    self.pop();
+                if self.copy_out
+                    || !matches!(self.head().map(|r| &r.kind), Some(Kind::Execute { .. }))
+                {
+                    return Err(violation("PortalSuspended with no Execute in progress"));
                 }
+                self.result = None;
+                self.forward(gateway, frame.raw);
+                self.pop();
             }
             b'H' => {
+                if self.copy_out || !self.in_command() {
+                    return Err(violation("CopyOutResponse with no command in progress"));
+                }
+                self.result = None;
                 self.copy_out = true;
                 self.forward(gateway, frame.raw);
             }
-            b'G' => self.forward(gateway, frame.raw),
+            b'G' => {
+                if self.copy_out || !self.in_command() {
+                    return Err(violation("CopyInResponse with no command in progress"));
+                }
+                self.result = None;
+                self.forward(gateway, frame.raw);
+            }
             b'd' => {
-                let out = if self.copy_out {
-                    self.transform_copy(frame, cmd)
-                } else {
-                    frame.raw
+                if !self.copy_out {
+                    return Err(violation("CopyData with no COPY TO STDOUT in progress"));
+                }
+                let out = match (&plan, gateway) {
+                    (Some(plan), false) => self.transform_copy(frame, cmd, plan.clone()),
+                    _ => frame.raw,
                 };
                 self.rows += 1;
                 self.bytes += out.len() as u64;
                 self.forward(gateway, out);
             }
             b'c' => {
+                if !self.copy_out {
+                    return Err(violation("CopyDone with no COPY TO STDOUT in progress"));
+                }
                 self.copy_out = false;
                 self.forward(gateway, frame.raw);
             }
-            tag => return Err(unexpected(tag)),
+            _ => return Err(violation("a message the protocol does not allow here")),
         }
         Ok(())
     }
 
-    fn begin_result(&mut self, columns: Vec<Column>, cmd: Option<CommandId>) {
-        let Some(principal) = self.principal.clone() else {
-            self.result = None;
-            return;
+    /// Whether the reply in progress is a Query's or an Execute's.
+    fn in_command(&self) -> bool {
+        matches!(
+            self.head().map(|r| &r.kind),
+            Some(Kind::Query | Kind::Execute { .. })
+        )
+    }
+
+    /// What a completed statement changes in what the session knows:
+    /// `DEALLOCATE` and `DISCARD` may drop prepared statements that a later
+    /// SQL `PREPARE` replaces, so none is trusted any more; a transaction's
+    /// end or a cursor declared by SQL may drop or shadow portals.
+    fn after_tag(&mut self, tag: &str) {
+        let word = tag.split(' ').next().unwrap_or("");
+        match word {
+            "DEALLOCATE" | "DISCARD" | "PREPARE" => {
+                self.statements.clear();
+                self.portals.clear();
+            }
+            "COMMIT" | "ROLLBACK" | "DECLARE" | "CLOSE" => self.portals.clear(),
+            _ => {}
+        }
+    }
+
+    fn on_backend_error(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let (gateway, forward_errors, cmd, plan) = match self.head() {
+            Some(r) => (r.gateway, r.forward_errors, r.cmd, r.plan.clone()),
+            None => (false, true, None, None),
         };
-        let cx = Context {
-            session: self.id,
-            command: cmd,
-            principal: principal.as_ref(),
+        let out = self.transform_error_like(&frame, cmd, plan)?;
+        if !gateway || forward_errors {
+            self.to_client.push_back(out);
+        }
+        self.result = None;
+        self.copy_out = false;
+        self.rows = 0;
+        self.bytes = 0;
+        let extended = match self.head().map(|r| &r.kind) {
+            None | Some(Kind::Query | Kind::Sync) => false,
+            Some(Kind::Parse { name, .. }) => {
+                if name.is_empty() {
+                    // PostgreSQL dropped the unnamed statement before parsing.
+                    self.statements.remove("");
+                }
+                true
+            }
+            Some(Kind::Bind { portal, .. }) => {
+                if portal.is_empty() {
+                    self.portals.remove("");
+                }
+                true
+            }
+            Some(_) => true,
         };
-        let mut chosen = self.hook.on_row_description(&cx, &columns);
-        chosen.retain(|&i| i < columns.len());
-        chosen.sort_unstable();
-        chosen.dedup();
-        self.result = Some(ResultState { columns, chosen });
+        if extended {
+            // The backend now discards everything up to Sync: the replies
+            // owed for those messages will never come.
+            while let Some(front) = self.expect.front() {
+                if let Expect::Backend(Reply {
+                    kind: Kind::Sync, ..
+                }) = front
+                {
+                    return Ok(());
+                }
+                if let Some(Expect::Backend(Reply {
+                    cmd: Some(command),
+                    gateway: false,
+                    plan,
+                    ..
+                })) = self.expect.pop_front()
+                {
+                    self.event_with(
+                        Event::CommandDiscarded {
+                            session: self.id,
+                            command,
+                        },
+                        plan,
+                    );
+                }
+            }
+            // No Sync is on its way: messages sent until the next one are
+            // discarded by the backend, so the session sends none.
+            self.backend_ignoring = true;
+        }
+        Ok(())
+    }
+
+    fn begin_result(
+        &mut self,
+        columns: Arc<Vec<Column>>,
+        plan: Option<Arc<H::Plan>>,
+        cmd: Option<CommandId>,
+    ) {
+        let chosen = match (&self.principal, &plan) {
+            (Some(principal), Some(plan)) => {
+                let cx = Context {
+                    session: self.id,
+                    command: cmd,
+                    principal: principal.as_ref(),
+                };
+                let mut chosen = self.hook.on_row_description(&cx, plan, &columns);
+                chosen.retain(|(i, _)| *i < columns.len());
+                chosen.sort_by_key(|(i, _)| *i);
+                chosen.dedup_by_key(|(i, _)| *i);
+                chosen
+            }
+            _ => Vec::new(),
+        };
+        self.result = Some(ResultState {
+            columns,
+            chosen,
+            plan,
+        });
+    }
+
+    /// The rows of an Execute: their columns come from the portal's
+    /// description, which the backend sent before them.
+    fn begin_portal_result(&mut self) -> Result<(), SessionError> {
+        let Some(Reply {
+            kind: Kind::Execute { portal },
+            cmd,
+            plan,
+            ..
+        }) = self.head()
+        else {
+            return Err(SessionError::Violation(
+                "DataRow with no result in progress".into(),
+            ));
+        };
+        let (cmd, plan) = (*cmd, plan.clone());
+        let columns = match self.portals.get(portal.as_str()).map(|p| &p.described) {
+            Some(Described::Rows(columns)) => columns.clone(),
+            _ => {
+                return Err(SessionError::Violation(
+                    "DataRow for a portal with no described columns".into(),
+                ));
+            }
+        };
+        self.begin_result(columns, plan, cmd);
+        Ok(())
     }
 
     fn transform_row(&mut self, frame: Frame) -> Result<Bytes, SessionError> {
         let Some(result) = &self.result else {
-            return Ok(frame.raw);
+            return Err(SessionError::Violation(
+                "DataRow with no result in progress".into(),
+            ));
         };
         if result.chosen.is_empty() {
+            // Nothing to transform: the frame goes out as it came.
             return Ok(frame.raw);
         }
-        let Some(principal) = self.principal.clone() else {
-            return Ok(frame.raw);
-        };
         let body = frame.body();
         let fields = codec::split_data_row(body).map_err(SessionError::Backend)?;
-        let cmd = self.head().1;
+        if fields.len() != result.columns.len() {
+            return Err(SessionError::Violation(
+                "DataRow with a different number of columns than its RowDescription".into(),
+            ));
+        }
+        let (Some(principal), Some(plan)) = (self.principal.as_ref(), result.plan.as_ref()) else {
+            return Ok(frame.raw);
+        };
+        let cmd = self.head().and_then(|r| r.cmd);
         let cx = Context {
             session: self.id,
             command: cmd,
             principal: principal.as_ref(),
         };
         let mut replaced: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
-        for &i in &result.chosen {
-            let (Some(Some(range)), Some(col)) = (fields.get(i), result.columns.get(i)) else {
+        for (i, column_plan) in &result.chosen {
+            let (Some(Some(range)), Some(col)) = (fields.get(*i), result.columns.get(*i)) else {
                 continue;
             };
             let Some(value) = body.get(range.clone()) else {
                 continue;
             };
-            match self.hook.transform_field(&cx, col, value) {
+            match self
+                .hook
+                .transform_field(&cx, plan, col, column_plan, value)
+            {
                 FieldValue::Keep => {}
-                FieldValue::Replace(v) => replaced.push((i, Some(v))),
-                FieldValue::Null => replaced.push((i, None)),
+                FieldValue::Replace(v) => replaced.push((*i, Some(v))),
+                FieldValue::Null => replaced.push((*i, None)),
             }
         }
         if replaced.is_empty() {
@@ -1826,7 +2667,12 @@ impl<H: Hook> Session<H> {
         Ok(codec::build_data_row(values.into_iter()))
     }
 
-    fn transform_copy(&mut self, frame: Frame, cmd: Option<CommandId>) -> Bytes {
+    fn transform_copy(
+        &mut self,
+        frame: Frame,
+        cmd: Option<CommandId>,
+        plan: Arc<H::Plan>,
+    ) -> Bytes {
         let Some(principal) = self.principal.clone() else {
             return frame.raw;
         };
@@ -1835,7 +2681,7 @@ impl<H: Hook> Session<H> {
             command: cmd,
             principal: principal.as_ref(),
         };
-        match self.hook.transform_copy(&cx, frame.body()) {
+        match self.hook.transform_copy(&cx, &plan, frame.body()) {
             Some(data) => codec::build_frame(b'd', &data),
             None => frame.raw,
         }
@@ -1845,6 +2691,7 @@ impl<H: Hook> Session<H> {
         &mut self,
         frame: &Frame,
         cmd: Option<CommandId>,
+        plan: Option<Arc<H::Plan>>,
     ) -> Result<Bytes, SessionError> {
         let fields = wire::parse_fields(frame.body()).ok_or(SessionError::Backend(
             CodecError::Malformed {
@@ -1870,10 +2717,12 @@ impl<H: Hook> Session<H> {
                 } else {
                     TextKind::NoticeField(*code)
                 };
-                if let Some(new) =
-                    self.hook
-                        .transform_text(&cx, kind, &String::from_utf8_lossy(value))
-                {
+                if let Some(new) = self.hook.transform_text(
+                    &cx,
+                    plan.as_deref(),
+                    kind,
+                    &String::from_utf8_lossy(value),
+                ) {
                     v = new.replace('\0', "").into_bytes();
                     changed = true;
                 }
@@ -1887,12 +2736,15 @@ impl<H: Hook> Session<H> {
                     .map(|(_, v)| lossy(v))
                     .unwrap_or_default()
             };
-            self.event(Event::Error {
-                session: self.id,
-                command: cmd,
-                code: get(b'C'),
-                message: get(b'M'),
-            });
+            self.event_with(
+                Event::Error {
+                    session: self.id,
+                    command: cmd,
+                    code: get(b'C'),
+                    message: get(b'M'),
+                },
+                plan,
+            );
         }
         Ok(if changed {
             wire::build_fields(frame.tag, &out)
@@ -1922,6 +2774,7 @@ impl<H: Hook> Session<H> {
         };
         match self.hook.transform_text(
             &cx,
+            None,
             TextKind::Notification,
             &String::from_utf8_lossy(payload),
         ) {
@@ -1937,6 +2790,27 @@ impl<H: Hook> Session<H> {
             }
         }
     }
+}
+
+/// What [`Session::settings_barrier`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Barrier {
+    /// Send it now.
+    Go,
+    /// Hold it until the ReadyForQuery that is on its way has been read.
+    Wait,
+    /// No ReadyForQuery is on its way (an open extended-protocol pipeline):
+    /// refuse it.
+    Refuse,
+}
+
+/// A client statement that may change settings: a Query or an Execute.
+fn is_unsettling_reply<P>(r: &Reply<P>) -> bool {
+    !r.gateway && matches!(r.kind, Kind::Query | Kind::Execute { .. })
+}
+
+fn is_unsettling<P>(e: &Expect<P>) -> bool {
+    matches!(e, Expect::Backend(r) if is_unsettling_reply(r))
 }
 
 fn denial_message(code: &str, reason: &str) -> String {

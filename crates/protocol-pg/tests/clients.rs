@@ -90,10 +90,13 @@ fn extended_protocol_transforms_denies_and_holds() {
         };
         let (deleted, ()) = tokio::join!(run, release);
         assert_eq!(deleted.unwrap(), 1);
+        // Every Execute reached the hook (each is a command), the DELETE's
+        // with its bound value.
         let params = proxy.hook.executed_params.lock().unwrap().clone();
+        assert_eq!(params.len(), 6, "{params:?}");
         assert_eq!(
-            params,
-            vec![vec![Some(bytes::Bytes::from_static(&[0, 0, 0, 2]))]]
+            params.last(),
+            Some(&vec![Some(bytes::Bytes::from_static(&[0, 0, 0, 2]))])
         );
         // A second execution is held again.
         let run = async { c2.execute(&del, &[&1i32]).await };
@@ -340,7 +343,14 @@ fn pgbench_simple_extended_prepared_and_200_clients() {
     let socket = cluster
         .socket_dir()
         .join(format!(".s.PGSQL.{}", cluster.port()));
-    let proxy = Running::start_at(&cluster, portcullis_pg::BackendAddr::Unix(socket), config);
+    let mut allow = portcullis_pg::Allowances::default();
+    allow.backend_trust = true;
+    let proxy = Running::start_allowing(
+        &cluster,
+        portcullis_pg::BackendAddr::Unix(socket),
+        config,
+        allow,
+    );
     proxy.hook.record_events.store(false, Ordering::SeqCst);
     let dsn = proxy.dsn("postgres");
     // 'd' (drop tables) is left out: the test hook denies DROP.
@@ -493,4 +503,135 @@ fn handshake_and_idle_timeouts_close_connections() {
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     assert!(String::from_utf8_lossy(&got).contains("C57P05"), "{got:?}");
+}
+
+/// The (process id, secret) of the BackendKeyData in bytes a client received.
+fn key_data(captured: &[u8]) -> (i32, i32) {
+    let mut rest = captured;
+    while rest.len() >= 5 {
+        let len = i32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        if rest[0] == b'K' {
+            let body = &rest[5..1 + len];
+            return (
+                i32::from_be_bytes(body[..4].try_into().unwrap()),
+                i32::from_be_bytes(body[4..8].try_into().unwrap()),
+            );
+        }
+        rest = &rest[1 + len..];
+    }
+    panic!("no BackendKeyData in {captured:?}");
+}
+
+/// A raw CancelRequest to `port`, as any client could send one.
+fn raw_cancel(port: u16, pid: i32, secret: i32) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut packet = Vec::new();
+    packet.extend(16i32.to_be_bytes());
+    packet.extend(80_877_102i32.to_be_bytes());
+    packet.extend(pid.to_be_bytes());
+    packet.extend(secret.to_be_bytes());
+    s.write_all(&packet).unwrap();
+    // The proxy closes the connection once it has read the request.
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+}
+
+#[test]
+fn cancel_keys_carry_the_backend_pid_and_cancel_only_their_own_session() {
+    let cluster = PgCluster::start().unwrap();
+    let proxy = Running::start(&cluster);
+    let (relay_a, captured_a) = capturing_relay(proxy.port);
+    let (relay_b, captured_b) = capturing_relay(proxy.port);
+    let dsn = |port: u16| {
+        format!(
+            "host=127.0.0.1 port={port} user=alice dbname=postgres password={} sslmode=disable",
+            common::TOKEN
+        )
+    };
+    runtime().block_on(async {
+        let connect_at = |port: u16| {
+            let dsn = dsn(port);
+            async move {
+                let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+                tokio::spawn(conn);
+                client
+            }
+        };
+        let a = connect_at(relay_a).await;
+        let b = connect_at(relay_b).await;
+        let watcher = connect(&proxy).await;
+        let key_a = key_data(&captured_a.lock().unwrap());
+        let key_b = key_data(&captured_b.lock().unwrap());
+        // The client is told its backend's real process id.
+        for (client, key) in [(&a, key_a), (&b, key_b)] {
+            let pid: i32 = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(pid, key.0);
+        }
+        assert_ne!(key_a.1, key_b.1, "each session has its own secret");
+
+        let sleep = |client: tokio_postgres::Client| {
+            tokio::spawn(async move {
+                let r = client.simple_query("SELECT pg_sleep(60)").await;
+                (r.map(|_| ()), client)
+            })
+        };
+        let running = |pid: i32| {
+            let watcher = &watcher;
+            async move {
+                watcher
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 \
+                         AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    == 1
+            }
+        };
+        let sleeping_a = sleep(a);
+        let sleeping_b = sleep(b);
+        while !(running(key_a.0).await && running(key_b.0).await) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Another session's process id with any secret but its own, and a
+        // known secret with another process id, cancel nothing.
+        let port = proxy.port;
+        tokio::task::spawn_blocking(move || {
+            for (pid, secret) in [
+                (key_a.0, key_b.1),
+                (key_b.0, key_a.1),
+                (key_a.0, key_a.1 ^ 1),
+                (key_a.0, key_a.1.wrapping_add(1)),
+                (key_b.0, 0),
+                (key_a.0.wrapping_add(1), key_a.1),
+            ] {
+                raw_cancel(port, pid, secret);
+            }
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(running(key_a.0).await, "a forged cancel stopped session a");
+        assert!(running(key_b.0).await, "a forged cancel stopped session b");
+
+        // A's own key cancels A's query, and only A's.
+        tokio::task::spawn_blocking(move || raw_cancel(port, key_a.0, key_a.1))
+            .await
+            .unwrap();
+        let (result, _a) = sleeping_a.await.unwrap();
+        assert_eq!(code(&result.unwrap_err()), "57014");
+        assert!(running(key_b.0).await, "a's cancel stopped session b");
+        tokio::task::spawn_blocking(move || raw_cancel(port, key_b.0, key_b.1))
+            .await
+            .unwrap();
+        let (result, _b) = sleeping_b.await.unwrap();
+        assert_eq!(code(&result.unwrap_err()), "57014");
+    });
 }

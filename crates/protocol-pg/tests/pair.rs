@@ -24,6 +24,8 @@ struct PairHook;
 #[async_trait]
 impl Hook for PairHook {
     type Principal = String;
+    type Plan = ();
+    type ColumnPlan = ();
     async fn authenticate(
         &self,
         _: SessionId,
@@ -34,27 +36,45 @@ impl Hook for PairHook {
             "the pair answers itself".into(),
         ))
     }
-    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict {
-        Verdict::Forward
+    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict<()> {
+        Verdict::Forward(())
     }
-    fn on_row_description(&self, _: &Context<'_, String>, columns: &[Column]) -> Vec<usize> {
+    fn on_row_description(
+        &self,
+        _: &Context<'_, String>,
+        _: &(),
+        columns: &[Column],
+    ) -> Vec<(usize, ())> {
         columns
             .iter()
             .filter(|c| c.name == "secret")
-            .map(|c| c.index)
+            .map(|c| (c.index, ()))
             .collect()
     }
-    fn transform_field(&self, _: &Context<'_, String>, _: &Column, value: &[u8]) -> FieldValue {
+    fn transform_field(
+        &self,
+        _: &Context<'_, String>,
+        _: &(),
+        _: &Column,
+        _: &(),
+        value: &[u8],
+    ) -> FieldValue {
         if value == b"nullme" {
             FieldValue::Null
         } else {
             FieldValue::Replace(value.to_ascii_uppercase())
         }
     }
-    fn transform_copy(&self, _: &Context<'_, String>, data: &[u8]) -> Option<Vec<u8>> {
+    fn transform_copy(&self, _: &Context<'_, String>, _: &(), data: &[u8]) -> Option<Vec<u8>> {
         Some(data.to_ascii_uppercase())
     }
-    fn transform_text(&self, _: &Context<'_, String>, _: TextKind, text: &str) -> Option<String> {
+    fn transform_text(
+        &self,
+        _: &Context<'_, String>,
+        _: Option<&()>,
+        _: TextKind,
+        text: &str,
+    ) -> Option<String> {
         text.contains("hush").then(|| text.replace("hush", "****"))
     }
 }
@@ -232,7 +252,7 @@ fn codes(bytes: &[u8]) -> Vec<String> {
 struct Pair {
     s: Session<PairHook>,
     now: Instant,
-    outputs: Vec<Output>,
+    outputs: Vec<Output<()>>,
 }
 
 const GATEWAY_KEY: CancelKey = CancelKey {
@@ -289,7 +309,7 @@ impl Pair {
         v
     }
 
-    fn take_request(&mut self) -> HookRequest {
+    fn take_request(&mut self) -> HookRequest<()> {
         self.collect();
         let at = self
             .outputs
@@ -307,7 +327,7 @@ impl Pair {
         self.outputs
             .iter()
             .filter_map(|o| {
-                if let Output::Event(e) = o {
+                if let Output::Event(e, _) = o {
                     Some(e.clone())
                 } else {
                     None
@@ -316,7 +336,18 @@ impl Pair {
             .collect()
     }
 
+    /// The scripted backends ask for a cleartext password, an MD5 hash or
+    /// nothing: this target allows all three (the strict default is tested
+    /// with [`Pair::target_allowing`]).
     fn target() -> BackendTarget {
+        let mut allow = portcullis_pg::Allowances::default();
+        allow.backend_cleartext = true;
+        allow.backend_md5 = true;
+        allow.backend_trust = true;
+        Pair::target_allowing(allow)
+    }
+
+    fn target_allowing(allow: portcullis_pg::Allowances) -> BackendTarget {
         BackendTarget {
             addr: BackendAddr::Tcp {
                 host: "db".into(),
@@ -326,11 +357,16 @@ impl Pair {
             user: "app".into(),
             password: BACKEND_PASSWORD.into(),
             tls: BackendTls::Disable,
+            allow,
         }
     }
 
     /// Startup and client authentication up to the backend connection.
     fn authenticate(&mut self) {
+        self.authenticate_to(Pair::target());
+    }
+
+    fn authenticate_to(&mut self, target: BackendTarget) {
         self.client(&startup(&[
             ("user", "alice"),
             ("database", "x"),
@@ -363,7 +399,7 @@ impl Pair {
             self.now,
             Ok(Authenticated {
                 principal: "alice".into(),
-                backend: Pair::target(),
+                backend: target,
             }),
         );
         self.collect();
@@ -400,8 +436,15 @@ impl Pair {
         let f = frames(&out);
         assert_eq!(
             f[2].1,
-            [4242i32.to_be_bytes(), 777i32.to_be_bytes()].concat(),
-            "the gateway's key, not the backend's"
+            [99i32.to_be_bytes(), 777i32.to_be_bytes()].concat(),
+            "the backend's process id with the gateway's secret"
+        );
+        assert_eq!(
+            p.s.client_key(),
+            Some(CancelKey {
+                pid: 99,
+                secret: 777
+            })
         );
         assert_eq!(
             p.s.backend_key(),
@@ -418,7 +461,7 @@ impl Pair {
         p
     }
 
-    fn answer_query(&mut self, verdict: Verdict) -> Option<portcullis_pg::DecisionFuture> {
+    fn answer_query(&mut self, verdict: Verdict<()>) -> Option<portcullis_pg::DecisionFuture> {
         let f = self.s.handle_verdict(self.now, verdict);
         self.collect();
         f
@@ -511,7 +554,11 @@ fn cancel_request_is_reported_with_its_key() {
     pkt.extend(4242i32.to_be_bytes());
     pkt.extend(777i32.to_be_bytes());
     p.client(&pkt);
-    assert!(p.outputs.iter().any(|o| *o == Output::Cancel(GATEWAY_KEY)));
+    assert!(
+        p.outputs
+            .iter()
+            .any(|o| matches!(o, Output::Cancel(k) if *k == GATEWAY_KEY))
+    );
     assert!(p.s.is_closed());
     assert_eq!(GATEWAY_KEY.to_request().to_vec(), pkt);
 }
@@ -599,7 +646,7 @@ fn backend_password_never_reaches_the_client() {
     let mut p = Pair::ready();
     p.client(&q("select 1"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend(
         &[
             row_desc(&["x"]),
@@ -628,7 +675,7 @@ fn forwarded_query_is_byte_identical_and_rows_are_transformed() {
         HookRequest::Query { sql, .. } => assert_eq!(sql, "select name, secret from t"),
         other => panic!("{other:?}"),
     }
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     assert_eq!(p.backend_out(), frame);
     let plain = data_row(&[Some("bob"), None]);
     p.backend(
@@ -715,7 +762,7 @@ fn denied_query_inside_a_transaction_fails_the_backend_transaction() {
     let mut p = Pair::ready();
     p.client(&q("begin"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend_out();
     p.backend(&[complete("BEGIN"), ready(b'T')].concat());
     p.client_out();
@@ -748,10 +795,13 @@ fn held_query_sends_the_notice_at_once_and_waits() {
     let frame = q("delete from t");
     p.client(&frame);
     p.take_request();
-    let fut = p.answer_query(Verdict::Hold(Hold {
-        notice: "held for approval: 9".into(),
-        decision: Box::pin(std::future::pending()),
-    }));
+    let fut = p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held for approval: 9".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
     assert!(fut.is_some());
     assert!(p.s.is_holding());
     let out = p.client_out();
@@ -768,10 +818,13 @@ fn held_query_cancelled_gets_57014() {
     let mut p = Pair::ready();
     p.client(&q("delete from t"));
     p.take_request();
-    p.answer_query(Verdict::Hold(Hold {
-        notice: "held".into(),
-        decision: Box::pin(std::future::pending()),
-    }));
+    p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
     p.client_out();
     p.s.handle_hold_abandoned(p.now, true);
     let out = p.client_out();
@@ -800,7 +853,7 @@ fn copy_out_is_transformed_per_message_and_copy_in_passes() {
     let mut p = Pair::ready();
     p.client(&q("copy t to stdout"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend_out();
     p.backend(
         &[
@@ -818,7 +871,7 @@ fn copy_out_is_transformed_per_message_and_copy_in_passes() {
     assert_eq!(f[2], (b'd', b"C\tD\n".to_vec()));
     p.client(&q("copy t from stdin"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend_out();
     p.backend(&m(b'G', &[0, 0, 1, 0, 0]));
     let data = [m(b'd', b"x\ty\n"), m(b'c', &[])].concat();
@@ -837,7 +890,7 @@ fn error_notice_and_notification_texts_are_transformed() {
     assert!(String::from_utf8_lossy(&f[0].1).contains("**** payload"));
     p.client(&q("select 1"));
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     p.backend(&[be_error("23505", "key hush exists"), ready(b'I')].concat());
     let out = p.client_out();
     assert!(String::from_utf8_lossy(&out).contains("key **** exists"));
@@ -893,13 +946,17 @@ fn extended_forward_injects_describe_and_transforms_rows() {
     let mut p = Pair::ready();
     p.client(&[parse("s1", "select secret from t where id = $1"), sync()].concat());
     p.take_request();
-    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward);
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
     assert_eq!(tags(&p.backend_out()), "PS");
     p.backend(&[m(b'1', &[]), ready(b'I')].concat());
     assert_eq!(tags(&p.client_out()), "1Z");
     p.client(&[bind("", "s1", &[Some(b"1")]), execute(""), sync()].concat());
+    assert_eq!(tags(&p.backend_out()), "B");
+    // Every Execute is a command the hook decides on.
+    assert!(matches!(p.take_request(), HookRequest::Execute { .. }));
+    p.answer_query(Verdict::Forward(()));
     let sent = p.backend_out();
-    assert_eq!(tags(&sent), "BDES", "a Describe is injected before Execute");
+    assert_eq!(tags(&sent), "DES", "a Describe is injected before Execute");
     p.backend(
         &[
             m(b'2', &[]),
@@ -924,7 +981,7 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
     let mut p = Pair::ready();
     p.client(&[parse("d", "delete from t where id = $1"), sync()].concat());
     p.take_request();
-    p.s.handle_parse_verdict(p.now, ParseVerdict::HoldEachExecution);
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
     p.backend_out();
     p.backend(&[m(b'1', &[]), ready(b'I')].concat());
     p.client_out();
@@ -941,10 +998,13 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
             }
             other => panic!("{other:?}"),
         }
-        p.answer_query(Verdict::Hold(Hold {
-            notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
-        }));
+        p.answer_query(Verdict::Hold(
+            Hold {
+                notice: "held".into(),
+                decision: Box::pin(std::future::pending()),
+            },
+            (),
+        ));
         assert!(
             p.backend_out().is_empty(),
             "Sync waits behind the held Execute"
@@ -962,6 +1022,52 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
         );
         assert_eq!(tags(&p.client_out()), "N2CZ");
     }
+}
+
+/// A hold's notice is about its Execute: it never overtakes the replies the
+/// backend owes for what came before (a simple query, an earlier Sync), and
+/// it does not wait for the replies of its own unsynced pipeline (the
+/// backend keeps those until the held Sync).
+#[test]
+fn a_hold_notice_follows_the_replies_owed_before_it() {
+    let mut p = Pair::ready();
+    p.client(&[parse("d", "delete from t"), sync()].concat());
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
+    p.backend_out();
+    p.backend(&[m(b'1', &[]), ready(b'I')].concat());
+    p.client_out();
+    // One packet: a query, then an execution of d in a new pipeline.
+    p.client(&[q("select 1"), bind("", "d", &[]), execute(""), sync()].concat());
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "QB");
+    p.take_request();
+    p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
+    assert!(
+        p.client_out().is_empty(),
+        "the notice waits for the query's reply"
+    );
+    p.backend(&[complete("SELECT 0"), ready(b'I')].concat());
+    assert_eq!(tags(&p.client_out()), "CZN");
+    p.s.handle_decision(p.now, Decision::Forward);
+    assert_eq!(tags(&p.backend_out()), "DES");
+    p.backend(
+        &[
+            m(b'2', &[]),
+            m(b'n', &[]),
+            complete("DELETE 0"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(tags(&p.client_out()), "2CZ");
 }
 
 #[test]
@@ -998,9 +1104,9 @@ fn extended_backend_error_skips_to_sync() {
     );
     assert_eq!(tags(&p.backend_out()), "BD");
     assert!(matches!(p.take_request(), HookRequest::Execute { .. }));
-    p.answer_query(Verdict::Forward);
-    // After a hook decision the gateway describes the portal itself.
-    assert_eq!(tags(&p.backend_out()), "DES");
+    p.answer_query(Verdict::Forward(()));
+    // The client described the portal itself, just before.
+    assert_eq!(tags(&p.backend_out()), "ES");
     p.backend(
         &[
             be_error("26000", "prepared statement \"nope\" does not exist"),
@@ -1075,7 +1181,7 @@ fn malformed_bodies_and_wrong_state_messages_are_refused() {
 }
 
 #[test]
-fn malformed_backend_messages_close_with_08006() {
+fn malformed_backend_messages_close_with_08p01() {
     let cases: Vec<Vec<u8>> = vec![
         m(b'D', &[0, 2, 0, 0, 0, 9, b'a']),
         m(b'T', &[0, 1, b'x']),
@@ -1087,11 +1193,11 @@ fn malformed_backend_messages_close_with_08006() {
         let mut p = Pair::ready();
         p.client(&q("select 1"));
         p.take_request();
-        p.answer_query(Verdict::Forward);
+        p.answer_query(Verdict::Forward(()));
         p.backend_out();
         p.backend(&[row_desc(&["secret"]), bad.clone()].concat());
         let out = p.client_out();
-        assert_eq!(codes(&out), ["08006"], "{bad:?}");
+        assert_eq!(codes(&out), ["08P01"], "{bad:?}");
         assert!(p.s.is_closed());
         assert_eq!(tags(&p.backend_out()), "X");
     }
@@ -1099,7 +1205,7 @@ fn malformed_backend_messages_close_with_08006() {
     let mut p = Pair::loopback();
     p.authenticate();
     p.backend(&data_row(&[Some("x")]));
-    assert_eq!(codes(&p.client_out()), ["08006"]);
+    assert_eq!(codes(&p.client_out()), ["08P01"]);
 }
 
 #[test]
@@ -1134,10 +1240,13 @@ fn shutdown_and_disconnects_end_the_session() {
     let mut p = Pair::ready();
     p.client(&q("delete from t"));
     p.take_request();
-    p.answer_query(Verdict::Hold(Hold {
-        notice: "held".into(),
-        decision: Box::pin(std::future::pending()),
-    }));
+    p.answer_query(Verdict::Hold(
+        Hold {
+            notice: "held".into(),
+            decision: Box::pin(std::future::pending()),
+        },
+        (),
+    ));
     p.s.handle_client_closed();
     let events = p.events();
     assert!(
@@ -1169,7 +1278,7 @@ fn conversation(client_cuts: &[usize], backend_cuts: &[usize]) -> (Vec<u8>, Vec<
         last = c.max(last);
     }
     p.take_request();
-    p.answer_query(Verdict::Forward);
+    p.answer_query(Verdict::Forward(()));
     to_backend.extend(p.backend_out());
     let backend_bytes = [
         row_desc(&["name", "secret"]),
@@ -1221,7 +1330,7 @@ proptest! {
         let mut p = Pair::ready();
         p.client(&q("select 1"));
         p.take_request();
-        p.answer_query(Verdict::Forward);
+        p.answer_query(Verdict::Forward(()));
         p.backend(&data);
         let _ = p.client_out();
         let mut p = Pair::loopback();
@@ -1246,5 +1355,359 @@ proptest! {
         let mut framed = q("select 1");
         framed.extend_from_slice(&client);
         portcullis_pg::internal::fuzz_session(&framed, &backend, ready);
+    }
+}
+
+// ------------------------------------------------- hostile startup and settings
+
+/// Startup with these client parameters, authenticated to `target`; returns
+/// what the client got so far.
+fn login_with(p: &mut Pair, params: &[(&str, &str)], target: BackendTarget) -> Vec<u8> {
+    p.client(&startup(params));
+    assert_eq!(tags(&p.client_out()), "R");
+    p.client(&m(b'p', &cstr("token")));
+    p.take_request();
+    p.s.handle_authenticated(
+        p.now,
+        Ok(Authenticated {
+            principal: "alice".into(),
+            backend: target,
+        }),
+    );
+    p.collect();
+    p.client_out()
+}
+
+fn connects(p: &Pair) -> bool {
+    p.outputs
+        .iter()
+        .any(|o| matches!(o, Output::ConnectBackend(_)))
+}
+
+#[test]
+fn startup_parameters_outside_the_allow_list_are_refused_by_name() {
+    for (name, value) in [
+        ("options", "-c standard_conforming_strings=off"),
+        ("role", "postgres"),
+        ("search_path", "evil,public"),
+        ("default_transaction_read_only", "off"),
+        ("statement_timeout", "0"),
+        ("standard_conforming_strings", "off"),
+        ("client_encoding", "SJIS"),
+        ("client_encoding", "GB18030"),
+    ] {
+        let mut p = Pair::loopback();
+        let out = login_with(&mut p, &[("user", "alice"), (name, value)], Pair::target());
+        assert_eq!(codes(&out), ["42501"], "{name}");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains(name) || text.contains(value), "{text}");
+        assert!(text.contains("FATAL"));
+        assert!(!connects(&p), "{name}: no backend connection is opened");
+        assert!(p.s.is_closed());
+    }
+}
+
+#[test]
+fn allowed_parameters_are_forwarded_with_the_pinned_settings() {
+    let mut p = Pair::loopback();
+    let out = login_with(
+        &mut p,
+        &[
+            ("user", "alice"),
+            ("application_name", "psql"),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "3"),
+            ("client_encoding", "UTF8"),
+        ],
+        Pair::target(),
+    );
+    assert!(out.is_empty());
+    assert!(connects(&p));
+    p.s.handle_backend_connected(p.now);
+    let sent = String::from_utf8_lossy(&p.backend_out()).into_owned();
+    for pair in [
+        "application_name\0psql\0",
+        "datestyle\0ISO, MDY\0",
+        "timezone\0UTC\0",
+        "extra_float_digits\x003\0",
+        "client_encoding\0UTF8\0",
+        "standard_conforming_strings\0on\0",
+        "user\0app\0",
+    ] {
+        assert!(sent.contains(pair), "{pair:?} in {sent:?}");
+    }
+}
+
+#[test]
+fn dropping_unknown_parameters_is_a_per_connection_choice_with_notices() {
+    let mut allow = portcullis_pg::Allowances::default();
+    allow.drop_unknown_startup_params = true;
+    allow.backend_trust = true;
+    let mut p = Pair::loopback();
+    let out = login_with(
+        &mut p,
+        &[
+            ("user", "alice"),
+            ("options", "-c standard_conforming_strings=off"),
+            ("client_encoding", "SJIS"),
+        ],
+        Pair::target_allowing(allow),
+    );
+    assert!(out.is_empty());
+    p.s.handle_backend_connected(p.now);
+    let sent = String::from_utf8_lossy(&p.backend_out()).into_owned();
+    assert!(!sent.contains("options"), "{sent:?}");
+    assert!(!sent.contains("SJIS"), "{sent:?}");
+    assert!(sent.contains("standard_conforming_strings\0on\0"));
+    assert!(sent.contains("client_encoding\0UTF8\0"));
+    p.backend(&[auth(0, &[]), ready(b'I')].concat());
+    let out = p.client_out();
+    assert_eq!(tags(&out), "RNNZ");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("dropped the startup parameter \"options\""));
+    assert!(text.contains("dropped the startup parameter \"client_encoding\""));
+}
+
+#[test]
+fn backend_auth_is_scram_only_unless_the_connection_allows_more() {
+    for (request, what) in [
+        (auth(3, &[]), "cleartext"),
+        (auth(5, &[1, 2, 3, 4]), "MD5"),
+        (auth(0, &[]), "trust"),
+    ] {
+        let mut p = Pair::loopback();
+        login_with(
+            &mut p,
+            &[("user", "alice")],
+            Pair::target_allowing(Default::default()),
+        );
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&[request, ready(b'I')].concat());
+        assert_eq!(codes(&p.client_out()), ["08001"], "{what}");
+        assert!(p.s.is_closed());
+        let sent = p.backend_out();
+        assert!(
+            !String::from_utf8_lossy(&sent).contains(BACKEND_PASSWORD),
+            "{what}: no password is sent"
+        );
+        assert!(!tags(&sent).contains('p'), "{what}");
+        let ended = p.events().into_iter().find_map(|e| match e {
+            Event::SessionEnded { error, .. } => error,
+            _ => None,
+        });
+        assert!(ended.unwrap().contains(what), "{what}");
+    }
+}
+
+#[test]
+fn an_authentication_ok_in_the_middle_of_scram_is_refused() {
+    for allow_all in [false, true] {
+        let target = if allow_all {
+            Pair::target()
+        } else {
+            Pair::target_allowing(Default::default())
+        };
+        let mut p = Pair::loopback();
+        login_with(&mut p, &[("user", "alice")], target);
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&auth(10, b"SCRAM-SHA-256\0\0"));
+        assert!(String::from_utf8_lossy(&p.backend_out()).contains("n,,n=,r="));
+        p.backend(&[auth(0, &[]), ready(b'I')].concat());
+        assert_eq!(codes(&p.client_out()), ["08001"]);
+        assert!(p.s.is_closed());
+    }
+}
+
+#[test]
+fn a_reported_setting_the_analysis_cannot_follow_ends_the_session() {
+    for (name, value) in [
+        ("standard_conforming_strings", "off"),
+        ("client_encoding", "SJIS"),
+    ] {
+        // During startup.
+        let mut p = Pair::loopback();
+        p.authenticate();
+        p.backend_out();
+        let mut status = cstr(name);
+        status.extend(cstr(value));
+        p.backend(&[auth(0, &[]), m(b'S', &status), ready(b'I')].concat());
+        let out = p.client_out();
+        assert_eq!(tags(&out), "RE");
+        assert_eq!(codes(&out), ["42501"]);
+        assert!(p.s.is_closed());
+        // After a statement.
+        let mut p = Pair::ready();
+        p.client(&q("select set_config('x', 'y', false)"));
+        p.take_request();
+        p.answer_query(Verdict::Forward(()));
+        assert_eq!(tags(&p.backend_out()), "Q");
+        p.backend(&[complete("SELECT 1"), m(b'S', &status), ready(b'I')].concat());
+        let out = p.client_out();
+        assert_eq!(
+            tags(&out),
+            "CE",
+            "the ParameterStatus and ReadyForQuery are not forwarded"
+        );
+        assert!(String::from_utf8_lossy(&out).contains(value));
+        assert_eq!(tags(&p.backend_out()), "X");
+        assert!(p.s.is_closed());
+        assert!(
+            p.events()
+                .iter()
+                .any(|e| matches!(e, Event::ProtocolViolation { .. }))
+        );
+    }
+}
+
+/// The confirmed attack, pipelined: a SET and the statement it would make
+/// PostgreSQL read differently, in two Query messages sent at once.
+#[test]
+fn text_after_a_possible_setting_change_waits_for_the_report() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            q("SET standard_conforming_strings = off"),
+            q("SELECT '\\', ' ; DELETE FROM shop.orders; --'"),
+        ]
+        .concat(),
+    );
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q");
+    // The second query is not even shown to the hook before the first's
+    // ReadyForQuery: what PostgreSQL will read is not known yet.
+    assert!(!p.outputs.iter().any(|o| matches!(o, Output::Request(_))));
+    let mut status = cstr("standard_conforming_strings");
+    status.extend(cstr("off"));
+    p.backend(&[complete("SET"), m(b'S', &status), ready(b'I')].concat());
+    assert_eq!(codes(&p.client_out()), ["42501"]);
+    assert_eq!(
+        tags(&p.backend_out()),
+        "X",
+        "the DELETE never reaches the backend"
+    );
+    assert!(p.s.is_closed());
+
+    // Text that reads the same under any setting is not held back.
+    let mut p = Pair::ready();
+    p.client(&[q("SET datestyle = 'German'"), q("SELECT 1")].concat());
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "QQ");
+
+    // Held back text goes on once the report is read and is harmless.
+    let mut p = Pair::ready();
+    p.client(&[q("SET datestyle = 'German'"), q("SELECT 'a\\b'")].concat());
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q");
+    let mut status = cstr("DateStyle");
+    status.extend(cstr("German, DMY"));
+    p.backend(&[complete("SET"), m(b'S', &status), ready(b'I')].concat());
+    assert_eq!(tags(&p.client_out()), "CSZ");
+    match p.take_request() {
+        HookRequest::Query { sql, .. } => assert_eq!(sql, "SELECT 'a\\b'"),
+        other => panic!("{other:?}"),
+    }
+    p.answer_query(Verdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "Q");
+}
+
+#[test]
+fn text_after_an_execute_in_an_open_pipeline_is_refused() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            parse("", "SET standard_conforming_strings = off"),
+            bind("", "", &[]),
+            execute(""),
+            parse("", "SELECT '\\', ' ; DELETE FROM shop.orders; --'"),
+            bind("", "", &[]),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+    );
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
+    p.collect();
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    let sent = String::from_utf8_lossy(&p.backend_out()).into_owned();
+    assert!(!sent.contains("DELETE"), "{sent:?}");
+    // The refusal comes in order, after the replies to what was sent.
+    p.backend(&[m(b'1', &[]), m(b'2', &[]), m(b'n', &[]), complete("SET")].concat());
+    assert_eq!(codes(&p.client_out()), ["0A000"]);
+    assert!(
+        p.events()
+            .iter()
+            .any(|e| matches!(e, Event::CommandDenied { reason, .. } if reason.contains("Sync")))
+    );
+}
+
+#[test]
+fn plaintext_pipelined_after_an_ssl_request_is_refused() {
+    let mut p = Pair::new(SessionConfig {
+        tls_available: true,
+        ..SessionConfig::default()
+    });
+    let mut bytes = vec![0, 0, 0, 8, 4, 210, 22, 47];
+    bytes.extend(startup(&[("user", "alice")]));
+    p.client(&bytes);
+    let out = p.client_out();
+    assert_eq!(codes(&out), ["08P01"]);
+    assert!(String::from_utf8_lossy(&out).contains("unencrypted data after SSL request"));
+    assert!(
+        !p.outputs
+            .iter()
+            .any(|o| matches!(o, Output::StartClientTls))
+    );
+    assert!(p.s.is_closed());
+}
+
+#[test]
+fn over_tls_the_scram_exchange_is_bound_to_the_backend_certificate() {
+    // A certificate with an ecdsa-with-SHA256 signature algorithm (the
+    // outer structure is all the binding reads).
+    let cert = [
+        0x30, 0x13, 0x30, 0x03, 0x02, 0x01, 0x01, 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+        0x3d, 0x04, 0x03, 0x02, 0x03, 0x01, 0x00,
+    ];
+    for (offer, binding, mechanism, header) in [
+        (
+            &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..],
+            true,
+            "SCRAM-SHA-256-PLUS",
+            "p=tls-server-end-point,,",
+        ),
+        (&b"SCRAM-SHA-256\0\0"[..], true, "SCRAM-SHA-256", "y,,"),
+        (
+            &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..],
+            false,
+            "SCRAM-SHA-256",
+            "n,,",
+        ),
+    ] {
+        let mut p = Pair::loopback();
+        login_with(
+            &mut p,
+            &[("user", "alice")],
+            Pair::target_allowing(Default::default()),
+        );
+        if binding {
+            p.s.handle_backend_tls(&cert);
+        }
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&auth(10, offer));
+        let sent = p.backend_out();
+        let text = String::from_utf8_lossy(&sent);
+        assert!(text.contains(&format!("{mechanism}\0")), "{text:?}");
+        assert!(text.contains(header), "{mechanism}: {text:?}");
     }
 }

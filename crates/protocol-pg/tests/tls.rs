@@ -88,3 +88,84 @@ fn tls_to_the_client_and_plaintext_refused_when_required() {
     assert!(!out.success());
     assert!(out.stderr.contains("the gateway requires TLS"), "{out:?}");
 }
+
+/// CVE-2021-23214 class: plaintext pipelined behind an SSLRequest, before
+/// the handshake, is never read as if it had come over TLS.
+#[test]
+fn plaintext_pipelined_after_an_ssl_request_is_refused() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = PgCluster::start().unwrap();
+    let config = ProxyConfig {
+        client_tls: Some(server_config(dir.path())),
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0alice\0database\0postgres\0\0");
+    let len = (startup.len() as u32).to_be_bytes();
+    startup[..4].copy_from_slice(&len);
+
+    // Alone, an SSLRequest is accepted.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"S");
+
+    // With a StartupMessage in the same packet, it is refused.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut bytes = vec![0, 0, 0, 8, 4, 210, 22, 47];
+    bytes.extend_from_slice(&startup);
+    s.write_all(&bytes).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got.first(), Some(&b'E'), "{got:?}");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("08P01"), "{text}");
+    assert!(text.contains("received unencrypted data after SSL request"));
+    // Nothing of it reached the hook: no session was authenticated.
+    assert!(
+        !proxy
+            .hook
+            .events()
+            .iter()
+            .any(|e| matches!(e, portcullis_pg::Event::SessionStarted { .. }))
+    );
+}
+
+/// Garbage instead of a TLS ClientHello ends that connection only.
+#[test]
+fn tls_handshake_garbage_closes_the_connection_and_the_proxy_goes_on() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = PgCluster::start().unwrap();
+    let config = ProxyConfig {
+        client_tls: Some(server_config(dir.path())),
+        ..ProxyConfig::default()
+    };
+    let proxy = Running::start_with(&cluster, config);
+    let ssl_request = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"S");
+    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    ssl_request(&mut s);
+    s.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff]).unwrap();
+    s.write_all(&[0x5a; 512]).unwrap();
+    let mut rest = Vec::new();
+    // The proxy answers with a TLS alert at most, then closes.
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.len() < 64, "{rest:?}");
+    // Another client is served.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    ssl_request(&mut s);
+}

@@ -37,6 +37,12 @@ pub enum Error {
         /// The tail of the server log.
         detail: String,
     },
+    /// A TLS certificate or configuration could not be made.
+    #[error("tls setup failed: {0}")]
+    Tls(String),
+    /// The fake Kubernetes API server could not start.
+    #[error("fake kubernetes api server did not start: {0}")]
+    KubeStart(std::io::Error),
     /// An I/O error around a path.
     #[error("{action} {path}: {source}")]
     Io {

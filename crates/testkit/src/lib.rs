@@ -10,6 +10,9 @@
 //!   free port (SCRAM-SHA-256 required on TCP) and on a socket directory
 //!   inside its temporary directory. It is stopped and removed on drop, also
 //!   when a test panics.
+//! - [`FakeKube`] runs a fake Kubernetes API server (hyper over rustls with a
+//!   self-signed certificate): discovery, a few core resources in memory, and
+//!   exec over WebSocket that runs a real local process.
 //! - [`Client`] runs `psql` or `pgbench` against a DSN and returns the exit
 //!   status, stdout and stderr ([`ClientOutput`]).
 //!
@@ -39,10 +42,14 @@
 
 mod client;
 mod error;
+mod k8s;
 mod pg;
 mod system;
 
 pub use client::{Client, ClientOutput};
 pub use error::Error;
+pub use k8s::{
+    FAKE_SECRET_PASSWORD, FakeKube, FakeKubeBuilder, SelfSignedTls, find_kubectl, kubeconfig,
+};
 pub use pg::{PgCluster, PgClusterBuilder};
 pub use system::{find_client_binary, pg_bindir};

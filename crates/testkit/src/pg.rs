@@ -219,6 +219,31 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Makes every TCP connection authenticate with `method` (as written in
+    /// `pg_hba.conf`: `scram-sha-256`, `md5`, `password`, `trust`) instead
+    /// of SCRAM-SHA-256, and reloads the server. The unix socket keeps
+    /// `trust`, so [`PgCluster::execute`] still works. For `md5` to really
+    /// ask for an MD5 hash the role's password must be stored as MD5
+    /// (`SET password_encryption = 'md5'; ALTER ROLE ... PASSWORD ...`):
+    /// PostgreSQL answers `md5` with SCRAM for a SCRAM-stored password.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// let pg = portcullis_testkit::PgCluster::start()?;
+    /// pg.set_host_auth("password")?; // the server now asks for cleartext
+    /// # Ok::<(), portcullis_testkit::Error>(())
+    /// ```
+    pub fn set_host_auth(&self, method: &str) -> Result<(), Error> {
+        let hba = PG_HBA.replace("scram-sha-256", method);
+        let path = self.data_dir().join("pg_hba.conf");
+        std::fs::write(&path, hba).map_err(|e| Error::io("writing", &path, e))?;
+        self.execute("SELECT pg_reload_conf()")?;
+        // The postmaster reloads on SIGHUP, a moment after the call returns.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    }
+
     /// The server log so far, for a failing test's message.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()

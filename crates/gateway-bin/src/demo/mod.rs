@@ -1,19 +1,19 @@
-//! `portcullis demo`: a throwaway PostgreSQL with fake customers behind a live
-//! gateway, until Ctrl-C.
+//! `portcullis demo`: a throwaway PostgreSQL with fake customers and a fake
+//! Kubernetes API server behind a live gateway, until Ctrl-C.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use portcullis_testkit::{Client, PgCluster};
+use portcullis_testkit::{Client, FakeKube, PgCluster, SelfSignedTls};
 
 use crate::config::Config;
 use crate::identity::{GatewayKey, TokenIssuer};
 
 const SEED: &str = include_str!("seed.sql");
-const POLICY: &str = include_str!("../../../../examples/policy.toml");
+const POLICY: &str = include_str!("policy.toml");
 
 /// Runs the demo; returns when Ctrl-C is pressed, having cleaned up.
-pub(crate) fn run(listen: &str, admin: &str) -> Result<(), String> {
+pub(crate) fn run(listen: &str, admin: &str, kube_listen: &str) -> Result<(), String> {
     let pg = PgCluster::start().map_err(|e| format!("starting PostgreSQL: {e}"))?;
     let backend_password = random_hex(16)?;
     let out = Client::psql(&pg.dsn())
@@ -33,9 +33,20 @@ pub(crate) fn run(listen: &str, admin: &str) -> Result<(), String> {
         .map_err(|e| format!("creating the demo's directory: {e}"))?;
     let d = dir.path();
     let key_pem = GatewayKey::generate_pem()?;
-    crate::write_new_private(&d.join("gateway.pem"), key_pem.as_bytes())?;
-    crate::write_new_private(&d.join("backend.pw"), backend_password.as_bytes())?;
+    crate::trust::write_new_private(&d.join("gateway.pem"), key_pem.as_bytes())?;
+    crate::trust::write_new_private(&d.join("backend.pw"), backend_password.as_bytes())?;
     std::fs::write(d.join("policy.toml"), POLICY).map_err(|e| e.to_string())?;
+    // The Kubernetes leg: a fake API server (a pod whose environment, and a
+    // Secret, hold fake credentials; exec runs a real local shell) behind
+    // the gateway's own TLS listener.
+    let kube = FakeKube::builder()
+        .start()
+        .map_err(|e| format!("starting the fake Kubernetes API server: {e}"))?;
+    let listener_tls = SelfSignedTls::generate().map_err(|e| e.to_string())?;
+    std::fs::write(d.join("cluster-ca.pem"), &kube.tls().cert_pem).map_err(|e| e.to_string())?;
+    crate::trust::write_new_private(&d.join("cluster.token"), kube.token().as_bytes())?;
+    std::fs::write(d.join("gateway.crt"), &listener_tls.cert_pem).map_err(|e| e.to_string())?;
+    crate::trust::write_new_private(&d.join("gateway.key"), listener_tls.key_pem.as_bytes())?;
     let config_text = format!(
         r#"# Written by `portcullis demo`.
 [[listener]]
@@ -50,6 +61,20 @@ database = "postgres"
 user = "portcullis_gateway"
 password_file = "backend.pw"
 labels = {{ env = "demo" }}
+
+[[connection]]
+name = "cluster"
+kind = "kubernetes"
+labels = {{ env = "demo" }}
+
+[connection.kubernetes]
+server = "{kube_url}"
+ca_file = "cluster-ca.pem"
+token_file = "cluster.token"
+listen = "{kube_listen}"
+tls_cert = "gateway.crt"
+tls_key = "gateway.key"
+recordings_dir = "recordings"
 
 [identity]
 signing_key = "gateway.pem"
@@ -68,7 +93,8 @@ chain = "demo"
 [admin]
 address = "{admin}"
 "#,
-        pg_port = pg.port()
+        pg_port = pg.port(),
+        kube_url = kube.url(),
     );
     let config_path = d.join("portcullis.toml");
     std::fs::write(&config_path, config_text).map_err(|e| e.to_string())?;
@@ -92,8 +118,19 @@ address = "{admin}"
         .map_err(|e| format!("starting the runtime: {e}"))?;
     rt.block_on(async {
         let running = crate::serve::start(&config).await.map_err(|e| {
-            format!("{e}\n(another program may be using the port: try --listen 127.0.0.1:6543 --admin 127.0.0.1:9091)")
+            format!("{e}\n(another program may be using the port: try --listen 127.0.0.1:6543 --admin 127.0.0.1:9091 --kube-listen 127.0.0.1:8444)")
         })?;
+        let kubeconfig = d.join("kubeconfig");
+        if let Some((name, addr)) = running.kubernetes.first() {
+            let text = crate::k8s::kubeconfig(
+                name,
+                &format!("https://{addr}"),
+                &listener_tls.cert_pem,
+                &agent.token,
+                "default",
+            );
+            crate::trust::write_new_private(&kubeconfig, text.as_bytes())?;
+        }
         let gw = running.listeners.first().copied();
         let admin_url = running.admin.map(|a| format!("http://{a}")).unwrap_or_default();
         let exe = std::env::current_exe()
@@ -101,13 +138,40 @@ address = "{admin}"
             .unwrap_or_else(|_| "portcullis".to_owned());
         if let Some(gw) = gw {
             print_banner(&pg, gw, &admin_url, d, &exe, &agent.token, &approver.token);
+            if let Some((_, addr)) = running.kubernetes.first() {
+                print_kube_banner(&kube.url(), *addr, &kubeconfig);
+            }
         }
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("\nportcullis demo: stopping; removing the database and {}", d.display());
         running.shutdown().await
     })?;
     drop(pg);
+    drop(kube);
     Ok(())
+}
+
+fn print_kube_banner(cluster: &str, gw: std::net::SocketAddr, kubeconfig: &Path) {
+    println!(
+        "\
+Kubernetes (fake cluster)  {cluster}   (pod web-0, Secret db-creds; exec runs a local shell)
+  gateway                  https://{gw}   (kubectl connects here with the agent's token)
+
+Use kubectl (1.30 or later) as the agent:
+
+  export KUBECONFIG={kubeconfig}
+  kubectl get pods
+  kubectl get secret db-creds -o yaml                        # values masked
+  kubectl exec web-0 -- sh -c 'echo postgres://app:s3cret@db/app'   # output masked
+  kubectl delete namespace prod                              # denied by policy
+  kubectl create serviceaccount robot                        # held for approval
+
+Each exec is recorded (masked) in {recordings}/; replay one with
+  asciinema play {recordings}/<file>.cast
+",
+        kubeconfig = kubeconfig.display(),
+        recordings = kubeconfig.with_file_name("recordings").display(),
+    );
 }
 
 fn print_banner(

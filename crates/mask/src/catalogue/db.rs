@@ -99,4 +99,16 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         validators: &[Validator::NotPlaceholder(PLACEHOLDERS)],
         max_len: 202,
     },
+    DetectorSpec {
+        id: "uri-credentials",
+        category: Category::Secret,
+        description: r#"Password in the userinfo of a URI of another database, broker or service scheme: neo4j(+s)/bolt, clickhouse, couchbase(s), cassandra, cockroachdb, mssql/sqlserver, oracle, db2, snowflake, jdbc:*, nats, kafka, mqtt(s), stomp(s), memcached, elasticsearch/opensearch, influxdb, rtsp, smb, sip, socks5, telnet, vnc, rsync, s3 … (scheme://user:PASSWORD@host)"#,
+        keywords: &["://"],
+        pattern: r#"(?i)\b(?:neo4j(?:\+s|\+ssc)?|bolt(?:\+s|\+ssc)?|clickhouse|couchbases?|cassandra|cockroachdb|mssql|sqlserver|oracle|db2|snowflake|jdbc:[a-z0-9]{2,20}|nats|tls|kafka|mqtts?|stomps?|memcached?|elasticsearch|opensearch|influxdb|rtsps?|smb|sips?|socks[45]h?|telnet|vnc|rsync|s3|gs|webdav|davs?|xmpp|irc|ircs|rediss?\+sentinel|sentinel|zookeeper|etcd|consul|vault|minio)://[^\s:@/?#'\"]{1,64}:(?P<m>(?-i:[^\s@/?#'\"]{1,128}))@"#,
+        validators: &[
+            Validator::NotPlaceholder(PLACEHOLDERS),
+            Validator::NoPlaceholderText,
+        ],
+        max_len: 222,
+    },
 ];

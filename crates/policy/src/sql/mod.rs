@@ -1,8 +1,12 @@
 //! SQL analysis: split, parse, and walk a SQL string into [`StatementFacts`].
 
+mod catalog;
 mod classify;
+mod fold;
+pub(crate) mod lineage;
 mod walk;
 
+use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
@@ -87,6 +91,11 @@ pub struct SqlOptions {
     pub unsafe_parameters: Vec<String>,
     /// The schema given to unqualified table names (`public`).
     pub default_schema: String,
+    /// Functions (folded names, optionally schema-qualified) known not to
+    /// change anything, beyond the built-in list of PostgreSQL's
+    /// `pg_catalog`: a statement calling a function on neither list is not
+    /// `read_only`. A function on the dangerous list never is.
+    pub extra_read_only_functions: Vec<String>,
     /// The parser's recursion limit; a statement nested deeper is unparsed.
     pub recursion_limit: usize,
     /// The most tokens one statement may have; a longer one is unparsed.
@@ -94,6 +103,11 @@ pub struct SqlOptions {
     /// The most operator tokens one statement may have (a long chain of binary
     /// operators parses into a deep tree); a statement with more is unparsed.
     pub max_statement_operators: usize,
+    /// Columns that field rules mask (globs matched case-insensitively
+    /// against `column`, `table.column` and `schema.table.column`): one used
+    /// in a predicate raises
+    /// [`Risk::MaskedColumnPredicate`](crate::Risk::MaskedColumnPredicate).
+    pub masked_columns: Vec<String>,
 }
 
 impl Default for SqlOptions {
@@ -108,10 +122,26 @@ impl Default for SqlOptions {
                 .map(|s| (*s).to_owned())
                 .collect(),
             default_schema: "public".to_owned(),
+            extra_read_only_functions: Vec::new(),
             recursion_limit: 50,
             max_statement_tokens: 20_000,
             max_statement_operators: 500,
+            masked_columns: Vec::new(),
         }
+    }
+}
+
+/// A matcher of masked column names (`column`, `table.column`,
+/// `schema.table.column`), given by an embedder that already interprets
+/// field patterns (the gateway: `portcullis_mask::FieldPattern`).
+#[derive(Clone)]
+pub(crate) struct MaskedColumnMatcher(
+    pub(crate) std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>,
+);
+
+impl std::fmt::Debug for MaskedColumnMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaskedColumnMatcher(..)")
     }
 }
 
@@ -120,6 +150,10 @@ impl Default for SqlOptions {
 pub(crate) struct Analyzer {
     options: SqlOptions,
     dangerous: globset::GlobSet,
+    masked: globset::GlobSet,
+    /// The embedder's own matcher for masked columns (the gateway's field
+    /// patterns), used instead of `masked` when set.
+    masked_matcher: Option<MaskedColumnMatcher>,
 }
 
 impl Analyzer {
@@ -135,12 +169,90 @@ impl Analyzer {
             b.add(g);
         }
         let dangerous = b.build().map_err(|e| e.to_string())?;
-        Ok(Self { options, dangerous })
+        let mut m = globset::GlobSetBuilder::new();
+        for f in &options.masked_columns {
+            let g = globset::GlobBuilder::new(f)
+                .case_insensitive(true)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| format!("masked column pattern {f:?}: {e}"))?;
+            m.add(g);
+        }
+        let masked = m.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            options,
+            dangerous,
+            masked,
+            masked_matcher: None,
+        })
+    }
+
+    /// Adds [`Risk::MaskedColumnPredicate`] when a masked column is used in
+    /// a predicate.
+    fn masked_predicate(&self, facts: &mut StatementFacts) {
+        if (self.masked.is_empty() && self.masked_matcher.is_none())
+            || facts.has_risk(crate::Risk::MaskedColumnPredicate)
+        {
+            return;
+        }
+        let hit = facts.columns.iter().any(|c| {
+            c.uses.contains(&crate::ColumnUse::Predicate) && {
+                let mut names = vec![c.column.clone()];
+                if let Some(t) = &c.table {
+                    names.push(format!("{t}.{}", c.column));
+                    if let Some((_, bare)) = t.rsplit_once('.') {
+                        names.push(format!("{bare}.{}", c.column));
+                    }
+                }
+                match &self.masked_matcher {
+                    Some(m) => names.iter().any(|n| (m.0)(n)),
+                    None => names.iter().any(|n| self.masked.is_match(n)),
+                }
+            }
+        });
+        if hit {
+            facts.risks.push(crate::Risk::MaskedColumnPredicate);
+            facts.risks.sort();
+        }
+    }
+
+    /// The same analyzer, telling masked columns with `matcher`.
+    pub(crate) fn with_masked_matcher(mut self, matcher: MaskedColumnMatcher) -> Self {
+        self.masked_matcher = Some(matcher);
+        self
+    }
+
+    pub(crate) fn options(&self) -> &SqlOptions {
+        &self.options
     }
 
     pub(crate) fn is_dangerous(&self, folded_name: &str) -> bool {
         let base = folded_name.rsplit('.').next().unwrap_or(folded_name);
         self.dangerous.is_match(base)
+    }
+
+    /// True when calling `folded_name` (as written, maybe schema-qualified)
+    /// cannot change anything: a built-in of `pg_catalog` known to be
+    /// read-only (unqualified or qualified with `pg_catalog`) or a name on
+    /// the policy's extra list, and not a dangerous function.
+    pub(crate) fn is_read_only_function(&self, folded_name: &str) -> bool {
+        if self.is_dangerous(folded_name) {
+            return false;
+        }
+        if self
+            .options
+            .extra_read_only_functions
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(folded_name))
+        {
+            return true;
+        }
+        let base = match folded_name.split_once('.') {
+            None => folded_name,
+            Some(("pg_catalog", rest)) if !rest.contains('.') => rest,
+            Some(_) => return false,
+        };
+        catalog::READ_ONLY_FUNCTIONS.binary_search(&base).is_ok()
     }
 
     pub(crate) fn is_unsafe_parameter(&self, name: &str) -> bool {
@@ -175,12 +287,51 @@ impl Analyzer {
         };
         let mut out: Vec<StatementFacts> = pieces
             .into_iter()
-            .map(|p| self.analyze_piece(p.tokens))
+            .map(|p| {
+                let mut facts = self.analyze_piece(p.tokens);
+                self.masked_predicate(&mut facts);
+                facts
+            })
             .collect();
         if let Some((partial, msg)) = failed {
             out.push(classify::classify(self, &partial, msg));
         }
         out
+    }
+
+    /// Parses each statement of `sql` on its own, with the same limits as
+    /// [`Analyzer::analyze`]; `None` for one that cannot be parsed or is
+    /// too long or too deep. A string that cannot be tokenised gives one
+    /// `None`.
+    pub(crate) fn parse_each(&self, sql: &str) -> Vec<Option<Statement>> {
+        let dialect = PostgreSqlDialect {};
+        let mut tokens = Vec::new();
+        let tok_result = Tokenizer::new(&dialect, sql).tokenize_with_location_into_buf(&mut tokens);
+        let pieces = split_statements(tokens);
+        let mut out: Vec<Option<Statement>> = pieces
+            .into_iter()
+            .map(|p| self.parse_piece(p.tokens))
+            .collect();
+        if tok_result.is_err() {
+            out.push(None);
+        }
+        out
+    }
+
+    fn parse_piece(&self, mut tokens: Vec<TokenWithSpan>) -> Option<Statement> {
+        normalize_unicode_identifiers(&mut tokens).ok()?;
+        let (significant, operators) = count_tokens(&tokens);
+        if significant > self.options.max_statement_tokens
+            || operators > self.options.max_statement_operators
+        {
+            return None;
+        }
+        let dialect = PostgreSqlDialect {};
+        let mut parser = Parser::new(&dialect)
+            .with_recursion_limit(self.options.recursion_limit)
+            .with_tokens_with_locations(tokens);
+        let stmt = parser.parse_statement().ok()?;
+        (parser.peek_token_ref().token == Token::EOF).then_some(stmt)
     }
 
     fn analyze_piece(&self, mut tokens: Vec<TokenWithSpan>) -> StatementFacts {
@@ -418,11 +569,20 @@ fn decode_unicode_escapes(raw: &str, escape: char) -> Result<String, String> {
 /// assert!(facts[1].has_risk(Risk::NoWhere));
 /// ```
 pub fn analyze(sql: &str) -> Vec<StatementFacts> {
-    static DEFAULT: std::sync::OnceLock<Result<Analyzer, String>> = std::sync::OnceLock::new();
     match DEFAULT.get_or_init(|| Analyzer::new(SqlOptions::default())) {
         Ok(a) => a.analyze(sql),
         Err(msg) => vec![classify::unparsed(msg.clone())],
     }
+}
+
+static DEFAULT: std::sync::OnceLock<Result<Analyzer, String>> = std::sync::OnceLock::new();
+
+/// The analyzer with the default options.
+pub(crate) fn default_analyzer() -> Option<&'static Analyzer> {
+    DEFAULT
+        .get_or_init(|| Analyzer::new(SqlOptions::default()))
+        .as_ref()
+        .ok()
 }
 
 /// Analyses a SQL string with the given options (see [`analyze`]).
@@ -432,5 +592,38 @@ pub fn analyze_with(sql: &str, options: &SqlOptions) -> Vec<StatementFacts> {
     match Analyzer::new(options.clone()) {
         Ok(a) => a.analyze(sql),
         Err(msg) => vec![classify::unparsed(msg)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn read_only_function_list_is_sorted_for_binary_search() {
+        let list = super::catalog::READ_ONLY_FUNCTIONS;
+        assert!(list.windows(2).all(|w| w[0] < w[1]));
+        for f in [
+            "lower",
+            "count",
+            "now",
+            "coalesce",
+            "row",
+            "pg_relation_size",
+        ] {
+            assert!(list.binary_search(&f).is_ok(), "{f}");
+        }
+        for f in [
+            "set_config",
+            "nextval",
+            "setval",
+            "pg_terminate_backend",
+            "lo_import",
+            "pg_advisory_lock",
+            "pg_read_file",
+            "dblink",
+            "query_to_xml",
+            "txid_current",
+        ] {
+            assert!(list.binary_search(&f).is_err(), "{f}");
+        }
     }
 }

@@ -36,8 +36,16 @@ pub(crate) fn walk_statement(analyzer: &Analyzer, stmt: &Statement) -> Statement
         risks: BTreeSet::new(),
         parameters: BTreeSet::new(),
         ctes: Vec::new(),
+        not_read_only: false,
+        explain_analyze: false,
+        harmless_session_op: false,
     };
     let _ = stmt.visit(&mut g);
+    if g.kind == StatementKind::Other {
+        // A statement the taxonomy does not know is never harmless.
+        g.risks.insert(Risk::OpaqueCode);
+    }
+    let read_only = g.read_only();
     let mut c = Columns {
         an: analyzer,
         columns: BTreeMap::new(),
@@ -71,6 +79,7 @@ pub(crate) fn walk_statement(analyzer: &Analyzer, stmt: &Statement) -> Statement
         functions: g.functions.into_iter().collect(),
         risks: g.risks.into_iter().collect(),
         parameters: g.parameters.into_iter().collect(),
+        read_only,
     }
 }
 
@@ -173,6 +182,21 @@ fn statement_kind(s: &Statement) -> StatementKind {
         Statement::Prepare { .. } => K::Prepare,
         Statement::Execute { .. } => K::Execute,
         Statement::Vacuum(_) | Statement::Analyze(_) => K::Maintenance,
+        Statement::ShowVariable { .. } | Statement::ShowVariables { .. } => K::Show,
+        Statement::Lock(_) | Statement::LockTables { .. } => K::Lock,
+        Statement::NOTIFY { .. } => K::Notify,
+        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } => K::Listen,
+        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => K::Cursor,
+        Statement::Discard { .. } => K::Discard,
+        Statement::Load { .. } => K::Load,
+        Statement::Deallocate { .. } => K::Deallocate,
+        Statement::CreateTextSearch(_)
+        | Statement::CreateOperatorFamily(_)
+        | Statement::CreateOperatorClass(_) => K::Create,
+        Statement::AlterTextSearch(_)
+        | Statement::AlterOperatorFamily(_)
+        | Statement::AlterOperatorClass(_) => K::Alter,
+        Statement::DropOperatorFamily(_) | Statement::DropOperatorClass(_) => K::Drop,
         _ => K::Other,
     }
 }
@@ -193,6 +217,14 @@ struct Generic<'a> {
     parameters: BTreeSet<String>,
     /// CTE names in scope, one frame per query.
     ctes: Vec<Vec<String>>,
+    /// Something seen that can change state: a row lock, `SELECT … INTO`,
+    /// a function not known to be read-only, a custom operator, `READ WRITE`.
+    not_read_only: bool,
+    /// `EXPLAIN ANALYZE` (the explained statement runs).
+    explain_analyze: bool,
+    /// A cursor `FETCH`/`MOVE`/`CLOSE`, `DISCARD PLANS`, `COPY … TO STDOUT`:
+    /// touches only the session's own state or its output.
+    harmless_session_op: bool,
 }
 
 impl Generic<'_> {
@@ -201,7 +233,37 @@ impl Generic<'_> {
         if self.an.is_dangerous(&n) {
             self.risks.insert(Risk::DangerousFunction);
         }
+        if !self.an.is_read_only_function(&n) {
+            self.not_read_only = true;
+        }
         self.functions.insert(n);
+    }
+
+    /// The body of a query-like statement changes nothing: no object
+    /// written, no risk, nothing but `SELECT`s nested, every function known
+    /// to be read-only, no row lock or `INTO`.
+    fn body_read_only(&self) -> bool {
+        self.writes.is_empty()
+            && self.risks.is_empty()
+            && !self.not_read_only
+            && self.nested.iter().all(|k| *k == StatementKind::Select)
+    }
+
+    fn read_only(&self) -> bool {
+        use StatementKind as K;
+        match self.kind {
+            K::Select | K::Prepare => self.body_read_only(),
+            K::Explain if self.explain_analyze => self.body_read_only(),
+            // Without ANALYZE the explained statement is only planned.
+            K::Explain => true,
+            K::Cursor => self.harmless_session_op || self.body_read_only(),
+            K::Show | K::Listen | K::Deallocate => true,
+            K::Discard => self.harmless_session_op,
+            // COPY … TO STDOUT of a table or of a read-only query.
+            K::Copy => self.harmless_session_op && self.body_read_only(),
+            K::Transaction | K::Set | K::Reset => !self.not_read_only && self.risks.is_empty(),
+            _ => false,
+        }
     }
 
     fn is_cte(&self, n: &ObjectName) -> bool {
@@ -255,7 +317,26 @@ impl Generic<'_> {
             if parts.len() > 1 && self.an.is_unsafe_parameter(last) {
                 self.risks.insert(Risk::SetsUnsafeParameter);
             }
+            if parts.len() > 1 {
+                // A custom parameter (`app.tenant_id`) may be what row-level
+                // security policies read: changing it is not read-only.
+                self.not_read_only = true;
+            }
             self.set_param(&full);
+        }
+    }
+
+    /// `READ WRITE` undoes a read-only transaction a deployment may rely on.
+    fn transaction_modes(&mut self, modes: &[sqlparser::ast::TransactionMode]) {
+        if modes.iter().any(|m| {
+            matches!(
+                m,
+                sqlparser::ast::TransactionMode::AccessMode(
+                    sqlparser::ast::TransactionAccessMode::ReadWrite
+                )
+            )
+        }) {
+            self.not_read_only = true;
         }
     }
 
@@ -327,6 +408,9 @@ impl Generic<'_> {
                         self.write(table_name)
                     }
                 }
+                if *to && matches!(target, CopyTarget::Stdout) {
+                    self.harmless_session_op = true;
+                }
                 match target {
                     CopyTarget::Program { .. } => {
                         self.risks.insert(Risk::CopyProgram);
@@ -384,6 +468,12 @@ impl Generic<'_> {
                 }
             }
             Statement::CreatePolicy(cp) => self.write(&cp.table_name),
+            Statement::CreateTextSearch(c) => {
+                self.writes.insert(plain_name(&c.name));
+            }
+            Statement::AlterTextSearch(a) => {
+                self.writes.insert(plain_name(&a.name));
+            }
             Statement::AlterTable(at) => self.write(&at.name),
             Statement::AlterIndex { name, .. } | Statement::AlterView { name, .. } => {
                 self.write(name)
@@ -446,7 +536,10 @@ impl Generic<'_> {
                 Set::SetRole { .. } => self.set_param("role"),
                 Set::SetTimeZone { .. } => self.set_param("timezone"),
                 Set::SetNames { .. } | Set::SetNamesDefault {} => self.set_param("client_encoding"),
-                Set::SetTransaction { .. } => self.set_param("transaction"),
+                Set::SetTransaction { modes, .. } => {
+                    self.transaction_modes(modes);
+                    self.set_param("transaction")
+                }
             },
             Statement::Reset(r) => match &r.reset {
                 Reset::ALL => {
@@ -468,6 +561,30 @@ impl Generic<'_> {
                 }
             }
             Statement::ExplainTable { table_name, .. } => self.read(table_name),
+            Statement::Explain {
+                analyze, options, ..
+            } => {
+                let in_options = options.iter().flatten().any(|o| {
+                    let name = o.name.value.to_ascii_lowercase();
+                    (name == "analyze" || name == "analyse")
+                        && !o.arg.as_ref().is_some_and(|a| {
+                            let t = a.to_string().to_ascii_lowercase();
+                            matches!(t.as_str(), "false" | "off" | "0" | "'false'" | "'off'")
+                        })
+                });
+                if *analyze || in_options {
+                    self.explain_analyze = true;
+                }
+            }
+            Statement::Fetch { .. } | Statement::Close { .. } => {
+                self.harmless_session_op = true;
+            }
+            Statement::Discard { object_type } => {
+                if matches!(object_type, sqlparser::ast::DiscardObject::PLANS) {
+                    self.harmless_session_op = true;
+                }
+            }
+            Statement::StartTransaction { modes, .. } => self.transaction_modes(modes),
             Statement::Lock(l) => {
                 for t in &l.tables {
                     self.write(&t.name);
@@ -483,7 +600,7 @@ impl Generic<'_> {
 fn is_no_where(selection: Option<&Expr>) -> bool {
     match selection {
         None => true,
-        Some(e) => names_no_column(e) || or_constant(e),
+        Some(e) => names_no_column(e) || or_constant(e) || super::fold::is_tautology(e),
     }
 }
 
@@ -548,6 +665,10 @@ impl Visitor for Generic<'_> {
             })
             .unwrap_or_default();
         self.ctes.push(names);
+        if !q.locks.is_empty() {
+            // FOR UPDATE / FOR SHARE: row locks are writes.
+            self.not_read_only = true;
+        }
         ControlFlow::Continue(())
     }
 
@@ -566,6 +687,7 @@ impl Visitor for Generic<'_> {
                 }
             }
             self.nested.insert(StatementKind::Create);
+            self.not_read_only = true;
         }
         ControlFlow::Continue(())
     }
@@ -587,8 +709,24 @@ impl Visitor for Generic<'_> {
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = e {
-            self.function(&f.name);
+        match e {
+            Expr::Function(f) => self.function(&f.name),
+            Expr::BinaryOp {
+                op: sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(parts),
+                ..
+            } if parts.first().map(String::as_str) == Some("pg_catalog") && parts.len() == 2 => {
+                // `OPERATOR(pg_catalog.~)`: a built-in operator, as psql writes them.
+            }
+            Expr::BinaryOp {
+                op:
+                    sqlparser::ast::BinaryOperator::Custom(_)
+                    | sqlparser::ast::BinaryOperator::PGCustomBinaryOperator(_),
+                ..
+            } => {
+                // A user-defined operator runs a function we cannot see.
+                self.not_read_only = true;
+            }
+            _ => {}
         }
         ControlFlow::Continue(())
     }

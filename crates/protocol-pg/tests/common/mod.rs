@@ -12,16 +12,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use portcullis_pg::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision, Event,
-    FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection, SessionId, StartupParams,
-    Verdict, async_trait,
+    Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision,
+    Event, Execution, FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection,
+    SessionId, StartupParams, Verdict, async_trait,
 };
 use portcullis_testkit::PgCluster;
 
 pub const TOKEN: &str = "agent-token-123";
 
-/// Allows everything but DROP, holds DELETE until released, upper-cases
-/// values of columns named `secret`, masks `s3cr3t` in COPY data.
+/// What replaces every value of a statement whose text says `mask_all`.
+pub const MASK_MARK: &str = "[MASKED:test]";
+
+/// The test hook's plan: the statement's text, and whether every column of
+/// its results is masked (its text contains `mask_all`).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub sql: String,
+    pub mask_all: bool,
+}
+
+/// Allows everything but DROP, holds DELETE until released (at each
+/// execution of a prepared DELETE), upper-cases values of columns named
+/// `secret`, replaces every value of a `mask_all` statement with
+/// [`MASK_MARK`], masks `s3cr3t` in COPY data.
 pub struct TestHook {
     pub backend: BackendTarget,
     pub override_backend: Mutex<Option<BackendTarget>>,
@@ -31,6 +44,10 @@ pub struct TestHook {
     /// Keep events (off for load tests, where they would grow without bound).
     pub record_events: std::sync::atomic::AtomicBool,
     pub executed_params: Mutex<Vec<Vec<Option<bytes::Bytes>>>>,
+    /// The statement text of every Execute the hook was asked about.
+    pub executions: Mutex<Vec<String>>,
+    /// Once set, the next Execute ends the session (a revoked token).
+    pub revoked: std::sync::atomic::AtomicBool,
 }
 
 impl TestHook {
@@ -43,6 +60,8 @@ impl TestHook {
             held: AtomicUsize::new(0),
             record_events: std::sync::atomic::AtomicBool::new(true),
             executed_params: Mutex::new(Vec::new()),
+            executions: Mutex::new(Vec::new()),
+            revoked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -69,6 +88,8 @@ fn has_word(sql: &str, word: &str) -> bool {
 #[async_trait]
 impl Hook for TestHook {
     type Principal = String;
+    type Plan = Plan;
+    type ColumnPlan = ();
 
     async fn authenticate(
         &self,
@@ -97,27 +118,34 @@ impl Hook for TestHook {
         })
     }
 
-    async fn on_query(&self, _cx: &Context<'_, String>, sql: &str) -> Verdict {
+    async fn on_query(&self, _cx: &Context<'_, String>, sql: &str) -> Verdict<Plan> {
         if has_word(sql, "DROP") {
             return Verdict::Deny("DROP is not allowed".into());
         }
+        let plan = Plan {
+            sql: sql.to_owned(),
+            mask_all: sql.contains("mask_all"),
+        };
         if has_word(sql, "DELETE") {
             let n = self.held.fetch_add(1, Ordering::SeqCst) + 1;
             let release = self.release.clone();
-            return Verdict::Hold(Hold {
-                notice: format!("held for approval: {n}"),
-                decision: Box::pin(async move {
-                    match release.acquire().await {
-                        Ok(p) => {
-                            p.forget();
-                            Decision::Forward
+            return Verdict::Hold(
+                Hold {
+                    notice: format!("held for approval: {n}"),
+                    decision: Box::pin(async move {
+                        match release.acquire().await {
+                            Ok(p) => {
+                                p.forget();
+                                Decision::Forward
+                            }
+                            Err(_) => Decision::Deny("approvals closed".into()),
                         }
-                        Err(_) => Decision::Deny("approvals closed".into()),
-                    }
-                }),
-            });
+                    }),
+                },
+                plan,
+            );
         }
-        Verdict::Forward
+        Verdict::Forward(plan)
     }
 
     async fn on_parse(
@@ -125,50 +153,80 @@ impl Hook for TestHook {
         _cx: &Context<'_, String>,
         _statement: &str,
         sql: &str,
-    ) -> ParseVerdict {
+    ) -> ParseVerdict<Plan> {
         if has_word(sql, "DROP") {
             ParseVerdict::Deny("DROP is not allowed".into())
-        } else if has_word(sql, "DELETE") {
-            ParseVerdict::HoldEachExecution
         } else {
-            ParseVerdict::Forward
+            ParseVerdict::Forward(Plan {
+                sql: sql.to_owned(),
+                mask_all: sql.contains("mask_all"),
+            })
         }
     }
 
+    /// Every execution: the statement's own plan decides (a DELETE is held
+    /// each time); a revoked session ends here.
     async fn on_execute(
         &self,
         cx: &Context<'_, String>,
-        sql: &str,
-        params: &[Option<bytes::Bytes>],
-    ) -> Verdict {
-        self.executed_params.lock().unwrap().push(params.to_vec());
+        execution: Execution<'_, Plan>,
+    ) -> Verdict<Plan> {
+        self.executed_params
+            .lock()
+            .unwrap()
+            .push(execution.params.to_vec());
+        self.executions.lock().unwrap().push(
+            execution
+                .plan
+                .map_or_else(|| execution.sql.to_owned(), |p| p.sql.clone()),
+        );
+        if self.revoked.load(Ordering::SeqCst) {
+            return Verdict::Terminate("the token was revoked".into());
+        }
+        let sql = execution.plan.map_or(execution.sql, |p| p.sql.as_str());
         self.on_query(cx, sql).await
     }
 
-    fn on_row_description(&self, _cx: &Context<'_, String>, columns: &[Column]) -> Vec<usize> {
+    fn on_row_description(
+        &self,
+        _cx: &Context<'_, String>,
+        plan: &Plan,
+        columns: &[Column],
+    ) -> Vec<(usize, ())> {
         columns
             .iter()
-            .filter(|c| c.name == "secret")
-            .map(|c| c.index)
+            .filter(|c| plan.mask_all || c.name == "secret")
+            .map(|c| (c.index, ()))
             .collect()
     }
 
     fn transform_field(
         &self,
         _cx: &Context<'_, String>,
+        plan: &Plan,
         _column: &Column,
+        _column_plan: &(),
         value: &[u8],
     ) -> FieldValue {
-        FieldValue::Replace(value.to_ascii_uppercase())
+        if plan.mask_all {
+            FieldValue::Replace(MASK_MARK.as_bytes().to_vec())
+        } else {
+            FieldValue::Replace(value.to_ascii_uppercase())
+        }
     }
 
-    fn transform_copy(&self, _cx: &Context<'_, String>, data: &[u8]) -> Option<Vec<u8>> {
+    fn transform_copy(
+        &self,
+        _cx: &Context<'_, String>,
+        _plan: &Plan,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
         let text = String::from_utf8_lossy(data);
         text.contains("s3cr3t")
             .then(|| text.replace("s3cr3t", "[MASKED]").into_bytes())
     }
 
-    fn on_event(&self, event: &Event) {
+    fn on_event(&self, event: &Event, _plan: Option<&Plan>) {
         if self.record_events.load(Ordering::SeqCst) {
             self.events.lock().unwrap().push(event.clone());
         }
@@ -196,21 +254,40 @@ impl Running {
         Self::start_at(cluster, addr, config)
     }
 
-    /// Through the cluster's unix socket instead of TCP.
+    /// Through the cluster's unix socket instead of TCP (where the
+    /// testkit's pg_hba.conf trusts the cluster's owner).
     pub fn start_unix(cluster: &PgCluster) -> Running {
         let path = cluster
             .socket_dir()
             .join(format!(".s.PGSQL.{}", cluster.port()));
-        Self::start_at(cluster, BackendAddr::Unix(path), ProxyConfig::default())
+        let mut allow = Allowances::default();
+        allow.backend_trust = true;
+        Self::start_allowing(
+            cluster,
+            BackendAddr::Unix(path),
+            ProxyConfig::default(),
+            allow,
+        )
     }
 
     pub fn start_at(cluster: &PgCluster, addr: BackendAddr, config: ProxyConfig) -> Running {
+        Self::start_allowing(cluster, addr, config, Allowances::default())
+    }
+
+    /// With relaxations of the strict defaults for this backend.
+    pub fn start_allowing(
+        cluster: &PgCluster,
+        addr: BackendAddr,
+        config: ProxyConfig,
+        allow: Allowances,
+    ) -> Running {
         let backend = BackendTarget {
             addr,
             database: "postgres".into(),
             user: cluster.superuser().to_string(),
             password: cluster.password().to_string(),
             tls: BackendTls::Disable,
+            allow,
         };
         let hook = Arc::new(TestHook::new(backend));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
