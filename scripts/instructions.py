@@ -79,7 +79,7 @@ def main():
         sys.exit("no benchmark summaries in the bench output")
     if update:
         with open(baseline_path, "w", encoding="utf-8") as f:
-            f.write("# Instruction counts (callgrind Ir) of benches/benches/mask_instructions.rs;\n")
+            f.write("# Instruction counts (callgrind Ir) of benches/benches/instructions.rs;\n")
             f.write("# checked by scripts/instructions.sh, moved by scripts/instructions.sh --update.\n")
             for name in sorted(counts):
                 f.write(f"{name} {counts[name]}\n")
