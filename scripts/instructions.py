@@ -1,82 +1,46 @@
-"""Compares gungraun's JSON summaries (one object per line) with a baseline.
+"""Compares the instruction counts of the gungraun bench `instructions` with
+a committed baseline.
 
-Usage: instructions.py BASELINE SUMMARY_JSONL [--update]
+Usage: instructions.py BASELINE GUNGRAUN_DIR [--update]
 
-The baseline is text, one `name instructions` pair per line. A benchmark
-whose instruction count (callgrind's Ir) grew by more than LIMIT percent, or
-that has no baseline, fails the check; `--update` writes the new counts
-instead.
+Reads callgrind's own output files, which gungraun writes per benchmark as
+GUNGRAUN_DIR/<group>/<function>.<id>/callgrind.<function>.<id>.out, and takes
+the `Ir` (instructions executed) figure of each file's `summary:` line (only
+the benchmark function is collected, the setup is not). The baseline is text,
+one `<group>/<function>.<id> instructions` pair per line. A benchmark whose
+count grew by more than LIMIT percent, or that has no baseline, fails the
+check; `--update` writes the new counts instead.
 """
 
-import json
+import pathlib
 import sys
 
 LIMIT = 3.0
 
 
-def find_ir(node):
-    """The first callgrind `Ir` count in a summary object (schema-agnostic:
-    the Ir metric appears as a key `Ir` whose value holds the new count)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "Ir":
-                count = new_value(value)
-                if count is not None:
-                    return count
-            found = find_ir(value)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for value in node:
-            found = find_ir(value)
-            if found is not None:
-                return found
-    return None
-
-
-def new_value(value):
-    """The current run's count from an `Ir` entry (a number, or a metrics
-    diff whose `metrics` holds `Left` = new, or `Both` = [new, old])."""
-    if isinstance(value, (int, float)):
-        return int(value)
-    if isinstance(value, dict):
-        metrics = value.get("metrics", value)
-        for key in ("Left", "Both"):
-            if key in metrics:
-                inner = metrics[key]
-                if isinstance(inner, list):
-                    inner = inner[0]
-                return new_value(inner)
-        if "Int" in metrics:
-            return int(metrics["Int"])
-        if "Float" in metrics:
-            return int(metrics["Float"])
-    return None
-
-
-def name_of(summary):
-    parts = [summary.get("function_name") or "", summary.get("id") or ""]
-    name = ".".join(p for p in parts if p)
-    return name or summary.get("benchmark_file", "?")
+def instructions(path):
+    """The Ir total of a callgrind output file."""
+    events = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("summary:") and events:
+                values = line.split()[1:]
+                return int(values[events.index("Ir")])
+    sys.exit(f"no instruction count (Ir summary) in {path}")
 
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     update = "--update" in sys.argv
-    baseline_path, summary_path = args
+    baseline_path, root = args[0], pathlib.Path(args[1])
     counts = {}
-    with open(summary_path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            summary = json.loads(line)
-            ir = find_ir(summary)
-            if ir is None:
-                sys.exit(f"no instruction count in the summary of {name_of(summary)}")
-            counts[name_of(summary)] = ir
+    for out in sorted(root.glob("*/*/callgrind.*.out")):
+        name = f"{out.parent.parent.name}/{out.parent.name}"
+        counts[name] = instructions(out)
     if not counts:
-        sys.exit("no benchmark summaries in the bench output")
+        sys.exit(f"no callgrind output under {root}")
     if update:
         with open(baseline_path, "w", encoding="utf-8") as f:
             f.write("# Instruction counts (callgrind Ir) of benches/benches/instructions.rs;\n")
@@ -95,12 +59,13 @@ def main():
     except FileNotFoundError:
         pass
     failed = False
-    print(f"{'benchmark':<24} {'baseline':>14} {'now':>14} {'change':>9}")
+    width = max(len(n) for n in set(counts) | set(baseline))
+    print(f"{'benchmark':<{width}} {'baseline':>14} {'now':>14} {'change':>9}")
     for name in sorted(counts):
         now = counts[name]
         old = baseline.get(name)
         if old is None:
-            print(f"{name:<24} {'-':>14} {now:>14,} {'new':>9}  FAIL: no baseline")
+            print(f"{name:<{width}} {'-':>14} {now:>14,} {'new':>9}  FAIL: no baseline")
             failed = True
             continue
         change = 100.0 * (now - old) / old
@@ -108,11 +73,11 @@ def main():
         if change > LIMIT:
             verdict = f"  FAIL: more than {LIMIT:g} % more instructions"
             failed = True
-        print(f"{name:<24} {old:>14,} {now:>14,} {change:>+8.2f}%{verdict}")
+        print(f"{name:<{width}} {old:>14,} {now:>14,} {change:>+8.2f}%{verdict}")
     for name in sorted(set(baseline) - set(counts)):
-        print(f"{name:<24} {baseline[name]:>14,} {'-':>14} {'gone':>9}")
+        print(f"{name:<{width}} {baseline[name]:>14,} {'-':>14} {'gone':>9}")
     if failed:
-        print("instruction counts grew; if on purpose: scripts/instructions.sh --update")
+        print("instruction counts grew; if on purpose: scripts/instructions.sh --update, commit the baseline")
         sys.exit(1)
 
 

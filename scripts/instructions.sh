@@ -33,8 +33,10 @@ if [ "$(gungraun-runner --version 2>/dev/null | awk '{print $2}')" != "$version"
   cargo install gungraun-runner --version "$version" --locked
 fi
 
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-cargo bench -p portcullis-benches --locked --bench instructions -- \
-  --output-format=json >"$out"
-python3 scripts/instructions.py benches/instructions.baseline "$out" "$@"
+# gungraun writes callgrind's output per benchmark under this directory; clear
+# it so that only this run's benchmarks are compared.
+dir=target/gungraun/portcullis-benches/instructions
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then dir="$CARGO_TARGET_DIR/gungraun/portcullis-benches/instructions"; fi
+rm -rf "$dir"
+cargo bench -p portcullis-benches --locked --bench instructions
+python3 scripts/instructions.py benches/instructions.baseline "$dir" "$@"

@@ -35,7 +35,9 @@ use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, FieldValue,
     Hook, Rejection, Session, SessionConfig, SessionId, StartupParams, Verdict, async_trait,
 };
-use portcullis_policy::{Decision, Policy, Principal, PrincipalKind, Request, Resource, ResourceKind};
+use portcullis_policy::{
+    Decision, Policy, Principal, PrincipalKind, Request, Resource, ResourceKind,
+};
 
 // --- The masker ---------------------------------------------------------------
 
@@ -219,7 +221,8 @@ fn policy_setup(cached: bool, sql: &'static str) -> (Policy, Principal, Resource
         format!("decision_cache_entries = 0\n{POLICY}")
     };
     let policy = Policy::from_toml_str(&text).expect("bench policy");
-    let principal = Principal::new("agent-7", PrincipalKind::Agent).with_groups(["agents", "bench"]);
+    let principal =
+        Principal::new("agent-7", PrincipalKind::Agent).with_groups(["agents", "bench"]);
     let resource = Resource::new("orders-db", ResourceKind::Postgres).with_label("env", "prod");
     // Warm: fills the cache when it is on.
     black_box(policy.evaluate(&Request::sql(&principal, &resource, sql)));
