@@ -10,8 +10,8 @@
 //!   reads with one column transformed (`benches/pg.rs` transform-one-column).
 //!
 //! Setup (building the masker and warming its lazy DFAs, parsing the policy,
-//! logging the session in, generating the input) runs outside the counted
-//! region. Needs Valgrind and `gungraun-runner` of the same version as the
+//! logging the session in, generating the input) and teardown (dropping all
+//! of it) run outside the counted region. Needs Valgrind and `gungraun-runner` of the same version as the
 //! `gungraun` crate; run it through `scripts/instructions.sh`, which installs
 //! the runner, compares the counts with the committed baseline
 //! `benches/instructions.baseline` and fails on growth of more than 3 %.
@@ -69,18 +69,27 @@ fn stream(masker: &Masker, data: &[u8]) -> usize {
     findings + s.finish(&mut out).len()
 }
 
+// Each benchmark returns its inputs, which `drop_after` drops outside the
+// counted region (dropping a masker's DFAs would otherwise dominate).
 #[library_benchmark]
-#[bench::clean(args = ("clean"), setup = mask_setup)]
-#[bench::dense(args = ("dense"), setup = mask_setup)]
-fn whole((masker, data): (Masker, Vec<u8>)) -> usize {
-    black_box(masker.mask(black_box(&data)).findings().len())
+#[bench::clean(args = ("clean"), setup = mask_setup, teardown = drop_after)]
+#[bench::dense(args = ("dense"), setup = mask_setup, teardown = drop_after)]
+fn whole((masker, data): (Masker, Vec<u8>)) -> (Masker, Vec<u8>) {
+    black_box(masker.mask(black_box(&data)).findings().len());
+    (masker, data)
 }
 
 #[library_benchmark]
-#[bench::clean(args = ("clean"), setup = mask_setup)]
-#[bench::dense(args = ("dense"), setup = mask_setup)]
-fn stream_8k((masker, data): (Masker, Vec<u8>)) -> usize {
-    black_box(stream(&masker, black_box(&data)))
+#[bench::clean(args = ("clean"), setup = mask_setup, teardown = drop_after)]
+#[bench::dense(args = ("dense"), setup = mask_setup, teardown = drop_after)]
+fn stream_8k((masker, data): (Masker, Vec<u8>)) -> (Masker, Vec<u8>) {
+    black_box(stream(&masker, black_box(&data)));
+    (masker, data)
+}
+
+/// The teardown of every benchmark: drops what it returned, uncounted.
+fn drop_after<T>(value: T) {
+    drop(black_box(value));
 }
 
 library_benchmark_group!(name = mask, benchmarks = [whole, stream_8k]);
@@ -230,13 +239,14 @@ fn policy_setup(cached: bool, sql: &'static str) -> (Policy, Principal, Resource
 }
 
 #[library_benchmark]
-#[bench::pgbench_select(args = (false, PGBENCH_S), setup = policy_setup)]
-#[bench::join3(args = (false, JOIN3), setup = policy_setup)]
-#[bench::pgbench_select_cached(args = (true, PGBENCH_S), setup = policy_setup)]
+#[bench::pgbench_select(args = (false, PGBENCH_S), setup = policy_setup, teardown = drop_after)]
+#[bench::join3(args = (false, JOIN3), setup = policy_setup, teardown = drop_after)]
+#[bench::pgbench_select_cached(args = (true, PGBENCH_S), setup = policy_setup, teardown = drop_after)]
 fn decision(
     (policy, principal, resource, sql): (Policy, Principal, Resource, &'static str),
-) -> Decision {
-    black_box(policy.evaluate(&Request::sql(&principal, &resource, black_box(sql))))
+) -> (Decision, Policy, Principal, Resource) {
+    let d = policy.evaluate(&Request::sql(&principal, &resource, black_box(sql)));
+    (black_box(d), policy, principal, resource)
 }
 
 library_benchmark_group!(name = policy, benchmarks = [decision]);
@@ -391,8 +401,8 @@ fn pg_setup() -> (Session<Bench>, Vec<u8>) {
 }
 
 #[library_benchmark]
-#[bench::transform_one_column(setup = pg_setup)]
-fn session_10k_rows((mut s, result): (Session<Bench>, Vec<u8>)) -> usize {
+#[bench::transform_one_column(setup = pg_setup, teardown = drop_after)]
+fn session_10k_rows((mut s, result): (Session<Bench>, Vec<u8>)) -> (Session<Bench>, Vec<u8>) {
     let now = Instant::now();
     let mut sent = 0;
     for chunk in result.chunks(64 * 1024) {
@@ -402,7 +412,8 @@ fn session_10k_rows((mut s, result): (Session<Bench>, Vec<u8>)) -> usize {
         }
     }
     while s.poll().is_some() {}
-    black_box(sent)
+    black_box(sent);
+    (s, result)
 }
 
 library_benchmark_group!(name = pg, benchmarks = [session_10k_rows]);
