@@ -232,6 +232,36 @@ def prefix_det(fam, id, display, what, prefixes, cs, length, env):
     return Det(fam, id, desc, keywords, pattern, validators_for(lo, cs), pos, negs, evals)
 
 
+# Letters frequent in English text: a name piece of one or two of these
+# (`os`, `ec`, `lt`, `x`) occurs in every other word, so as a keyword it would
+# stop the keyword prefilter everywhere.
+FREQUENT_LETTERS = set("etaoinshrdlcup")
+
+
+def common_piece(p):
+    return len(p) <= 1 or (len(p) == 2 and set(p.lower()) <= FREQUENT_LETTERS)
+
+
+def context_keywords(names, suffixes):
+    """Every match of a context detector contains each piece of one of its
+    names and each piece of one of its suffixes (any case, any separator
+    between pieces). The keywords are each name's first piece; where that
+    piece is common in text (`common_piece`), the name's longest piece; and
+    where that is common too, each suffix's longest piece instead."""
+
+    def pieces(w):
+        return [p.lower() for p in re.split(r"[_\-. ]", w) if p]
+
+    def name_kw(n):
+        first = pieces(n)[0]
+        return first if not common_piece(first) else max(pieces(n), key=len)
+
+    by_name = sorted({name_kw(n) for n in names})
+    if any(common_piece(k) for k in by_name):
+        return sorted({max(pieces(x), key=len) for x in suffixes})
+    return by_name
+
+
 def context_det(fam, id, display, what, names, suffixes, cs, length, value_re=None, gen=None, neg_value=None):
     lo, hi = parse_len(length) if length else (0, 0)
     if cs == "asana":
@@ -259,9 +289,7 @@ def context_det(fam, id, display, what, names, suffixes, cs, length, value_re=No
     suf_re = "|".join(words_re(s) for s in suffixes)
     end = r"\b" if wordy else ""
     pattern = f"(?i)(?:{names_re})[_.-]?(?:{suf_re}){ASSIGN}(?P<m>(?-i:{value_re}){end})"
-    # Every match contains the provider name as written (any case, any separator
-    # between its words): the keywords are its pieces' first word.
-    keywords = sorted({re.split(r"[_\-. ]", n)[0].lower() for n in names})
+    keywords = context_keywords(names, suffixes)
     if cs == "uuid" and length is None:
         shape = "its documented format"
     elif cs == "uuid":

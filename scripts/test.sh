@@ -66,6 +66,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo bench --no-run"
 cargo bench --workspace --no-run --locked
 
+# Instruction counts of the hot paths (masker, policy decision, DataRow
+# transform) under callgrind, against benches/instructions.baseline: fails
+# when one grew by more than 3 %. Reuses the bench build above; installs
+# valgrind and gungraun-runner when missing. To move the baseline on purpose:
+#   scripts/instructions.sh --update   (and commit benches/instructions.baseline)
+step "instruction counts of the hot paths (fails on > 3 % growth)"
+bash scripts/instructions.sh
+
 step "dependency rules (and what an embedder of one library compiles)"
 python3 scripts/check-deps.py
 

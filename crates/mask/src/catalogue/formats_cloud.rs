@@ -480,7 +480,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         id: "openstack-password",
         category: Category::Secret,
         description: r#"OpenStack account password (12-64 alnum characters) assigned to OS_PASSWORD or os.password in env files, config, JSON and code"#,
-        keywords: &["openstack", "os"],
+        keywords: &["password"],
         pattern: r#"(?i)(?:os|openstack)[_.-]?(?:password)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9]{12,64})\b)"#,
         validators: &[Validator::NoPlaceholderText, Validator::MinEntropy(2.1)],
         max_len: 92,

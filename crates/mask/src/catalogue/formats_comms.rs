@@ -246,7 +246,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         id: "ringcentral-client-secret",
         category: Category::Secret,
         description: r#"RingCentral client secret / JWT (22-600 b64url characters) assigned to RINGCENTRAL_CLIENT_SECRET or ringcentral.client_secret in env files, config, JSON and code"#,
-        keywords: &["rc", "ringcentral"],
+        keywords: &["client", "jwt"],
         pattern: r#"(?i)(?:ringcentral|rc)[_.-]?(?:client[_.-]?secret|jwt)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_-]{21,599}[A-Za-z0-9_])\b)"#,
         validators: &[Validator::NoPlaceholderText, Validator::MinEntropy(2.6)],
         max_len: 635,

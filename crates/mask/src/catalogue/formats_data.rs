@@ -57,7 +57,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         id: "elastic-cloud-api-key",
         category: Category::Secret,
         description: r#"Elastic Cloud API key (60-100 b64 characters) assigned to EC_API_KEY or ec.api_key in env files, config, JSON and code"#,
-        keywords: &["ec", "elastic"],
+        keywords: &["api"],
         pattern: r#"(?i)(?:ec|elastic[_.-]?cloud)[_.-]?(?:api[_.-]?key)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9+/]{59,99}[A-Za-z0-9_])\b)"#,
         validators: &[Validator::NoPlaceholderText, Validator::MinEntropy(3.5)],
         max_len: 131,

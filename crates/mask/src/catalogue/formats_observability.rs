@@ -219,7 +219,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         id: "healthchecks-api-key",
         category: Category::Secret,
         description: r#"Healthchecks.io API key (32 b64url characters) assigned to HEALTHCHECKS_API_KEY or healthchecks.api_key in env files, config, JSON and code"#,
-        keywords: &["hc", "healthchecks"],
+        keywords: &["api"],
         pattern: r#"(?i)(?:healthchecks|hc)[_.-]?(?:api[_.-]?key)["']?\s{0,3}(?::=|=>|[:=])\s{0,3}["']?(?P<m>(?-i:[A-Za-z0-9_-]{31}[A-Za-z0-9_])\b)"#,
         validators: &[Validator::NoPlaceholderText, Validator::MinEntropy(3.0)],
         max_len: 62,
