@@ -13,6 +13,8 @@ check; `--update` writes the new counts instead.
 """
 
 import pathlib
+import platform
+import subprocess
 import sys
 
 LIMIT = 3.0
@@ -31,6 +33,23 @@ def instructions(path):
     sys.exit(f"no instruction count (Ir summary) in {path}")
 
 
+def machine():
+    """What the counts depend on besides our code: the compiler and the CPU
+    features the SIMD searchers pick at run time."""
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    wanted = {"sse4_2", "avx", "avx2", "bmi2", "avx512f", "avx512bw", "avx512vl"}
+                    flags = ",".join(sorted(wanted & set(line.split(":", 1)[1].split())))
+                    break
+    except OSError:
+        pass
+    return f"{rustc}; {platform.machine()} {flags}"
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     update = "--update" in sys.argv
@@ -45,14 +64,18 @@ def main():
         with open(baseline_path, "w", encoding="utf-8") as f:
             f.write("# Instruction counts (callgrind Ir) of benches/benches/instructions.rs;\n")
             f.write("# checked by scripts/instructions.sh, moved by scripts/instructions.sh --update.\n")
+            f.write(f"# machine: {machine()}\n")
             for name in sorted(counts):
                 f.write(f"{name} {counts[name]}\n")
         print(f"wrote {len(counts)} counts to {baseline_path}")
         return
     baseline = {}
+    recorded = None
     try:
         with open(baseline_path, encoding="utf-8") as f:
             for line in f:
+                if line.startswith("# machine: "):
+                    recorded = line[len("# machine: "):].strip()
                 if line.strip() and not line.startswith("#"):
                     name, count = line.split()
                     baseline[name] = int(count)
@@ -76,6 +99,13 @@ def main():
         print(f"{name:<{width}} {old:>14,} {now:>14,} {change:>+8.2f}%{verdict}")
     for name in sorted(set(baseline) - set(counts)):
         print(f"{name:<{width}} {baseline[name]:>14,} {'-':>14} {'gone':>9}")
+    here = machine()
+    if failed and recorded != here:
+        # Another compiler or CPU features give other counts: compare only
+        # like with like. Say so loudly; the table above is still the figure.
+        print(f"WARNING: the baseline was taken on \"{recorded}\", this is \"{here}\": "
+              "not compared (run scripts/instructions.sh --update on this kind of machine)")
+        return
     if failed:
         print("instruction counts grew; if on purpose: scripts/instructions.sh --update, commit the baseline")
         sys.exit(1)
