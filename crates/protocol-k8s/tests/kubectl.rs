@@ -743,7 +743,9 @@ async fn watch_streams_masked_events() {
     let mut got = Vec::new();
     let read = async {
         let mut buf = [0u8; 4096];
-        while !got.ends_with(b"}\n") {
+        // Until one whole JSON document has arrived (a read may end just
+        // after an inner object's closing brace).
+        while serde_json::from_slice::<serde_json::Value>(&got).is_err() {
             let n = stdout.read(&mut buf).await.unwrap();
             assert!(n > 0, "kubectl ended: {}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&buf[..n]);
@@ -1024,7 +1026,9 @@ async fn env_values_masked_by_name_in_pods_and_workloads() {
     let mut got = Vec::new();
     let read = async {
         let mut buf = [0u8; 4096];
-        while !got.ends_with(b"}\n") {
+        // Until one whole JSON document has arrived: a read may end just
+        // after an inner object's closing brace.
+        while serde_json::from_slice::<serde_json::Value>(&got).is_err() {
             let n = stdout.read(&mut buf).await.unwrap();
             assert!(n > 0, "kubectl ended: {}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&buf[..n]);
