@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use portcullis_pg::{BackendAddr, BackendTarget, BackendTls};
-use portcullis_policy::LineageSchema;
+use portcullis_policy::{CatalogValues, LineageSchema};
 
 /// The masked columns of one backend.
 #[derive(Debug, Default)]
@@ -36,6 +36,9 @@ pub(crate) struct MaskedColumns {
     /// one computed just before a re-read is not used after it.
     cache: std::sync::Mutex<std::collections::HashMap<String, (usize, crate::lineage::Masking)>>,
     stale: AtomicBool,
+    /// What the lineage makes of catalog views that show values
+    /// (`[masking] catalog_views`).
+    catalog_values: CatalogValues,
 }
 
 /// Statements whose masking is remembered.
@@ -52,6 +55,14 @@ AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
 ORDER BY a.attrelid, a.attnum";
 
 impl MaskedColumns {
+    /// Nothing read yet; catalog views that show values treated as said.
+    pub(crate) fn new(catalog_values: CatalogValues) -> MaskedColumns {
+        MaskedColumns {
+            catalog_values,
+            ..MaskedColumns::default()
+        }
+    }
+
     /// Whether a result column comes from a masked table column.
     pub(crate) fn contains(&self, table_oid: u32, attribute: i16) -> bool {
         table_oid != 0
@@ -120,7 +131,7 @@ impl MaskedColumns {
         if patterns.is_empty() || (loaded && !self.stale.swap(false, Ordering::Relaxed)) {
             return Ok(());
         }
-        let (set, schema) = load(backend, patterns).await?;
+        let (set, schema) = load(backend, patterns, self.catalog_values).await?;
         *self
             .set
             .write()
@@ -203,8 +214,12 @@ struct RelationRows {
 
 type Loaded = (HashSet<(u32, i16)>, Option<LineageSchema>);
 
-async fn load(backend: &BackendTarget, patterns: &[String]) -> Result<Loaded, String> {
-    load_with(backend, patterns, None).await
+async fn load(
+    backend: &BackendTarget,
+    patterns: &[String],
+    catalog_values: CatalogValues,
+) -> Result<Loaded, String> {
+    load_with(backend, patterns, None, catalog_values).await
 }
 
 /// Reads the catalog over the session's TLS settings: `tls` is the client
@@ -213,6 +228,7 @@ async fn load_with(
     backend: &BackendTarget,
     patterns: &[String],
     tls: Option<Arc<rustls::ClientConfig>>,
+    catalog_values: CatalogValues,
 ) -> Result<Loaded, String> {
     let mut config = tokio_postgres::Config::new();
     config
@@ -274,6 +290,7 @@ async fn load_with(
             .push((column, masked));
     }
     let mut schema = LineageSchema::new();
+    schema.set_catalog_values(catalog_values);
     for r in relations.into_values() {
         match &r.definition {
             Some(def) => schema.add_view(&r.schema, &r.name, r.columns, def),
@@ -345,9 +362,14 @@ mod tests {
     async fn the_catalog_is_read_over_tls_and_an_untrusted_server_is_refused() {
         let (pg, trusted) = tls_cluster();
         let patterns = vec!["api_key".to_owned()];
-        let (set, schema) = load_with(&target(&pg, "localhost"), &patterns, Some(trusted.clone()))
-            .await
-            .unwrap();
+        let (set, schema) = load_with(
+            &target(&pg, "localhost"),
+            &patterns,
+            Some(trusted.clone()),
+            CatalogValues::Mask,
+        )
+        .await
+        .unwrap();
         assert_eq!(set.len(), 1, "{set:?}");
         let schema = schema.unwrap();
         assert!(schema.has_masked());
@@ -355,15 +377,25 @@ mod tests {
         assert!(l[0].output.any_masked());
         // The certificate must name the server: another name is refused,
         // and so is a server no root vouches for.
-        let err = load_with(&target(&pg, "db.example"), &patterns, Some(trusted))
-            .await
-            .unwrap_err();
+        let err = load_with(
+            &target(&pg, "db.example"),
+            &patterns,
+            Some(trusted),
+            CatalogValues::Mask,
+        )
+        .await
+        .unwrap_err();
         assert!(err.contains("catalog"), "{err}");
         let untrusted = crate::serve::client_tls().unwrap();
         assert!(
-            load_with(&target(&pg, "localhost"), &patterns, Some(untrusted))
-                .await
-                .is_err()
+            load_with(
+                &target(&pg, "localhost"),
+                &patterns,
+                Some(untrusted),
+                CatalogValues::Mask
+            )
+            .await
+            .is_err()
         );
     }
 }

@@ -332,6 +332,22 @@ pub(crate) struct Masking {
     pub(crate) rule: Vec<MaskRule>,
     #[serde(default)]
     pub(crate) field: Vec<FieldRule>,
+    /// What field masking makes of the catalog views that show other
+    /// sessions' statements or sampled values (`pg_stat_activity`,
+    /// `pg_stats`, …): `"mask"` (default) masks every column of them,
+    /// `"clear"` shows them (the detectors still scan them). A policy rule
+    /// on the `catalog_values` risk refuses them outright.
+    #[serde(default)]
+    pub(crate) catalog_views: CatalogViews,
+}
+
+/// `[masking] catalog_views`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum CatalogViews {
+    #[default]
+    Mask,
+    Clear,
 }
 
 impl Default for Masking {
@@ -342,6 +358,7 @@ impl Default for Masking {
             hmac_key_file: None,
             rule: Vec::new(),
             field: Vec::new(),
+            catalog_views: CatalogViews::Mask,
         }
     }
 }

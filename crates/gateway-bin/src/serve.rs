@@ -218,6 +218,10 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
             .map(|f| config.resolve(f)),
     );
 
+    let catalog_values = match config.masking.catalog_views {
+        config::CatalogViews::Mask => portcullis_policy::CatalogValues::Mask,
+        config::CatalogViews::Clear => portcullis_policy::CatalogValues::Clear,
+    };
     let mut connections = HashMap::new();
     for c in &config.connections {
         if c.kind != config::ConnectionKind::Postgres {
@@ -234,7 +238,7 @@ async fn build_gateway(config: &Config) -> Result<Gateway, String> {
             Connection {
                 backend,
                 resource,
-                masked: Arc::new(crate::catalog::MaskedColumns::default()),
+                masked: Arc::new(crate::catalog::MaskedColumns::new(catalog_values)),
             },
         );
     }

@@ -127,6 +127,11 @@ impl Gateway {
     }
 
     fn start_with(tls: bool, policy: &str) -> Gateway {
+        Gateway::start_config(tls, policy, "")
+    }
+
+    /// `masking` goes into the `[masking]` section.
+    fn start_config(tls: bool, policy: &str, masking: &str) -> Gateway {
         let pg = PgCluster::start().unwrap();
         let ca = tls.then(|| enable_tls(&pg));
         let out = Client::psql(&pg.dsn())
@@ -165,6 +170,9 @@ signing_key = "gateway.pem"
 
 [policy]
 file = "policy.toml"
+
+[masking]
+{masking}
 
 [[masking.field]]
 name = "api_key"
@@ -622,6 +630,34 @@ fn random_selects_never_reveal_the_planted_marker() {
     // Most statements run (the others fail on purpose: casts to int).
     let answered = answered.into_inner();
     assert!(answered >= 40, "only {answered} statements answered");
+}
+
+#[test]
+fn catalog_views_that_show_values_are_masked_unless_configured_clear() {
+    let sql = "select backend_type from pg_stat_activity \
+               where backend_type = 'client backend' and pid = pg_backend_pid()";
+    for (masking, clear) in [("", false), ("catalog_views = \"clear\"", true)] {
+        let gw = Gateway::start_config(false, POLICY, masking);
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=shop dbname=postgres sslmode=disable password={}",
+            gw.port,
+            gw.token()
+        );
+        let out = Client::psql(&dsn)
+            .unwrap()
+            .args(["-X", "-tA", "-c", sql])
+            .run()
+            .unwrap();
+        assert!(out.success(), "{masking}: {}", out.stderr);
+        let shown = out.stdout.trim();
+        if clear {
+            assert_eq!(shown, "client backend", "{masking}");
+        } else {
+            assert!(shown.starts_with("[MASKED"), "{masking}: {shown}");
+        }
+        // The policy sees the risk either way.
+        assert!(gw.trail_text().contains("catalog_values"), "{masking}");
+    }
 }
 
 #[test]

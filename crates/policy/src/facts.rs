@@ -192,6 +192,12 @@ pub enum Risk {
     /// window or `HAVING`: which rows come back says something about its
     /// values, so its value can be inferred without being shown.
     MaskedColumnPredicate,
+    /// A read of a catalog relation or a call of a catalog function that
+    /// shows other sessions' statements or sampled column values
+    /// (`pg_stat_activity`, `pg_stat_statements`, `pg_stats`,
+    /// `pg_prepared_statements`, `pg_cursors`, …): a way around masking
+    /// that needs no masked column.
+    CatalogValues,
 }
 
 impl Risk {
@@ -206,11 +212,12 @@ impl Risk {
             Self::SetsUnsafeParameter => "sets_unsafe_parameter",
             Self::OpaqueCode => "opaque_code",
             Self::MaskedColumnPredicate => "masked_column_predicate",
+            Self::CatalogValues => "catalog_values",
         }
     }
 
     /// Every risk, for validating policy files.
-    pub(crate) const ALL: [Risk; 8] = [
+    pub(crate) const ALL: [Risk; 9] = [
         Self::NoWhere,
         Self::CopyProgram,
         Self::CopyFile,
@@ -219,6 +226,7 @@ impl Risk {
         Self::SetsUnsafeParameter,
         Self::OpaqueCode,
         Self::MaskedColumnPredicate,
+        Self::CatalogValues,
     ];
 }
 

@@ -133,7 +133,7 @@
 //! | `sql.reads`, `sql.writes`, `sql.objects` | schema-qualified, folded object names (`public.users`) |
 //! | `sql.functions` | folded function names as written (`pg_catalog.pg_read_file`) |
 //! | `sql.columns`, `sql.predicate_columns`, `sql.computed_columns` | `schema.table.column` (`?.column` when the table is unknown); all, those used in `WHERE`/`JOIN`/`ORDER BY`/`GROUP BY`/`HAVING`, those inside an expression or aggregate |
-//! | `sql.risk` | [`Risk`] names: `no_where`, `copy_program`, `copy_file`, `dangerous_function`, `changes_role_or_privilege`, `sets_unsafe_parameter`, `opaque_code`, `masked_column_predicate` |
+//! | `sql.risk` | [`Risk`] names: `no_where`, `copy_program`, `copy_file`, `dangerous_function`, `changes_role_or_privilege`, `sets_unsafe_parameter`, `opaque_code`, `masked_column_predicate`, `catalog_values` |
 //! | `sql.parameters` | run-time parameters set or reset |
 //! | `sql.read_only` | `true` or `false`: true only when the statement provably changes nothing ([`StatementFacts::read_only`]) |
 //! | `sql.unparsed`, `k8s.unparsed` | `true` or `false` |
@@ -201,7 +201,9 @@ pub use facts::{
 pub use k8s::analyze_k8s;
 pub use policy::{Decision, Effect, FieldRule, MaskDirectives, Policy, ReviewMode};
 pub use request::{Command, K8sRequest, Principal, PrincipalKind, Request, Resource, ResourceKind};
-pub use sql::lineage::{CopyFormat, Lineage, LineageSchema, StatementLineage, lineage};
+pub use sql::lineage::{
+    CatalogValues, CopyFormat, Lineage, LineageSchema, StatementLineage, lineage,
+};
 pub use sql::{
     DEFAULT_DANGEROUS_FUNCTIONS, DEFAULT_UNSAFE_PARAMETERS, SqlOptions, analyze, analyze_with,
 };

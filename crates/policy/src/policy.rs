@@ -476,6 +476,7 @@ const SQL_RISKS: &[&str] = &[
     "sets_unsafe_parameter",
     "opaque_code",
     "masked_column_predicate",
+    "catalog_values",
 ];
 const K8S_VERBS: &[&str] = &[
     "get",

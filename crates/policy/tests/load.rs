@@ -202,3 +202,43 @@ fn mask_options_nothing_keeps_are_refused_with_their_location() {
         assert_eq!(d.mask.fields[0].action, "redact");
     }
 }
+
+#[test]
+fn catalog_views_that_show_values_raise_a_risk_a_rule_can_refuse() {
+    let policy = Policy::from_toml_str(
+        r#"
+        default = "allow"
+        [[rule]]
+        id = "no-other-sessions"
+        effect = "deny"
+        reason = "other sessions' statements and sampled values are off limits"
+        when.sql.risk = "catalog_values"
+        "#,
+    )
+    .unwrap();
+    let p = Principal::new("a", PrincipalKind::Agent);
+    let r = Resource::new("db", ResourceKind::Postgres);
+    for sql in [
+        "SELECT query FROM pg_stat_activity",
+        "SELECT * FROM pg_catalog.pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid",
+        "SELECT most_common_vals FROM \"pg_stats\" WHERE tablename = 't'",
+        "SELECT name, statement FROM pg_prepared_statements",
+        "SELECT query FROM pg_stat_statements ORDER BY calls DESC LIMIT 5",
+        "SELECT * FROM pg_stat_get_activity(NULL)",
+        "SELECT count(*) FROM (SELECT 1 FROM pg_cursors) c",
+        "WITH a AS (SELECT query FROM pg_stat_activity) SELECT * FROM a",
+    ] {
+        let d = policy.evaluate(&Request::sql(&p, &r, sql));
+        assert!(d.effect.is_deny(), "{sql}: {:?}", d.effect);
+        assert_eq!(d.rule_id.as_deref(), Some("no-other-sessions"), "{sql}");
+    }
+    for sql in [
+        "SELECT * FROM pg_locks",
+        "SELECT relname FROM pg_class",
+        "SELECT * FROM stats",
+        "SELECT pg_backend_pid()",
+    ] {
+        let d = policy.evaluate(&Request::sql(&p, &r, sql));
+        assert!(d.effect.is_allow(), "{sql}: {}", d.reason);
+    }
+}

@@ -27,24 +27,6 @@ use sqlparser::ast::{
 use super::Analyzer;
 use super::classify::fold;
 
-/// Catalog relations whose rows hold other statements' text or sampled
-/// column values: every column of them is masked.
-const VALUE_EXPOSING_RELATIONS: &[&str] = &[
-    "pg_stats",
-    "pg_stats_ext",
-    "pg_stats_ext_exprs",
-    "pg_statistic",
-    "pg_statistic_ext_data",
-    "pg_stat_activity",
-    "pg_stat_statements",
-    "pg_prepared_statements",
-    "pg_cursors",
-    "pg_stat_get_activity",
-    "pg_stat_get_backend_activity",
-    "pg_cursor",
-    "pg_prepared_statement",
-];
-
 /// Built-in functions that run a query given as text, or return other
 /// sessions' statements: never clean.
 const OPAQUE_FUNCTIONS: &[&str] = &[
@@ -124,6 +106,24 @@ pub struct LineageSchema {
     /// Views still to resolve: (schema, name, columns, definition).
     views: Vec<PendingView>,
     has_masked: bool,
+    catalog_values: CatalogValues,
+}
+
+/// What the lineage makes of the catalog relations and functions that show
+/// other sessions' statements or sampled column values (`pg_stats`,
+/// `pg_stat_activity`, `pg_stat_statements`, `pg_prepared_statements`,
+/// `pg_cursors`, the functions behind them). A policy can also refuse them
+/// outright: their reads carry [`Risk::CatalogValues`](crate::Risk::CatalogValues).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatalogValues {
+    /// Every column of them is masked (when any column of the database is).
+    #[default]
+    Mask,
+    /// They are treated as catalog relations without a masked column: for
+    /// an operator who lets trusted principals read them (the detectors
+    /// still scan their values).
+    Clear,
 }
 
 impl LineageSchema {
@@ -237,6 +237,25 @@ impl LineageSchema {
             }
         }
         self
+    }
+
+    /// Sets what the lineage makes of catalog relations that show values
+    /// ([`CatalogValues::Mask`] unless set).
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{lineage, CatalogValues, LineageSchema};
+    /// let mut schema = LineageSchema::new();
+    /// schema.add_table("shop", "customers", [("id", false), ("api_key", true)]);
+    /// let masked = schema.clone().finish();
+    /// let sql = "SELECT query FROM pg_stat_activity";
+    /// assert!(lineage(sql, &masked)[0].output.any_masked());
+    /// schema.set_catalog_values(CatalogValues::Clear);
+    /// let clear = schema.finish();
+    /// assert!(!lineage(sql, &clear)[0].output.any_masked());
+    /// ```
+    pub fn set_catalog_values(&mut self, catalog_values: CatalogValues) {
+        self.catalog_values = catalog_values;
     }
 
     /// Whether any column of the database is masked (if none, nothing is).
@@ -611,7 +630,9 @@ impl Walk<'_> {
             }
             return shape.clone();
         }
-        if VALUE_EXPOSING_RELATIONS.contains(&bare.as_str()) {
+        if self.schema.catalog_values == CatalogValues::Mask
+            && super::VALUE_EXPOSING.contains(&bare.as_str())
+        {
             self.reads_masked = true;
             self.touched = true;
             return Shape::Open(true);
@@ -1338,7 +1359,8 @@ impl Walk<'_> {
         let base = folded.rsplit('.').next().unwrap_or(&folded);
         let known = self.an.is_read_only_function(&folded)
             && !OPAQUE_FUNCTIONS.contains(&base)
-            && !VALUE_EXPOSING_RELATIONS.contains(&base);
+            && !(self.schema.catalog_values == CatalogValues::Mask
+                && super::VALUE_EXPOSING.contains(&base));
         if !known && self.has_masked() {
             self.reads_masked = true;
             self.opaque = true;

@@ -131,6 +131,26 @@ impl Default for SqlOptions {
     }
 }
 
+/// Catalog relations and functions whose rows hold other sessions'
+/// statements or sampled column values: reading one raises
+/// [`Risk::CatalogValues`](crate::Risk::CatalogValues), and the lineage
+/// masks every column of them (unless told otherwise).
+pub(crate) const VALUE_EXPOSING: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_stat_statements",
+    "pg_prepared_statements",
+    "pg_cursors",
+    "pg_stat_get_activity",
+    "pg_stat_get_backend_activity",
+    "pg_cursor",
+    "pg_prepared_statement",
+];
+
 /// A matcher of masked column names (`column`, `table.column`,
 /// `schema.table.column`), given by an embedder that already interprets
 /// field patterns (the gateway: `portcullis_mask::FieldPattern`).
@@ -290,6 +310,7 @@ impl Analyzer {
             .map(|p| {
                 let mut facts = self.analyze_piece(p.tokens);
                 self.masked_predicate(&mut facts);
+                catalog_values(&mut facts);
                 facts
             })
             .collect();
@@ -592,6 +613,24 @@ pub fn analyze_with(sql: &str, options: &SqlOptions) -> Vec<StatementFacts> {
     match Analyzer::new(options.clone()) {
         Ok(a) => a.analyze(sql),
         Err(msg) => vec![classify::unparsed(msg)],
+    }
+}
+
+/// Adds [`Risk::CatalogValues`](crate::Risk::CatalogValues) when a statement
+/// reads a catalog relation or calls a catalog function that shows other
+/// sessions' statements or sampled column values (by bare name: a schema
+/// does not make `pg_stat_activity` safer).
+fn catalog_values(facts: &mut StatementFacts) {
+    if facts.has_risk(crate::Risk::CatalogValues) {
+        return;
+    }
+    let hit = facts.reads.iter().chain(&facts.functions).any(|n| {
+        let base = n.rsplit('.').next().unwrap_or(n);
+        VALUE_EXPOSING.contains(&base)
+    });
+    if hit {
+        facts.risks.push(crate::Risk::CatalogValues);
+        facts.risks.sort();
     }
 }
 
