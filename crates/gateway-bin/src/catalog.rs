@@ -148,60 +148,110 @@ impl MaskedColumns {
     }
 }
 
-/// A connection of the gateway's own to the backend, over the sessions'
-/// TLS settings (for `portcullis discover`); the connection's task runs
-/// until the client is dropped.
+/// A connection of the gateway's own to the backend (for `portcullis
+/// discover`), as the sessions connect: address, TLS settings and the
+/// backend authentication they accept. The connection's task runs until the
+/// client is dropped.
 pub(crate) async fn connect(backend: &BackendTarget) -> Result<tokio_postgres::Client, String> {
+    connect_as(backend, "portcullis-discover", None)
+        .await
+        .map(|(client, _)| client)
+}
+
+/// Any stream the gateway reaches the backend over.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects as `application`, over `tls` (the sessions' client
+/// configuration when `None`) if the backend uses TLS; returns the client
+/// and its connection's task.
+async fn connect_as(
+    backend: &BackendTarget,
+    application: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), String> {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
     let mut config = tokio_postgres::Config::new();
     config
         .user(&backend.user)
         .password(&backend.password)
         .dbname(&backend.database)
-        .application_name("portcullis-discover")
-        .connect_timeout(std::time::Duration::from_secs(10));
-    match &backend.addr {
-        BackendAddr::Tcp { host, port } => config.host(host).port(*port),
-        BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
-    };
-    let fail = |e: tokio_postgres::Error| format!("connecting to the backend: {e}");
+        .application_name(application);
     match &backend.tls {
         BackendTls::Require { server_name } => {
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let tls =
-                crate::catalog_tls::RustlsConnect::new(crate::serve::client_tls()?, server_name);
+            // tokio-postgres dials and asks for TLS; the guard sits on the
+            // TLS stream.
+            match &backend.addr {
+                BackendAddr::Tcp { host, port } => config.host(host).port(*port),
+                BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
+            };
+            config
+                .connect_timeout(TIMEOUT)
+                .ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = crate::catalog_tls::RustlsConnect::new(
+                match tls {
+                    Some(t) => t,
+                    None => crate::serve::client_tls()?,
+                },
+                server_name,
+            )
+            .checking(backend.allow.clone());
             let (client, connection) = config.connect(tls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            Ok(client)
+            Ok((client, spawn(connection)))
         }
         BackendTls::Disable => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-            tokio::spawn(connection);
-            Ok(client)
+            // Dialled here, so the guard sits on the socket.
+            let dial = async {
+                let stream: Box<dyn Io> = match &backend.addr {
+                    BackendAddr::Tcp { host, port } => {
+                        let s = tokio::net::TcpStream::connect((host.clone(), *port)).await?;
+                        s.set_nodelay(true)?;
+                        Box::new(s)
+                    }
+                    BackendAddr::Unix(path) => {
+                        Box::new(tokio::net::UnixStream::connect(path).await?)
+                    }
+                };
+                Ok::<_, std::io::Error>(stream)
+            };
+            let stream = tokio::time::timeout(TIMEOUT, dial)
+                .await
+                .map_err(|_| fail("timed out"))?
+                .map_err(fail)?;
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let guarded = crate::catalog_tls::AuthGuard::new(stream, &backend.allow);
+            let (client, connection) =
+                tokio::time::timeout(TIMEOUT, config.connect_raw(guarded, tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| fail("timed out"))?
+                    .map_err(fail)?;
+            Ok((client, spawn(connection)))
         }
     }
 }
 
-/// Runs the catalog query on a connection of its own.
-async fn query<T>(
-    config: &tokio_postgres::Config,
-    tls: T,
-) -> Result<Vec<tokio_postgres::Row>, String>
+/// The message of a failed connection, with its causes (tokio-postgres
+/// says "error communicating with the server" and keeps the reason in
+/// its source).
+fn fail(e: impl Into<Box<dyn std::error::Error>>) -> String {
+    let e = e.into();
+    let mut out = format!("connecting to the backend: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+/// Runs a connection's task until its client is dropped.
+fn spawn<F>(connection: F) -> tokio::task::JoinHandle<()>
 where
-    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
-    T::Stream: Send + 'static,
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
 {
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .map_err(|e| format!("reading the backend's catalog: {e}"))?;
-    let conn = tokio::spawn(connection);
-    let rows = client
-        .query(QUERY, &[])
-        .await
-        .map_err(|e| format!("reading the backend's catalog: {e}"));
-    drop(client);
-    let _ = conn.await;
-    rows
+    tokio::spawn(async move {
+        let _ = connection.await;
+    })
 }
 
 /// One relation's rows of the catalog query.
@@ -230,32 +280,16 @@ async fn load_with(
     tls: Option<Arc<rustls::ClientConfig>>,
     catalog_values: CatalogValues,
 ) -> Result<Loaded, String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .user(&backend.user)
-        .password(&backend.password)
-        .dbname(&backend.database)
-        .application_name("portcullis-catalog")
-        .connect_timeout(std::time::Duration::from_secs(10));
-    match &backend.addr {
-        BackendAddr::Tcp { host, port } => config.host(host).port(*port),
-        BackendAddr::Unix(path) => config.host_path(path.parent().unwrap_or(path)),
-    };
-    let rows = match &backend.tls {
-        BackendTls::Require { server_name } => {
-            let tls = match tls {
-                Some(t) => t,
-                None => crate::serve::client_tls()?,
-            };
-            config.ssl_mode(tokio_postgres::config::SslMode::Require);
-            query(
-                &config,
-                crate::catalog_tls::RustlsConnect::new(tls, server_name),
-            )
-            .await?
-        }
-        BackendTls::Disable => query(&config, tokio_postgres::NoTls).await?,
-    };
+    let (client, connection) = connect_as(backend, "portcullis-catalog", tls)
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"))?;
+    let rows = client
+        .query(QUERY, &[])
+        .await
+        .map_err(|e| format!("reading the backend's catalog: {e}"));
+    drop(client);
+    let _ = connection.await;
+    let rows = rows?;
     let globs: Vec<portcullis_mask::FieldPattern> = patterns
         .iter()
         .map(|p| portcullis_mask::FieldPattern::new(p))
@@ -397,5 +431,77 @@ mod tests {
             .await
             .is_err()
         );
+    }
+
+    /// The catalog connection accepts the backend authentication the
+    /// sessions accept: SCRAM-SHA-256 unless the connection allows more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_catalog_connection_obeys_allow_backend_auth() {
+        let pg = PgCluster::start().unwrap();
+        pg.execute(
+            "SET password_encryption = 'md5'; \
+             CREATE ROLE legacy LOGIN PASSWORD 'legacy-pw'; \
+             CREATE TABLE public.t (id int, api_key text);",
+        )
+        .unwrap();
+        let patterns = vec!["api_key".to_owned()];
+        let plain = |user: &str, password: &str, allow: portcullis_pg::Allowances| {
+            let mut t = target(&pg, "localhost");
+            t.tls = BackendTls::Disable;
+            t.user = user.to_owned();
+            t.password = password.to_owned();
+            t.allow = allow;
+            t
+        };
+        let (su, su_pw) = (pg.superuser().to_owned(), pg.password().to_owned());
+        // SCRAM: read.
+        let (set, _) = load_with(
+            &plain(&su, &su_pw, Default::default()),
+            &patterns,
+            None,
+            CatalogValues::Mask,
+        )
+        .await
+        .unwrap();
+        assert_eq!(set.len(), 1);
+        for (method, user, password, word) in [
+            ("password", su.as_str(), su_pw.as_str(), "cleartext"),
+            ("md5", "legacy", "legacy-pw", "MD5"),
+            (
+                "trust",
+                su.as_str(),
+                su_pw.as_str(),
+                "without authentication",
+            ),
+        ] {
+            pg.set_host_auth(method).unwrap();
+            let err = load_with(
+                &plain(user, password, Default::default()),
+                &patterns,
+                None,
+                CatalogValues::Mask,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                err.contains(word) && err.contains("allow_backend_auth"),
+                "{method}: {err}"
+            );
+            let mut allow = portcullis_pg::Allowances::default();
+            match method {
+                "password" => allow.backend_cleartext = true,
+                "md5" => allow.backend_md5 = true,
+                _ => allow.backend_trust = true,
+            }
+            let (set, _) = load_with(
+                &plain(user, password, allow),
+                &patterns,
+                None,
+                CatalogValues::Mask,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{method} allowed: {e}"));
+            assert_eq!(set.len(), 1, "{method}");
+        }
     }
 }

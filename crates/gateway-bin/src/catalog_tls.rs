@@ -22,6 +22,9 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream}
 pub(crate) struct RustlsConnect {
     config: Arc<rustls::ClientConfig>,
     server_name: String,
+    /// The backend authentication accepted over the connection (any when
+    /// `None`).
+    allow: Option<portcullis_pg::Allowances>,
 }
 
 impl RustlsConnect {
@@ -29,7 +32,14 @@ impl RustlsConnect {
         RustlsConnect {
             config,
             server_name: server_name.to_owned(),
+            allow: None,
         }
+    }
+
+    /// Holds the backend's authentication to `allow` (see [`AuthGuard`]).
+    pub(crate) fn checking(mut self, allow: portcullis_pg::Allowances) -> RustlsConnect {
+        self.allow = Some(allow);
+        self
     }
 }
 
@@ -63,13 +73,17 @@ where
             let tls = tokio_rustls::TlsConnector::from(self.config)
                 .connect(name, stream)
                 .await?;
-            Ok(RustlsStream(tls))
+            Ok(RustlsStream(match &self.allow {
+                Some(allow) => AuthGuard::new(tls, allow),
+                None => AuthGuard::passing(tls),
+            }))
         })
     }
 }
 
-/// A TLS stream to the backend.
-pub(crate) struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
+/// A TLS stream to the backend, its authentication held to what the
+/// connection allows.
+pub(crate) struct RustlsStream<S>(AuthGuard<tokio_rustls::client::TlsStream<S>>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
     fn poll_read(
@@ -103,5 +117,241 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     /// SCRAM without channel binding, as the sessions' backend connections.
     fn channel_binding(&self) -> ChannelBinding {
         ChannelBinding::none()
+    }
+}
+
+/// Holds the gateway's own backend connections (catalog, `discover`) to the
+/// authentication the sessions accept ([`portcullis_pg::Allowances`]):
+/// SCRAM-SHA-256 unless the connection allows more. tokio-postgres answers
+/// any method the server asks for, so this reads the backend's messages as
+/// they pass, until authentication is over, and fails the read when the
+/// server asks for a method that is not allowed (cleartext, MD5, Kerberos,
+/// GSS, SSPI) or says AuthenticationOk without asking for a password
+/// (trust).
+///
+/// Hand-written: tokio-postgres has no setting for it (its channel-binding
+/// `Require` also refuses SCRAM without `-PLUS`, which the sessions accept).
+pub(crate) struct AuthGuard<S> {
+    inner: S,
+    check: AuthCheck,
+}
+
+impl<S> AuthGuard<S> {
+    /// Checks nothing.
+    pub(crate) fn passing(inner: S) -> AuthGuard<S> {
+        let mut guard = AuthGuard::new(inner, &portcullis_pg::Allowances::default());
+        guard.check.done = true;
+        guard
+    }
+
+    pub(crate) fn new(inner: S, allow: &portcullis_pg::Allowances) -> AuthGuard<S> {
+        AuthGuard {
+            inner,
+            check: AuthCheck {
+                cleartext: allow.backend_cleartext,
+                md5: allow.backend_md5,
+                trust: allow.backend_trust,
+                asked: false,
+                done: false,
+                head: [0; 9],
+                have: 0,
+                skip: 0,
+            },
+        }
+    }
+}
+
+/// The state of the check: the header of the backend message being read
+/// (type, length and, for an authentication request, its code), or how
+/// much of its body is left to pass.
+struct AuthCheck {
+    cleartext: bool,
+    md5: bool,
+    trust: bool,
+    asked: bool,
+    done: bool,
+    head: [u8; 9],
+    have: usize,
+    skip: usize,
+}
+
+impl AuthCheck {
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while !self.done && !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                bytes = bytes.get(n..).unwrap_or_default();
+                self.skip -= n;
+                continue;
+            }
+            let want = if self.have > 0 && self.head[0] == b'R' {
+                9
+            } else {
+                5
+            };
+            let n = (want - self.have).min(bytes.len());
+            let (take, rest) = bytes.split_at(n);
+            if let Some(dst) = self.head.get_mut(self.have..self.have + n) {
+                dst.copy_from_slice(take);
+            }
+            self.have += n;
+            bytes = rest;
+            if self.have < want || (want == 5 && self.head[0] == b'R') {
+                continue;
+            }
+            let [kind, a, b, c, d, ..] = self.head;
+            let len = i32::from_be_bytes([a, b, c, d]);
+            let header = if kind == b'R' { 8 } else { 4 };
+            let body = usize::try_from(len)
+                .ok()
+                .and_then(|l| l.checked_sub(header))
+                .ok_or_else(|| format!("the backend sent a malformed message (length {len})"))?;
+            self.have = 0;
+            self.skip = body;
+            if kind != b'R' {
+                // An error during authentication is for tokio-postgres to
+                // report; anything else passes.
+                continue;
+            }
+            let [.., e, f, g, h] = self.head;
+            match i32::from_be_bytes([e, f, g, h]) {
+                0 if self.asked || self.trust => self.done = true,
+                0 => {
+                    return Err(
+                        "the backend accepted the connection without authentication \
+                                (trust), which this connection does not allow \
+                                (allow_backend_auth)"
+                            .to_owned(),
+                    );
+                }
+                3 if self.cleartext => self.asked = true,
+                3 => {
+                    return Err("the backend asked for a cleartext password, which this \
+                                connection does not allow (allow_backend_auth)"
+                        .to_owned());
+                }
+                5 if self.md5 => self.asked = true,
+                5 => {
+                    return Err("the backend asked for MD5 password authentication, which \
+                                this connection does not allow (allow_backend_auth)"
+                        .to_owned());
+                }
+                10 => self.asked = true,
+                11 | 12 => {}
+                code => {
+                    return Err(format!(
+                        "the backend asked for authentication method {code}, which the \
+                         gateway does not use (SCRAM-SHA-256 only)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AuthGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = buf.filled().get(before..).unwrap_or_default();
+                match this.check.feed(new) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(e) => Poll::Ready(Err(io::Error::new(io::ErrorKind::PermissionDenied, e))),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AuthGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn auth(code: i32, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend_from_slice(&(8 + body.len() as i32).to_be_bytes());
+        m.extend_from_slice(&code.to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn check(allow: &portcullis_pg::Allowances, bytes: &[u8], chunk: usize) -> Result<(), String> {
+        let mut g = AuthGuard::new((), allow);
+        for c in bytes.chunks(chunk) {
+            g.check.feed(c)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_guard_reads_split_messages_and_refuses_what_is_not_allowed() {
+        let strict = portcullis_pg::Allowances::default();
+        let mut scram = auth(10, b"SCRAM-SHA-256\0\0");
+        scram.extend(auth(11, b"r=abc"));
+        scram.extend(auth(12, b"v=xyz"));
+        scram.extend(auth(0, b""));
+        // After authentication anything passes, even what looks like a request.
+        scram.extend(b"S\0\0\0\x19server_version\x0015.0\0");
+        scram.extend(auth(3, b""));
+        let cleartext = auth(3, b"");
+        let mut md5 = auth(5, b"salt");
+        md5.extend(auth(0, b""));
+        let trust = auth(0, b"");
+        let mut error = b"E\0\0\0\x0cSFATAL\0\0".to_vec();
+        error.extend(auth(10, b"SCRAM-SHA-256\0\0"));
+        for chunk in [1, 2, 3, 7, 1024] {
+            check(&strict, &scram, chunk).unwrap();
+            check(&strict, &error, chunk).unwrap();
+            assert!(
+                check(&strict, &cleartext, chunk)
+                    .unwrap_err()
+                    .contains("cleartext")
+            );
+            assert!(check(&strict, &md5, chunk).unwrap_err().contains("MD5"));
+            assert!(check(&strict, &trust, chunk).unwrap_err().contains("trust"));
+            assert!(
+                check(&strict, &auth(7, b""), chunk)
+                    .unwrap_err()
+                    .contains("method 7")
+            );
+            assert!(
+                check(&strict, b"R\xff\xff\xff\xff\0\0\0\0", chunk)
+                    .unwrap_err()
+                    .contains("malformed")
+            );
+        }
+        let mut legacy = portcullis_pg::Allowances::default();
+        legacy.backend_md5 = true;
+        check(&legacy, &md5, 1).unwrap();
+        legacy.backend_trust = true;
+        check(&legacy, &trust, 1).unwrap();
     }
 }
