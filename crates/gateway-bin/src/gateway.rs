@@ -61,31 +61,72 @@ pub(crate) struct Connection {
 pub(crate) struct IdentityStore {
     verifier: RwLock<Verifier>,
     revocation_file: Option<PathBuf>,
-    revocation_mtime: Mutex<Option<SystemTime>>,
+    revocation_seen: Mutex<Option<(FileStamp, std::time::Instant)>>,
 }
+
+/// What tells one version of the revocation file from another: the inode
+/// and device (a file replaced by a rename), the size, and the change time
+/// as well as the modification time, to the nanosecond (an editor or a
+/// copy can set the modification time back; nothing but the kernel sets the
+/// change time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(file: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(file).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// However still the file looks, it is read again after this long (a
+/// change within the file system's timestamp granularity, on a file system
+/// that keeps none).
+const REVOCATION_REREAD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl IdentityStore {
     pub(crate) fn new(verifier: Verifier, revocation_file: Option<PathBuf>) -> IdentityStore {
         let store = IdentityStore {
             verifier: RwLock::new(verifier),
             revocation_file,
-            revocation_mtime: Mutex::new(None),
+            revocation_seen: Mutex::new(None),
         };
         store.reload_revocations();
         store
     }
 
-    /// Re-reads the revocation file if it changed since the last look.
+    /// Re-reads the revocation file if anything about it changed since the
+    /// last read, or that read is older than [`REVOCATION_REREAD`]. A file
+    /// that cannot be read keeps the last list (a revocation is never
+    /// undone by a missing file) and is tried again at the next look.
     fn reload_revocations(&self) {
         let Some(file) = &self.revocation_file else {
             return;
         };
-        let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
-        let mut last = self
-            .revocation_mtime
+        let Some(stamp) = FileStamp::of(file) else {
+            return;
+        };
+        let mut seen = self
+            .revocation_seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if mtime.is_none() || *last == mtime {
+        if let Some((last, at)) = *seen
+            && last == stamp
+            && at.elapsed() < REVOCATION_REREAD
+        {
             return;
         }
         if let Ok(text) = std::fs::read_to_string(file) {
@@ -99,7 +140,7 @@ impl IdentityStore {
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .set_revoked(revoked);
-            *last = mtime;
+            *seen = Some((stamp, std::time::Instant::now()));
         }
     }
 
@@ -1695,5 +1736,47 @@ impl Hook for Gateway {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::identity::{GatewayKey, TokenIssuer};
+
+    /// A revocation written so that the file keeps its size and its
+    /// modification time (a copy that preserves times, an editor that sets
+    /// it back) is still seen at the next check.
+    #[test]
+    fn a_revocation_is_seen_whatever_the_file_modification_time_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("revoked");
+        let key = GatewayKey::from_pem(&GatewayKey::generate_pem().unwrap()).unwrap();
+        let mut v = Verifier::new(0);
+        v.trust_gateway(&key, "portcullis", "portcullis-gw");
+        let issuer = TokenIssuer {
+            key: &key,
+            issuer: "portcullis",
+            audience: "portcullis-gw",
+        };
+        let m = issuer.issue("agent:a", &[], 900, unix_now()).unwrap();
+        // A placeholder line as long as the token id, so the revocation
+        // below keeps the file's size.
+        std::fs::write(&file, format!("{}\n", "x".repeat(m.id.len()))).unwrap();
+        let store = IdentityStore::new(v, Some(file.clone()));
+        let p = store.verify(&m.token).unwrap();
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, format!("{}\n", m.id)).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+        assert_eq!(store.recheck(&p), Err(AuthError::Revoked(m.id.clone())));
+        assert_eq!(store.verify(&m.token), Err(AuthError::Revoked(m.id)));
     }
 }
