@@ -1,0 +1,1029 @@
+//! The query pipeline: what the client sends once the session is ready, the
+//! hook's verdicts on it, and the queue of replies the backend owes.
+//!
+//! Prepared statements and portals exist only once the backend confirms
+//! them; after an error in an extended-protocol pipeline both sides ignore
+//! messages up to Sync, as PostgreSQL does; statement text that a pending
+//! setting change could make PostgreSQL read differently waits for the
+//! report of that change.
+
+use super::*;
+
+pub(super) enum Pending<P> {
+    Auth,
+    Query {
+        cmd: CommandId,
+        frame: Bytes,
+    },
+    Parse {
+        cmd: CommandId,
+        frame: Bytes,
+        statement: String,
+        sql: Arc<str>,
+    },
+    Execute {
+        cmd: CommandId,
+        frame: Bytes,
+        portal: String,
+        described: bool,
+    },
+    HeldQuery {
+        cmd: CommandId,
+        frame: Bytes,
+        plan: Arc<P>,
+    },
+    HeldExecute {
+        cmd: CommandId,
+        frame: Bytes,
+        portal: String,
+        described: bool,
+        plan: Arc<P>,
+    },
+    /// A Bind or Execute that names a statement or portal whose creation in
+    /// an earlier pipeline (before a Sync) the backend has not confirmed yet.
+    Blocked(Frame),
+}
+
+/// A prepared statement the backend confirmed (or will, in this pipeline).
+pub(super) struct Stmt<P> {
+    pub(super) sql: Arc<str>,
+    pub(super) plan: Arc<P>,
+}
+
+/// What a Bind created: the statement it was bound to, with its plan.
+pub(super) struct PortalInfo<P> {
+    pub(super) statement: String,
+    /// `None`: a statement this session never saw parsed (SQL `PREPARE`).
+    pub(super) stmt: Option<Arc<Stmt<P>>>,
+    pub(super) params: Vec<Option<Bytes>>,
+}
+
+/// The backend's answer to a Describe of a portal.
+#[derive(Clone)]
+pub(super) enum Described {
+    Unknown,
+    NoData,
+    Rows(Arc<Vec<Column>>),
+}
+
+pub(super) struct PortalEntry<P> {
+    pub(super) info: Arc<PortalInfo<P>>,
+    pub(super) described: Described,
+}
+
+/// What a message sent to the backend is, and what its reply changes.
+pub(super) enum Kind<P> {
+    Query,
+    /// `stmt` is installed at ParseComplete; `None` (a gateway's own Parse)
+    /// makes the name unknown.
+    Parse {
+        name: String,
+        stmt: Option<Arc<Stmt<P>>>,
+    },
+    /// `new` is installed at BindComplete; `None` makes the portal unknown.
+    Bind {
+        portal: String,
+        new: Option<Arc<PortalInfo<P>>>,
+    },
+    DescribeStatement {
+        params_seen: bool,
+    },
+    DescribePortal {
+        portal: String,
+    },
+    Execute {
+        portal: String,
+    },
+    Close {
+        statement: bool,
+        name: String,
+    },
+    Sync,
+}
+
+impl<P> Kind<P> {
+    fn creates(&self) -> bool {
+        matches!(
+            self,
+            Kind::Parse { .. } | Kind::Bind { .. } | Kind::Close { .. }
+        )
+    }
+}
+
+/// A reply the backend owes.
+pub(super) struct Reply<P> {
+    pub(super) kind: Kind<P>,
+    pub(super) cmd: Option<CommandId>,
+    pub(super) plan: Option<Arc<P>>,
+    /// Sent by the gateway: its responses are not for the client.
+    pub(super) gateway: bool,
+    /// Errors of a gateway message still reach the client.
+    pub(super) forward_errors: bool,
+    /// Where a result over its row limit is in being cut (see [`budget`]).
+    pub(super) cut: Cut,
+}
+
+/// What the backend owes, one entry per message sent that gets a response,
+/// and the gateway's own messages for the client, kept in order.
+pub(super) enum Expect<P> {
+    Synthetic(Bytes),
+    Backend(Reply<P>),
+}
+
+/// What [`Session::settings_barrier`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Barrier {
+    /// Send it now.
+    Go,
+    /// Hold it until the ReadyForQuery that is on its way has been read.
+    Wait,
+    /// No ReadyForQuery is on its way (an open extended-protocol pipeline):
+    /// refuse it.
+    Refuse,
+}
+
+/// A client statement that may change settings: a Query or an Execute.
+pub(super) fn is_unsettling_reply<P>(r: &Reply<P>) -> bool {
+    !r.gateway && matches!(r.kind, Kind::Query | Kind::Execute { .. })
+}
+
+pub(super) fn is_unsettling<P>(e: &Expect<P>) -> bool {
+    matches!(e, Expect::Backend(r) if is_unsettling_reply(r))
+}
+
+pub(super) fn denial_message(code: &str, reason: &str) -> String {
+    if code == "42501" {
+        format!("permission denied by the gateway: {reason}")
+    } else {
+        reason.to_string()
+    }
+}
+
+pub(super) fn describe_frame(kind: u8, name: &str) -> Bytes {
+    let mut body = vec![kind];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    codec::build_frame(b'D', &body)
+}
+
+pub(super) fn close_frame(kind: u8, name: &str) -> Bytes {
+    let mut body = vec![kind];
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    codec::build_frame(b'C', &body)
+}
+
+pub(super) fn parse_frame(name: &str, sql: &str) -> Bytes {
+    let mut body = Vec::new();
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    codec::build_frame(b'P', &body)
+}
+
+pub(super) fn bind_frame() -> Bytes {
+    // Unnamed portal, unnamed statement, no formats, no parameters, no result formats.
+    codec::build_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0])
+}
+
+pub(super) fn execute_frame() -> Bytes {
+    codec::build_frame(b'E', &[0, 0, 0, 0, 0])
+}
+
+/// Reads a Bind body: portal, statement and parameter values.
+pub(super) fn parse_bind(body: &[u8]) -> Option<(String, String, Vec<Option<Bytes>>)> {
+    let mut r = Reader::new(body);
+    let portal = lossy(r.cstr()?);
+    let statement = lossy(r.cstr()?);
+    let nfmt = usize::try_from(r.i16()?).ok()?;
+    r.bytes(nfmt.checked_mul(2)?)?;
+    let nparams = usize::try_from(r.i16()?).ok()?;
+    if nparams.saturating_mul(4) > r.remaining() {
+        return None;
+    }
+    let mut params = Vec::with_capacity(nparams);
+    for _ in 0..nparams {
+        let len = r.i32()?;
+        if len == -1 {
+            params.push(None);
+        } else {
+            let len = usize::try_from(len).ok()?;
+            params.push(Some(Bytes::copy_from_slice(r.bytes(len)?)));
+        }
+    }
+    let nres = usize::try_from(r.i16()?).ok()?;
+    r.bytes(nres.checked_mul(2)?)?;
+    r.done().then_some((portal, statement, params))
+}
+
+impl<H: Hook> Session<H> {
+    /// The hook's answer to [`HookRequest::Query`] or [`HookRequest::Execute`].
+    /// For a hold, the notice goes to the client and the decision future is
+    /// returned: await it and pass its output to [`Session::handle_decision`],
+    /// or call [`Session::handle_hold_abandoned`] if it is dropped.
+    pub fn handle_verdict(
+        &mut self,
+        now: Instant,
+        verdict: Verdict<H::Plan>,
+    ) -> Option<DecisionFuture> {
+        match verdict {
+            Verdict::Forward(plan) => {
+                self.last_activity = now;
+                match self.pending.take() {
+                    Some(Pending::Query { cmd, frame }) => {
+                        self.forward_query(cmd, frame, Arc::new(plan))
+                    }
+                    Some(Pending::Execute {
+                        cmd,
+                        frame,
+                        portal,
+                        described,
+                    }) => self.forward_execute(cmd, frame, &portal, described, Arc::new(plan)),
+                    other => self.pending = other,
+                }
+                self.process_client();
+                None
+            }
+            Verdict::Deny(reason) => {
+                self.decide(now, Decision::Deny(reason));
+                None
+            }
+            Verdict::Exceeded(reason) => {
+                self.last_activity = now;
+                if let Some(cmd) = self.pending_command() {
+                    self.event(Event::CommandDenied {
+                        session: self.id,
+                        command: cmd,
+                        reason: reason.clone(),
+                    });
+                }
+                self.refuse_pending("53400", reason);
+                self.process_client();
+                None
+            }
+            Verdict::Terminate(reason) => {
+                self.terminate(reason);
+                None
+            }
+            Verdict::Hold(hold, plan) => {
+                let plan = Arc::new(plan);
+                let (cmd, held) = match self.pending.take() {
+                    Some(Pending::Query { cmd, frame }) => (
+                        cmd,
+                        Pending::HeldQuery {
+                            cmd,
+                            frame,
+                            plan: plan.clone(),
+                        },
+                    ),
+                    Some(Pending::Execute {
+                        cmd,
+                        frame,
+                        portal,
+                        described,
+                    }) => (
+                        cmd,
+                        Pending::HeldExecute {
+                            cmd,
+                            frame,
+                            portal,
+                            described,
+                            plan: plan.clone(),
+                        },
+                    ),
+                    other => {
+                        self.pending = other;
+                        return None;
+                    }
+                };
+                self.pending = Some(held);
+                // The notice is about this Execute (or query): it never
+                // overtakes the replies owed for an earlier Sync or Query.
+                self.synthetic_after_synced(wire::notice(&hold.notice));
+                self.event_with(
+                    Event::CommandHeld {
+                        session: self.id,
+                        command: cmd,
+                        notice: hold.notice,
+                    },
+                    Some(plan),
+                );
+                Some(hold.decision)
+            }
+        }
+    }
+
+    /// The decision on a held command: forwarded with the plan its hold
+    /// carried, or refused.
+    pub fn handle_decision(&mut self, now: Instant, decision: Decision) {
+        self.decide(now, decision);
+    }
+
+    /// A hold ended without a decision: `cancelled` when the client sent a
+    /// CancelRequest (it gets SQLSTATE 57014, like a cancelled statement).
+    pub fn handle_hold_abandoned(&mut self, now: Instant, cancelled: bool) {
+        let cmd = match &self.pending {
+            Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) => *cmd,
+            _ => return,
+        };
+        self.event(Event::HoldAbandoned {
+            session: self.id,
+            command: cmd,
+        });
+        if cancelled {
+            self.refuse_pending("57014", "canceling statement due to user request".into());
+            self.last_activity = now;
+            self.process_client();
+        }
+    }
+
+    /// The hook's answer to [`HookRequest::Parse`].
+    pub fn handle_parse_verdict(&mut self, now: Instant, verdict: ParseVerdict<H::Plan>) {
+        let Some(Pending::Parse {
+            cmd,
+            frame,
+            statement,
+            sql,
+        }) = self.pending.take()
+        else {
+            return;
+        };
+        self.last_activity = now;
+        match verdict {
+            ParseVerdict::Forward(plan) => {
+                let plan = Arc::new(plan);
+                let stmt = Arc::new(Stmt {
+                    sql,
+                    plan: plan.clone(),
+                });
+                let kind = Kind::Parse {
+                    name: statement,
+                    stmt: Some(stmt),
+                };
+                self.forward_command(frame, kind, cmd, plan);
+            }
+            ParseVerdict::Terminate(reason) => {
+                self.pending = Some(Pending::Parse {
+                    cmd,
+                    frame,
+                    statement,
+                    sql,
+                });
+                self.terminate(reason);
+                return;
+            }
+            ParseVerdict::Deny(reason) => {
+                self.event(Event::CommandDenied {
+                    session: self.id,
+                    command: cmd,
+                    reason: reason.clone(),
+                });
+                self.deny_extended("42501", &reason);
+                if statement.is_empty() {
+                    // PostgreSQL drops the unnamed statement before parsing a new one.
+                    self.inject(
+                        close_frame(b'S', ""),
+                        Kind::Close {
+                            statement: true,
+                            name: String::new(),
+                        },
+                        false,
+                    );
+                }
+            }
+        }
+        self.process_client();
+    }
+
+    pub(super) fn decide(&mut self, now: Instant, decision: Decision) {
+        self.last_activity = now;
+        match decision {
+            Decision::Forward => match self.pending.take() {
+                Some(Pending::HeldQuery { cmd, frame, plan }) => {
+                    self.forward_query(cmd, frame, plan)
+                }
+                Some(Pending::HeldExecute {
+                    cmd,
+                    frame,
+                    portal,
+                    described,
+                    plan,
+                }) => self.forward_execute(cmd, frame, &portal, described, plan),
+                Some(p @ (Pending::Query { .. } | Pending::Execute { .. })) => {
+                    // A decision without a verdict carries no plan: refuse.
+                    self.pending = Some(p);
+                    self.refuse_pending(
+                        "42501",
+                        "the gateway has no plan for this statement".into(),
+                    );
+                }
+                other => self.pending = other,
+            },
+            Decision::Deny(reason) => {
+                if let Some(cmd) = self.pending_command() {
+                    self.event(Event::CommandDenied {
+                        session: self.id,
+                        command: cmd,
+                        reason: reason.clone(),
+                    });
+                }
+                self.refuse_pending("42501", reason);
+            }
+        }
+        self.process_client();
+    }
+
+    pub(super) fn pending_command(&self) -> Option<CommandId> {
+        match &self.pending {
+            Some(
+                Pending::Query { cmd, .. }
+                | Pending::HeldQuery { cmd, .. }
+                | Pending::Execute { cmd, .. }
+                | Pending::HeldExecute { cmd, .. }
+                | Pending::Parse { cmd, .. },
+            ) => Some(*cmd),
+            _ => None,
+        }
+    }
+
+    pub(super) fn refuse_pending(&mut self, code: &str, reason: String) {
+        match self.pending.take() {
+            Some(Pending::Query { .. } | Pending::HeldQuery { .. }) => {
+                self.deny_simple(code, &reason)
+            }
+            Some(Pending::Execute { .. } | Pending::HeldExecute { .. }) => {
+                self.deny_extended(code, &reason)
+            }
+            other => self.pending = other,
+        }
+    }
+
+    /// A refused simple query: an error and ReadyForQuery; inside a
+    /// transaction block, the backend's transaction is made to fail too.
+    pub(super) fn deny_simple(&mut self, code: &str, reason: &str) {
+        let message = denial_message(code, reason);
+        if self.tx_status == b'T' {
+            self.synthetic(wire::error(code, &message));
+            self.inject(wire::query(FAIL_TRANSACTION), Kind::Query, false);
+        } else {
+            self.synthetic(wire::error(code, &message));
+            self.synthetic(wire::ready(self.tx_status));
+        }
+    }
+
+    /// A refused extended-protocol message: an error, then everything up to
+    /// Sync is discarded, and at Sync the backend's transaction is made to fail.
+    pub(super) fn deny_extended(&mut self, code: &str, reason: &str) {
+        self.synthetic(wire::error(code, &denial_message(code, reason)));
+        self.client_skipping = true;
+        self.fail_at_sync = true;
+    }
+
+    /// Sends a decided command with its plan; reports it forwarded, or
+    /// discarded when the backend is ignoring messages until Sync.
+    pub(super) fn forward_command(
+        &mut self,
+        frame: Bytes,
+        kind: Kind<H::Plan>,
+        cmd: CommandId,
+        plan: Arc<H::Plan>,
+    ) {
+        let sent = self.send_backend(frame, kind, Some(cmd), Some(plan.clone()));
+        let event = if sent {
+            Event::CommandForwarded {
+                session: self.id,
+                command: cmd,
+            }
+        } else {
+            Event::CommandDiscarded {
+                session: self.id,
+                command: cmd,
+            }
+        };
+        self.event_with(event, Some(plan));
+    }
+
+    pub(super) fn forward_query(&mut self, cmd: CommandId, frame: Bytes, plan: Arc<H::Plan>) {
+        self.forward_command(frame, Kind::Query, cmd, plan);
+    }
+
+    pub(super) fn forward_execute(
+        &mut self,
+        cmd: CommandId,
+        frame: Bytes,
+        portal: &str,
+        described: bool,
+        plan: Arc<H::Plan>,
+    ) {
+        if !described {
+            // The hook must see the columns before the rows.
+            self.inject(
+                describe_frame(b'P', portal),
+                Kind::DescribePortal {
+                    portal: portal.to_owned(),
+                },
+                true,
+            );
+        }
+        let kind = Kind::Execute {
+            portal: portal.to_owned(),
+        };
+        self.forward_command(frame, kind, cmd, plan);
+    }
+
+    /// Sends a client message that gets a reply. Returns false, sending
+    /// nothing, when the backend is ignoring messages until Sync (it would
+    /// discard this one and answer nothing).
+    pub(super) fn send_backend(
+        &mut self,
+        frame: Bytes,
+        kind: Kind<H::Plan>,
+        cmd: Option<CommandId>,
+        plan: Option<Arc<H::Plan>>,
+    ) -> bool {
+        self.push_backend(frame, kind, cmd, plan, false, true)
+    }
+
+    pub(super) fn inject(&mut self, frame: Bytes, kind: Kind<H::Plan>, forward_errors: bool) {
+        self.push_backend(frame, kind, None, None, true, forward_errors);
+    }
+
+    pub(super) fn push_backend(
+        &mut self,
+        frame: Bytes,
+        kind: Kind<H::Plan>,
+        cmd: Option<CommandId>,
+        plan: Option<Arc<H::Plan>>,
+        gateway: bool,
+        forward_errors: bool,
+    ) -> bool {
+        if self.backend_ignoring {
+            if !matches!(kind, Kind::Sync) {
+                return false;
+            }
+            self.backend_ignoring = false;
+        }
+        self.to_backend.push_back(frame);
+        let reply = Reply {
+            kind,
+            cmd,
+            plan,
+            gateway,
+            forward_errors,
+            cut: Cut::None,
+        };
+        self.unsettled |= is_unsettling_reply(&reply);
+        self.expect.push_back(Expect::Backend(reply));
+        true
+    }
+
+    /// Whether statement text may be sent now, given that the statements
+    /// sent before it may have changed how PostgreSQL reads SQL (a SET of
+    /// `standard_conforming_strings` or `client_encoding`, also through
+    /// `set_config` or dynamic SQL) and the backend reports such a change
+    /// only with the next ReadyForQuery.
+    pub(super) fn settings_barrier(&self, sql: &[u8]) -> Barrier {
+        if !self.unsettled || startup::is_setting_independent(sql) {
+            return Barrier::Go;
+        }
+        // A ReadyForQuery will come without more client messages when a
+        // Sync or a Query follows the last statement sent (a Query is
+        // answered with one itself).
+        let mut coming = false;
+        for e in &self.expect {
+            if let Expect::Backend(r) = e {
+                if matches!(r.kind, Kind::Sync | Kind::Query) {
+                    coming = true;
+                } else if is_unsettling_reply(r) {
+                    coming = false;
+                }
+            }
+        }
+        if coming {
+            Barrier::Wait
+        } else {
+            Barrier::Refuse
+        }
+    }
+
+    /// Whether a client message held back must still wait.
+    pub(super) fn still_blocked(&self, frame: &Frame) -> bool {
+        match frame.tag {
+            b'Q' | b'P' => {
+                let mut r = Reader::new(frame.body());
+                if frame.tag == b'P' {
+                    let _ = r.cstr();
+                }
+                let sql = r.cstr().unwrap_or_default();
+                self.settings_barrier(sql) == Barrier::Wait
+            }
+            _ => self.must_wait(),
+        }
+    }
+
+    pub(super) fn synthetic(&mut self, b: Bytes) {
+        self.expect.push_back(Expect::Synthetic(b));
+        self.flush_synthetic();
+    }
+
+    /// Queues a message of the gateway's own behind every reply the backend
+    /// owes up to its last Sync or Query (which it sends without more
+    /// input), but ahead of the replies of a pipeline not yet synced (which
+    /// the backend keeps until a Sync or Flush: waiting for them could wait
+    /// forever).
+    pub(super) fn synthetic_after_synced(&mut self, b: Bytes) {
+        let at = self
+            .expect
+            .iter()
+            .rposition(
+                |e| matches!(e, Expect::Backend(r) if matches!(r.kind, Kind::Sync | Kind::Query)),
+            )
+            .map_or(0, |i| i + 1);
+        self.expect.insert(at, Expect::Synthetic(b));
+        self.flush_synthetic();
+    }
+
+    pub(super) fn flush_synthetic(&mut self) {
+        while let Some(Expect::Synthetic(_)) = self.expect.front() {
+            if let Some(Expect::Synthetic(b)) = self.expect.pop_front() {
+                self.to_client.push_back(b);
+            }
+        }
+    }
+
+    /// Whether a Bind or Execute must wait: a Parse, Bind or Close of an
+    /// earlier pipeline (one a Sync follows) is not confirmed yet, so what a
+    /// name will refer to when the backend reads this message is not known.
+    /// Within the current pipeline the effects are predicted as successes:
+    /// if one fails, the backend discards everything after it up to Sync,
+    /// this message included.
+    pub(super) fn must_wait(&self) -> bool {
+        let mut creates = false;
+        for e in &self.expect {
+            if let Expect::Backend(r) = e {
+                if r.kind.creates() {
+                    creates = true;
+                } else if matches!(r.kind, Kind::Sync) && creates {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The statement a name will refer to when the backend reads the next
+    /// message: the current pipeline's Parse or Close of it, else the
+    /// confirmed one. `None`: not prepared through this session.
+    pub(super) fn predicted_statement(&self, name: &str) -> Option<Arc<Stmt<H::Plan>>> {
+        for e in self.expect.iter().rev() {
+            let Expect::Backend(r) = e else { continue };
+            match &r.kind {
+                Kind::Sync => break,
+                Kind::Parse { name: n, stmt } if n == name => return stmt.clone(),
+                Kind::Close {
+                    statement: true,
+                    name: n,
+                } if n == name => return None,
+                _ => {}
+            }
+        }
+        self.statements.get(name).cloned()
+    }
+
+    /// The portal a name will refer to when the backend reads the next
+    /// message, and whether its columns are known already.
+    pub(super) fn predicted_portal(&self, name: &str) -> Option<(Arc<PortalInfo<H::Plan>>, bool)> {
+        for e in self.expect.iter().rev() {
+            let Expect::Backend(r) = e else { continue };
+            match &r.kind {
+                Kind::Sync => break,
+                Kind::Bind { portal, new } if portal == name => {
+                    return new.clone().map(|n| (n, false));
+                }
+                Kind::Close {
+                    statement: false,
+                    name: n,
+                } if n == name => return None,
+                _ => {}
+            }
+        }
+        self.portals
+            .get(name)
+            .map(|p| (p.info.clone(), !matches!(p.described, Described::Unknown)))
+    }
+
+    pub(super) fn on_client_message(&mut self, frame: Frame) -> Result<(), SessionError> {
+        let malformed = |tag: u8| {
+            SessionError::Client(CodecError::Malformed {
+                tag,
+                reason: "message body".into(),
+            })
+        };
+        let tag = frame.tag;
+        // After an error in an extended-protocol pipeline PostgreSQL reads and
+        // discards every message but Sync and Terminate.
+        if (self.client_skipping || self.backend_ignoring) && !matches!(tag, b'S' | b'X') {
+            self.last_describe_portal = None;
+            return Ok(());
+        }
+        if matches!(tag, b'B' | b'E') && self.must_wait() {
+            self.pending = Some(Pending::Blocked(frame));
+            return Ok(());
+        }
+        if matches!(tag, b'Q' | b'P') {
+            let mut r = Reader::new(frame.body());
+            let name = if tag == b'P' { r.cstr() } else { None };
+            let sql = r.cstr().unwrap_or_default();
+            match self.settings_barrier(sql) {
+                Barrier::Go => {}
+                Barrier::Wait => {
+                    self.pending = Some(Pending::Blocked(frame));
+                    return Ok(());
+                }
+                Barrier::Refuse => {
+                    let unnamed = name.is_some_and(<[u8]>::is_empty);
+                    let sql = lossy(sql);
+                    self.refuse_unsettled(tag, sql, unnamed);
+                    return Ok(());
+                }
+            }
+        }
+        let described_portal = if tag == b'D' {
+            None
+        } else {
+            self.last_describe_portal.take()
+        };
+        match tag {
+            b'Q' => {
+                let mut r = Reader::new(frame.body());
+                let sql = r
+                    .cstr()
+                    .filter(|_| r.done())
+                    .ok_or_else(|| malformed(tag))?;
+                let sql = lossy(sql);
+                let cmd = self.new_command();
+                self.event(Event::CommandReceived {
+                    session: self.id,
+                    command: cmd,
+                    sql: sql.clone(),
+                });
+                self.pending = Some(Pending::Query {
+                    cmd,
+                    frame: frame.raw,
+                });
+                self.outputs
+                    .push_back(Output::Request(HookRequest::Query { command: cmd, sql }));
+            }
+            b'P' => {
+                let mut r = Reader::new(frame.body());
+                let name = r.cstr().ok_or_else(|| malformed(tag))?;
+                let sql = r.cstr().ok_or_else(|| malformed(tag))?;
+                let n = r
+                    .i16()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| malformed(tag))?;
+                if r.bytes(n.saturating_mul(4)).is_none() || !r.done() {
+                    return Err(malformed(tag));
+                }
+                let (statement, sql) = (lossy(name), lossy(sql));
+                let cmd = self.new_command();
+                self.event(Event::CommandReceived {
+                    session: self.id,
+                    command: cmd,
+                    sql: sql.clone(),
+                });
+                self.pending = Some(Pending::Parse {
+                    cmd,
+                    frame: frame.raw,
+                    statement: statement.clone(),
+                    sql: Arc::from(sql.as_str()),
+                });
+                self.outputs.push_back(Output::Request(HookRequest::Parse {
+                    command: cmd,
+                    statement,
+                    sql,
+                }));
+            }
+            b'B' => {
+                let (portal, statement, params) =
+                    parse_bind(frame.body()).ok_or_else(|| malformed(tag))?;
+                let stmt = self.predicted_statement(&statement);
+                let new = Arc::new(PortalInfo {
+                    statement,
+                    stmt,
+                    params,
+                });
+                let kind = Kind::Bind {
+                    portal,
+                    new: Some(new),
+                };
+                self.send_backend(frame.raw, kind, None, None);
+            }
+            b'D' => {
+                let mut r = Reader::new(frame.body());
+                let kind = r.u8().ok_or_else(|| malformed(tag))?;
+                let name = r
+                    .cstr()
+                    .filter(|_| r.done())
+                    .ok_or_else(|| malformed(tag))?;
+                let kind = match kind {
+                    b'S' => Kind::DescribeStatement { params_seen: false },
+                    b'P' => {
+                        self.last_describe_portal = Some(lossy(name));
+                        Kind::DescribePortal {
+                            portal: lossy(name),
+                        }
+                    }
+                    _ => return Err(malformed(tag)),
+                };
+                if !self.send_backend(frame.raw, kind, None, None) {
+                    self.last_describe_portal = None;
+                }
+            }
+            b'E' => {
+                let mut r = Reader::new(frame.body());
+                let portal = r.cstr().ok_or_else(|| malformed(tag))?;
+                if r.i32().is_none() || !r.done() {
+                    return Err(malformed(tag));
+                }
+                let portal = lossy(portal);
+                let cmd = self.new_command();
+                let Some((info, known_columns)) = self.predicted_portal(&portal) else {
+                    // A portal no Bind of this session created (a SQL
+                    // cursor, or none at all): nothing is known of what it runs.
+                    self.event(Event::CommandReceived {
+                        session: self.id,
+                        command: cmd,
+                        sql: String::new(),
+                    });
+                    let reason = format!(
+                        "portal \"{portal}\" does not exist (the gateway executes only portals \
+                         bound through it)"
+                    );
+                    self.event(Event::CommandDenied {
+                        session: self.id,
+                        command: cmd,
+                        reason: reason.clone(),
+                    });
+                    self.deny_extended("34000", &reason);
+                    return Ok(());
+                };
+                let (sql, plan) = match &info.stmt {
+                    Some(s) => (s.sql.to_string(), Some(s.plan.clone())),
+                    // Not prepared through this session's Parse: an SQL-level
+                    // PREPARE. The hook decides on it as on `EXECUTE name`.
+                    None => (format!("EXECUTE {}", info.statement), None),
+                };
+                let described =
+                    known_columns || described_portal.as_deref() == Some(portal.as_str());
+                self.event(Event::CommandReceived {
+                    session: self.id,
+                    command: cmd,
+                    sql: sql.clone(),
+                });
+                self.pending = Some(Pending::Execute {
+                    cmd,
+                    frame: frame.raw,
+                    portal: portal.clone(),
+                    described,
+                });
+                self.outputs
+                    .push_back(Output::Request(HookRequest::Execute {
+                        command: cmd,
+                        portal,
+                        statement: info.statement.clone(),
+                        plan,
+                        sql,
+                        params: info.params.clone(),
+                    }));
+            }
+            b'C' => {
+                let mut r = Reader::new(frame.body());
+                let kind = r.u8().ok_or_else(|| malformed(tag))?;
+                let name = lossy(
+                    r.cstr()
+                        .filter(|_| r.done())
+                        .ok_or_else(|| malformed(tag))?,
+                );
+                let statement = match kind {
+                    b'S' => true,
+                    b'P' => false,
+                    _ => return Err(malformed(tag)),
+                };
+                self.send_backend(frame.raw, Kind::Close { statement, name }, None, None);
+            }
+            b'H' => {
+                if !self.backend_ignoring {
+                    self.to_backend.push_back(frame.raw);
+                }
+            }
+            b'S' => {
+                self.client_skipping = false;
+                if self.fail_at_sync {
+                    self.fail_at_sync = false;
+                    self.inject(
+                        parse_frame("", FAIL_TRANSACTION),
+                        Kind::Parse {
+                            name: String::new(),
+                            stmt: None,
+                        },
+                        false,
+                    );
+                    self.inject(
+                        bind_frame(),
+                        Kind::Bind {
+                            portal: String::new(),
+                            new: None,
+                        },
+                        false,
+                    );
+                    self.inject(
+                        execute_frame(),
+                        Kind::Execute {
+                            portal: String::new(),
+                        },
+                        false,
+                    );
+                }
+                self.send_backend(frame.raw, Kind::Sync, None, None);
+            }
+            b'F' => {
+                let cmd = self.new_command();
+                let reason =
+                    "the fast-path function call interface is not supported by the gateway";
+                self.event(Event::CommandDenied {
+                    session: self.id,
+                    command: cmd,
+                    reason: reason.into(),
+                });
+                self.deny_simple("0A000", reason);
+            }
+            b'd' | b'c' | b'f' => self.to_backend.push_back(frame.raw),
+            b'X' => {
+                self.to_backend.push_back(frame.raw);
+                self.closing = true;
+                self.end(None);
+            }
+            _ => {
+                return Err(SessionError::UnexpectedMessage {
+                    tag,
+                    from: "client",
+                    state: self.phase.name(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses statement text that could be read differently after the
+    /// statements still in the pipeline (see [`Session::settings_barrier`]).
+    pub(super) fn refuse_unsettled(&mut self, tag: u8, sql: String, unnamed: bool) {
+        let cmd = self.new_command();
+        self.event(Event::CommandReceived {
+            session: self.id,
+            command: cmd,
+            sql,
+        });
+        let reason = "statement text with a backslash or a non-ASCII character cannot follow an \
+                      Execute in the same pipeline: the gateway reads it only once the backend \
+                      has reported its settings (send Sync first)";
+        self.event(Event::CommandDenied {
+            session: self.id,
+            command: cmd,
+            reason: reason.into(),
+        });
+        if tag == b'Q' {
+            self.deny_simple("0A000", reason);
+            return;
+        }
+        self.deny_extended("0A000", reason);
+        if unnamed {
+            // PostgreSQL drops the unnamed statement before parsing a new one.
+            self.inject(
+                close_frame(b'S', ""),
+                Kind::Close {
+                    statement: true,
+                    name: String::new(),
+                },
+                false,
+            );
+        }
+    }
+
+    /// A Bind or Execute waiting for earlier pipelines' confirmations goes
+    /// on once they are in.
+    pub(super) fn unblock(&mut self) {
+        match &self.pending {
+            Some(Pending::Blocked(frame)) if !self.still_blocked(frame) => {}
+            _ => return,
+        }
+        if let Some(Pending::Blocked(frame)) = self.pending.take() {
+            if let Err(e) = self.on_client_message(frame) {
+                self.client_protocol_error(e);
+            }
+            self.process_client();
+        }
+    }
+}
