@@ -278,6 +278,8 @@ mod tests {
             state: State::Pending,
             votes: Vec::new(),
             replica: "a".to_owned(),
+            ticket_key: None,
+            ticket: None,
         }
     }
 
