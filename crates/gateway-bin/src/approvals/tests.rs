@@ -387,8 +387,11 @@ async fn race(stores: &[Arc<ApprovalStore>], key: Fingerprint, per_store: usize)
     runs
 }
 
+/// In one gateway's memory each attempt reads and uses under one lock; the
+/// race between replicas, where the version check decides, is
+/// [`replicas_share_ticket_approvals_and_race_for_them_in_postgres`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn attempts_racing_for_one_ticket_approval_run_it_once() {
+async fn concurrent_attempts_for_one_ticket_approval_run_it_once() {
     let store = Arc::new(ApprovalStore::default());
     let key = delete_key("DELETE FROM orders");
     for _ in 0..20 {
