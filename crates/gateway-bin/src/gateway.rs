@@ -1178,10 +1178,15 @@ impl Gateway {
                 };
                 let mut details = shown.details(&decided.facts);
                 details.ticket = Some(key);
-                let ticket = match self.approvals.request_with(request, details) {
+                // Stored before the refusal names it: the retry may come on
+                // another replica at once.
+                let ticket = match self.approvals.request_stored(request, details).await {
                     Ok(t) => t,
                     Err(e) => {
-                        return Verdict::Deny(format!("cannot file an approval request: {e}"));
+                        return Verdict::Deny(format!(
+                            "cannot file an approval request, so this statement was not run \
+                             (fail closed): {e}"
+                        ));
                     }
                 };
                 let id = ticket.id.clone();

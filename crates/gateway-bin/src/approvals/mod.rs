@@ -700,6 +700,56 @@ impl ApprovalStore {
         request: ApprovalRequest,
         details: Details,
     ) -> Result<Ticket, String> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "approvals need the gateway's runtime".to_owned())?;
+        let (ticket, record) = self.prepare(request, details)?;
+        let id = ticket.id.clone();
+        let filed = self.webhooks.clone().map(|w| (w, record.clone()));
+        let stored = self.backend.insert(record);
+        let waiting = self.waiting.clone();
+        handle.spawn(async move {
+            // A request the store could not keep is refused: fail closed.
+            if let Err(e) = stored.await {
+                tracing::error!(approval = %id, error = %e, "approval request not stored; refused");
+                let tx = waiting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(Outcome::Abandoned);
+                }
+            } else if let Some((w, record)) = filed {
+                w.notify(webhooks::Happened::Requested, &record, None);
+            }
+        });
+        Ok(ticket)
+    }
+
+    /// Files a request and returns once the store keeps it (so a retry on
+    /// any replica finds it); an error if the store cannot.
+    pub(crate) async fn request_stored(
+        &self,
+        request: ApprovalRequest,
+        details: Details,
+    ) -> Result<Ticket, String> {
+        let (ticket, record) = self.prepare(request, details)?;
+        let filed = self.webhooks.clone().map(|w| (w, record.clone()));
+        if let Err(e) = self.backend.insert(record).await {
+            self.waiting().remove(&ticket.id);
+            return Err(e.to_string());
+        }
+        if let Some((w, record)) = filed {
+            w.notify(webhooks::Happened::Requested, &record, None);
+        }
+        Ok(ticket)
+    }
+
+    /// A new request's record, and its ticket (registered as held here).
+    fn prepare(
+        &self,
+        request: ApprovalRequest,
+        details: Details,
+    ) -> Result<(Ticket, Record), String> {
         let id = new_id()?;
         let (tx, rx) = oneshot::channel();
         let timeout = request.timeout;
@@ -737,28 +787,7 @@ impl ApprovalStore {
             }),
         };
         self.waiting().insert(id.clone(), tx);
-        let filed = self.webhooks.clone().map(|w| (w, record.clone()));
-        let stored = self.backend.insert(record);
-        let waiting = self.waiting.clone();
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| "approvals need the gateway's runtime".to_owned())?;
-        let failed_id = id.clone();
-        handle.spawn(async move {
-            // A request the store could not keep is refused: fail closed.
-            if let Err(e) = stored.await {
-                tracing::error!(approval = %failed_id, error = %e, "approval request not stored; refused");
-                let tx = waiting
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&failed_id);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Outcome::Abandoned);
-                }
-            } else if let Some((w, record)) = filed {
-                w.notify(webhooks::Happened::Requested, &record, None);
-            }
-        });
-        Ok(Ticket { id, rx, timeout })
+        Ok((Ticket { id, rx, timeout }, record))
     }
 
     /// Ticket mode: what this attempt of statement `key` gets. `Run` has
