@@ -332,13 +332,29 @@ pub(crate) async fn call(
     call_with(base, method, path, bearer, None).await
 }
 
-/// One request to the admin API with a JSON body.
+/// One request to the admin API with a JSON body (https trusting the
+/// system's roots).
+#[cfg(test)]
 pub(crate) async fn call_with(
     base: &str,
     method: hyper::Method,
     path: &str,
     bearer: &str,
     json_body: Option<String>,
+) -> Result<(u16, String), String> {
+    let tls = crate::serve::client_tls()?;
+    call_tls(base, method, path, bearer, json_body, tls).await
+}
+
+/// One request to the admin API with a JSON body, https trusting what
+/// `tls` trusts.
+pub(crate) async fn call_tls(
+    base: &str,
+    method: hyper::Method,
+    path: &str,
+    bearer: &str,
+    json_body: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
 ) -> Result<(u16, String), String> {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
@@ -349,7 +365,7 @@ pub(crate) async fn call_with(
         return Err(format!("{base}: the admin URL must be http:// or https://"));
     }
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config((*crate::serve::client_tls()?).clone())
+        .with_tls_config((*tls).clone())
         .https_or_http()
         .enable_http1()
         .build();
@@ -362,10 +378,16 @@ pub(crate) async fn call_with(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(json_body.unwrap_or_default())))
         .map_err(|e| e.to_string())?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
+    let resp = client.request(req).await.map_err(|e| {
+        // The cause (e.g. an unknown certificate issuer) is in the chain.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why = format!("{why}: {s}");
+            source = s.source();
+        }
+        format!("cannot reach the admin API at {base}: {why}")
+    })?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()

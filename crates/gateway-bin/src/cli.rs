@@ -58,6 +58,11 @@ pub(crate) enum Command {
         /// Your token or API key (default: the PORTCULLIS_TOKEN environment variable).
         #[arg(long, global = true)]
         token: Option<String>,
+        /// Trust only the CA certificates in this PEM file for an https://
+        /// admin API (default: the PORTCULLIS_ADMIN_CA environment variable,
+        /// else the system's roots).
+        #[arg(long, global = true, value_name = "FILE")]
+        admin_ca: Option<PathBuf>,
     },
     /// Start a throwaway PostgreSQL with fake customers, and a fake Kubernetes
     /// cluster, behind a live gateway.
@@ -165,6 +170,11 @@ pub(crate) enum SessionsCommand {
         /// Your token or API key (default: the PORTCULLIS_TOKEN environment variable).
         #[arg(long)]
         token: Option<String>,
+        /// Trust only the CA certificates in this PEM file for an https://
+        /// admin API (default: the PORTCULLIS_ADMIN_CA environment variable,
+        /// else the system's roots).
+        #[arg(long, value_name = "FILE")]
+        admin_ca: Option<PathBuf>,
     },
     /// End a live session (operators only); it ends at its next command, and
     /// a statement it holds for approval is refused now.
@@ -177,6 +187,11 @@ pub(crate) enum SessionsCommand {
         /// Your token or API key (default: the PORTCULLIS_TOKEN environment variable).
         #[arg(long)]
         token: Option<String>,
+        /// Trust only the CA certificates in this PEM file for an https://
+        /// admin API (default: the PORTCULLIS_ADMIN_CA environment variable,
+        /// else the system's roots).
+        #[arg(long, value_name = "FILE")]
+        admin_ca: Option<PathBuf>,
     },
     /// One session's timeline (commands, decisions, results) from the trail.
     Show {

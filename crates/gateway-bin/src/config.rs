@@ -702,7 +702,7 @@ impl Config {
         }
         crate::budgets::Budgets::from_specs(&self.budgets)?;
         if let Some(a) = &self.admin {
-            a.address.get_ref().parse::<SocketAddr>().map_err(|_| {
+            let addr = a.address.get_ref().parse::<SocketAddr>().map_err(|_| {
                 (
                     a.address.span(),
                     format!(
@@ -711,6 +711,20 @@ impl Config {
                     ),
                 )
             })?;
+            if a.tls_cert.is_none() && a.tls_key.is_none() && !addr.ip().is_loopback() {
+                return Err((
+                    a.address.span(),
+                    "the admin listener without TLS (tls_cert and tls_key) must be bound to \
+                     loopback: the admin API and the approval page carry tokens and decisions"
+                        .to_owned(),
+                ));
+            }
+            if a.tls_cert.is_some() != a.tls_key.is_some() {
+                return Err((
+                    a.address.span(),
+                    "[admin] tls_cert and tls_key go together".to_owned(),
+                ));
+            }
         }
         Ok(())
     }

@@ -39,7 +39,7 @@ use portcullis_pg::{
 };
 use portcullis_policy::{self as policy, Effect, Policy};
 
-use crate::tickets::{Attempt, Fingerprint, Tickets};
+use crate::tickets::{Attempt, Fingerprint};
 use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
@@ -477,8 +477,6 @@ pub(crate) struct Gateway {
     audit_failure: Arc<Mutex<Option<String>>>,
     health_cache: Mutex<Option<(Instant, Result<(), String>)>>,
     sessions: Mutex<HashMap<SessionId, Arc<SessionState>>>,
-    /// Ticket-mode approvals, by statement fingerprint.
-    tickets: Arc<Tickets>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -506,7 +504,6 @@ impl Gateway {
             audit_failure: Arc::new(Mutex::new(None)),
             health_cache: Mutex::new(None),
             sessions: Mutex::new(HashMap::new()),
-            tickets: Arc::new(Tickets::default()),
         }
     }
 
@@ -928,7 +925,7 @@ impl Gateway {
             Effect::Review { .. } => {
                 let key = Fingerprint::of(&s.principal.id, &s.connection, sql, params);
                 let shown = self.shown(sql, params);
-                self.hold(s, text, plan, key, shown)
+                self.hold(s, text, plan, key, shown).await
             }
         }
     }
@@ -974,7 +971,7 @@ impl Gateway {
         if plan.decided.review.is_some() && self.enforce {
             let key = Fingerprint::of(&s.principal.id, &s.connection, sql, Some(params));
             let shown = self.shown(sql, Some(params));
-            self.hold(s, text, plan, key, shown)
+            self.hold(s, text, plan, key, shown).await
         } else {
             Verdict::Forward(plan)
         }
@@ -1029,7 +1026,7 @@ impl Gateway {
 
     /// Holds a reviewed command for approval (or, in ticket mode, answers
     /// its attempt: see [`Gateway::ticket`]).
-    fn hold(
+    async fn hold(
         &self,
         s: &Arc<SessionState>,
         text: MaskedText,
@@ -1043,7 +1040,7 @@ impl Gateway {
             return Verdict::Deny("the gateway has no review to hold this statement for".into());
         };
         if review.ticket {
-            return self.ticket(s, plan, key, &review, shown);
+            return self.ticket(s, plan, key, &review, shown).await;
         }
         let _ = text;
         let request = ApprovalRequest {
@@ -1139,8 +1136,10 @@ impl Gateway {
     /// Ticket mode: the first attempt files a request and is refused at once
     /// with its id; an attempt while it is pending is refused with the same
     /// id; the first attempt after approval runs (once, within the review's
-    /// timeout), with the approval's use in the trail before it runs.
-    fn ticket(
+    /// timeout), with the approval's use in the trail before it runs. The
+    /// requests and their use live in the approval store, so the retry may
+    /// come on any replica sharing it.
+    async fn ticket(
         &self,
         s: &Arc<SessionState>,
         plan: Plan,
@@ -1158,10 +1157,24 @@ impl Gateway {
         } else {
             review.groups.join(", ")
         };
-        match self.tickets.attempt(key, Instant::now()) {
+        let command_id = plan.command_id;
+        let used_by = format!(
+            "{}/{} command {command_id}",
+            self.approvals.replica(),
+            s.session
+        );
+        let attempt = match self.approvals.ticket_attempt(&key, &used_by).await {
+            Ok(a) => a,
+            Err(e) => {
+                return Verdict::Deny(format!(
+                    "the approval store cannot say whether this statement was approved, so it \
+                     was not run (fail closed): {e}"
+                ));
+            }
+        };
+        match attempt {
             Attempt::Run { id } => {
                 let state = s.clone();
-                let command_id = plan.command_id;
                 Verdict::Hold(
                     Hold {
                         notice: format!(
@@ -1204,50 +1217,45 @@ impl Gateway {
                     min_approvals: usize::try_from(review.min_approvals).unwrap_or(usize::MAX),
                     timeout: review.timeout,
                 };
-                let ticket = match self
-                    .approvals
-                    .request_with(request, shown.details(&decided.facts))
-                {
+                let mut details = shown.details(&decided.facts);
+                details.ticket = Some(key);
+                // Stored before the refusal names it: the retry may come on
+                // another replica at once.
+                let ticket = match self.approvals.request_stored(request, details).await {
                     Ok(t) => t,
                     Err(e) => {
-                        return Verdict::Deny(format!("cannot file an approval request: {e}"));
+                        return Verdict::Deny(format!(
+                            "cannot file an approval request, so this statement was not run \
+                             (fail closed): {e}"
+                        ));
                     }
                 };
                 let id = ticket.id.clone();
                 shown.preview(&self.approvals, &id, &s.conn.backend, &decided.facts);
-                self.tickets.filed(key, id.clone());
                 s.record(EventKind::ApprovalRequested {
                     request_id: id.clone(),
                     command_id: plan.command_id,
                     approver: Some(review.groups.join(",")),
                 });
                 // The request outlives this attempt (and this session: the
-                // agent may retry on a new connection).
+                // agent may retry on a new connection, or another replica).
+                // Its outcome is in the store; here it is only recorded.
                 let store = self.approvals.clone();
-                let tickets = self.tickets.clone();
                 let state = s.clone();
-                let ttl = review.timeout;
                 let request_id = id.clone();
                 tokio::spawn(async move {
                     let id = request_id;
                     let kind = match ticket.wait(&store).await {
-                        Outcome::Approved { by } => {
-                            tickets.approved(key, id.clone(), Instant::now() + ttl);
-                            EventKind::ApprovalGranted {
-                                request_id: id,
-                                approver: by.join(","),
-                            }
-                        }
-                        Outcome::Denied { by } => {
-                            tickets.ended(key, &id);
-                            EventKind::ApprovalDenied {
-                                request_id: id,
-                                approver: by,
-                                reason: None,
-                            }
-                        }
+                        Outcome::Approved { by } => EventKind::ApprovalGranted {
+                            request_id: id,
+                            approver: by.join(","),
+                        },
+                        Outcome::Denied { by } => EventKind::ApprovalDenied {
+                            request_id: id,
+                            approver: by,
+                            reason: None,
+                        },
                         Outcome::Expired | Outcome::Abandoned => {
-                            tickets.ended(key, &id);
                             EventKind::ApprovalExpired { request_id: id }
                         }
                     };

@@ -72,12 +72,20 @@ fn run(cli: Cli) -> Result<(), String> {
         } => demo::run(&listen, &admin, &kube_listen),
         Command::Audit(a) => commands::audit::run(a),
         Command::Policy(p) => commands::policy::run(p),
-        Command::Sessions(SessionsCommand::List { admin, token }) => {
-            admin_client::admin_get(&admin, token, "/v1/sessions")
-        }
-        Command::Sessions(SessionsCommand::Kill { id, admin, token }) => admin_client::admin_call(
+        Command::Sessions(SessionsCommand::List {
+            admin,
+            token,
+            admin_ca,
+        }) => admin_client::admin_get(&admin, token, admin_ca.as_deref(), "/v1/sessions"),
+        Command::Sessions(SessionsCommand::Kill {
+            id,
+            admin,
+            token,
+            admin_ca,
+        }) => admin_client::admin_call(
             &admin,
             token,
+            admin_ca.as_deref(),
             hyper::Method::POST,
             // `replica/session` ids: the slash is part of the id.
             &format!("/v1/sessions/{}/kill", id.replace('/', "%2F")),
@@ -97,6 +105,7 @@ fn run(cli: Cli) -> Result<(), String> {
             command,
             admin,
             token,
-        } => admin_client::approvals(command, &admin, token),
+            admin_ca,
+        } => admin_client::approvals(command, &admin, token, admin_ca.as_deref()),
     }
 }

@@ -1,17 +1,19 @@
 //! Ticket mode (`mode = "ticket"` on a review): for agents whose tool calls
 //! time out, a reviewed statement is not held. Its first attempt is refused
 //! at once with the approval request's id; once people approve the request,
-//! the same principal's same statement (same text, same bound values, on the
-//! same connection) runs **once** within the review's timeout; after that, or
-//! after a denial or expiry, the next attempt files a new request.
+//! the same principal's same statement (same text, same bound values, through
+//! the same configured connection, from any session) runs **once** within the
+//! review's timeout; after that, or after a denial or expiry, the next
+//! attempt files a new request.
 //!
 //! Keyed by a SHA-256 fingerprint of the exact statement and its parameters,
 //! never by the masked text an approver sees, so two statements that differ
 //! only in a masked value never share an approval.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+//!
+//! The requests and their one use live in the approval store (see
+//! [`crate::approvals::ApprovalStore::ticket_attempt`]): with replicas
+//! sharing one store, the retry may land on any replica, and of replicas
+//! racing for one approval exactly one runs the statement.
 
 use bytes::Bytes;
 
@@ -46,14 +48,12 @@ impl Fingerprint {
         out.copy_from_slice(ctx.finish().as_ref());
         Fingerprint(out)
     }
-}
 
-#[derive(Debug)]
-enum Entry {
-    /// A request is filed and waiting for people.
-    Pending { id: String },
-    /// Approved: runs once, until `until`.
-    Approved { id: String, until: Instant },
+    /// As the shared store keeps it (never shown: a digest of a statement
+    /// with its values could confirm a guessed value).
+    pub(crate) fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
 }
 
 /// What an attempt of a ticket-mode statement gets.
@@ -67,86 +67,9 @@ pub(crate) enum Attempt {
     File,
 }
 
-/// The tickets of one gateway.
-#[derive(Debug, Default)]
-pub(crate) struct Tickets {
-    entries: Mutex<HashMap<Fingerprint, Entry>>,
-}
-
-impl Tickets {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Fingerprint, Entry>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// What this attempt gets; `Run` consumes the approval.
-    pub(crate) fn attempt(&self, key: Fingerprint, now: Instant) -> Attempt {
-        let mut entries = self.lock();
-        match entries.get(&key) {
-            Some(Entry::Pending { id }) => Attempt::Waiting { id: id.clone() },
-            Some(Entry::Approved { until, .. }) if *until > now => match entries.remove(&key) {
-                Some(Entry::Approved { id, .. }) => Attempt::Run { id },
-                _ => Attempt::File,
-            },
-            Some(Entry::Approved { .. }) => {
-                entries.remove(&key);
-                Attempt::File
-            }
-            None => Attempt::File,
-        }
-    }
-
-    /// A request was filed for `key`.
-    pub(crate) fn filed(&self, key: Fingerprint, id: String) {
-        self.lock().insert(key, Entry::Pending { id });
-    }
-
-    /// The request for `key` was approved: one run, until `until`.
-    pub(crate) fn approved(&self, key: Fingerprint, id: String, until: Instant) {
-        self.lock().insert(key, Entry::Approved { id, until });
-    }
-
-    /// The request for `key` was denied, expired or abandoned.
-    pub(crate) fn ended(&self, key: Fingerprint, id: &str) {
-        let mut entries = self.lock();
-        if matches!(entries.get(&key), Some(Entry::Pending { id: p }) if p == id) {
-            entries.remove(&key);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn an_approval_runs_once_then_a_new_request_is_needed() {
-        let t = Tickets::default();
-        let key = Fingerprint::of("agent:a", "shop", "DELETE FROM t WHERE id = $1", None);
-        let now = Instant::now();
-        assert_eq!(t.attempt(key, now), Attempt::File);
-        t.filed(key, "apr-1".into());
-        assert_eq!(t.attempt(key, now), Attempt::Waiting { id: "apr-1".into() });
-        t.approved(key, "apr-1".into(), now + Duration::from_secs(60));
-        assert_eq!(t.attempt(key, now), Attempt::Run { id: "apr-1".into() });
-        assert_eq!(t.attempt(key, now), Attempt::File);
-    }
-
-    #[test]
-    fn an_approval_expires_and_a_denial_ends_the_request() {
-        let t = Tickets::default();
-        let key = Fingerprint::of("agent:a", "shop", "DELETE FROM t", None);
-        let now = Instant::now();
-        t.approved(key, "apr-1".into(), now + Duration::from_secs(1));
-        assert_eq!(t.attempt(key, now + Duration::from_secs(2)), Attempt::File);
-        t.filed(key, "apr-2".into());
-        t.ended(key, "apr-other");
-        assert_eq!(t.attempt(key, now), Attempt::Waiting { id: "apr-2".into() });
-        t.ended(key, "apr-2");
-        assert_eq!(t.attempt(key, now), Attempt::File);
-    }
 
     #[test]
     fn fingerprints_tell_principals_connections_texts_and_values_apart() {

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::identity::{Principal, PrincipalKind};
+use crate::tickets::{Attempt, Fingerprint};
 
 /// The longest comment an approver may leave, in bytes.
 pub(crate) const MAX_COMMENT: usize = 2000;
@@ -68,6 +69,9 @@ pub(crate) struct Details {
     pub(crate) justification: Option<String>,
     /// The command as shown, piece by piece (see [`display`]).
     pub(crate) shown: Option<display::Shown>,
+    /// Ticket mode: the statement's fingerprint, under which a retry finds
+    /// the request (see [`ApprovalStore::ticket_attempt`]).
+    pub(crate) ticket: Option<Fingerprint>,
 }
 
 /// A held statement as its approvers will see it, with what its preview
@@ -107,6 +111,7 @@ impl Shown {
             facts: facts.clone(),
             justification: self.justification.clone(),
             shown: Some(self.pieces.clone()),
+            ticket: None,
         }
     }
 
@@ -274,6 +279,27 @@ pub(crate) struct Record {
     /// Which gateway holds the session.
     #[serde(default)]
     pub(crate) replica: String,
+    /// Ticket mode: the statement's fingerprint. Never serialized (a shared
+    /// store keeps it in a column of its own), so never shown.
+    #[serde(skip)]
+    pub(crate) ticket_key: Option<Fingerprint>,
+    /// Ticket mode: how long the approval stays usable, and its one use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ticket: Option<TicketUse>,
+}
+
+/// A ticket-mode request's approval: usable once, for `ttl` seconds after
+/// the approval that released it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TicketUse {
+    /// Seconds.
+    pub(crate) ttl: u64,
+    /// When and by what it was used (unix seconds; `<replica>/<session>
+    /// command <n>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) used_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) used_by: Option<String>,
 }
 
 impl Record {
@@ -342,6 +368,24 @@ impl Record {
         Decided::Released
     }
 
+    /// Ticket mode: whether its approval can still be used at `now`: approved,
+    /// not used, and within the TTL after the approval that released it.
+    fn ticket_usable(&self, now: u64) -> bool {
+        let Some(t) = &self.ticket else {
+            return false;
+        };
+        let approved_at = self
+            .votes
+            .iter()
+            .filter(|v| v.approve)
+            .map(|v| v.at)
+            .max()
+            .unwrap_or(0);
+        self.state == State::Approved
+            && t.used_at.is_none()
+            && now < approved_at.saturating_add(t.ttl)
+    }
+
     /// The outcome a finished request gives its ticket.
     fn outcome(&self) -> Option<Outcome> {
         match self.state {
@@ -390,6 +434,10 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Sets the preview text of a pending request.
     async fn set_preview(&self, id: &str, preview: &str) -> Result<(), StoreError>;
+
+    /// Ticket mode: the requests filed for statement `key` that may still
+    /// count (pending, or approved and not used), newest first.
+    async fn tickets(&self, key: &Fingerprint) -> Result<Vec<Record>, StoreError>;
 }
 
 /// Requests in this process's memory: one gateway.
@@ -482,6 +530,22 @@ impl Backend for Memory {
             r.preview = Some(preview.to_owned());
         }
         Ok(())
+    }
+
+    async fn tickets(&self, key: &Fingerprint) -> Result<Vec<Record>, StoreError> {
+        let mut v: Vec<Record> = self
+            .lock()
+            .values()
+            .filter(|r| r.ticket_key.as_ref() == Some(key))
+            .filter(|r| {
+                r.state == State::Pending
+                    || (r.state == State::Approved
+                        && r.ticket.as_ref().is_some_and(|t| t.used_at.is_none()))
+            })
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(v)
     }
 }
 
@@ -636,6 +700,56 @@ impl ApprovalStore {
         request: ApprovalRequest,
         details: Details,
     ) -> Result<Ticket, String> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "approvals need the gateway's runtime".to_owned())?;
+        let (ticket, record) = self.prepare(request, details)?;
+        let id = ticket.id.clone();
+        let filed = self.webhooks.clone().map(|w| (w, record.clone()));
+        let stored = self.backend.insert(record);
+        let waiting = self.waiting.clone();
+        handle.spawn(async move {
+            // A request the store could not keep is refused: fail closed.
+            if let Err(e) = stored.await {
+                tracing::error!(approval = %id, error = %e, "approval request not stored; refused");
+                let tx = waiting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(Outcome::Abandoned);
+                }
+            } else if let Some((w, record)) = filed {
+                w.notify(webhooks::Happened::Requested, &record, None);
+            }
+        });
+        Ok(ticket)
+    }
+
+    /// Files a request and returns once the store keeps it (so a retry on
+    /// any replica finds it); an error if the store cannot.
+    pub(crate) async fn request_stored(
+        &self,
+        request: ApprovalRequest,
+        details: Details,
+    ) -> Result<Ticket, String> {
+        let (ticket, record) = self.prepare(request, details)?;
+        let filed = self.webhooks.clone().map(|w| (w, record.clone()));
+        if let Err(e) = self.backend.insert(record).await {
+            self.waiting().remove(&ticket.id);
+            return Err(e.to_string());
+        }
+        if let Some((w, record)) = filed {
+            w.notify(webhooks::Happened::Requested, &record, None);
+        }
+        Ok(ticket)
+    }
+
+    /// A new request's record, and its ticket (registered as held here).
+    fn prepare(
+        &self,
+        request: ApprovalRequest,
+        details: Details,
+    ) -> Result<(Ticket, Record), String> {
         let id = new_id()?;
         let (tx, rx) = oneshot::channel();
         let timeout = request.timeout;
@@ -665,30 +779,62 @@ impl ApprovalStore {
             state: State::Pending,
             votes: Vec::new(),
             replica: self.replica.clone(),
+            ticket_key: details.ticket,
+            ticket: details.ticket.map(|_| TicketUse {
+                ttl: timeout.as_secs().max(1),
+                used_at: None,
+                used_by: None,
+            }),
         };
         self.waiting().insert(id.clone(), tx);
-        let filed = self.webhooks.clone().map(|w| (w, record.clone()));
-        let stored = self.backend.insert(record);
-        let waiting = self.waiting.clone();
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| "approvals need the gateway's runtime".to_owned())?;
-        let failed_id = id.clone();
-        handle.spawn(async move {
-            // A request the store could not keep is refused: fail closed.
-            if let Err(e) = stored.await {
-                tracing::error!(approval = %failed_id, error = %e, "approval request not stored; refused");
-                let tx = waiting
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&failed_id);
-                if let Some(tx) = tx {
-                    let _ = tx.send(Outcome::Abandoned);
-                }
-            } else if let Some((w, record)) = filed {
-                w.notify(webhooks::Happened::Requested, &record, None);
+        Ok((Ticket { id, rx, timeout }, record))
+    }
+
+    /// Ticket mode: what this attempt of statement `key` gets. `Run` has
+    /// used the approval up (`by` says what used it): the use is one atomic
+    /// change of the stored request, so of attempts racing for one approval,
+    /// on this replica or any other sharing the store, exactly one runs. A
+    /// store that cannot answer is an error (the caller refuses: fail
+    /// closed).
+    pub(crate) async fn ticket_attempt(
+        &self,
+        key: &Fingerprint,
+        by: &str,
+    ) -> Result<Attempt, StoreError> {
+        let now = unix_now();
+        let filed = self.backend.tickets(key).await?;
+        for r in filed.iter().filter(|r| r.ticket_usable(now)) {
+            let used = self
+                .backend
+                .update(&r.id, &|r: &mut Record| {
+                    let now = unix_now();
+                    if !r.ticket_usable(now) {
+                        return Err(DecideError::Closed {
+                            id: r.id.clone(),
+                            state: "used",
+                        });
+                    }
+                    if let Some(t) = &mut r.ticket {
+                        t.used_at = Some(now);
+                        t.used_by = Some(by.to_owned());
+                    }
+                    Ok(Decided::Released)
+                })
+                .await;
+            match used {
+                Ok(_) => return Ok(Attempt::Run { id: r.id.clone() }),
+                // Another attempt used it (or it just lapsed): look further.
+                Err(DecideError::Closed { .. } | DecideError::NotFound(_)) => {}
+                Err(e) => return Err(StoreError(e.to_string())),
             }
-        });
-        Ok(Ticket { id, rx, timeout })
+        }
+        match filed
+            .iter()
+            .find(|r| r.state == State::Pending && r.expires_at > now)
+        {
+            Some(r) => Ok(Attempt::Waiting { id: r.id.clone() }),
+            None => Ok(Attempt::File),
+        }
     }
 
     /// Pending requests, soonest deadline first.

@@ -4,6 +4,10 @@
 //! - `portcullis_approvals` holds every request as JSON with its state and a
 //!   version; a decision is a read, a check of the rules, and a write that
 //!   succeeds only if no one else wrote in between (retried otherwise).
+//!   A ticket-mode request also carries its statement's fingerprint in the
+//!   `ticket` column (never in the JSON an approver sees); a retry on any
+//!   replica finds it there, and its one use is such a versioned write, so
+//!   of replicas racing for one approval exactly one runs the statement.
 //!   When a request finishes, `NOTIFY portcullis_approvals '<id>'` wakes the
 //!   replica holding the session, which resolves its ticket. Every replica
 //!   also sweeps its own held tickets every few seconds, so a notification
@@ -25,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Config};
 
 use super::{Backend, Change, DecideError, Decided, Record, State, StoreError, unix_now};
+use crate::tickets::Fingerprint;
 
 /// Rows not refreshed for this long belong to a replica that is gone.
 pub(crate) const SESSION_STALE_SECS: i64 = 10;
@@ -41,6 +46,9 @@ CREATE TABLE IF NOT EXISTS portcullis_approvals (
     record jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS portcullis_approvals_state ON portcullis_approvals (state, expires_at);
+ALTER TABLE portcullis_approvals ADD COLUMN IF NOT EXISTS ticket text;
+CREATE INDEX IF NOT EXISTS portcullis_approvals_ticket ON portcullis_approvals (ticket)
+    WHERE ticket IS NOT NULL;
 CREATE TABLE IF NOT EXISTS portcullis_sessions (
     replica text NOT NULL,
     id text NOT NULL,
@@ -355,16 +363,19 @@ impl Backend for Postgres {
             let json = client_result?;
             let created = i64::try_from(record.created_at).unwrap_or(i64::MAX);
             let expires = i64::try_from(record.expires_at).unwrap_or(i64::MAX);
+            let ticket = record.ticket_key.as_ref().map(Fingerprint::hex);
             client
                 .execute(
-                    "INSERT INTO portcullis_approvals (id, state, created_at, expires_at, record) \
-                     VALUES ($1, $2, $3, $4, ($5::text)::jsonb)",
+                    "INSERT INTO portcullis_approvals \
+                     (id, state, created_at, expires_at, record, ticket) \
+                     VALUES ($1, $2, $3, $4, ($5::text)::jsonb, $6)",
                     &[
                         &record.id,
                         &record.state.as_str(),
                         &created,
                         &expires,
                         &json,
+                        &ticket,
                     ],
                 )
                 .await
@@ -472,5 +483,22 @@ impl Backend for Postgres {
         .await
         .map(|_| ())
         .map_err(|e| StoreError(e.to_string()))
+    }
+
+    async fn tickets(&self, key: &Fingerprint) -> Result<Vec<Record>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT record::text FROM portcullis_approvals \
+                 WHERE ticket = $1 AND (state = 'pending' OR (state = 'approved' \
+                 AND (record->'ticket'->'used_at') IS NULL)) \
+                 ORDER BY created_at DESC, id DESC LIMIT 16",
+                &[&key.hex()],
+            )
+            .await
+            .map_err(|e| Postgres::err(&e))?;
+        rows.iter()
+            .map(|r| Postgres::parse(&r.try_get::<_, String>(0).map_err(|e| Postgres::err(&e))?))
+            .collect()
     }
 }

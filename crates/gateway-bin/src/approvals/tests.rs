@@ -228,3 +228,227 @@ async fn every_decision_is_in_the_trail_with_its_comment_and_fails_closed_withou
     assert!(decisions[1].to_string().contains("wrong table"));
     assert!(decisions[1].to_string().contains("\"approve\":false"));
 }
+
+fn ticket_details(key: Fingerprint) -> Details {
+    Details {
+        ticket: Some(key),
+        ..Details::default()
+    }
+}
+
+fn delete_key(sql: &str) -> Fingerprint {
+    Fingerprint::of("agent:bot", "prod", sql, None)
+}
+
+/// Moves every vote `secs` into the past (as if the approval was given
+/// then).
+async fn age_votes(store: &ApprovalStore, id: &str, secs: u64) {
+    store
+        .backend
+        .update(id, &|r: &mut Record| {
+            for v in &mut r.votes {
+                v.at = v.at.saturating_sub(secs);
+            }
+            Ok(Decided::Released)
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_ticket_approval_runs_once_then_a_new_request_is_needed() {
+    let store = ApprovalStore::default();
+    let key = delete_key("DELETE FROM orders");
+    assert_eq!(
+        store.ticket_attempt(&key, "s1 command 1").await,
+        Ok(Attempt::File)
+    );
+    let t = store
+        .request_with(req(1, Duration::from_secs(60)), ticket_details(key))
+        .unwrap();
+    let id = t.id.clone();
+    assert_eq!(
+        store.ticket_attempt(&key, "s1 command 2").await,
+        Ok(Attempt::Waiting { id: id.clone() })
+    );
+    store
+        .decide(&id, &human("alice", &["dba"]), true, None)
+        .await
+        .unwrap();
+    // Another statement never rides on the approval.
+    assert_eq!(
+        store
+            .ticket_attempt(&delete_key("DELETE FROM orders "), "s1 command 3")
+            .await,
+        Ok(Attempt::File)
+    );
+    assert_eq!(
+        store.ticket_attempt(&key, "a/s2 command 4").await,
+        Ok(Attempt::Run { id: id.clone() })
+    );
+    assert_eq!(
+        store.ticket_attempt(&key, "s1 command 5").await,
+        Ok(Attempt::File)
+    );
+    // The request shows its use, never the statement's fingerprint.
+    let record = store.get(&id).await.unwrap().unwrap();
+    let use_ = record.ticket.clone().unwrap();
+    assert_eq!(use_.used_by.as_deref(), Some("a/s2 command 4"));
+    assert_eq!(use_.ttl, 60);
+    assert!(use_.used_at.is_some());
+    let json = serde_json::to_string(&record).unwrap();
+    assert!(!json.contains(&key.hex()), "{json}");
+    assert!(json.contains("\"used_by\""), "{json}");
+}
+
+#[tokio::test]
+async fn a_ticket_approval_lapses_after_its_ttl_and_a_denial_ends_the_request() {
+    let store = ApprovalStore::default();
+    let key = delete_key("DELETE FROM orders");
+    let t = store
+        .request_with(req(1, Duration::from_secs(60)), ticket_details(key))
+        .unwrap();
+    store
+        .decide(&t.id, &human("alice", &["dba"]), true, None)
+        .await
+        .unwrap();
+    age_votes(&store, &t.id, 61).await;
+    assert_eq!(store.ticket_attempt(&key, "s1").await, Ok(Attempt::File));
+    // Approved 59 s ago: still usable.
+    let t = store
+        .request_with(req(1, Duration::from_secs(60)), ticket_details(key))
+        .unwrap();
+    store
+        .decide(&t.id, &human("alice", &["dba"]), true, None)
+        .await
+        .unwrap();
+    age_votes(&store, &t.id, 59).await;
+    assert_eq!(
+        store.ticket_attempt(&key, "s1").await,
+        Ok(Attempt::Run { id: t.id.clone() })
+    );
+
+    let t = store
+        .request_with(req(1, Duration::from_secs(60)), ticket_details(key))
+        .unwrap();
+    store
+        .decide(&t.id, &human("bob", &["dba"]), false, None)
+        .await
+        .unwrap();
+    assert_eq!(store.ticket_attempt(&key, "s1").await, Ok(Attempt::File));
+}
+
+#[tokio::test]
+async fn min_approvals_two_holds_a_ticket_until_the_second_person() {
+    let store = ApprovalStore::default();
+    let key = delete_key("DELETE FROM orders");
+    let t = store
+        .request_with(req(2, Duration::from_secs(60)), ticket_details(key))
+        .unwrap();
+    store
+        .decide(&t.id, &human("alice", &["dba"]), true, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ticket_attempt(&key, "s1").await,
+        Ok(Attempt::Waiting { id: t.id.clone() })
+    );
+    store
+        .decide(&t.id, &human("carol", &["dba"]), true, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ticket_attempt(&key, "s1").await,
+        Ok(Attempt::Run { id: t.id.clone() })
+    );
+}
+
+/// Attempts racing for one approval: exactly one runs.
+async fn race(stores: &[Arc<ApprovalStore>], key: Fingerprint, per_store: usize) -> usize {
+    let start = Arc::new(tokio::sync::Barrier::new(stores.len() * per_store));
+    let mut tasks = Vec::new();
+    for (i, store) in stores.iter().enumerate() {
+        for j in 0..per_store {
+            let (store, start) = (store.clone(), start.clone());
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                store.ticket_attempt(&key, &format!("r{i} s{j}")).await
+            }));
+        }
+    }
+    let mut runs = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            Attempt::Run { .. } => runs += 1,
+            Attempt::File => {}
+            other @ Attempt::Waiting { .. } => panic!("{other:?}"),
+        }
+    }
+    runs
+}
+
+/// In one gateway's memory each attempt reads and uses under one lock; the
+/// race between replicas, where the version check decides, is
+/// [`replicas_share_ticket_approvals_and_race_for_them_in_postgres`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_attempts_for_one_ticket_approval_run_it_once() {
+    let store = Arc::new(ApprovalStore::default());
+    let key = delete_key("DELETE FROM orders");
+    for _ in 0..20 {
+        let t = store
+            .request_with(req(1, Duration::from_secs(60)), ticket_details(key))
+            .unwrap();
+        store
+            .decide(&t.id, &human("alice", &["dba"]), true, None)
+            .await
+            .unwrap();
+        assert_eq!(race(std::slice::from_ref(&store), key, 16).await, 1);
+    }
+}
+
+/// Two replicas sharing one PostgreSQL (the testkit's): a ticket filed on
+/// one is pending on the other, approved through the other, and of 16
+/// attempts racing on both replicas exactly one runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_ticket_approvals_and_race_for_them_in_postgres() {
+    let pg = tokio::task::spawn_blocking(|| portcullis_testkit::PgCluster::start().unwrap())
+        .await
+        .unwrap();
+    let dsn = format!("{}?sslmode=disable", pg.dsn());
+    let a = Arc::new(ApprovalStore::postgres(&dsn, "a", None).await.unwrap());
+    let b = Arc::new(ApprovalStore::postgres(&dsn, "b", None).await.unwrap());
+    let key = delete_key("DELETE FROM orders");
+    for round in 0..5 {
+        let t = a
+            .request_stored(req(1, Duration::from_secs(60)), ticket_details(key))
+            .await
+            .unwrap();
+        let id = t.id.clone();
+        assert_eq!(
+            b.ticket_attempt(&key, "b/s1").await,
+            Ok(Attempt::Waiting { id: id.clone() })
+        );
+        // A fingerprint stored as a column, not in what approvers see.
+        let shown = serde_json::to_string(&b.get(&id).await.unwrap().unwrap()).unwrap();
+        assert!(!shown.contains(&key.hex()), "{shown}");
+        b.decide(&id, &human("alice", &["dba"]), true, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            race(&[a.clone(), b.clone()], key, 8).await,
+            1,
+            "round {round}"
+        );
+        assert_eq!(a.ticket_attempt(&key, "a/s1").await, Ok(Attempt::File));
+        assert!(
+            b.get(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .ticket
+                .unwrap()
+                .used_at
+                .is_some()
+        );
+    }
+}

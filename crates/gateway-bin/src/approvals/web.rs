@@ -208,7 +208,7 @@ fn pending_card(r: &Record, form: &str, mine: bool) -> String {
          {requester} on <b>{connection}</b> · session {session}</div>\
          {statement}\
          <p class=meta>Rule <b>{rule}</b>: {reason}</p>{justification}{preview}\
-         <p class=meta>Needs {need} approval(s) from {groups}</p>{votes}\
+         <p class=meta>Needs {need} approval(s) from {groups}</p>{ticket}{votes}\
          <details><summary class=meta>Facts</summary><pre class=sql>{facts}</pre></details>{actions}</div>",
         id = esc(&r.id),
         expires = r.expires_at,
@@ -230,6 +230,15 @@ fn pending_card(r: &Record, form: &str, mine: bool) -> String {
             .unwrap_or_default(),
         need = r.min_approvals.max(1),
         groups = esc(&r.groups.join(", ")),
+        ticket = r
+            .ticket
+            .as_ref()
+            .map(|t| format!(
+                "<p class=meta>Ticket mode: nothing waits; once approved, the requester's retry \
+                 of exactly this statement runs once, within {} s of the approval.</p>",
+                t.ttl
+            ))
+            .unwrap_or_default(),
         facts = esc(&facts),
     )
 }

@@ -278,6 +278,8 @@ mod tests {
             state: State::Pending,
             votes: Vec::new(),
             replica: "a".to_owned(),
+            ticket_key: None,
+            ticket: None,
         }
     }
 
@@ -323,6 +325,15 @@ mod tests {
         panic!("nothing arrived");
     }
 
+    /// The example payload of docs/approvals.md (its `## Webhooks` JSON).
+    fn documented_payload() -> serde_json::Value {
+        let doc = include_str!("../../../../docs/approvals.md");
+        let section = &doc[doc.find("## Webhooks").unwrap()..];
+        let start = section.find("```json\n").unwrap() + "```json\n".len();
+        let end = start + section[start..].find("\n```\n").unwrap();
+        serde_json::from_str(&section[start..end]).unwrap()
+    }
+
     #[tokio::test]
     async fn a_request_and_a_decision_arrive_in_the_documented_shape_after_a_retry() {
         let (url, got) = receiver(1).await;
@@ -332,6 +343,34 @@ mod tests {
         let r = record();
         hooks.notify(Happened::Requested, &r, None);
         let first = wait_for(|| got.lock().unwrap().first().cloned()).await;
+        // The shape documented in docs/approvals.md: the same fields, each
+        // of the same JSON type, and the same kinds of blocks.
+        let documented = documented_payload();
+        let kind = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "bool",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Array(_) => "array",
+            serde_json::Value::Object(_) => "object",
+        };
+        let fields = |v: &serde_json::Value| -> std::collections::BTreeMap<String, &'static str> {
+            v.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), kind(v)))
+                .collect()
+        };
+        assert_eq!(fields(&first), fields(&documented));
+        let block_types = |v: &serde_json::Value| -> Vec<String> {
+            v["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["type"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(block_types(&first), block_types(&documented));
         assert_eq!(first["event"], "approval_requested");
         assert_eq!(first["id"], "apr-0123456789ab");
         assert_eq!(first["url"], "http://127.0.0.1:9090/ui#apr-0123456789ab");
