@@ -323,7 +323,7 @@ fn valid_id(id: &str) -> bool {
 /// # Ok::<(), portcullis_mask::BuildError>(())
 /// ```
 pub struct Masker {
-    engine: Engine,
+    pub(crate) engine: Engine,
     field_rules: Vec<(FieldRule, Style)>,
 }
 
