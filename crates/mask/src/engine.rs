@@ -777,7 +777,6 @@ const GATE_SETS: &[(&[u8], usize, usize)] = &[
         16,
         32,
     ),
-    (b"0123456789.", 7, 15),
     (b"0123456789", 1, 8),
     (b"0123456789:", 1, 1),
     (b"0123456789:.", 1, 1),
@@ -854,32 +853,6 @@ impl GateSet {
 
     fn contains(&self, byte: u8) -> bool {
         self.member.get(usize::from(byte)).copied().unwrap_or(true)
-    }
-
-    /// Calls `f(a, b)` for each maximal run `[a, b)` of this set's bytes in
-    /// `window` that is at least as long as the shortest gate's run, in
-    /// order. Skips ahead: a run of `m` bytes from `i` on needs `window[i +
-    /// m - 1]` and the bytes before it, so it reads them backwards from
-    /// there and restarts after the last byte outside the set.
-    fn runs(&self, window: &[u8], mut f: impl FnMut(usize, usize)) {
-        let m = self.gates.first().map_or(1, |g| g.0).max(1);
-        // Runs starting before `i` were reported; `i` is a run's start.
-        let mut i = 0;
-        while let Some(head) = window.get(i..i + m) {
-            match head.iter().rposition(|&b| !self.contains(b)) {
-                Some(q) => i += q + 1,
-                None => {
-                    let rest = window.get(i + m..).unwrap_or_default();
-                    let more = rest
-                        .iter()
-                        .position(|&b| !self.contains(b))
-                        .unwrap_or(rest.len());
-                    let b = i + m + more;
-                    f(i, b);
-                    i = b + 1;
-                }
-            }
-        }
     }
 
     /// Where a match that contains a gate's run inside the maximal run
@@ -1474,11 +1447,21 @@ impl Core {
         let mut spans = std::mem::take(&mut self.spans);
         spans.clear();
         for gs in gate_sets {
-            gs.runs(window, |a, b| {
+            let mut i = 0;
+            while let Some(off) = window
+                .get(i..)
+                .and_then(|w| w.iter().position(|&b| gs.contains(b)))
+            {
+                let a = i + off;
+                let run = window.get(a..).map_or(0, |w| {
+                    w.iter().position(|&b| !gs.contains(b)).unwrap_or(w.len())
+                });
+                let b = a + run;
                 if let Some((lo, hi)) = gs.span(a, b) {
                     spans.push((lo, hi.min(window.len())));
                 }
-            });
+                i = b.max(a + 1);
+            }
         }
         spans.sort_unstable();
         let mut region: Option<(usize, usize)> = None;
