@@ -26,11 +26,6 @@
 //!   reports every position where one of their matches ends, and the
 //!   positions up to `max_len` before it are probed. That DFA finds every
 //!   match a probe can find, so its reports depend on nothing but the input.
-//!   It runs only near a *gate*: every match of a keyword-less detector
-//!   holds a run of bytes of a set, at least so long (a card 4 digits, a
-//!   Bitcoin address 25 base58 letters; derived from the pattern), so the
-//!   DFA scans only the spans within `max_len` of such runs, which hold every
-//!   match; what it reports there is still exactly the matches there.
 //! * A candidate passes the detector's validators (on the whole match, the
 //!   masked part, and up to the largest `ContextBefore` window of bytes
 //!   before the match).
@@ -160,10 +155,9 @@ pub(crate) struct Engine {
     /// the detector of each of its pattern ids.
     free: Option<DFA>,
     free_dets: Vec<u32>,
-    /// Shapes every keyword-less match has (see `Gate`), grouped by byte
-    /// set; the DFA runs only near them (`None`: some detector has none,
-    /// the DFA runs over all input).
-    free_gates: Option<Vec<GateSet>>,
+    /// Every keyword-less match contains one of these bytes (`None`: no such
+    /// small set was found, the DFA runs over all input).
+    free_trigger: Option<[bool; 256]>,
     /// The largest `max_len`: the decision lag of streaming.
     pub(crate) lmax: usize,
     /// The largest `max_len` among keyword-less detectors.
@@ -287,37 +281,26 @@ impl Engine {
                     if let Some(reach) = reach_before(&probe, &mut cache, pid, byte, det.max_len) {
                         det.kw_reach = (reach + 1).min(det.max_len);
                     }
-                } else if let Some((byte, reach)) = NEAR_BYTES.iter().find_map(|&b| {
-                    if !requires_byte(&probe, &mut cache, pid, b) {
-                        return None;
-                    }
-                    reach_before(&probe, &mut cache, pid, b, NEAR_REACH).map(|r| (b, r))
-                }) {
-                    kws.push(char::from(byte).to_string());
-                    det.keyworded = true;
-                    det.kw_reach = (reach + 1).min(det.max_len);
                 }
             }
             keywords_of.push(kws);
         }
 
-        let mut gates: Option<Vec<Gate>> = Some(Vec::new());
+        let mut free_trigger = Some(ByteSet::default());
         for (i, kws) in keywords_of.iter().enumerate() {
             if !kws.is_empty() {
                 continue;
             }
             let pid = PatternID::new(i).map_err(automaton_error)?;
-            let reach = dets.get(i).map_or(1, |d| d.max_len);
-            let found = gate_of(&probe, &mut cache, pid, reach);
-            gates = match (gates, found) {
-                (Some(mut acc), Some(gate)) => {
-                    acc.push(gate);
-                    Some(acc)
-                }
+            let found = TRIGGER_SETS
+                .iter()
+                .map(|bytes| ByteSet::of(bytes))
+                .find(|set| requires_set(&probe, &mut cache, pid, set));
+            free_trigger = match (free_trigger, found) {
+                (Some(acc), Some(set)) => Some(acc.union(&set)),
                 _ => None,
             };
         }
-        let free_gates = gates.map(GateSet::group);
 
         let mut free_dets = Vec::new();
         let mut free_patterns = Vec::new();
@@ -443,7 +426,8 @@ impl Engine {
             probe,
             free,
             free_dets,
-            free_gates,
+            free_trigger: free_trigger
+                .map(|set| std::array::from_fn(|b| u8::try_from(b).is_ok_and(|b| set.contains(b)))),
             lmax,
             lfree,
             ctx,
@@ -764,127 +748,27 @@ impl ByteSet {
         }
         set
     }
+
+    fn union(mut self, other: &ByteSet) -> ByteSet {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a |= b;
+        }
+        self
+    }
 }
 
-/// Shapes tried, in this order, as what every match of a keyword-less
-/// detector contains: a run of consecutive bytes of a set, at least `.1`
-/// long to be worth it (the longest run that every match has is taken, up to
-/// `.2`). The keyword-less DFA only runs near such runs. The last ones are
-/// single bytes: a match holds a digit, a colon, a dot.
-const GATE_SETS: &[(&[u8], usize, usize)] = &[
-    (
-        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-        16,
-        32,
-    ),
-    (b"0123456789", 1, 8),
-    (b"0123456789:", 1, 1),
-    (b"0123456789:.", 1, 1),
-    (b"0123456789:.abcdefABCDEF", 1, 1),
+/// Byte sets tried, in this order, as what every match of a keyword-less
+/// detector must contain; the keyword-less DFA only runs near such bytes.
+const TRIGGER_SETS: &[&[u8]] = &[
+    b"0123456789",
+    b"0123456789:",
+    b"0123456789:.",
+    b"0123456789:.abcdefABCDEF",
 ];
-
-/// A shape that every match of one keyword-less detector has: a run of at
-/// least `run` consecutive bytes of `set`, and at most `reach` bytes (its
-/// `max_len`) long.
-#[derive(Debug, Clone, Copy)]
-struct Gate {
-    set: ByteSet,
-    run: usize,
-    reach: usize,
-}
-
-/// The gate of pattern `pid` (at most `reach` bytes long): the first of
-/// `GATE_SETS` whose run every match has, with the longest such run.
-fn gate_of(dfa: &DFA, cache: &mut Cache, pid: PatternID, reach: usize) -> Option<Gate> {
-    for &(bytes, least, most) in GATE_SETS {
-        let set = ByteSet::of(bytes);
-        let most = most.min(reach);
-        if least > most || !requires_run(dfa, cache, pid, &set, least) {
-            continue;
-        }
-        // The longest run required (requiring `k` implies requiring less).
-        let (mut lo, mut hi) = (least, most);
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if requires_run(dfa, cache, pid, &set, mid) {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        return Some(Gate {
-            set,
-            run: lo,
-            reach,
-        });
-    }
-    None
-}
-
-/// The gates on one byte set: where a maximal run of the set's bytes is,
-/// which span the keyword-less DFA must scan.
-#[derive(Debug, Clone)]
-struct GateSet {
-    member: [bool; 256],
-    /// `(run, reach)` of each gate on this set, by run.
-    gates: Vec<(usize, usize)>,
-}
-
-impl GateSet {
-    fn group(gates: Vec<Gate>) -> Vec<GateSet> {
-        let mut sets: Vec<(ByteSet, Vec<(usize, usize)>)> = Vec::new();
-        for g in gates {
-            match sets.iter_mut().find(|(set, _)| *set == g.set) {
-                Some((_, list)) => list.push((g.run, g.reach)),
-                None => sets.push((g.set, vec![(g.run, g.reach)])),
-            }
-        }
-        sets.into_iter()
-            .map(|(set, mut gates)| {
-                gates.sort_unstable();
-                gates.dedup();
-                GateSet {
-                    member: std::array::from_fn(|b| u8::try_from(b).is_ok_and(|b| set.contains(b))),
-                    gates,
-                }
-            })
-            .collect()
-    }
-
-    fn contains(&self, byte: u8) -> bool {
-        self.member.get(usize::from(byte)).copied().unwrap_or(true)
-    }
-
-    /// Where a match that contains a gate's run inside the maximal run
-    /// `[a, b)` can lie: `[a + run - reach, b - run + reach)` for each gate
-    /// whose run fits, united; `None` if none fits.
-    fn span(&self, a: usize, b: usize) -> Option<(usize, usize)> {
-        let mut out: Option<(usize, usize)> = None;
-        for &(run, reach) in &self.gates {
-            if run > b - a {
-                break;
-            }
-            let lo = (a + run).saturating_sub(reach);
-            let hi = (b + reach).saturating_sub(run);
-            out = Some(match out {
-                Some((l, h)) => (l.min(lo), h.max(hi)),
-                None => (lo, hi),
-            });
-        }
-        out
-    }
-}
 
 /// Bytes that are rare in text, tried in this order as a keyword-less
 /// detector's one-byte keyword.
 const RARE_BYTES: &[u8] = b"@$#~^|`";
-
-/// Bytes common in text, tried as a keyword-less detector's one-byte keyword
-/// only when its matches hold one within `NEAR_REACH` bytes of their start
-/// (an IPv6 address's first `:`): then a probe at the few positions before
-/// each occurrence costs less than running the keyword-less DFA around it.
-const NEAR_BYTES: &[u8] = b":";
-const NEAR_REACH: usize = 8;
 
 /// Look-behind bytes that stand for every start configuration (text start,
 /// word byte, non-word byte, line feed, carriage return).
@@ -1014,73 +898,6 @@ fn reach_before(
     None
 }
 
-/// Whether every match of pattern `pid` contains `run` consecutive bytes of
-/// `set`: no match state is reachable from its anchored start states along
-/// a path whose runs of `set` bytes are all shorter. Gives up (answers no)
-/// past a state budget or if the cache is cleared.
-fn requires_run(dfa: &DFA, cache: &mut Cache, pid: PatternID, set: &ByteSet, run: usize) -> bool {
-    const BUDGET: usize = 50_000;
-    if run <= 1 {
-        return requires_set(dfa, cache, pid, set);
-    }
-    let clears = cache.clear_count();
-    let classes = dfa.byte_classes();
-    let mut class_seen = std::collections::HashSet::new();
-    let mut reps = Vec::new();
-    for b in 0..=255u8 {
-        let inside = set.contains(b);
-        if class_seen.insert((classes.get(b), inside)) {
-            reps.push((b, inside));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = Vec::new();
-    for lb in LOOK_BEHINDS {
-        let config = start::Config::new()
-            .anchored(Anchored::Pattern(pid))
-            .look_behind(lb);
-        let Ok(sid) = dfa.start_state(cache, &config) else {
-            return false;
-        };
-        if sid.is_match() {
-            return false;
-        }
-        if seen.insert((sid, 0)) {
-            stack.push((sid, 0));
-        }
-    }
-    while let Some((sid, len)) = stack.pop() {
-        if seen.len() > BUDGET || cache.clear_count() != clears {
-            return false;
-        }
-        match dfa.next_eoi_state(cache, sid) {
-            Ok(eoi) if !eoi.is_match() => {}
-            _ => return false,
-        }
-        for &(b, inside) in &reps {
-            let Ok(next) = dfa.next_state(cache, sid, b) else {
-                return false;
-            };
-            if cache.clear_count() != clears {
-                return false;
-            }
-            if next.is_dead() || next.is_quit() {
-                continue;
-            }
-            // Match states are delayed by one byte: this match ended before
-            // `b`, with every run so far shorter than `run`.
-            if next.is_match() {
-                return false;
-            }
-            let len = if inside { len + 1 } else { 0 };
-            if len < run && seen.insert((next, len)) {
-                stack.push((next, len));
-            }
-        }
-    }
-    true
-}
-
 /// Whether every match of pattern `pid` contains a byte of `set` (see
 /// `requires_byte`).
 fn requires_set(dfa: &DFA, cache: &mut Cache, pid: PatternID, set: &ByteSet) -> bool {
@@ -1200,8 +1017,6 @@ pub(crate) struct Core {
     cands: Vec<Cand>,
     /// A capped match's continuation still to be masked: (detector, start).
     cont: Option<(u32, usize)>,
-    /// Scratch for the keyword-less scan's spans (kept to reuse its memory).
-    spans: Vec<(usize, usize)>,
 }
 
 impl Core {
@@ -1216,7 +1031,6 @@ impl Core {
             hits: Vec::new(),
             cands: Vec::new(),
             cont: None,
-            spans: Vec::new(),
         }
     }
 
@@ -1436,49 +1250,44 @@ impl Core {
             return;
         }
         let from = (self.free_done + 1).saturating_sub(engine.lfree).max(base);
-        let Some(gate_sets) = &engine.free_gates else {
+        let Some(trigger) = &engine.free_trigger else {
             self.scan_free_span(engine, dfa, cache, hay, base, from, limit);
             self.free_done = limit;
             return;
         };
-        // Every match holds a gate's run of bytes, so lies within the gate's
-        // reach of it: scan only the union of those spans.
+        // Every match contains a trigger byte `r`, so lies within
+        // `[r + 1 - lfree, r + lfree]`: scan only the union of those spans.
+        let reach = engine.lfree.max(1);
         let window = hay.get(from - base..limit - base).unwrap_or_default();
-        let mut spans = std::mem::take(&mut self.spans);
-        spans.clear();
-        for gs in gate_sets {
-            let mut i = 0;
-            while let Some(off) = window
-                .get(i..)
-                .and_then(|w| w.iter().position(|&b| gs.contains(b)))
-            {
-                let a = i + off;
-                let run = window.get(a..).map_or(0, |w| {
-                    w.iter().position(|&b| !gs.contains(b)).unwrap_or(w.len())
-                });
-                let b = a + run;
-                if let Some((lo, hi)) = gs.span(a, b) {
-                    spans.push((lo, hi.min(window.len())));
-                }
-                i = b.max(a + 1);
-            }
-        }
-        spans.sort_unstable();
+        let is_trigger = |b: &u8| trigger.get(usize::from(*b)).copied().unwrap_or(true);
         let mut region: Option<(usize, usize)> = None;
-        for &(lo, hi) in &spans {
+        let mut i = 0;
+        while let Some(off) = window.get(i..).and_then(|w| w.iter().position(is_trigger)) {
+            let mut r = i + off;
+            let rs = (r + 1).saturating_sub(reach);
+            let mut re = (r + reach).min(window.len());
+            // Extend by the last trigger before the region's end, scanning
+            // backwards (cheap where triggers are dense), until none is left.
+            while let Some(back) = window
+                .get(r + 1..re)
+                .and_then(|w| w.iter().rposition(is_trigger))
+            {
+                r += 1 + back;
+                re = (r + reach).min(window.len());
+            }
             region = match region {
-                Some((cs, ce)) if lo <= ce => Some((cs, ce.max(hi))),
+                Some((cs, ce)) if rs <= ce => Some((cs, re)),
                 Some((cs, ce)) => {
                     self.scan_free_span(engine, dfa, cache, hay, base, from + cs, from + ce);
-                    Some((lo, hi))
+                    Some((rs, re))
                 }
-                None => Some((lo, hi)),
+                None => Some((rs, re)),
             };
+            i = re;
         }
         if let Some((cs, ce)) = region {
             self.scan_free_span(engine, dfa, cache, hay, base, from + cs, from + ce);
         }
-        self.spans = spans;
         self.free_done = limit;
     }
 
@@ -1576,40 +1385,6 @@ mod tests {
     }
 
     #[test]
-    fn the_default_catalogue_gates_every_keyword_less_detector() {
-        let masker = crate::Masker::builder().build().unwrap();
-        let engine = &masker.engine;
-        let gates = engine
-            .free_gates
-            .as_ref()
-            .expect("a keyword-less detector without a gate turns the gate off");
-        for gs in gates {
-            let members: String = (0..=255u8)
-                .filter(|&b| gs.contains(b))
-                .map(char::from)
-                .collect();
-            eprintln!("gate {members:?}: {:?}", gs.gates);
-        }
-        let free: Vec<&str> = engine
-            .free_dets
-            .iter()
-            .map(|&d| engine.dets[d as usize].id.as_ref())
-            .collect();
-        eprintln!("keyword-less: {free:?}");
-        // Bitcoin addresses: a run of at least 25 base58 letters or digits.
-        assert!(gates.iter().any(|gs| gs.gates.contains(&(25, 35))));
-        // IPv6 addresses are found from their first `:` (at most 4 bytes in).
-        let ipv6 = engine.dets.iter().find(|d| d.id == "ipv6").unwrap();
-        assert!(
-            ipv6.keyworded && ipv6.kw_reach == 5,
-            "{ipv6:?} {}",
-            ipv6.kw_reach
-        );
-        // So no gate is on colons, which JSON and timestamps are full of.
-        assert!(gates.iter().all(|gs| !gs.contains(b':')));
-    }
-
-    #[test]
     fn rare_required_bytes_become_keywords() {
         let engine = Engine::new(
             vec![
@@ -1633,11 +1408,8 @@ mod tests {
         // At most 30 (then 64) local-part bytes before the `@`.
         assert_eq!((engine.dets[0].kw_reach, engine.dets[4].kw_reach), (31, 64));
         assert_eq!(engine.free_dets, [1, 2]);
-        // Cards hold a run of at least 4 digits, `[$#]\d{3}` of 3.
-        let gates = engine.free_gates.as_ref().unwrap();
-        assert_eq!(gates.len(), 1);
-        assert!((0..=255u8).all(|b| gates[0].contains(b) == b.is_ascii_digit()));
-        assert_eq!(gates[0].gates, [(3, 64), (4, 64)]);
+        let digits: [bool; 256] = std::array::from_fn(|b| (b as u8).is_ascii_digit());
+        assert_eq!(engine.free_trigger, Some(digits));
         let d = &engine.dets;
         assert!(d[0].may_match_at(b"ab@c", 0) && !d[0].may_match_at(b"@b", 0));
         assert!(d[1].may_match_at(b"1234", 0) && !d[1].may_match_at(b"12x4", 0));

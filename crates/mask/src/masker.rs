@@ -323,7 +323,7 @@ fn valid_id(id: &str) -> bool {
 /// # Ok::<(), portcullis_mask::BuildError>(())
 /// ```
 pub struct Masker {
-    pub(crate) engine: Engine,
+    engine: Engine,
     field_rules: Vec<(FieldRule, Style)>,
 }
 

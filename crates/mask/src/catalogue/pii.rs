@@ -116,7 +116,7 @@ pub(super) static DETECTORS: &[DetectorSpec] = &[
         id: "bitcoin-segwit-address",
         category: Category::Pii,
         description: r#"Bitcoin segwit address (bc1…/tb1…, lowercase or uppercase): bech32 (BIP-173) for witness v0, bech32m (BIP-350) for v1+ (taproot), checksum verified by the bech32 crate"#,
-        keywords: &["bc1", "tb1"],
+        keywords: &[],
         pattern: r#"\b(?:(?:bc|tb)1[02-9ac-hj-np-z]{8,87}|(?:BC|TB)1[02-9AC-HJ-NP-Z]{8,87})\b"#,
         validators: &[Validator::SegwitAddress],
         max_len: 90,
