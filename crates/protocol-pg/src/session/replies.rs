@@ -55,7 +55,43 @@ impl<H: Hook> Session<H> {
         }
     }
 
+    /// A DataRow of the result in progress: cut at the row limit, else
+    /// transformed (unless it answers the gateway's own request) and
+    /// forwarded.
+    fn data_row(&mut self, gateway: bool, frame: Frame) -> Result<(), SessionError> {
+        if let Some(limit) = self.result.as_ref().and_then(|r| r.limit.as_ref())
+            && self.rows >= limit.max_rows
+        {
+            let limit = limit.clone();
+            self.cut(limit);
+            return Ok(());
+        }
+        let out = if gateway {
+            frame.raw
+        } else {
+            self.transform_row(frame)?
+        };
+        self.rows += 1;
+        self.bytes += out.len() as u64;
+        self.forward(gateway, out);
+        Ok(())
+    }
+
     pub(super) fn on_backend_message(&mut self, frame: Frame) -> Result<(), SessionError> {
+        // The common case first, kept short: a DataRow of a result in
+        // progress whose reply is not being cut. Nothing synthetic can wait
+        // before it (its reply is at the head), so there is nothing to
+        // flush; the checks are the ones the general path below makes.
+        if frame.tag == b'D'
+            && !self.copy_out
+            && self.result.is_some()
+            && let Some(Expect::Backend(r)) = self.expect.front()
+            && matches!(r.cut, budget::Cut::None)
+            && matches!(r.kind, Kind::Query | Kind::Execute { .. })
+        {
+            let gateway = r.gateway;
+            return self.data_row(gateway, frame);
+        }
         self.flush_synthetic();
         let Some(frame) = self.on_cut_message(frame)? else {
             return Ok(());
@@ -221,21 +257,7 @@ impl<H: Hook> Session<H> {
                 if self.result.is_none() {
                     self.begin_portal_result()?;
                 }
-                if let Some(limit) = self.result.as_ref().and_then(|r| r.limit.as_ref())
-                    && self.rows >= limit.max_rows
-                {
-                    let limit = limit.clone();
-                    self.cut(limit);
-                    return Ok(());
-                }
-                let out = if gateway {
-                    frame.raw
-                } else {
-                    self.transform_row(frame)?
-                };
-                self.rows += 1;
-                self.bytes += out.len() as u64;
-                self.forward(gateway, out);
+                self.data_row(gateway, frame)?;
             }
             b'C' | b'I' => {
                 if self.copy_out || !self.in_command() {
