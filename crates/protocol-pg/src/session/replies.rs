@@ -55,6 +55,21 @@ impl<H: Hook> Session<H> {
         }
     }
 
+    /// The RowDescription to forward: the gateway's own replies are not
+    /// forwarded, so they are not transformed either.
+    fn row_description_out(
+        &self,
+        gateway: bool,
+        frame: Frame,
+        cmd: Option<CommandId>,
+        plan: Option<&H::Plan>,
+    ) -> Result<Bytes, SessionError> {
+        if gateway {
+            return Ok(frame.raw);
+        }
+        self.transform_row_description(frame, cmd, plan)
+    }
+
     pub(super) fn on_backend_message(&mut self, frame: Frame) -> Result<(), SessionError> {
         self.flush_synthetic();
         let Some(frame) = self.on_cut_message(frame)? else {
@@ -107,11 +122,13 @@ impl<H: Hook> Session<H> {
                 let kind = self.head().map(|r| &r.kind);
                 match kind {
                     Some(Kind::Query) if self.result.is_none() && !self.copy_out => {
+                        let out = self.row_description_out(gateway, frame, cmd, plan.as_deref())?;
                         self.begin_result(Arc::new(columns), plan, cmd);
-                        self.forward(gateway, frame.raw);
+                        self.forward(gateway, out);
                     }
                     Some(Kind::DescribeStatement { params_seen: true }) => {
-                        self.forward(gateway, frame.raw);
+                        let out = self.row_description_out(gateway, frame, cmd, plan.as_deref())?;
+                        self.forward(gateway, out);
                         self.pop();
                     }
                     Some(Kind::DescribePortal { portal }) => {
@@ -119,7 +136,8 @@ impl<H: Hook> Session<H> {
                         if let Some(p) = self.portals.get_mut(&portal) {
                             p.described = Described::Rows(Arc::new(columns));
                         }
-                        self.forward(gateway, frame.raw);
+                        let out = self.row_description_out(gateway, frame, cmd, plan.as_deref())?;
+                        self.forward(gateway, out);
                         self.pop();
                     }
                     _ => return Err(violation("RowDescription out of order")),
