@@ -1598,6 +1598,9 @@ impl Hook for Gateway {
             }
             _ => None,
         };
+        // Every kind, error and notice fields, notification payloads,
+        // column names (`select 1 as "<secret>"`) and ParameterStatus values
+        // (`set application_name = '<secret>'`), goes through the detectors.
         let text = by_field.as_deref().unwrap_or(text);
         let masked = self.masker.mask(text.as_bytes());
         if masked.is_masked() {

@@ -745,3 +745,67 @@ fn discover_proposes_field_rules_for_the_columns_detectors_recognise() {
     assert!(!out.contains("shop.orders"), "{out}");
     assert!(out.contains("sampled values match email"), "{out}");
 }
+
+/// A secret a default detector (AWS access key id) recognises.
+const AKID: &str = "AKIAZ7VRSQ5TJHCM3XPL";
+
+#[test]
+fn column_names_and_parameter_status_values_go_through_the_detectors() {
+    let gw = Gateway::start(false);
+    let token = gw.token();
+    let (relay, captured) = capturing_relay(gw.port);
+    let dsn = format!(
+        "host=127.0.0.1 port={relay} user=shop dbname=postgres sslmode=disable password={token}"
+    );
+    let run = |dsn: &str, args: &[&str]| {
+        captured.lock().unwrap().clear();
+        let out = Client::psql(dsn).unwrap().args(args).run().unwrap();
+        assert!(out.success(), "{args:?}: {}", out.stderr);
+        std::thread::sleep(Duration::from_millis(30));
+        (out.stdout, captured.lock().unwrap().clone())
+    };
+
+    // A column alias: the RowDescription's name is masked, the value not.
+    let (stdout, bytes) = run(
+        &dsn,
+        &["-X", "-A", "-c", &format!("select 7 as \"{AKID}\"")],
+    );
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(header.starts_with("[MASKED"), "{stdout}");
+    assert_eq!(stdout.lines().nth(1), Some("7"), "{stdout}");
+    assert_eq!(leaked(&bytes, &[AKID]), None, "{stdout}");
+
+    // A SET of a reported setting: the backend's ParameterStatus carries
+    // the value, and SHOW returns it as a row.
+    let (stdout, bytes) = run(
+        &dsn,
+        &[
+            "-X",
+            "-tA",
+            "-c",
+            &format!("set application_name = '{AKID}'"),
+            "-c",
+            "show application_name",
+        ],
+    );
+    assert!(stdout.contains("[MASKED"), "{stdout}");
+    let reported = b"application_name\0[MASKED";
+    assert!(
+        bytes.windows(reported.len()).any(|w| w == reported),
+        "no masked ParameterStatus for application_name in {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(leaked(&bytes, &[AKID]), None, "{stdout}");
+
+    // The same setting from the startup packet, reported at startup.
+    let (_, bytes) = run(
+        &format!("{dsn} application_name={AKID}"),
+        &["-X", "-tA", "-c", "select 1"],
+    );
+    assert!(
+        bytes.windows(reported.len()).any(|w| w == reported),
+        "no masked startup ParameterStatus in {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(leaked(&bytes, &[AKID]), None);
+}

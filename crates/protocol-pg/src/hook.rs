@@ -336,7 +336,8 @@ impl RowLimit {
 }
 
 /// Which text a [`Hook::transform_text`] call is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TextKind {
     /// A field of an ErrorResponse, by its field code (`M`, `D`, `H`, `W`, `q`).
     ErrorField(u8),
@@ -344,6 +345,14 @@ pub enum TextKind {
     NoticeField(u8),
     /// The payload of a NotificationResponse.
     Notification,
+    /// A column name in a RowDescription (the reply to a query, or to a
+    /// Describe of a statement or portal). Only the text the client sees
+    /// changes: the hook's column plans are chosen on the backend's names.
+    ColumnName,
+    /// The value of a ParameterStatus (at startup, or after a `SET` of a
+    /// reported setting such as `application_name`), after the session has
+    /// checked it; the setting's name is given and is never changed.
+    ParameterStatus(String),
 }
 
 /// What a call is about: the session, the principal and, for commands, the command.
@@ -649,9 +658,11 @@ pub trait Hook: Send + Sync + 'static {
         None
     }
 
-    /// Transforms a text sent by the backend: error and notice fields and
-    /// notification payloads, with the plan of the command it belongs to
-    /// when there is one. `None` keeps it.
+    /// Transforms a text sent by the backend: error and notice fields,
+    /// notification payloads, column names of RowDescriptions and values of
+    /// ParameterStatus messages ([`TextKind`]), with the plan of the command
+    /// it belongs to when there is one. `None` keeps it (the message is
+    /// forwarded byte for byte); NUL bytes of a replacement are dropped.
     fn transform_text(
         &self,
         cx: &Context<'_, Self::Principal>,

@@ -912,6 +912,78 @@ fn error_notice_and_notification_texts_are_transformed() {
     );
 }
 
+#[test]
+fn column_names_and_parameter_status_values_are_transformed() {
+    let mut p = Pair::ready();
+    // A ParameterStatus after a SET: the value goes through the hook, the
+    // name does not.
+    p.backend(&m(b'S', b"application_name\x00hush app\x00"));
+    assert_eq!(p.client_out(), m(b'S', b"application_name\x00**** app\x00"));
+    // One the hook keeps is forwarded byte for byte.
+    p.backend(&m(b'S', b"TimeZone\x00UTC\x00"));
+    assert_eq!(p.client_out(), m(b'S', b"TimeZone\x00UTC\x00"));
+    // A RowDescription: the renamed field keeps every other byte, and the
+    // column plans are still chosen on the backend's names (`secret`'s
+    // values are still transformed).
+    p.client(&q("select id, x as hush, secret from t"));
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    p.backend(
+        &[
+            row_desc(&["id", "hush", "secret"]),
+            data_row(&[Some("1"), Some("hush"), Some("abc")]),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(tags(&out), "TDCZ");
+    let f = frames(&out);
+    assert_eq!(m(b'T', &f[0].1), row_desc(&["id", "****", "secret"]));
+    assert_eq!(
+        m(b'D', &f[1].1),
+        data_row(&[Some("1"), Some("hush"), Some("ABC")])
+    );
+    // Unchanged names: the RowDescription is forwarded as it came.
+    p.client(&q("select secret from t"));
+    p.take_request();
+    p.answer_query(Verdict::Forward(()));
+    p.backend(&[row_desc(&["secret"]), complete("SELECT 0"), ready(b'I')].concat());
+    assert_eq!(
+        p.client_out(),
+        [row_desc(&["secret"]), complete("SELECT 0"), ready(b'I')].concat()
+    );
+}
+
+#[test]
+fn described_column_names_are_transformed_too() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            parse("s1", "select 1 as hush"),
+            describe(b'S', "s1"),
+            sync(),
+        ]
+        .concat(),
+    );
+    p.take_request();
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "PDS");
+    p.backend(
+        &[
+            m(b'1', &[]),
+            m(b't', &0i16.to_be_bytes()),
+            row_desc(&["hush"]),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    let out = p.client_out();
+    assert_eq!(tags(&out), "1tTZ");
+    assert_eq!(m(b'T', &frames(&out)[2].1), row_desc(&["****"]));
+}
+
 // ---------------------------------------------------------- extended query
 
 #[test]

@@ -299,7 +299,8 @@ impl<H: Hook> Session<H> {
             );
             return Ok(());
         }
-        self.to_client.push_back(frame.raw);
+        let out = self.transform_parameter_status(frame.clone(), name, value);
+        self.to_client.push_back(out);
         Ok(())
     }
 }

@@ -77,6 +77,21 @@ impl<H: Hook> Session<H> {
         Ok(())
     }
 
+    /// The RowDescription to forward: the gateway's own replies are not
+    /// forwarded, so they are not transformed either.
+    fn row_description_out(
+        &self,
+        gateway: bool,
+        frame: Frame,
+        cmd: Option<CommandId>,
+        plan: Option<&H::Plan>,
+    ) -> Result<Bytes, SessionError> {
+        if gateway {
+            return Ok(frame.raw);
+        }
+        self.transform_row_description(frame, cmd, plan)
+    }
+
     pub(super) fn on_backend_message(&mut self, frame: Frame) -> Result<(), SessionError> {
         // The common case first, kept short: a DataRow of a result in
         // progress whose reply is not being cut. Nothing synthetic can wait
@@ -143,11 +158,13 @@ impl<H: Hook> Session<H> {
                 let kind = self.head().map(|r| &r.kind);
                 match kind {
                     Some(Kind::Query) if self.result.is_none() && !self.copy_out => {
+                        let out = self.row_description_out(gateway, frame, cmd, plan.as_deref())?;
                         self.begin_result(Arc::new(columns), plan, cmd);
-                        self.forward(gateway, frame.raw);
+                        self.forward(gateway, out);
                     }
                     Some(Kind::DescribeStatement { params_seen: true }) => {
-                        self.forward(gateway, frame.raw);
+                        let out = self.row_description_out(gateway, frame, cmd, plan.as_deref())?;
+                        self.forward(gateway, out);
                         self.pop();
                     }
                     Some(Kind::DescribePortal { portal }) => {
@@ -155,7 +172,8 @@ impl<H: Hook> Session<H> {
                         if let Some(p) = self.portals.get_mut(&portal) {
                             p.described = Described::Rows(Arc::new(columns));
                         }
-                        self.forward(gateway, frame.raw);
+                        let out = self.row_description_out(gateway, frame, cmd, plan.as_deref())?;
+                        self.forward(gateway, out);
                         self.pop();
                     }
                     _ => return Err(violation("RowDescription out of order")),

@@ -250,3 +250,99 @@ impl<H: Hook> Session<H> {
         }
     }
 }
+
+impl<H: Hook> Session<H> {
+    /// A RowDescription as the client sees it: each field name through
+    /// [`Hook::transform_text`] ([`TextKind::ColumnName`]), re-encoded with
+    /// every other byte of its fields unchanged when a name changed. Once
+    /// per result, never per row; the columns the session and the hook
+    /// work with keep the backend's names.
+    pub(super) fn transform_row_description(
+        &self,
+        frame: Frame,
+        cmd: Option<CommandId>,
+        plan: Option<&H::Plan>,
+    ) -> Result<Bytes, SessionError> {
+        let Some(principal) = self.principal.as_ref() else {
+            return Ok(frame.raw);
+        };
+        let bad = || {
+            SessionError::Backend(CodecError::Malformed {
+                tag: b'T',
+                reason: "row description".into(),
+            })
+        };
+        let cx = Context {
+            session: self.id,
+            command: cmd,
+            principal: principal.as_ref(),
+        };
+        let body = frame.body();
+        let mut r = Reader::new(body);
+        let count = r.bytes(2).ok_or_else(bad)?;
+        let mut out: Option<Vec<u8>> = None;
+        let mut fields: Vec<(&[u8], Option<String>, &[u8])> = Vec::new();
+        while !r.done() {
+            let name = r.cstr().ok_or_else(bad)?;
+            // Table oid, attribute, type oid, size, modifier, format.
+            let rest = r.bytes(18).ok_or_else(bad)?;
+            let new = self.hook.transform_text(
+                &cx,
+                plan,
+                TextKind::ColumnName,
+                &String::from_utf8_lossy(name),
+            );
+            if new.is_some() && out.is_none() {
+                out = Some(Vec::with_capacity(body.len().saturating_add(64)));
+            }
+            fields.push((name, new, rest));
+        }
+        let Some(mut out) = out else {
+            return Ok(frame.raw);
+        };
+        out.extend_from_slice(count);
+        for (name, new, rest) in fields {
+            match new {
+                Some(new) => out.extend(new.bytes().filter(|b| *b != 0)),
+                None => out.extend_from_slice(name),
+            }
+            out.push(0);
+            out.extend_from_slice(rest);
+        }
+        Ok(codec::build_frame(b'T', &out))
+    }
+
+    /// A checked ParameterStatus as the client sees it: its value through
+    /// [`Hook::transform_text`] ([`TextKind::ParameterStatus`]).
+    pub(super) fn transform_parameter_status(
+        &self,
+        frame: Frame,
+        name: &[u8],
+        value: &[u8],
+    ) -> Bytes {
+        let Some(principal) = self.principal.as_ref() else {
+            return frame.raw;
+        };
+        let cx = Context {
+            session: self.id,
+            command: None,
+            principal: principal.as_ref(),
+        };
+        match self.hook.transform_text(
+            &cx,
+            None,
+            TextKind::ParameterStatus(lossy(name)),
+            &String::from_utf8_lossy(value),
+        ) {
+            None => frame.raw,
+            Some(new) => {
+                let mut body = Vec::with_capacity(name.len() + new.len() + 2);
+                body.extend_from_slice(name);
+                body.push(0);
+                body.extend(new.bytes().filter(|b| *b != 0));
+                body.push(0);
+                codec::build_frame(b'S', &body)
+            }
+        }
+    }
+}
