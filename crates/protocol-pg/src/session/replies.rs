@@ -59,14 +59,19 @@ impl<H: Hook> Session<H> {
     /// transformed (unless it answers the gateway's own request) and
     /// forwarded.
     fn data_row(&mut self, gateway: bool, frame: Frame) -> Result<(), SessionError> {
-        if let Some(limit) = self.result.as_ref().and_then(|r| r.limit.as_ref())
-            && self.rows >= limit.max_rows
-        {
-            let limit = limit.clone();
-            self.cut(limit);
-            return Ok(());
+        let mut untouched = gateway;
+        if let Some(result) = &self.result {
+            if let Some(limit) = &result.limit
+                && self.rows >= limit.max_rows
+            {
+                let limit = limit.clone();
+                self.cut(limit);
+                return Ok(());
+            }
+            // No column chosen: the frame goes out as it came.
+            untouched |= result.chosen.is_empty();
         }
-        let out = if gateway {
+        let out = if untouched {
             frame.raw
         } else {
             self.transform_row(frame)?
