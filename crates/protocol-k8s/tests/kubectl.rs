@@ -1171,3 +1171,81 @@ async fn malformed_frames_end_only_their_stream() {
         .count();
     assert_eq!(ended, 3);
 }
+
+/// With the idle release set to an hour, output that echoes what the client
+/// just wrote on stdin (a keystroke through `cat`) still comes back at once,
+/// while a secret the remote process prints in two pieces (not an echo) is
+/// held until it is whole and masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_released_at_once_and_split_secret_still_masked() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let env = Env::start_with(32 * 1024, |c| {
+        c.output_flush_after = Duration::from_secs(3600);
+    })
+    .await;
+    let (head, tail) = FAKE_SECRET_PASSWORD.split_at(FAKE_SECRET_PASSWORD.len() / 2);
+    let script = format!(
+        "read a; echo \"$a\"; read b; echo \"$b\"; read c; printf %s {head}; sleep 0.3; printf '%s\\n' {tail}"
+    );
+    let script: String = script.bytes().map(|b| format!("%{b:02X}")).collect();
+    let tls = raw_tls(&env).await;
+    let url = format!(
+        "wss://{}/api/v1/namespaces/default/pods/web-0/exec?command=sh&command=-c&command={script}&stdin=true&stdout=true",
+        env.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {AGENT}").parse().unwrap());
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    // Reads stdout until `want` has arrived (or the status, or the close).
+    async fn read_until(
+        ws: &mut (
+                 impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+                 + Unpin
+             ),
+        want: &str,
+    ) -> (String, Option<serde_json::Value>) {
+        let mut stdout = Vec::new();
+        while let Some(msg) = ws.next().await {
+            match msg.unwrap() {
+                Message::Binary(b) if b.first() == Some(&1) => {
+                    stdout.extend_from_slice(&b[1..]);
+                    if stdout.ends_with(want.as_bytes()) {
+                        break;
+                    }
+                }
+                Message::Binary(b) if b.first() == Some(&3) => {
+                    let status = serde_json::from_slice(&b[1..]).unwrap();
+                    return (String::from_utf8(stdout).unwrap(), Some(status));
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        (String::from_utf8(stdout).unwrap(), None)
+    }
+    let limit = Duration::from_secs(30);
+    for line in ["x\n", "hello there\n"] {
+        ws.send(Message::Binary(format!("\0{line}").into_bytes().into()))
+            .await
+            .unwrap();
+        let (out, _) = tokio::time::timeout(limit, read_until(&mut ws, line))
+            .await
+            .expect("the echo was held back");
+        assert_eq!(out, line);
+    }
+    ws.send(Message::Binary(b"\0go\n".to_vec().into()))
+        .await
+        .unwrap();
+    let (out, status) = tokio::time::timeout(limit, read_until(&mut ws, "\u{0}"))
+        .await
+        .expect("exec did not end");
+    assert_eq!(out, format!("{MASKED}\n"));
+    assert_eq!(status.expect("no status")["status"], "Success");
+}
