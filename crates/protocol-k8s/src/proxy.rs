@@ -703,7 +703,9 @@ fn unreadable_body(content_type: &str) -> Response<Body> {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         &format!(
             "portcullis: the request's {declared} cannot be read by the proxy, so it was not \
-             forwarded; send the object as JSON (kubectl create -f FILE, kubectl apply -f FILE)"
+             forwarded; send the object as JSON (kubectl create -f FILE, kubectl apply -f FILE; \
+             for a generator such as `kubectl create deployment NAME --image=IMAGE`, add \
+             `--dry-run=client -o json | kubectl create -f -`)"
         ),
         "UnsupportedMediaType",
     )
