@@ -74,6 +74,20 @@ cargo bench --workspace --no-run --locked
 step "instruction counts of the hot paths (fails on > 3 % growth)"
 bash scripts/instructions.sh
 
+# Fuzz targets (fuzz/, a cargo-fuzz package outside the workspace): built
+# with the stable toolchain (libFuzzer's own main, without the coverage
+# instrumentation `cargo fuzz` adds on nightly), then the Kubernetes frame
+# decoder and request classifier targets each run a bounded number of
+# generated inputs (unguided without that instrumentation: a smoke run that
+# fails on a panic, not a search). Their seeds, and mutations of them, are
+# replayed by `cargo test -p portcullis-k8s --test fuzz_replay`.
+step "fuzz targets: build all; short runs of the Kubernetes frame decoder and request classifier"
+cargo build --manifest-path fuzz/Cargo.toml --locked
+fuzz_bin="${CARGO_TARGET_DIR:-fuzz/target}/debug"
+for target in k8s_websocket k8s_classify; do
+  "$fuzz_bin/$target" -runs=300000 -max_len=4096 -seed=1
+done
+
 step "dependency rules (and what an embedder of one library compiles)"
 python3 scripts/check-deps.py
 

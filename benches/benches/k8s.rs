@@ -8,10 +8,11 @@
 //!   does), and direct.
 //! - `keystroke_echo`: one byte written on stdin of a running `cat`, timed
 //!   until its echo arrives on stdout; through the proxy (masked) and
-//!   direct. The difference is what the proxy adds to a keystroke: the
+//!   direct. The difference is what the proxy adds to a keystroke. The
 //!   masker holds back a tail a secret could still extend, released after
 //!   `output_flush_after` without more output (5 ms by default, and 0.5 ms
-//!   in the third target).
+//!   in the third target), but an echo of the client's own stdin is
+//!   released at once, so both proxy targets measure the echo path.
 //!
 //! `cargo bench -p portcullis-benches --bench k8s`. Figures are recorded in
 //! BENCHMARKS.md.

@@ -57,7 +57,11 @@ pub struct ProxyConfig {
     /// How long exec output may sit in a transform's held-back tail while
     /// the server sends nothing more, before it is released (a prompt must
     /// show). A secret printed in pieces further apart than this is masked
-    /// only as far as the transform can see.
+    /// only as far as the transform can see. An output chunk that is
+    /// exactly the echo of what the client wrote on stdin since the last
+    /// output (a keystroke echoed by a terminal or by `cat`) is not held:
+    /// when its channel's transform held nothing before it, the transform
+    /// sees the chunk whole and releases it at once.
     pub output_flush_after: std::time::Duration,
     /// How long a write to a client may wait for the client to read (exec
     /// output, a response body, a watch event) before the proxy ends that
@@ -699,7 +703,9 @@ fn unreadable_body(content_type: &str) -> Response<Body> {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         &format!(
             "portcullis: the request's {declared} cannot be read by the proxy, so it was not \
-             forwarded; send the object as JSON (kubectl create -f FILE, kubectl apply -f FILE)"
+             forwarded; send the object as JSON (kubectl create -f FILE, kubectl apply -f FILE; \
+             for a generator such as `kubectl create deployment NAME --image=IMAGE`, add \
+             `--dry-run=client -o json | kubectl create -f -`)"
         ),
         "UnsupportedMediaType",
     )
@@ -1014,37 +1020,165 @@ where
     }
 }
 
-/// Reports one transformed output chunk to the hook and sends it to the
-/// client on its channel (nothing when the transform held everything back).
-async fn emit_output<H: Hook, S>(
-    hook: &H,
-    principal: &H::Principal,
-    request: &K8sRequest,
+/// Writes one message into the client's send buffer, waiting at most
+/// `limit` for room (the client reading). The relay flushes the buffer
+/// before it waits for more from upstream, so a burst of output goes out in
+/// few writes and a lone chunk goes out at once.
+async fn feed_within<S>(
     client: &mut S,
-    (ch, out): (u8, &[u8]),
+    msg: Message,
     limit: std::time::Duration,
 ) -> Result<(), String>
 where
     S: futures_util::Sink<Message> + Unpin,
     S::Error: std::fmt::Display,
 {
-    if out.is_empty() {
-        return Ok(());
+    match tokio::time::timeout(limit, client.feed(msg)).await {
+        Ok(r) => r.map_err(|e| format!("client stream: {e}")),
+        Err(_) => Err(format!(
+            "the client read nothing for {} s",
+            limit.as_secs_f32()
+        )),
     }
-    hook.on_event(
-        principal,
-        request,
-        &Event::Output {
-            channel: ch,
-            data: out,
-        },
-    );
-    let frame = Message::Binary(Bytes::from(channel::encode(ch, out)));
-    send_within(client, frame, limit).await
+}
+
+/// Flushes the client's send buffer, waiting at most `limit`.
+async fn flush_within<S>(client: &mut S, limit: std::time::Duration) -> Result<(), String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    match tokio::time::timeout(limit, client.flush()).await {
+        Ok(r) => r.map_err(|e| format!("client stream: {e}")),
+        Err(_) => Err(format!(
+            "the client read nothing for {} s",
+            limit.as_secs_f32()
+        )),
+    }
+}
+
+/// Reports one output frame (the channel byte, then the transformed bytes)
+/// to the hook and writes it into the client's send buffer; nothing when
+/// the transform held everything back. `Ok(true)` when a frame was written.
+async fn emit_frame<H: Hook, S>(
+    hook: &H,
+    principal: &H::Principal,
+    request: &K8sRequest,
+    client: &mut S,
+    frame: Vec<u8>,
+    limit: std::time::Duration,
+) -> Result<bool, String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    let Some((&ch, data)) = frame.split_first() else {
+        return Ok(false);
+    };
+    if data.is_empty() {
+        return Ok(false);
+    }
+    hook.on_event(principal, request, &Event::Output { channel: ch, data });
+    // The frame was built with its channel byte first: handed over without
+    // another copy.
+    feed_within(client, Message::Binary(Bytes::from(frame)), limit).await?;
+    Ok(true)
+}
+
+/// What a transform is asked to do with one channel's output.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    /// Transform a chunk the server sent.
+    Chunk(&'a [u8]),
+    /// Transform a chunk and release everything held back (an echo).
+    ChunkThenFlush(&'a [u8]),
+    /// Release everything held back, and go on.
+    Flush,
+    /// The stream ended.
+    Finish,
+}
+
+/// Runs one step of a channel's transform into a new frame that starts
+/// with the channel byte, sized for the chunk so the transform's output is
+/// not reallocated.
+fn output_frame(ch: u8, t: &mut dyn crate::secret::StreamTransform, step: Step<'_>) -> Vec<u8> {
+    let len = match step {
+        Step::Chunk(c) | Step::ChunkThenFlush(c) => c.len(),
+        Step::Flush | Step::Finish => 0,
+    };
+    let mut frame = Vec::with_capacity(len.saturating_add(256));
+    frame.push(ch);
+    match step {
+        Step::Chunk(c) => t.transform(c, &mut frame),
+        Step::ChunkThenFlush(c) => {
+            t.transform(c, &mut frame);
+            t.flush(&mut frame);
+        }
+        Step::Flush => t.flush(&mut frame),
+        Step::Finish => t.finish(&mut frame),
+    }
+    frame
+}
+
+/// Most stdin bytes kept to recognise their echo.
+const ECHO_MAX: usize = 4096;
+
+/// What the client wrote on stdin since the server last sent output, as
+/// the remote's echo of it reads (a terminal echoes `\r` as `\r\n`): an
+/// output chunk that is exactly this echo carries nothing the client does
+/// not already know, so it need not wait in a transform's held-back tail
+/// for more output (see [`relay`]).
+#[derive(Debug, Default)]
+struct Echo {
+    tty: bool,
+    /// `None` after more than [`ECHO_MAX`] bytes: no echo recognised until
+    /// the next output chunk.
+    pending: Option<Vec<u8>>,
+}
+
+impl Echo {
+    fn new(tty: bool) -> Echo {
+        Echo {
+            tty,
+            pending: Some(Vec::new()),
+        }
+    }
+
+    /// The client wrote `data` on stdin.
+    fn wrote(&mut self, data: &[u8]) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        for &b in data {
+            if self.tty && b == b'\r' {
+                p.extend_from_slice(b"\r\n");
+            } else {
+                p.push(b);
+            }
+        }
+        if p.len() > ECHO_MAX {
+            self.pending = None;
+        }
+    }
+
+    /// The server sent output `chunk`: whether it is exactly the echo of
+    /// everything pending. Either way nothing is pending afterwards.
+    fn take(&mut self, chunk: &[u8]) -> bool {
+        let echoed = matches!(&self.pending, Some(p) if !p.is_empty() && p.as_slice() == chunk);
+        self.pending = Some(Vec::new());
+        echoed
+    }
 }
 
 /// Relays one exec/attach stream until the server ends it or either side
 /// fails. Returns the exit status seen and the reason the proxy ended it.
+///
+/// Output goes through the plan's transforms, which may hold back a tail a
+/// secret could still extend; that tail is released when the server has
+/// sent nothing for `flush_after`, or at once when the chunk that left it
+/// is the echo of what the client just wrote on stdin (a keystroke) and
+/// the channel's transform held nothing before it: then the transform
+/// still sees the echo whole, but no later output is joined to it.
 #[allow(clippy::too_many_arguments)]
 async fn relay<H: Hook, U>(
     hook: &H,
@@ -1059,34 +1193,57 @@ async fn relay<H: Hook, U>(
 where
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    use futures_util::FutureExt;
+
     let (mut up_tx, mut up_rx) = upstream.split();
     let (mut c_tx, mut c_rx) = client.split();
     let mut exit: Option<ExitStatus> = None;
+    let tty = request.stream.as_ref().is_some_and(|s| s.tty);
+    let echo = std::sync::Mutex::new(Echo::new(tty));
+    let echo_lock = || {
+        echo.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
 
     let downstream = async {
-        let mut out = Vec::new();
         let mut finished = false;
-        let mut held = false;
+        // Per output channel (stdout, stderr): its transform may hold
+        // output back, so the idle timer runs.
+        let mut holding = [false; 2];
+        // Frames written into the client's send buffer, not yet flushed.
+        let mut unflushed = false;
         loop {
-            let next = if held {
-                match tokio::time::timeout(flush_after, up_rx.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        held = false;
-                        for (ch, t) in [
-                            (channel::STDOUT, &mut plan.stdout),
-                            (channel::STDERR, &mut plan.stderr),
-                        ] {
-                            out.clear();
-                            t.flush(&mut out);
-                            emit_output(hook, principal, request, &mut c_tx, (ch, &out), limit)
-                                .await?;
+            // Take what upstream already has without waiting; before
+            // waiting, flush what was written to the client.
+            let next = match up_rx.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    if unflushed {
+                        flush_within(&mut c_tx, limit).await?;
+                        unflushed = false;
+                    }
+                    if holding.contains(&true) {
+                        match tokio::time::timeout(flush_after, up_rx.next()).await {
+                            Ok(next) => next,
+                            Err(_) => {
+                                holding = [false; 2];
+                                for (ch, t) in [
+                                    (channel::STDOUT, &mut plan.stdout),
+                                    (channel::STDERR, &mut plan.stderr),
+                                ] {
+                                    let frame = output_frame(ch, t.as_mut(), Step::Flush);
+                                    unflushed |= emit_frame(
+                                        hook, principal, request, &mut c_tx, frame, limit,
+                                    )
+                                    .await?;
+                                }
+                                continue;
+                            }
                         }
-                        continue;
+                    } else {
+                        up_rx.next().await
                     }
                 }
-            } else {
-                up_rx.next().await
             };
             let Some(msg) = next else { break };
             let msg = msg.map_err(|e| format!("upstream stream: {e}"))?;
@@ -1104,42 +1261,42 @@ where
                     if finished {
                         return Err("upstream sent output after the status".to_owned());
                     }
-                    let t = if m.channel == channel::STDOUT {
-                        &mut plan.stdout
+                    let [stdout_held, stderr_held] = &mut holding;
+                    let (t, held) = if m.channel == channel::STDOUT {
+                        (&mut plan.stdout, stdout_held)
                     } else {
-                        &mut plan.stderr
+                        (&mut plan.stderr, stderr_held)
                     };
-                    out.clear();
-                    t.transform(m.data, &mut out);
-                    held = true;
-                    emit_output(
-                        hook,
-                        principal,
-                        request,
-                        &mut c_tx,
-                        (m.channel, &out),
-                        limit,
-                    )
-                    .await?;
+                    let echoed = echo_lock().take(m.data);
+                    let step = if echoed && !*held {
+                        Step::ChunkThenFlush(m.data)
+                    } else {
+                        *held = true;
+                        Step::Chunk(m.data)
+                    };
+                    let frame = output_frame(m.channel, t.as_mut(), step);
+                    unflushed |=
+                        emit_frame(hook, principal, request, &mut c_tx, frame, limit).await?;
                 }
                 channel::ERROR => {
                     if !finished {
                         finished = true;
+                        holding = [false; 2];
                         for (ch, t) in [
                             (channel::STDOUT, &mut plan.stdout),
                             (channel::STDERR, &mut plan.stderr),
                         ] {
-                            out.clear();
-                            t.finish(&mut out);
-                            emit_output(hook, principal, request, &mut c_tx, (ch, &out), limit)
-                                .await?;
+                            let frame = output_frame(ch, t.as_mut(), Step::Finish);
+                            // The status below is written (and flushed) after.
+                            emit_frame(hook, principal, request, &mut c_tx, frame, limit).await?;
                         }
                     }
                     exit = Some(
                         channel::parse_status(m.data)
                             .map_err(|e| format!("upstream stream: {e}"))?,
                     );
-                    send_within(&mut c_tx, msg.clone(), limit).await?;
+                    feed_within(&mut c_tx, msg.clone(), limit).await?;
+                    unflushed = true;
                 }
                 other => {
                     return Err(format!(
@@ -1153,13 +1310,12 @@ where
                 (channel::STDOUT, &mut plan.stdout),
                 (channel::STDERR, &mut plan.stderr),
             ] {
-                out.clear();
-                t.finish(&mut out);
-                if !out.is_empty() {
-                    let frame = Message::Binary(Bytes::from(channel::encode(ch, &out)));
-                    send_within(&mut c_tx, frame, limit).await?;
-                }
+                let frame = output_frame(ch, t.as_mut(), Step::Finish);
+                unflushed |= emit_frame(hook, principal, request, &mut c_tx, frame, limit).await?;
             }
+        }
+        if unflushed {
+            flush_within(&mut c_tx, limit).await?;
         }
         Ok::<(), String>(())
     };
@@ -1184,7 +1340,11 @@ where
                 continue;
             };
             match m.channel {
-                channel::STDIN => hook.on_event(principal, request, &Event::Stdin(m.data)),
+                channel::STDIN => {
+                    hook.on_event(principal, request, &Event::Stdin(m.data));
+                    // Before it is sent: its echo cannot come back sooner.
+                    echo_lock().wrote(m.data);
+                }
                 channel::RESIZE => {
                     let size =
                         channel::parse_resize(m.data).map_err(|e| format!("client stream: {e}"))?;
@@ -1216,4 +1376,37 @@ where
         Err(e) => Some(e),
     };
     (exit, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_is_everything_written_since_the_last_output() {
+        let mut e = Echo::new(false);
+        assert!(!e.take(b""), "no stdin: nothing is an echo");
+        e.wrote(b"x");
+        assert!(e.take(b"x"));
+        assert!(!e.take(b"x"), "one echo per write");
+        e.wrote(b"ab");
+        assert!(!e.take(b"a"), "a part of it is not the echo");
+        assert!(!e.take(b"b"), "and the rest no longer counts");
+        e.wrote(b"a");
+        e.wrote(b"b\r");
+        assert!(e.take(b"ab\r"));
+        e.wrote(&[b'z'; ECHO_MAX + 1]);
+        assert!(!e.take(&[b'z'; ECHO_MAX + 1]), "beyond the bound");
+        e.wrote(b"y");
+        assert!(e.take(b"y"), "recognised again after an output");
+    }
+
+    #[test]
+    fn a_terminal_echoes_return_as_return_newline() {
+        let mut e = Echo::new(true);
+        e.wrote(b"ls\r");
+        assert!(!e.take(b"ls\r"));
+        e.wrote(b"ls\r");
+        assert!(e.take(b"ls\r\n"));
+    }
 }

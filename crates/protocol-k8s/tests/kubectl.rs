@@ -1171,3 +1171,126 @@ async fn malformed_frames_end_only_their_stream() {
         .count();
     assert_eq!(ended, 3);
 }
+
+/// With the idle release set to an hour, output that echoes what the client
+/// just wrote on stdin (a keystroke through `cat`) still comes back at once,
+/// while a secret the remote process prints in two pieces (not an echo) is
+/// held until it is whole and masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_released_at_once_and_split_secret_still_masked() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let env = Env::start_with(32 * 1024, |c| {
+        c.output_flush_after = Duration::from_secs(3600);
+    })
+    .await;
+    let (head, tail) = FAKE_SECRET_PASSWORD.split_at(FAKE_SECRET_PASSWORD.len() / 2);
+    let script = format!(
+        "read a; echo \"$a\"; read b; echo \"$b\"; read c; printf %s {head}; sleep 0.3; printf '%s\\n' {tail}"
+    );
+    let script: String = script.bytes().map(|b| format!("%{b:02X}")).collect();
+    let tls = raw_tls(&env).await;
+    let url = format!(
+        "wss://{}/api/v1/namespaces/default/pods/web-0/exec?command=sh&command=-c&command={script}&stdin=true&stdout=true",
+        env.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {AGENT}").parse().unwrap());
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    // Reads stdout until `want` has arrived (or the status, or the close).
+    async fn read_until(
+        ws: &mut (
+                 impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+                 + Unpin
+             ),
+        want: &str,
+    ) -> (String, Option<serde_json::Value>) {
+        let mut stdout = Vec::new();
+        while let Some(msg) = ws.next().await {
+            match msg.unwrap() {
+                Message::Binary(b) if b.first() == Some(&1) => {
+                    stdout.extend_from_slice(&b[1..]);
+                    if stdout.ends_with(want.as_bytes()) {
+                        break;
+                    }
+                }
+                Message::Binary(b) if b.first() == Some(&3) => {
+                    let status = serde_json::from_slice(&b[1..]).unwrap();
+                    return (String::from_utf8(stdout).unwrap(), Some(status));
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        (String::from_utf8(stdout).unwrap(), None)
+    }
+    let limit = Duration::from_secs(30);
+    for line in ["x\n", "hello there\n"] {
+        ws.send(Message::Binary(format!("\0{line}").into_bytes().into()))
+            .await
+            .unwrap();
+        let (out, _) = tokio::time::timeout(limit, read_until(&mut ws, line))
+            .await
+            .expect("the echo was held back");
+        assert_eq!(out, line);
+    }
+    ws.send(Message::Binary(b"\0go\n".to_vec().into()))
+        .await
+        .unwrap();
+    let (out, status) = tokio::time::timeout(limit, read_until(&mut ws, "\u{0}"))
+        .await
+        .expect("exec did not end");
+    assert_eq!(out, format!("{MASKED}\n"));
+    assert_eq!(status.expect("no status")["status"], "Success");
+}
+
+/// `kubectl create deployment` sends protobuf, which the proxy cannot
+/// read: it is refused with a way to do the same in JSON, and that way
+/// (the generator's object as JSON, piped to `kubectl create -f -`) works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_create_refused_with_a_json_way_that_works() {
+    let env = Env::start(32 * 1024).await;
+    let args = ["create", "deployment", "web", "--image=example/web:1"];
+    let out = env.kubectl(33, "agent", &args, None).await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("--dry-run=client -o json | kubectl create -f -"),
+        "{out:?}"
+    );
+    assert!(!env.kube.requests().iter().any(|r| r.starts_with("POST")));
+    let mut json_args = args.to_vec();
+    json_args.extend(["--dry-run=client", "-o", "json"]);
+    let object = env.kubectl(33, "agent", &json_args, None).await;
+    assert_eq!(object.code, Some(0), "{object:?}");
+    // (`--validate=false`: the fake server serves no OpenAPI document.)
+    let out = env
+        .kubectl(
+            33,
+            "agent",
+            &["create", "--validate=false", "-f", "-"],
+            Some(&object.stdout),
+        )
+        .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout.contains("deployment.apps/web created"),
+        "{out:?}"
+    );
+    let got = env
+        .kubectl(
+            33,
+            "agent",
+            &["get", "deployment", "web", "-o", "json"],
+            None,
+        )
+        .await;
+    assert_eq!(got.code, Some(0), "{got:?}");
+    assert!(got.stdout.contains("example/web:1"), "{got:?}");
+}
