@@ -7,7 +7,8 @@
 //! - `GET /v1/approvals/{id}`: one request, pending or finished.
 //! - `POST /v1/approvals/{id}/approve`, `POST /v1/approvals/{id}/deny`, with
 //!   an optional JSON body `{"comment": "…"}`.
-//! - `GET /v1/sessions`: live sessions.
+//! - `GET /v1/sessions`: live sessions (all of them to operators; anyone
+//!   else sees only its own principal's).
 //! - `POST /v1/sessions/{id}/kill`: end one (operators only: `[admin]
 //!   operator_groups`).
 //! - `GET /metrics`: Prometheus metrics (no authentication, like `/healthz`).
@@ -117,11 +118,23 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
+/// Live sessions: every replica's to an operator (a human in an operator
+/// group); anyone else sees only the sessions of its own principal.
 async fn sessions(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(e) = principal(&state, &headers) {
-        return error(StatusCode::UNAUTHORIZED, e);
-    }
+    let who = match principal(&state, &headers) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e),
+    };
+    let operator = who.kind == crate::identity::PrincipalKind::Human
+        && who.groups.iter().any(|g| state.operator_groups.contains(g));
     match (state.sessions)().await {
+        Ok(serde_json::Value::Array(list)) if !operator => Json(serde_json::Value::Array(
+            list.into_iter()
+                .filter(|s| s.get("principal").and_then(|p| p.as_str()) == Some(who.id.as_str()))
+                .collect(),
+        ))
+        .into_response(),
+        Ok(_) if !operator => Json(json!([])).into_response(),
         Ok(v) => Json(v).into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
@@ -425,6 +438,14 @@ mod tests {
                     issuer: "test".to_owned(),
                     expires_at: None,
                 }),
+                "ops-token" => Ok(Principal {
+                    id: "human:olga".to_owned(),
+                    kind: PrincipalKind::Human,
+                    groups: vec!["ops".to_owned()],
+                    token_id: "o".to_owned(),
+                    issuer: "test".to_owned(),
+                    expires_at: None,
+                }),
                 "other-bot-token" => Ok(Principal {
                     id: "agent:other".to_owned(),
                     kind: PrincipalKind::Agent,
@@ -435,7 +456,15 @@ mod tests {
                 }),
                 _ => Err(AuthError::UnknownCredential),
             }),
-            sessions: Arc::new(|| Box::pin(async { Ok(serde_json::json!([])) })),
+            sessions: Arc::new(|| {
+                Box::pin(async {
+                    Ok(serde_json::json!([
+                        {"session": "1", "principal": "agent:bot", "kind": "agent"},
+                        {"session": "2", "principal": "human:alice", "kind": "human"},
+                        {"session": "3", "principal": "agent:other", "kind": "agent"},
+                    ]))
+                })
+            }),
             kill: Arc::new(|_, _| Box::pin(async { Ok(false) })),
             operator_groups: vec!["ops".to_owned()],
             metrics: Arc::new(|| "portcullis_sessions_active 0\n".to_owned()),
@@ -555,6 +584,36 @@ mod tests {
             body.contains("one row, fine") && body.contains("\"approved\""),
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn only_operators_list_other_principals_sessions() {
+        let base = serve(state(true)).await;
+        let list = |token: &'static str| {
+            let base = base.clone();
+            async move {
+                let (status, body) = call(&base, hyper::Method::GET, "/v1/sessions", token)
+                    .await
+                    .unwrap();
+                assert_eq!(status, 200, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["session"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(list("ops-token").await, ["1", "2", "3"]);
+        // An agent, even in an approver group, sees its own sessions only.
+        assert_eq!(list("bot-token").await, ["1"]);
+        assert_eq!(list("other-bot-token").await, ["3"]);
+        // A person outside the operator groups too.
+        assert_eq!(list("alice-token").await, ["2"]);
+        let (status, _) = call(&base, hyper::Method::GET, "/v1/sessions", "nope")
+            .await
+            .unwrap();
+        assert_eq!(status, 401);
     }
 
     #[tokio::test]
