@@ -17,6 +17,7 @@ use crate::hook::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Execution, Hook,
     ParseVerdict, Rejection, SessionId, Verdict,
 };
+use crate::messages::{backend, encode, frontend};
 use crate::session::{CancelKey, HookRequest, Output, Session, SessionConfig};
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -189,7 +190,7 @@ impl<H: Hook> Proxy<H> {
 
 /// Tells a client over the session limit so, and closes its connection.
 async fn refuse_over_limit(mut tcp: TcpStream, timeout: Duration) {
-    let msg = crate::wire::fatal(
+    let msg = backend::fatal(
         "53300",
         "sorry, too many clients already: the gateway's session limit is reached",
     );
@@ -310,10 +311,12 @@ async fn connect_backend(
                 "backend TLS is required but the proxy has no client TLS configuration",
             ));
         };
-        stream.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await?;
+        stream
+            .write_all(&encode(&frontend::SslRequest::new()))
+            .await?;
         let mut answer = [0u8; 1];
         stream.read_exact(&mut answer).await?;
-        if answer != *b"S" {
+        if answer[..] != encode(&backend::SslResponse::Accept)[..] {
             return Err(io::Error::other("the backend does not accept TLS"));
         }
         let name = rustls::pki_types::ServerName::try_from(server_name.clone())
@@ -592,7 +595,7 @@ impl<H: Hook> Inner<H> {
                     match r {
                         Ok(0) | Err(_) => {
                             if let Some(b) = backend.as_mut() {
-                                let _ = b.write_all(&[b'X', 0, 0, 0, 4]).await;
+                                let _ = b.write_all(&encode(&frontend::Terminate::new())).await;
                             }
                             return Ok(());
                         }

@@ -112,17 +112,15 @@
 #![deny(missing_docs)]
 
 mod binding;
-mod codec;
 #[cfg(feature = "tokio")]
 mod driver;
 mod error;
 mod hook;
+mod messages;
 mod session;
 mod startup;
-mod wire;
 
 pub use async_trait::async_trait;
-pub use codec::Limits;
 #[cfg(feature = "tokio")]
 pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
@@ -131,6 +129,7 @@ pub use hook::{
     Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit,
     SessionId, StartupParams, TextKind, Verdict,
 };
+pub use messages::Limits;
 pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
 
 /// Entry points for the fuzz targets; not part of the supported API.
@@ -149,11 +148,56 @@ pub mod internal {
     pub fn fuzz_codec(data: &[u8]) {
         let limits = crate::Limits::default();
         let mut buf = bytes::BytesMut::from(data);
-        while let Ok(Some(frame)) = crate::codec::read_frame(&mut buf, limits.max_client_frame) {
-            crate::session::fuzz_bodies(frame.body());
+        while let Ok(Some(frame)) = crate::messages::read_frame(&mut buf, limits.max_client_frame) {
+            decode_all(frame.body());
         }
         let mut buf = bytes::BytesMut::from(data);
-        let _ = crate::codec::read_startup(&mut buf, limits.max_startup);
+        if let Ok(Some(frame)) = crate::messages::read_startup(&mut buf, limits.max_startup) {
+            decode_all(frame.body());
+        }
+    }
+
+    /// Runs every message decoder on one body.
+    pub fn decode_all(body: &[u8]) {
+        use crate::messages::backend::*;
+        use crate::messages::decode;
+        use crate::messages::frontend::*;
+        let _ = decode::<SslRequest>(body);
+        let _ = decode::<GssEncRequest>(body);
+        let _ = decode::<CancelRequest>(body);
+        let _ = decode::<Startup>(body);
+        let _ = decode::<Password>(body);
+        let _ = decode::<SASLInitialResponse>(body);
+        let _ = decode::<SASLResponse>(body);
+        let _ = decode::<Query>(body);
+        let _ = decode::<Parse>(body);
+        let _ = decode::<Bind>(body);
+        let _ = decode::<Describe>(body);
+        let _ = decode::<Close>(body);
+        let _ = decode::<Execute>(body);
+        let _ = decode::<CopyData>(body);
+        let _ = decode::<CopyFail>(body);
+        let _ = decode::<Sync>(body);
+        let _ = decode::<Authentication>(body);
+        let _ = decode::<BackendKeyData>(body);
+        let _ = decode::<ParameterStatus>(body);
+        let _ = decode::<ReadyForQuery>(body);
+        let _ = decode::<RowDescription>(body);
+        let _ = decode::<DataRow>(body);
+        let _ = decode::<CommandComplete>(body);
+        let _ = decode::<ErrorResponse>(body);
+        let _ = decode::<NoticeResponse>(body);
+        let _ = decode::<NotificationResponse>(body);
+        let _ = decode::<ParameterDescription>(body);
+        let _ = decode::<CopyInResponse>(body);
+        let _ = decode::<CopyBothResponse>(body);
+        let _ = decode::<NegotiateProtocolVersion>(body);
+        let _ = decode::<ParseComplete>(body);
+        let _ = columns(body);
+        let _ = split_data_row(body);
+        let _ = parse_fields(b'E', body);
+        let _ = parameter_status(body);
+        let _ = notification(body);
     }
 
     struct FuzzHook;

@@ -3,6 +3,7 @@
 //! backend's startup messages up to the first ReadyForQuery.
 
 use super::*;
+use crate::messages::backend::Authentication;
 
 pub(super) enum BackendAuth {
     Start,
@@ -29,7 +30,7 @@ impl<H: Hook> Session<H> {
             return;
         }
         let Some(target) = &self.target else { return };
-        let mut startup = Startup::new();
+        let mut startup = frontend::Startup::new();
         startup.parameters = self.backend_params.clone();
         startup
             .parameters
@@ -37,7 +38,7 @@ impl<H: Hook> Session<H> {
         startup
             .parameters
             .insert("database".into(), target.database.clone());
-        self.to_backend.push_back(codec::encode(&startup));
+        self.to_backend.push_back(encode(&startup));
         self.phase = Phase::BackendAuth;
         self.process_backend();
     }
@@ -54,7 +55,7 @@ impl<H: Hook> Session<H> {
     /// The backend could not be reached.
     pub fn handle_backend_connect_failed(&mut self, reason: &str) {
         self.close(
-            Some(wire::fatal(
+            Some(backend::fatal(
                 "08001",
                 "the gateway could not connect to the backend",
             )),
@@ -66,7 +67,7 @@ impl<H: Hook> Session<H> {
 
     pub(super) fn backend_auth_failed(&mut self, reason: String) {
         self.close(
-            Some(wire::fatal(
+            Some(backend::fatal(
                 "08001",
                 "the gateway could not log in to the backend",
             )),
@@ -75,16 +76,11 @@ impl<H: Hook> Session<H> {
     }
 
     pub(super) fn on_backend_auth(&mut self, frame: &Frame) -> Result<(), SessionError> {
-        let malformed = |reason: &str| {
-            SessionError::Backend(CodecError::Malformed {
-                tag: b'R',
-                reason: reason.into(),
-            })
-        };
         match frame.tag {
             b'R' => {}
             b'E' => {
-                let detail = wire::parse_fields(frame.body())
+                let detail = backend::parse_fields(b'E', frame.body())
+                    .ok()
                     .and_then(|f| {
                         f.into_iter()
                             .find(|(c, _)| *c == b'M')
@@ -113,64 +109,63 @@ impl<H: Hook> Session<H> {
             .as_ref()
             .map(|t| t.allow.clone())
             .unwrap_or_default();
-        let mut r = Reader::new(frame.body());
-        let code = r.i32().ok_or_else(|| malformed("authentication code"))?;
+        let code = backend::authentication_code(frame.body()).ok_or_else(|| {
+            SessionError::Backend(messages::malformed(b'R', "authentication code"))
+        })?;
+        // The requests pgwire models are decoded (and must be well formed);
+        // any other (SCM, GSSAPI, SSPI) is refused below by its code.
+        let request = match code {
+            0 | 2 | 3 | 5 | 10 | 11 | 12 => Some(
+                frame
+                    .decode::<Authentication>()
+                    .map_err(SessionError::Backend)?,
+            ),
+            _ => None,
+        };
         let state = std::mem::replace(&mut self.backend_auth, BackendAuth::Done);
-        match (code, state) {
-            (0, BackendAuth::Start) if !allow.backend_trust => {
+        match (request, state) {
+            (Some(Authentication::Ok), BackendAuth::Start) if !allow.backend_trust => {
                 self.backend_auth_failed(
                     "the backend accepted the gateway without authentication (trust), which \
                      this connection does not allow"
                         .into(),
                 );
             }
-            (3, BackendAuth::Start) if !allow.backend_cleartext => {
+            (Some(Authentication::CleartextPassword), BackendAuth::Start)
+                if !allow.backend_cleartext =>
+            {
                 self.backend_auth_failed(
                     "the backend asked for a cleartext password, which this connection does not \
                      allow (SCRAM-SHA-256 only)"
                         .into(),
                 );
             }
-            (5, BackendAuth::Start) if !allow.backend_md5 => {
+            (Some(Authentication::MD5Password(_)), BackendAuth::Start) if !allow.backend_md5 => {
                 self.backend_auth_failed(
                     "the backend asked for an MD5 password hash, which this connection does not \
                      allow (SCRAM-SHA-256 only)"
                         .into(),
                 );
             }
-            (0, BackendAuth::Start | BackendAuth::Done) => {
-                self.to_client.push_back(wire::auth_request(0));
+            (Some(Authentication::Ok), BackendAuth::Start | BackendAuth::Done) => {
+                self.to_client.push_back(encode(&Authentication::Ok));
                 self.to_client.extend(self.startup_notices.drain(..));
                 self.phase = Phase::BackendStartup;
             }
-            (3, BackendAuth::Start) => {
+            (Some(Authentication::CleartextPassword), BackendAuth::Start) => {
                 self.to_backend
-                    .push_back(codec::encode(&Password::new(password.1)));
+                    .push_back(encode(&frontend::Password::new(password.1)));
             }
-            (5, BackendAuth::Start) => {
-                let salt = r
-                    .bytes(4)
-                    .filter(|_| r.done())
-                    .ok_or_else(|| malformed("md5 salt"))?;
-                let salt = [
-                    salt.first().copied().unwrap_or(0),
-                    salt.get(1).copied().unwrap_or(0),
-                    salt.get(2).copied().unwrap_or(0),
-                    salt.get(3).copied().unwrap_or(0),
-                ];
+            (Some(Authentication::MD5Password(salt)), BackendAuth::Start) => {
+                // The decoder reads exactly 4 bytes of salt.
+                let salt = <[u8; 4]>::try_from(salt.as_slice()).unwrap_or_default();
                 let hash = md5_hash(password.0.as_bytes(), password.1.as_bytes(), salt);
                 self.to_backend
-                    .push_back(codec::encode(&Password::new(hash)));
+                    .push_back(encode(&frontend::Password::new(hash)));
             }
-            (10, BackendAuth::Start) => {
-                let (mut offers_scram, mut offers_plus) = (false, false);
-                while let Some(m) = r.cstr() {
-                    if m.is_empty() {
-                        break;
-                    }
-                    offers_scram |= m == b"SCRAM-SHA-256";
-                    offers_plus |= m == b"SCRAM-SHA-256-PLUS";
-                }
+            (Some(Authentication::SASL(mechanisms)), BackendAuth::Start) => {
+                let offers_scram = mechanisms.iter().any(|m| m == "SCRAM-SHA-256");
+                let offers_plus = mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS");
                 let (mechanism, binding) = match (&self.channel_binding, offers_plus) {
                     (Some(data), true) => (
                         "SCRAM-SHA-256-PLUS",
@@ -191,25 +186,32 @@ impl<H: Hook> Session<H> {
                 let scram = ScramSha256::new(password.1.as_bytes(), binding);
                 // `message()` is valid right after `new()`.
                 let first = Bytes::copy_from_slice(scram.message());
-                let msg = SASLInitialResponse::new(mechanism.into(), Some(first));
-                self.to_backend.push_back(codec::encode(&msg));
+                let msg = frontend::SASLInitialResponse::new(mechanism.into(), Some(first));
+                self.to_backend.push_back(encode(&msg));
                 self.backend_auth = BackendAuth::Scram(Box::new(scram));
             }
-            (11, BackendAuth::Scram(mut scram)) => match scram.update(r.rest()) {
-                Ok(()) => {
-                    // `message()` is valid only after a successful `update`;
-                    // a failed one leaves the state where it would panic.
-                    let msg = SASLResponse::new(Bytes::copy_from_slice(scram.message()));
-                    self.to_backend.push_back(codec::encode(&msg));
-                    self.backend_auth = BackendAuth::ScramFinal(scram);
+            (Some(Authentication::SASLContinue(data)), BackendAuth::Scram(mut scram)) => {
+                match scram.update(&data) {
+                    Ok(()) => {
+                        // `message()` is valid only after a successful `update`;
+                        // a failed one leaves the state where it would panic.
+                        let msg =
+                            frontend::SASLResponse::new(Bytes::copy_from_slice(scram.message()));
+                        self.to_backend.push_back(encode(&msg));
+                        self.backend_auth = BackendAuth::ScramFinal(scram);
+                    }
+                    Err(e) => self.backend_auth_failed(format!("SCRAM exchange failed: {e}")),
                 }
-                Err(e) => self.backend_auth_failed(format!("SCRAM exchange failed: {e}")),
-            },
-            (12, BackendAuth::ScramFinal(mut scram)) => match scram.finish(r.rest()) {
-                Ok(()) => self.backend_auth = BackendAuth::Done,
-                Err(e) => self.backend_auth_failed(format!("SCRAM server signature invalid: {e}")),
-            },
-            (code, _) => {
+            }
+            (Some(Authentication::SASLFinal(data)), BackendAuth::ScramFinal(mut scram)) => {
+                match scram.finish(&data) {
+                    Ok(()) => self.backend_auth = BackendAuth::Done,
+                    Err(e) => {
+                        self.backend_auth_failed(format!("SCRAM server signature invalid: {e}"))
+                    }
+                }
+            }
+            (_, _) => {
                 self.backend_auth_failed(format!(
                     "unsupported or out-of-order authentication request {code}"
                 ));
@@ -222,25 +224,25 @@ impl<H: Hook> Session<H> {
         match frame.tag {
             b'S' => self.on_parameter_status(frame)?,
             b'K' => {
-                let mut r = Reader::new(frame.body());
-                match (r.i32(), r.i32(), r.done()) {
-                    (Some(pid), Some(secret), true) => {
-                        // The real process id (notifications carry it too),
-                        // never the backend's secret.
-                        self.backend_key = Some(CancelKey { pid, secret });
-                        self.to_client
-                            .push_back(wire::backend_key_data(pid, self.gateway_key.secret));
-                    }
-                    _ => {
-                        return Err(SessionError::Backend(CodecError::Malformed {
-                            tag: b'K',
-                            reason: "backend key data".into(),
-                        }));
-                    }
-                }
+                let key = frame
+                    .decode::<backend::BackendKeyData>()
+                    .map_err(SessionError::Backend)?;
+                // The decoder reads protocol 3.0's 4-byte secret only.
+                let secret = key.secret_key.as_i32().unwrap_or_default();
+                self.backend_key = Some(CancelKey {
+                    pid: key.pid,
+                    secret,
+                });
+                // The real process id (notifications carry it too), never
+                // the backend's secret.
+                let to_client = backend::backend_key_data(key.pid, self.gateway_key.secret);
+                self.to_client.push_back(encode(&to_client));
             }
             b'Z' => {
-                self.tx_status = frame.body().first().copied().unwrap_or(b'I');
+                let ready = frame
+                    .decode::<backend::ReadyForQuery>()
+                    .map_err(SessionError::Backend)?;
+                self.tx_status = ready.status as u8;
                 self.to_client.push_back(frame.raw);
                 self.phase = Phase::Ready;
                 self.event(Event::SessionStarted {
@@ -277,21 +279,17 @@ impl<H: Hook> Session<H> {
     /// A ParameterStatus: forwarded when the analysis handles the reported
     /// value; otherwise the session ends before anything more is forwarded.
     pub(super) fn on_parameter_status(&mut self, frame: Frame) -> Result<(), SessionError> {
-        let mut r = Reader::new(frame.body());
-        let (Some(name), Some(value), true) = (r.cstr(), r.cstr(), r.done()) else {
-            return Err(SessionError::Backend(CodecError::Malformed {
-                tag: b'S',
-                reason: "parameter status".into(),
-            }));
-        };
+        let (name, value) =
+            backend::parameter_status(frame.body()).map_err(SessionError::Backend)?;
         if let Err(reason) = startup::check_reported(&lossy(name), &lossy(value)) {
-            self.to_backend.push_back(codec::build_frame(b'X', &[]));
+            self.to_backend
+                .push_back(encode(&frontend::Terminate::new()));
             self.event(Event::ProtocolViolation {
                 session: self.id,
                 message: reason.clone(),
             });
             self.close(
-                Some(wire::fatal(
+                Some(backend::fatal(
                     "42501",
                     &format!("terminating connection: {reason}"),
                 )),

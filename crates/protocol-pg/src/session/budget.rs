@@ -184,7 +184,11 @@ impl<H: Hook> Session<H> {
                         self.tx_status = status;
                         self.expect.pop_front();
                         self.unsettled = self.expect.iter().any(super::is_unsettling);
-                        self.inject(wire::query(super::FAIL_TRANSACTION), Kind::Query, false);
+                        self.inject(
+                            encode(&frontend::query(super::FAIL_TRANSACTION)),
+                            Kind::Query,
+                            false,
+                        );
                         Ok(None)
                     }
                 }
@@ -200,10 +204,11 @@ impl<H: Hook> Session<H> {
 
     /// The cut cannot be kept consistent: the session ends (fail closed).
     fn cut_fatal(&mut self, limit: &RowLimit, why: &str) {
-        self.to_backend.push_back(codec::build_frame(b'X', &[]));
+        self.to_backend
+            .push_back(encode(&frontend::Terminate::new()));
         let message = format!("{}; {why}, so the session is closed", limit.message);
         self.close(
-            Some(wire::fatal("53400", &message)),
+            Some(backend::fatal("53400", &message)),
             Some(SessionError::Terminated(message.clone())),
         );
     }
@@ -213,6 +218,6 @@ impl<H: Hook> Session<H> {
 fn limit_error(limit: &RowLimit) -> Frame {
     Frame {
         tag: b'E',
-        raw: wire::error("53400", &limit.message),
+        raw: backend::error("53400", &limit.message),
     }
 }

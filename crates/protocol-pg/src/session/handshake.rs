@@ -34,7 +34,7 @@ impl<H: Hook> Session<H> {
                     Err(refused) => {
                         let msg = format!("{}: connect without it", refused.reason);
                         self.close(
-                            Some(wire::fatal("42501", &msg)),
+                            Some(backend::fatal("42501", &msg)),
                             Some(SessionError::Refused(format!(
                                 "startup parameter \"{}\" refused",
                                 refused.name
@@ -51,7 +51,7 @@ impl<H: Hook> Session<H> {
                     .dropped
                     .iter()
                     .map(|name| {
-                        wire::notice(&format!(
+                        backend::notice(&format!(
                             "the gateway dropped the startup parameter \"{name}\""
                         ))
                     })
@@ -67,7 +67,7 @@ impl<H: Hook> Session<H> {
                     self.startup.user()
                 );
                 self.close(
-                    Some(wire::error_like(
+                    Some(backend::error_like(
                         b'E',
                         "FATAL",
                         "28P01",
@@ -79,7 +79,7 @@ impl<H: Hook> Session<H> {
             }
             Err(Rejection::NotAuthorized(reason)) => {
                 self.close(
-                    Some(wire::fatal("28000", &reason)),
+                    Some(backend::fatal("28000", &reason)),
                     Some(SessionError::Refused(reason)),
                 );
             }
@@ -87,55 +87,50 @@ impl<H: Hook> Session<H> {
     }
 
     pub(super) fn on_startup_packet(&mut self, frame: &Frame) -> Result<(), SessionError> {
-        let code = codec::startup_code(frame);
-        let malformed = |reason: &str| {
-            SessionError::Client(CodecError::Malformed {
-                tag: 0,
-                reason: reason.into(),
-            })
-        };
+        let code = frontend::startup_code(frame.body());
         match code {
-            codec::SSL_REQUEST => {
-                if frame.raw.len() != 8 {
-                    return Err(malformed("SSLRequest of the wrong length"));
-                }
+            frontend::SSL_REQUEST => {
+                frame
+                    .decode::<frontend::SslRequest>()
+                    .map_err(SessionError::Client)?;
                 if self.cfg.tls_available && !self.client_tls && !self.client_in.is_empty() {
                     // Bytes after an SSLRequest, before the handshake, are
                     // plaintext a man in the middle may have injected
                     // (CVE-2021-23214): they are never read.
                     let msg = "received unencrypted data after SSL request";
                     self.close(
-                        Some(wire::fatal("08P01", msg)),
+                        Some(backend::fatal("08P01", msg)),
                         Some(SessionError::Client(CodecError::Malformed {
                             tag: 0,
                             reason: msg.into(),
                         })),
                     );
                 } else if self.cfg.tls_available && !self.client_tls {
-                    self.to_client.push_back(Bytes::from_static(b"S"));
+                    self.to_client
+                        .push_back(encode(&backend::SslResponse::Accept));
                     self.phase = Phase::TlsHandshake;
                     self.outputs.push_back(Output::StartClientTls);
                 } else {
-                    self.to_client.push_back(Bytes::from_static(b"N"));
+                    self.to_client.push_back(backend::ssl_refused());
                 }
             }
-            codec::GSSENC_REQUEST => {
-                if frame.raw.len() != 8 {
-                    return Err(malformed("GSSENCRequest of the wrong length"));
-                }
-                self.to_client.push_back(Bytes::from_static(b"N"));
+            frontend::GSSENC_REQUEST => {
+                frame
+                    .decode::<frontend::GssEncRequest>()
+                    .map_err(SessionError::Client)?;
+                self.to_client.push_back(backend::gss_refused());
             }
-            codec::CANCEL_REQUEST => {
-                let mut r = Reader::new(frame.body());
-                let (_, pid, secret) = (r.i32(), r.i32(), r.i32());
-                match (pid, secret, r.done()) {
-                    (Some(pid), Some(secret), true) => {
-                        self.outputs
-                            .push_back(Output::Cancel(CancelKey { pid, secret }));
-                        self.closing = true;
-                    }
-                    _ => return Err(malformed("CancelRequest of the wrong length")),
-                }
+            frontend::CANCEL_REQUEST => {
+                let cancel = frame
+                    .decode::<frontend::CancelRequest>()
+                    .map_err(SessionError::Client)?;
+                // The decoder reads protocol 3.0's 4-byte secret only.
+                let secret = cancel.secret_key.as_i32().unwrap_or_default();
+                self.outputs.push_back(Output::Cancel(CancelKey {
+                    pid: cancel.pid,
+                    secret,
+                }));
+                self.closing = true;
             }
             _ if code >> 16 == 3 => return self.on_startup_message(frame, code),
             _ => {
@@ -145,7 +140,7 @@ impl<H: Hook> Session<H> {
                     code & 0xffff
                 );
                 self.close(
-                    Some(wire::fatal("0A000", &msg)),
+                    Some(backend::fatal("0A000", &msg)),
                     Some(SessionError::Refused(msg.clone())),
                 );
             }
@@ -158,31 +153,16 @@ impl<H: Hook> Session<H> {
         frame: &Frame,
         code: i32,
     ) -> Result<(), SessionError> {
-        let mut r = Reader::new(frame.body());
-        let _ = r.i32();
-        let mut params = std::collections::BTreeMap::new();
-        let bad = || {
-            SessionError::Client(CodecError::Malformed {
-                tag: 0,
-                reason: "startup parameters".into(),
-            })
+        let message = frame
+            .decode::<frontend::Startup>()
+            .map_err(SessionError::Client)?;
+        self.startup = StartupParams {
+            params: message.parameters,
         };
-        loop {
-            let key = r.cstr().ok_or_else(bad)?;
-            if key.is_empty() {
-                break;
-            }
-            let value = r.cstr().ok_or_else(bad)?;
-            params.insert(lossy(key), lossy(value));
-        }
-        if !r.done() {
-            return Err(bad());
-        }
-        self.startup = StartupParams { params };
         if self.cfg.require_tls && !self.client_tls {
             let msg = "the gateway requires TLS: connect with sslmode=require";
             self.close(
-                Some(wire::fatal("28000", msg)),
+                Some(backend::fatal("28000", msg)),
                 Some(SessionError::Refused(msg.into())),
             );
             return Ok(());
@@ -195,7 +175,7 @@ impl<H: Hook> Session<H> {
         {
             let msg = "replication connections are not supported by the gateway";
             self.close(
-                Some(wire::fatal("0A000", msg)),
+                Some(backend::fatal("0A000", msg)),
                 Some(SessionError::Refused(msg.into())),
             );
             return Ok(());
@@ -203,7 +183,7 @@ impl<H: Hook> Session<H> {
         if self.startup.user().is_empty() {
             let msg = "no PostgreSQL user name specified in startup packet";
             self.close(
-                Some(wire::fatal("28000", msg)),
+                Some(backend::fatal("28000", msg)),
                 Some(SessionError::Refused(msg.into())),
             );
             return Ok(());
@@ -211,7 +191,7 @@ impl<H: Hook> Session<H> {
         if !self.client_tls && !self.cfg.loopback {
             let msg = "the gateway accepts a token only over TLS or on a loopback listener: connect with sslmode=require";
             self.close(
-                Some(wire::fatal("28000", msg)),
+                Some(backend::fatal("28000", msg)),
                 Some(SessionError::Refused(msg.into())),
             );
             return Ok(());
@@ -224,16 +204,14 @@ impl<H: Hook> Session<H> {
             .filter(|k| k.starts_with("_pq_."))
             .collect();
         if minor > 0 || !unsupported.is_empty() {
-            let mut body = Vec::new();
-            body.extend_from_slice(&0i32.to_be_bytes());
-            body.extend_from_slice(&i32::try_from(unsupported.len()).unwrap_or(0).to_be_bytes());
-            for k in unsupported {
-                body.extend_from_slice(k.as_bytes());
-                body.push(0);
-            }
-            self.to_client.push_back(codec::build_frame(b'v', &body));
+            let negotiate = backend::NegotiateProtocolVersion::new(
+                0,
+                unsupported.into_iter().cloned().collect(),
+            );
+            self.to_client.push_back(encode(&negotiate));
         }
-        self.to_client.push_back(wire::auth_request(3));
+        self.to_client
+            .push_back(encode(&backend::Authentication::CleartextPassword));
         self.phase = Phase::Password;
         Ok(())
     }
@@ -246,15 +224,10 @@ impl<H: Hook> Session<H> {
                 state: self.phase.name(),
             });
         }
-        let mut r = Reader::new(frame.body());
-        let credential =
-            r.cstr()
-                .filter(|_| r.done())
-                .ok_or(SessionError::Client(CodecError::Malformed {
-                    tag: b'p',
-                    reason: "password message".into(),
-                }))?;
-        let credential = lossy(credential);
+        let credential = frame
+            .decode::<frontend::Password>()
+            .map_err(SessionError::Client)?
+            .password;
         self.phase = Phase::Authenticating;
         self.pending = Some(Pending::Auth);
         self.outputs

@@ -19,18 +19,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use pgwire::messages::startup::{Password, SASLInitialResponse, SASLResponse, Startup};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
-use crate::codec::{self, Frame, Limits};
 use crate::error::{CodecError, SessionError};
 use crate::hook::{
-    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Format,
-    Hook, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
+    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Hook,
+    ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
 };
+use crate::messages::{self, Frame, Limits, backend, encode, frontend, lossy};
 use crate::startup;
-use crate::wire::{self, Reader, lossy};
 
 mod backend_auth;
 mod budget;
@@ -41,10 +39,7 @@ mod result;
 
 use backend_auth::BackendAuth;
 use budget::Cut;
-use pipeline::{
-    Described, Expect, Kind, Pending, PortalEntry, Reply, Stmt, is_unsettling, parse_bind,
-};
-use replies::parse_row_description;
+use pipeline::{Described, Expect, Kind, Pending, PortalEntry, Reply, Stmt, is_unsettling};
 use result::ResultState;
 
 /// A statement the gateway sends to make the backend's transaction fail, so
@@ -96,7 +91,7 @@ impl CancelKey {
     /// The CancelRequest packet carrying this key, to send on a new
     /// connection to the backend.
     pub fn to_request(&self) -> Bytes {
-        wire::cancel_request(self.pid, self.secret)
+        encode(&frontend::cancel_request(self.pid, self.secret))
     }
 }
 
@@ -379,14 +374,6 @@ impl<H: Hook> std::fmt::Debug for Session<H> {
     }
 }
 
-/// Runs every body reader on `body` (a fuzz entry point).
-pub(crate) fn fuzz_bodies(body: &[u8]) {
-    let _ = parse_bind(body);
-    let _ = parse_row_description(body);
-    let _ = wire::parse_fields(body);
-    let _ = codec::split_data_row(body);
-}
-
 impl<H: Hook> Session<H> {
     /// A new session for a freshly accepted client connection.
     /// `gateway_key`'s secret is the cancel secret the client will be given;
@@ -549,7 +536,7 @@ impl<H: Hook> Session<H> {
         if self.phase != Phase::Ready {
             if now >= self.handshake_deadline {
                 self.close(
-                    Some(wire::fatal(
+                    Some(backend::fatal(
                         "08006",
                         "terminating connection: the handshake took too long",
                     )),
@@ -562,7 +549,7 @@ impl<H: Hook> Session<H> {
                 self.last_activity = now;
             } else if now >= self.last_activity + idle {
                 self.close(
-                    Some(wire::fatal(
+                    Some(backend::fatal(
                         "57P05",
                         "terminating connection due to idle-session timeout",
                     )),
@@ -616,7 +603,7 @@ impl<H: Hook> Session<H> {
     pub fn handle_backend_closed(&mut self) {
         if !self.closing {
             self.close(
-                Some(wire::fatal("08006", "the backend closed the connection")),
+                Some(backend::fatal("08006", "the backend closed the connection")),
                 Some(SessionError::Refused(
                     "backend closed the connection".into(),
                 )),
@@ -628,9 +615,10 @@ impl<H: Hook> Session<H> {
     /// told why and both connections close, whatever was in flight.
     pub fn handle_ended(&mut self, reason: &str) {
         if !self.closing {
-            self.to_backend.push_back(codec::build_frame(b'X', &[]));
+            self.to_backend
+                .push_back(encode(&frontend::Terminate::new()));
             self.close(
-                Some(wire::fatal("57P01", reason)),
+                Some(backend::fatal("57P01", reason)),
                 Some(SessionError::Refused(reason.to_owned())),
             );
         }
@@ -639,9 +627,10 @@ impl<H: Hook> Session<H> {
     /// The driver asks the session to end at a safe point (graceful shutdown).
     pub fn handle_shutdown(&mut self) {
         if !self.closing {
-            self.to_backend.push_back(codec::build_frame(b'X', &[]));
+            self.to_backend
+                .push_back(encode(&frontend::Terminate::new()));
             self.close(
-                Some(wire::fatal(
+                Some(backend::fatal(
                     "57P01",
                     "terminating connection due to administrator command",
                 )),
@@ -684,7 +673,7 @@ impl<H: Hook> Session<H> {
             });
         }
         self.close(
-            Some(wire::fatal("57P01", &reason)),
+            Some(backend::fatal("57P01", &reason)),
             Some(SessionError::Terminated(reason)),
         );
     }
@@ -713,11 +702,13 @@ impl<H: Hook> Session<H> {
         while !self.closing && self.pending.is_none() && !self.cancel_wait {
             let frame = match self.phase {
                 Phase::Startup => {
-                    codec::read_startup(&mut self.client_in, self.cfg.limits.max_startup)
+                    messages::read_startup(&mut self.client_in, self.cfg.limits.max_startup)
                 }
-                Phase::Password => codec::read_frame(&mut self.client_in, self.cfg.limits.max_auth),
+                Phase::Password => {
+                    messages::read_frame(&mut self.client_in, self.cfg.limits.max_auth)
+                }
                 Phase::Ready => {
-                    codec::read_frame(&mut self.client_in, self.cfg.limits.max_client_frame)
+                    messages::read_frame(&mut self.client_in, self.cfg.limits.max_client_frame)
                 }
                 _ => return,
             };
@@ -742,7 +733,7 @@ impl<H: Hook> Session<H> {
 
     fn client_protocol_error(&mut self, e: SessionError) {
         let msg = format!("invalid frontend message: {e}");
-        self.close(Some(wire::fatal("08P01", &msg)), Some(e));
+        self.close(Some(backend::fatal("08P01", &msg)), Some(e));
     }
 
     fn process_backend(&mut self) {
@@ -751,7 +742,7 @@ impl<H: Hook> Session<H> {
                 Phase::BackendAuth | Phase::BackendStartup | Phase::Ready => {}
                 _ => return,
             }
-            match codec::read_frame(&mut self.backend_in, self.cfg.limits.max_backend_frame) {
+            match messages::read_frame(&mut self.backend_in, self.cfg.limits.max_backend_frame) {
                 Ok(Some(frame)) => {
                     let result = match self.phase {
                         Phase::BackendAuth => self.on_backend_auth(&frame),
@@ -773,13 +764,14 @@ impl<H: Hook> Session<H> {
     /// The backend sent what the session cannot account for: nothing more
     /// is forwarded; the client gets a protocol error and the session ends.
     fn backend_protocol_error(&mut self, e: SessionError) {
-        self.to_backend.push_back(codec::build_frame(b'X', &[]));
+        self.to_backend
+            .push_back(encode(&frontend::Terminate::new()));
         self.event(Event::ProtocolViolation {
             session: self.id,
             message: e.to_string(),
         });
         self.close(
-            Some(wire::fatal(
+            Some(backend::fatal(
                 "08P01",
                 "protocol violation: the backend sent a message the gateway cannot account for",
             )),

@@ -159,63 +159,53 @@ pub(super) fn denial_message(code: &str, reason: &str) -> String {
     }
 }
 
+/// A Describe, Close or Parse of the gateway's own; names are `""` for
+/// unnamed, as the session keeps them.
 pub(super) fn describe_frame(kind: u8, name: &str) -> Bytes {
-    let mut body = vec![kind];
-    body.extend_from_slice(name.as_bytes());
-    body.push(0);
-    codec::build_frame(b'D', &body)
+    encode(&frontend::Describe::new(kind, named(name)))
 }
 
 pub(super) fn close_frame(kind: u8, name: &str) -> Bytes {
-    let mut body = vec![kind];
-    body.extend_from_slice(name.as_bytes());
-    body.push(0);
-    codec::build_frame(b'C', &body)
+    encode(&frontend::Close::new(kind, named(name)))
 }
 
 pub(super) fn parse_frame(name: &str, sql: &str) -> Bytes {
-    let mut body = Vec::new();
-    body.extend_from_slice(name.as_bytes());
-    body.push(0);
-    body.extend_from_slice(sql.as_bytes());
-    body.push(0);
-    body.extend_from_slice(&0i16.to_be_bytes());
-    codec::build_frame(b'P', &body)
+    encode(&frontend::Parse::new(named(name), sql.to_owned(), vec![]))
 }
 
+/// Unnamed portal, unnamed statement, no formats, no parameters, no result formats.
 pub(super) fn bind_frame() -> Bytes {
-    // Unnamed portal, unnamed statement, no formats, no parameters, no result formats.
-    codec::build_frame(b'B', &[0, 0, 0, 0, 0, 0, 0, 0])
+    encode(&frontend::Bind::new(None, None, vec![], vec![], vec![]))
 }
 
+/// The unnamed portal, all rows.
 pub(super) fn execute_frame() -> Bytes {
-    codec::build_frame(b'E', &[0, 0, 0, 0, 0])
+    encode(&frontend::Execute::new(None, 0))
 }
 
-/// Reads a Bind body: portal, statement and parameter values.
-pub(super) fn parse_bind(body: &[u8]) -> Option<(String, String, Vec<Option<Bytes>>)> {
-    let mut r = Reader::new(body);
-    let portal = lossy(r.cstr()?);
-    let statement = lossy(r.cstr()?);
-    let nfmt = usize::try_from(r.i16()?).ok()?;
-    r.bytes(nfmt.checked_mul(2)?)?;
-    let nparams = usize::try_from(r.i16()?).ok()?;
-    if nparams.saturating_mul(4) > r.remaining() {
-        return None;
+/// pgwire's name for a session's name: `None` for the unnamed.
+fn named(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// A session's name for pgwire's: `""` for the unnamed.
+fn unnamed(name: Option<String>) -> String {
+    name.unwrap_or_default()
+}
+
+/// The statement name (`None` for a Query) and the text of a Query or Parse.
+pub(super) fn statement_text(frame: &Frame) -> Result<(Option<String>, String), SessionError> {
+    if frame.tag == b'P' {
+        let parse = frame
+            .decode::<frontend::Parse>()
+            .map_err(SessionError::Client)?;
+        Ok((Some(unnamed(parse.name)), parse.query))
+    } else {
+        let query = frame
+            .decode::<frontend::Query>()
+            .map_err(SessionError::Client)?;
+        Ok((None, query.query))
     }
-    let mut params = Vec::with_capacity(nparams);
-    for _ in 0..nparams {
-        let len = r.i32()?;
-        if len == -1 {
-            params.push(None);
-        } else {
-            let len = usize::try_from(len).ok()?;
-            params.push(Some(Bytes::copy_from_slice(r.bytes(len)?)));
-        }
-    }
-    let nres = usize::try_from(r.i16()?).ok()?;
-    r.bytes(nres.checked_mul(2)?)?;
-    r.done().then_some((portal, statement, params))
 }
 
 impl<H: Hook> Session<H> {
@@ -301,7 +291,7 @@ impl<H: Hook> Session<H> {
                 self.pending = Some(held);
                 // The notice is about this Execute (or query): it never
                 // overtakes the replies owed for an earlier Sync or Query.
-                self.synthetic_after_synced(wire::notice(&hold.notice));
+                self.synthetic_after_synced(backend::notice(&hold.notice));
                 self.event_with(
                     Event::CommandHeld {
                         session: self.id,
@@ -465,18 +455,22 @@ impl<H: Hook> Session<H> {
     pub(super) fn deny_simple(&mut self, code: &str, reason: &str) {
         let message = denial_message(code, reason);
         if self.tx_status == b'T' {
-            self.synthetic(wire::error(code, &message));
-            self.inject(wire::query(FAIL_TRANSACTION), Kind::Query, false);
+            self.synthetic(backend::error(code, &message));
+            self.inject(
+                encode(&frontend::query(FAIL_TRANSACTION)),
+                Kind::Query,
+                false,
+            );
         } else {
-            self.synthetic(wire::error(code, &message));
-            self.synthetic(wire::ready(self.tx_status));
+            self.synthetic(backend::error(code, &message));
+            self.synthetic(backend::ready(self.tx_status));
         }
     }
 
     /// A refused extended-protocol message: an error, then everything up to
     /// Sync is discarded, and at Sync the backend's transaction is made to fail.
     pub(super) fn deny_extended(&mut self, code: &str, reason: &str) {
-        self.synthetic(wire::error(code, &denial_message(code, reason)));
+        self.synthetic(backend::error(code, &denial_message(code, reason)));
         self.client_skipping = true;
         self.fail_at_sync = true;
     }
@@ -611,14 +605,9 @@ impl<H: Hook> Session<H> {
     /// Whether a client message held back must still wait.
     pub(super) fn still_blocked(&self, frame: &Frame) -> bool {
         match frame.tag {
-            b'Q' | b'P' => {
-                let mut r = Reader::new(frame.body());
-                if frame.tag == b'P' {
-                    let _ = r.cstr();
-                }
-                let sql = r.cstr().unwrap_or_default();
-                self.settings_barrier(sql) == Barrier::Wait
-            }
+            // A frame that does not decode is not held back: it is refused.
+            b'Q' | b'P' => statement_text(frame)
+                .is_ok_and(|(_, sql)| self.settings_barrier(sql.as_bytes()) == Barrier::Wait),
             _ => self.must_wait(),
         }
     }
@@ -715,12 +704,6 @@ impl<H: Hook> Session<H> {
     }
 
     pub(super) fn on_client_message(&mut self, frame: Frame) -> Result<(), SessionError> {
-        let malformed = |tag: u8| {
-            SessionError::Client(CodecError::Malformed {
-                tag,
-                reason: "message body".into(),
-            })
-        };
         let tag = frame.tag;
         // After an error in an extended-protocol pipeline PostgreSQL reads and
         // discards every message but Sync and Terminate.
@@ -732,23 +715,22 @@ impl<H: Hook> Session<H> {
             self.pending = Some(Pending::Blocked(frame));
             return Ok(());
         }
+        let mut text = None;
         if matches!(tag, b'Q' | b'P') {
-            let mut r = Reader::new(frame.body());
-            let name = if tag == b'P' { r.cstr() } else { None };
-            let sql = r.cstr().unwrap_or_default();
-            match self.settings_barrier(sql) {
+            let (name, sql) = statement_text(&frame)?;
+            match self.settings_barrier(sql.as_bytes()) {
                 Barrier::Go => {}
                 Barrier::Wait => {
                     self.pending = Some(Pending::Blocked(frame));
                     return Ok(());
                 }
                 Barrier::Refuse => {
-                    let unnamed = name.is_some_and(<[u8]>::is_empty);
-                    let sql = lossy(sql);
+                    let unnamed = name.as_deref().is_some_and(str::is_empty);
                     self.refuse_unsettled(tag, sql, unnamed);
                     return Ok(());
                 }
             }
+            text = Some((name, sql));
         }
         let described_portal = if tag == b'D' {
             None
@@ -757,12 +739,7 @@ impl<H: Hook> Session<H> {
         };
         match tag {
             b'Q' => {
-                let mut r = Reader::new(frame.body());
-                let sql = r
-                    .cstr()
-                    .filter(|_| r.done())
-                    .ok_or_else(|| malformed(tag))?;
-                let sql = lossy(sql);
+                let sql = text.map(|(_, sql)| sql).unwrap_or_default();
                 let cmd = self.new_command();
                 self.event(Event::CommandReceived {
                     session: self.id,
@@ -777,17 +754,9 @@ impl<H: Hook> Session<H> {
                     .push_back(Output::Request(HookRequest::Query { command: cmd, sql }));
             }
             b'P' => {
-                let mut r = Reader::new(frame.body());
-                let name = r.cstr().ok_or_else(|| malformed(tag))?;
-                let sql = r.cstr().ok_or_else(|| malformed(tag))?;
-                let n = r
-                    .i16()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| malformed(tag))?;
-                if r.bytes(n.saturating_mul(4)).is_none() || !r.done() {
-                    return Err(malformed(tag));
-                }
-                let (statement, sql) = (lossy(name), lossy(sql));
+                let (statement, sql) = text
+                    .map(|(name, sql)| (name.unwrap_or_default(), sql))
+                    .unwrap_or_default();
                 let cmd = self.new_command();
                 self.event(Event::CommandReceived {
                     session: self.id,
@@ -807,8 +776,14 @@ impl<H: Hook> Session<H> {
                 }));
             }
             b'B' => {
-                let (portal, statement, params) =
-                    parse_bind(frame.body()).ok_or_else(|| malformed(tag))?;
+                let bind = frame
+                    .decode::<frontend::Bind>()
+                    .map_err(SessionError::Client)?;
+                let (portal, statement, params) = (
+                    unnamed(bind.portal_name),
+                    unnamed(bind.statement_name),
+                    bind.parameters,
+                );
                 let stmt = self.predicted_statement(&statement);
                 let new = Arc::new(PortalInfo {
                     statement,
@@ -822,33 +797,25 @@ impl<H: Hook> Session<H> {
                 self.send_backend(frame.raw, kind, None, None);
             }
             b'D' => {
-                let mut r = Reader::new(frame.body());
-                let kind = r.u8().ok_or_else(|| malformed(tag))?;
-                let name = r
-                    .cstr()
-                    .filter(|_| r.done())
-                    .ok_or_else(|| malformed(tag))?;
-                let kind = match kind {
-                    b'S' => Kind::DescribeStatement { params_seen: false },
-                    b'P' => {
-                        self.last_describe_portal = Some(lossy(name));
-                        Kind::DescribePortal {
-                            portal: lossy(name),
-                        }
-                    }
-                    _ => return Err(malformed(tag)),
+                let describe = frame
+                    .decode::<frontend::Describe>()
+                    .map_err(SessionError::Client)?;
+                let kind = if describe.target_type == frontend::TARGET_TYPE_BYTE_PORTAL {
+                    let portal = unnamed(describe.name);
+                    self.last_describe_portal = Some(portal.clone());
+                    Kind::DescribePortal { portal }
+                } else {
+                    Kind::DescribeStatement { params_seen: false }
                 };
                 if !self.send_backend(frame.raw, kind, None, None) {
                     self.last_describe_portal = None;
                 }
             }
             b'E' => {
-                let mut r = Reader::new(frame.body());
-                let portal = r.cstr().ok_or_else(|| malformed(tag))?;
-                if r.i32().is_none() || !r.done() {
-                    return Err(malformed(tag));
-                }
-                let portal = lossy(portal);
+                let execute = frame
+                    .decode::<frontend::Execute>()
+                    .map_err(SessionError::Client)?;
+                let portal = unnamed(execute.name);
                 let cmd = self.new_command();
                 let Some((info, known_columns)) = self.predicted_portal(&portal) else {
                     // A portal no Bind of this session created (a SQL
@@ -900,26 +867,25 @@ impl<H: Hook> Session<H> {
                     }));
             }
             b'C' => {
-                let mut r = Reader::new(frame.body());
-                let kind = r.u8().ok_or_else(|| malformed(tag))?;
-                let name = lossy(
-                    r.cstr()
-                        .filter(|_| r.done())
-                        .ok_or_else(|| malformed(tag))?,
-                );
-                let statement = match kind {
-                    b'S' => true,
-                    b'P' => false,
-                    _ => return Err(malformed(tag)),
-                };
+                let close = frame
+                    .decode::<frontend::Close>()
+                    .map_err(SessionError::Client)?;
+                let statement = close.target_type == frontend::TARGET_TYPE_BYTE_STATEMENT;
+                let name = unnamed(close.name);
                 self.send_backend(frame.raw, Kind::Close { statement, name }, None, None);
             }
             b'H' => {
+                frame
+                    .decode::<frontend::Flush>()
+                    .map_err(SessionError::Client)?;
                 if !self.backend_ignoring {
                     self.to_backend.push_back(frame.raw);
                 }
             }
             b'S' => {
+                frame
+                    .decode::<frontend::Sync>()
+                    .map_err(SessionError::Client)?;
                 self.client_skipping = false;
                 if self.fail_at_sync {
                     self.fail_at_sync = false;
@@ -960,8 +926,17 @@ impl<H: Hook> Session<H> {
                 });
                 self.deny_simple("0A000", reason);
             }
-            b'd' | b'c' | b'f' => self.to_backend.push_back(frame.raw),
+            b'c' => {
+                frame
+                    .decode::<frontend::CopyDone>()
+                    .map_err(SessionError::Client)?;
+                self.to_backend.push_back(frame.raw);
+            }
+            b'd' | b'f' => self.to_backend.push_back(frame.raw),
             b'X' => {
+                frame
+                    .decode::<frontend::Terminate>()
+                    .map_err(SessionError::Client)?;
                 self.to_backend.push_back(frame.raw);
                 self.closing = true;
                 self.end(None);

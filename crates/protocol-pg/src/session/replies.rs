@@ -3,36 +3,25 @@
 
 use super::*;
 
-/// Reads a RowDescription body into columns.
-pub(super) fn parse_row_description(body: &[u8]) -> Option<Vec<Column>> {
-    let mut r = Reader::new(body);
-    let n = usize::try_from(r.i16()?).ok()?;
-    if n.saturating_mul(19) > r.remaining() {
-        return None;
-    }
-    let mut cols = Vec::with_capacity(n);
-    for index in 0..n {
-        let name = lossy(r.cstr()?);
-        let table_oid = r.i32()? as u32;
-        let attribute = r.i16()?;
-        let type_oid = r.i32()? as u32;
-        let _size = r.i16()?;
-        let _modifier = r.i32()?;
-        let format = if r.i16()? == 1 {
-            Format::Binary
-        } else {
-            Format::Text
-        };
-        cols.push(Column {
-            index,
-            name,
-            table_oid,
-            attribute,
-            type_oid,
-            format,
-        });
-    }
-    r.done().then_some(cols)
+/// Checks the body of a backend message the session forwards without
+/// reading it otherwise: nothing goes to the client that is not exactly the
+/// message its type byte names. (DataRows are read only when transformed:
+/// the forward path stays byte for byte, without a pass over the row.)
+fn check_body(frame: &Frame) -> Result<(), SessionError> {
+    let checked = match frame.tag {
+        b'1' => frame.decode::<backend::ParseComplete>().map(drop),
+        b'2' => frame.decode::<backend::BindComplete>().map(drop),
+        b'3' => frame.decode::<backend::CloseComplete>().map(drop),
+        b'n' => frame.decode::<backend::NoData>().map(drop),
+        b's' => frame.decode::<backend::PortalSuspended>().map(drop),
+        b'I' => frame.decode::<backend::EmptyQueryResponse>().map(drop),
+        b'c' => frame.decode::<frontend::CopyDone>().map(drop),
+        b't' => frame.decode::<backend::ParameterDescription>().map(drop),
+        b'G' => frame.decode::<backend::CopyInResponse>().map(drop),
+        b'H' => frame.decode::<backend::CopyOutResponse>().map(drop),
+        _ => Ok(()),
+    };
+    checked.map_err(SessionError::Backend)
 }
 
 impl<H: Hook> Session<H> {
@@ -116,6 +105,7 @@ impl<H: Hook> Session<H> {
         let Some(frame) = self.on_cut_message(frame)? else {
             return Ok(());
         };
+        check_body(&frame)?;
         let violation = |what: &str| SessionError::Violation(what.to_owned());
         let (gateway, cmd, plan) = match self.head() {
             Some(r) => (r.gateway, r.cmd, r.plan.clone()),
@@ -141,7 +131,10 @@ impl<H: Hook> Session<H> {
                 if self.result.is_some() || self.copy_out {
                     return Err(violation("ReadyForQuery in the middle of a result"));
                 }
-                let status = frame.body().first().copied().unwrap_or(b'I');
+                let ready = frame
+                    .decode::<backend::ReadyForQuery>()
+                    .map_err(SessionError::Backend)?;
+                let status = ready.status as u8;
                 self.tx_status = status;
                 if status == b'I' {
                     // Outside a transaction no portal survives.
@@ -154,12 +147,7 @@ impl<H: Hook> Session<H> {
                 self.flush_synthetic();
             }
             b'T' => {
-                let columns = parse_row_description(frame.body()).ok_or(SessionError::Backend(
-                    CodecError::Malformed {
-                        tag: b'T',
-                        reason: "row description".into(),
-                    },
-                ))?;
+                let columns = backend::columns(frame.body()).map_err(SessionError::Backend)?;
                 let kind = self.head().map(|r| &r.kind);
                 match kind {
                     Some(Kind::Query) if self.result.is_none() && !self.copy_out => {
@@ -287,7 +275,10 @@ impl<H: Hook> Session<H> {
                     return Err(violation("CommandComplete with no command in progress"));
                 }
                 let tag = if frame.tag == b'C' {
-                    lossy(frame.body().split_last().map_or(&[][..], |(_, t)| t))
+                    frame
+                        .decode::<backend::CommandComplete>()
+                        .map_err(SessionError::Backend)?
+                        .tag
                 } else {
                     String::new()
                 };

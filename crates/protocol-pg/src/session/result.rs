@@ -80,7 +80,7 @@ impl<H: Hook> Session<H> {
             return Ok(frame.raw);
         }
         let body = frame.body();
-        let fields = codec::split_data_row(body).map_err(SessionError::Backend)?;
+        let fields = backend::split_data_row(body).map_err(SessionError::Backend)?;
         if fields.len() != result.columns.len() {
             return Err(SessionError::Violation(
                 "DataRow with a different number of columns than its RowDescription".into(),
@@ -123,7 +123,7 @@ impl<H: Hook> Session<H> {
                 None => f.clone().and_then(|r| body.get(r)),
             })
             .collect();
-        Ok(codec::build_data_row(values.into_iter()))
+        Ok(backend::build_data_row(values.into_iter()))
     }
 
     pub(super) fn transform_copy(
@@ -141,7 +141,7 @@ impl<H: Hook> Session<H> {
             principal: principal.as_ref(),
         };
         match self.hook.transform_copy(&cx, &plan, frame.body()) {
-            Some(data) => codec::build_frame(b'd', &data),
+            Some(data) => messages::build_frame(b'd', &data),
             None => frame.raw,
         }
     }
@@ -152,12 +152,8 @@ impl<H: Hook> Session<H> {
         cmd: Option<CommandId>,
         plan: Option<Arc<H::Plan>>,
     ) -> Result<Bytes, SessionError> {
-        let fields = wire::parse_fields(frame.body()).ok_or(SessionError::Backend(
-            CodecError::Malformed {
-                tag: frame.tag,
-                reason: "error fields".into(),
-            },
-        ))?;
+        let fields =
+            backend::parse_fields(frame.tag, frame.body()).map_err(SessionError::Backend)?;
         let principal = self.principal.clone();
         let mut changed = false;
         let mut out: Vec<(u8, Vec<u8>)> = Vec::with_capacity(fields.len());
@@ -206,23 +202,15 @@ impl<H: Hook> Session<H> {
             );
         }
         Ok(if changed {
-            wire::build_fields(frame.tag, &out)
+            backend::build_fields(frame.tag, &out)
         } else {
             frame.raw.clone()
         })
     }
 
     pub(super) fn transform_notification(&mut self, frame: &Frame) -> Result<Bytes, SessionError> {
-        let mut r = Reader::new(frame.body());
-        let bad = || {
-            SessionError::Backend(CodecError::Malformed {
-                tag: b'A',
-                reason: "notification".into(),
-            })
-        };
-        let pid = r.i32().ok_or_else(bad)?;
-        let channel = r.cstr().ok_or_else(bad)?;
-        let payload = r.cstr().filter(|_| r.done()).ok_or_else(bad)?;
+        let (pid, channel, payload) =
+            backend::notification(frame.body()).map_err(SessionError::Backend)?;
         let Some(principal) = self.principal.clone() else {
             return Ok(frame.raw.clone());
         };
@@ -245,7 +233,7 @@ impl<H: Hook> Session<H> {
                 body.push(0);
                 body.extend_from_slice(new.replace('\0', "").as_bytes());
                 body.push(0);
-                Ok(codec::build_frame(b'A', &body))
+                Ok(messages::build_frame(b'A', &body))
             }
         }
     }
@@ -266,26 +254,16 @@ impl<H: Hook> Session<H> {
         let Some(principal) = self.principal.as_ref() else {
             return Ok(frame.raw);
         };
-        let bad = || {
-            SessionError::Backend(CodecError::Malformed {
-                tag: b'T',
-                reason: "row description".into(),
-            })
-        };
         let cx = Context {
             session: self.id,
             command: cmd,
             principal: principal.as_ref(),
         };
         let body = frame.body();
-        let mut r = Reader::new(body);
-        let count = r.bytes(2).ok_or_else(bad)?;
+        let described = backend::row_fields(body).map_err(SessionError::Backend)?;
         let mut out: Option<Vec<u8>> = None;
-        let mut fields: Vec<(&[u8], Option<String>, &[u8])> = Vec::new();
-        while !r.done() {
-            let name = r.cstr().ok_or_else(bad)?;
-            // Table oid, attribute, type oid, size, modifier, format.
-            let rest = r.bytes(18).ok_or_else(bad)?;
+        let mut fields: Vec<(&[u8], Option<String>, &[u8])> = Vec::with_capacity(described.len());
+        for (name, rest) in described {
             let new = self.hook.transform_text(
                 &cx,
                 plan,
@@ -300,7 +278,7 @@ impl<H: Hook> Session<H> {
         let Some(mut out) = out else {
             return Ok(frame.raw);
         };
-        out.extend_from_slice(count);
+        out.extend_from_slice(&messages::len_i16(fields.len()).to_be_bytes());
         for (name, new, rest) in fields {
             match new {
                 Some(new) => out.extend(new.bytes().filter(|b| *b != 0)),
@@ -309,7 +287,7 @@ impl<H: Hook> Session<H> {
             out.push(0);
             out.extend_from_slice(rest);
         }
-        Ok(codec::build_frame(b'T', &out))
+        Ok(messages::build_frame(b'T', &out))
     }
 
     /// A checked ParameterStatus as the client sees it: its value through
@@ -341,7 +319,7 @@ impl<H: Hook> Session<H> {
                 body.push(0);
                 body.extend(new.bytes().filter(|b| *b != 0));
                 body.push(0);
-                codec::build_frame(b'S', &body)
+                messages::build_frame(b'S', &body)
             }
         }
     }
