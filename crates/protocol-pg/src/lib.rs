@@ -105,10 +105,13 @@
 //! # Limits
 //!
 //! Frame sizes are checked against [`Limits`] before anything is allocated.
-//! pgwire's decoders are not used on untrusted frames because they index
-//! without checking the remaining length; bodies are read with a
-//! bounds-checked reader and pgwire's types encode what the gateway sends to
-//! the backend (StartupMessage, password and SASL messages).
+//! Every frontend and backend message is read and written by one module on
+//! pgwire's message types: bodies are decoded into them with one
+//! bounds-checked reader (pgwire's own decoders panic on a short body,
+//! accept trailing bytes and read text lossily, so they never see untrusted
+//! bytes) and encoded by pgwire. A body that is not exactly one well-formed
+//! message is an error, never a panic; statement text and names that are
+//! not UTF-8 are refused. Frames forwarded unchanged go out byte for byte.
 #![deny(missing_docs)]
 
 mod binding;
