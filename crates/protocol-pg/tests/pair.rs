@@ -1291,6 +1291,47 @@ fn malformed_backend_messages_close_with_08p01() {
     assert_eq!(codes(&p.client_out()), ["08P01"]);
 }
 
+/// What the messages module refuses that the old readers let through: a
+/// body that is not exactly its message (text that is not UTF-8, a body on
+/// a message that has none, a status byte the protocol does not define).
+/// Nothing of it reaches the other side.
+#[test]
+fn bodies_that_are_not_exactly_their_message_are_refused() {
+    let client: Vec<Vec<u8>> = vec![
+        m(b'Q', b"select '\xff'\0"),
+        m(b'P', b"s\0select '\xfe'\0\0\0"),
+        [m(b'B', b"\xff\0\0\0\0\0\0\0\0"), sync()].concat(),
+        m(b'S', b"x"),
+        m(b'H', b"x"),
+        m(b'X', b"x"),
+    ];
+    for bad in client {
+        let mut p = Pair::ready();
+        p.client(&bad);
+        assert_eq!(codes(&p.client_out()), ["08P01"], "{bad:?}");
+        assert!(p.s.is_closed());
+        assert!(!p.backend_out().contains(&b'\xff'), "{bad:?}");
+    }
+    let backend: Vec<Vec<u8>> = vec![
+        ready(b'X'),
+        m(b'C', b"SELECT 1\0x"),
+        m(b'I', b"x"),
+        m(b'n', b"x"),
+    ];
+    for bad in backend {
+        let mut p = Pair::ready();
+        p.client(&q("select 1"));
+        p.take_request();
+        p.answer_query(Verdict::Forward(()));
+        p.backend_out();
+        p.backend(&bad);
+        let out = p.client_out();
+        assert_eq!(codes(&out), ["08P01"], "{bad:?}");
+        assert!(!tags(&out).contains('Z'), "{bad:?}");
+        assert!(p.s.is_closed());
+    }
+}
+
 #[test]
 fn handshake_and_idle_timeouts() {
     let mut p = Pair::loopback();
