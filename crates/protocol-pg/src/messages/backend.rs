@@ -92,6 +92,17 @@ pub(crate) fn parameter_status(body: &[u8]) -> Result<(&[u8], &[u8]), CodecError
     }
 }
 
+/// A ParameterStatus from raw parts (see [`parameter_status`]); a NUL in
+/// the value is dropped.
+pub(crate) fn build_parameter_status(name: &[u8], value: &[u8]) -> Bytes {
+    let mut body = Vec::with_capacity(name.len() + value.len() + 2);
+    body.extend(name.iter().filter(|b| **b != 0));
+    body.push(0);
+    body.extend(value.iter().filter(|b| **b != 0));
+    body.push(0);
+    build_frame(b'S', &body)
+}
+
 /// Only `I`, `T` and `E`.
 impl Decode for ReadyForQuery {
     const NAME: &'static str = "ready for query";
@@ -181,6 +192,21 @@ pub(crate) fn row_fields(body: &[u8]) -> Result<Vec<RawField<'_>>, CodecError> {
         r.done().then_some(fields)
     })();
     fields.ok_or_else(|| malformed(b'T', RowDescription::NAME))
+}
+
+/// A RowDescription from raw fields (see [`row_fields`]); a NUL in a name
+/// is dropped (it would end the name early and shift the fields after it).
+pub(crate) fn build_row_description<'a>(
+    fields: impl ExactSizeIterator<Item = RawField<'a>>,
+) -> Bytes {
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(&len_i16(fields.len()).to_be_bytes());
+    for (name, rest) in fields {
+        body.extend(name.iter().filter(|b| **b != 0));
+        body.push(0);
+        body.extend_from_slice(rest);
+    }
+    build_frame(b'T', &body)
 }
 
 /// pgwire's DataRow keeps the fields as one undivided buffer; they are
@@ -425,6 +451,18 @@ pub(crate) fn notification(body: &[u8]) -> Result<(i32, &[u8], &[u8]), CodecErro
     }
 }
 
+/// A NotificationResponse from raw parts (see [`notification`]); a NUL in
+/// the payload is dropped.
+pub(crate) fn build_notification(pid: i32, channel: &[u8], payload: &[u8]) -> Bytes {
+    let mut body = Vec::with_capacity(channel.len() + payload.len() + 6);
+    body.extend_from_slice(&pid.to_be_bytes());
+    body.extend(channel.iter().filter(|b| **b != 0));
+    body.push(0);
+    body.extend(payload.iter().filter(|b| **b != 0));
+    body.push(0);
+    build_frame(b'A', &body)
+}
+
 impl Decode for ParameterDescription {
     const NAME: &'static str = "parameter description";
     fn read(r: &mut Reader<'_>) -> Option<Self> {
@@ -478,6 +516,14 @@ impl Decode for NegotiateProtocolVersion {
         let options = (0..n).map(|_| r.text()).collect::<Option<Vec<_>>>()?;
         Some(NegotiateProtocolVersion::new(minor, options))
     }
+}
+
+/// A CopyData of the hook's rewritten COPY bytes (pgwire's [`CopyData`]
+/// would copy them once more).
+///
+/// [`CopyData`]: super::frontend::CopyData
+pub(crate) fn copy_data(data: &[u8]) -> Bytes {
+    build_frame(b'd', data)
 }
 
 /// The one-byte answer to an SSLRequest or GSSENCRequest the gateway

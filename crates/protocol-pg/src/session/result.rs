@@ -141,7 +141,7 @@ impl<H: Hook> Session<H> {
             principal: principal.as_ref(),
         };
         match self.hook.transform_copy(&cx, &plan, frame.body()) {
-            Some(data) => messages::build_frame(b'd', &data),
+            Some(data) => backend::copy_data(&data),
             None => frame.raw,
         }
     }
@@ -226,15 +226,7 @@ impl<H: Hook> Session<H> {
             &String::from_utf8_lossy(payload),
         ) {
             None => Ok(frame.raw.clone()),
-            Some(new) => {
-                let mut body = Vec::new();
-                body.extend_from_slice(&pid.to_be_bytes());
-                body.extend_from_slice(channel);
-                body.push(0);
-                body.extend_from_slice(new.replace('\0', "").as_bytes());
-                body.push(0);
-                Ok(messages::build_frame(b'A', &body))
-            }
+            Some(new) => Ok(backend::build_notification(pid, channel, new.as_bytes())),
         }
     }
 }
@@ -261,7 +253,7 @@ impl<H: Hook> Session<H> {
         };
         let body = frame.body();
         let described = backend::row_fields(body).map_err(SessionError::Backend)?;
-        let mut out: Option<Vec<u8>> = None;
+        let mut changed = false;
         let mut fields: Vec<(&[u8], Option<String>, &[u8])> = Vec::with_capacity(described.len());
         for (name, rest) in described {
             let new = self.hook.transform_text(
@@ -270,24 +262,18 @@ impl<H: Hook> Session<H> {
                 TextKind::ColumnName,
                 &String::from_utf8_lossy(name),
             );
-            if new.is_some() && out.is_none() {
-                out = Some(Vec::with_capacity(body.len().saturating_add(64)));
-            }
+            changed |= new.is_some();
             fields.push((name, new, rest));
         }
-        let Some(mut out) = out else {
+        if !changed {
             return Ok(frame.raw);
-        };
-        out.extend_from_slice(&messages::len_i16(fields.len()).to_be_bytes());
-        for (name, new, rest) in fields {
-            match new {
-                Some(new) => out.extend(new.bytes().filter(|b| *b != 0)),
-                None => out.extend_from_slice(name),
-            }
-            out.push(0);
-            out.extend_from_slice(rest);
         }
-        Ok(messages::build_frame(b'T', &out))
+        Ok(backend::build_row_description(fields.iter().map(
+            |(name, new, rest)| match new {
+                Some(new) => (new.as_bytes(), *rest),
+                None => (*name, *rest),
+            },
+        )))
     }
 
     /// A checked ParameterStatus as the client sees it: its value through
@@ -313,14 +299,7 @@ impl<H: Hook> Session<H> {
             &String::from_utf8_lossy(value),
         ) {
             None => frame.raw,
-            Some(new) => {
-                let mut body = Vec::with_capacity(name.len() + new.len() + 2);
-                body.extend_from_slice(name);
-                body.push(0);
-                body.extend(new.bytes().filter(|b| *b != 0));
-                body.push(0);
-                messages::build_frame(b'S', &body)
-            }
+            Some(new) => backend::build_parameter_status(name, new.as_bytes()),
         }
     }
 }
