@@ -63,6 +63,9 @@ impl StreamTransform for MaskTransform {
     fn finish(&mut self, out: &mut Vec<u8>) {
         self.flush(out);
     }
+    fn pending(&self) -> Option<usize> {
+        Some(self.stream.as_ref().map_or(0, StreamMasker::pending))
+    }
 }
 
 struct Bench {

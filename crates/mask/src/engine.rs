@@ -52,7 +52,7 @@ use std::panic::{RefUnwindSafe, UnwindSafe};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind as AcMatchKind};
 use regex_automata::hybrid::LazyStateID;
-use regex_automata::hybrid::dfa::{Cache, DFA, OverlappingState};
+use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::nfa::thompson;
 use regex_automata::util::pool::Pool;
 use regex_automata::util::{start, syntax};
@@ -1293,6 +1293,12 @@ impl Core {
 
     /// Runs the keyword-less DFA over `[from, to)` and records a hit for
     /// every match end after `free_done`.
+    ///
+    /// What `DFA::try_search_overlapping_fwd` reports (every pattern of
+    /// every match state, at the offset of the byte that led to it, then
+    /// the end-of-span transition), in one loop that steps through
+    /// untagged states without the per-byte bookkeeping of the overlapping
+    /// search and without leaving it at each match.
     #[allow(clippy::too_many_arguments)]
     fn scan_free_span(
         &mut self,
@@ -1304,23 +1310,92 @@ impl Core {
         from: usize,
         to: usize,
     ) {
-        let input = Input::new(hay).span(from - base..to - base);
-        let mut state = OverlappingState::start();
-        loop {
-            if dfa
-                .try_search_overlapping_fwd(cache, &input, &mut state)
-                .is_err()
-            {
-                // Cannot happen (no quit bytes, never gives up); fail closed.
-                self.probe_everything(engine, false, from, to);
-                break;
+        if self
+            .run_free_dfa(engine, dfa, cache, hay, base, from, to)
+            .is_err()
+        {
+            // Cannot happen (no quit bytes, never gives up); fail closed.
+            self.probe_everything(engine, false, from, to);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_free_dfa(
+        &mut self,
+        engine: &Engine,
+        dfa: &DFA,
+        cache: &mut Cache,
+        hay: &[u8],
+        base: usize,
+        from: usize,
+        to: usize,
+    ) -> Result<(), ()> {
+        let (fs, ts) = (from - base, to - base);
+        let input = Input::new(hay).span(fs..ts);
+        let mut sid = dfa.start_state_forward(cache, &input).map_err(|_| ())?;
+        let bytes = hay.get(fs..ts).unwrap_or_default();
+        let mut i = 0;
+        while let Some(&byte) = bytes.get(i) {
+            if sid.is_tagged() {
+                sid = dfa.next_state(cache, sid, byte).map_err(|_| ())?;
+                i += 1;
+            } else {
+                // Chew through untagged states; an unknown one is computed
+                // from the state before it.
+                let mut prev = sid;
+                while let Some(&b) = bytes.get(i) {
+                    prev = sid;
+                    sid = dfa.next_state_untagged(cache, sid, b);
+                    i += 1;
+                    if sid.is_tagged() {
+                        break;
+                    }
+                }
+                if sid.is_unknown() {
+                    let b = bytes.get(i - 1).copied().ok_or(())?;
+                    sid = dfa.next_state(cache, prev, b).map_err(|_| ())?;
+                }
             }
-            let Some(hm) = state.get_match() else { break };
-            let e = base + hm.offset();
-            if e <= self.free_done {
-                continue;
+            if sid.is_tagged() {
+                if sid.is_match() {
+                    // Matches are delayed by one byte: they end before it.
+                    self.free_matches(engine, dfa, cache, sid, base + fs + i - 1);
+                } else if sid.is_dead() {
+                    return Ok(());
+                } else if sid.is_quit() {
+                    return Err(());
+                }
             }
-            let Some(&det) = engine.free_dets.get(hm.pattern().as_usize()) else {
+        }
+        sid = match hay.get(ts) {
+            Some(&b) => dfa.next_state(cache, sid, b),
+            None => dfa.next_eoi_state(cache, sid),
+        }
+        .map_err(|_| ())?;
+        if sid.is_match() {
+            self.free_matches(engine, dfa, cache, sid, base + ts);
+        } else if sid.is_quit() {
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// Records a hit for each pattern of match state `sid`, whose matches
+    /// end at `e`.
+    fn free_matches(
+        &mut self,
+        engine: &Engine,
+        dfa: &DFA,
+        cache: &Cache,
+        sid: LazyStateID,
+        e: usize,
+    ) {
+        if e <= self.free_done {
+            return;
+        }
+        for k in 0..dfa.match_len(cache, sid) {
+            let pid = dfa.match_pattern(cache, sid, k);
+            let Some(&det) = engine.free_dets.get(pid.as_usize()) else {
                 continue;
             };
             let l = engine.dets.get(det as usize).map_or(1, |d| d.max_len);
@@ -1382,6 +1457,61 @@ mod tests {
         .unwrap();
         let reach: Vec<usize> = engine.dets.iter().map(|d| d.kw_reach).collect();
         assert_eq!(reach, [3, 8, 300, 8]);
+    }
+
+    /// The keyword-less DFA loop reports what the library's overlapping
+    /// search reports, on inputs dense in digits, separators and matches.
+    #[test]
+    fn free_dfa_loop_reports_what_the_overlapping_search_reports() {
+        use regex_automata::hybrid::dfa::OverlappingState;
+        let engine = Engine::new(
+            vec![
+                source("card", r"\b(?:[0-9]{13,19}|[0-9]{4}[ -][0-9]{4}[ -][0-9]{4}[ -][0-9]{4})\b"),
+                source("phone", r"(?:\B\+[1-9][0-9]{7,14}|\b[2-9][0-9]{2}[.-][2-9][0-9]{2}[.-][0-9]{4})\b"),
+                source("ssn", r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b"),
+                source("btc", r"\b[123mn][1-9A-HJ-NP-Za-km-z]{24,34}\b"),
+                source("ipv4", r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\b"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let dfa = engine.free.as_ref().unwrap();
+        let mut cache = dfa.create_cache();
+        let alphabet = b"0123456789012345678901234567 .-+mnxAZ\n";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..300 {
+            let len = 1 + round % 97;
+            let hay: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let (from, to) = (round % 5 % len, len - round % 3 % len);
+            let (from, to) = (from.min(to), to.max(from));
+            let mut expected = Vec::new();
+            let input = Input::new(&hay[..]).span(from..to);
+            let mut state = OverlappingState::start();
+            loop {
+                dfa.try_search_overlapping_fwd(&mut cache, &input, &mut state)
+                    .unwrap();
+                let Some(hm) = state.get_match() else { break };
+                let det = engine.free_dets[hm.pattern().as_usize()];
+                expected.push((det, hm.offset()));
+            }
+            let mut core = Core::new(&engine);
+            core.run_free_dfa(&engine, dfa, &mut cache, &hay, 0, from, to)
+                .unwrap();
+            let got: Vec<(u32, usize)> = core.hits.iter().map(|h| (h.det, h.hi + 1)).collect();
+            assert_eq!(
+                got,
+                expected,
+                "{:?} {from}..{to}",
+                String::from_utf8_lossy(&hay)
+            );
+        }
     }
 
     #[test]

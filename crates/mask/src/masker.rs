@@ -551,6 +551,39 @@ impl<'m> StreamMasker<'m> {
         self.base + self.buf.len()
     }
 
+    /// How many of the bytes fed so far have not yet been released to the
+    /// output: the tail a match could still extend, which [`push`] holds
+    /// back until more input (or [`finish`]) decides it. At most about
+    /// [`Masker::holdback`] after a push. A caller that knows no more input
+    /// is coming soon (an idle interactive stream) can tell from this
+    /// whether ending the stream would release anything.
+    ///
+    /// [`push`]: StreamMasker::push
+    /// [`finish`]: StreamMasker::finish
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis_mask::{Masker, Rule};
+    ///
+    /// let masker = Masker::builder()
+    ///     .default_catalogue(false)
+    ///     .rule(Rule::literal("demo-token", "tok_4f1c2a9b"))
+    ///     .build()?;
+    /// let mut stream = masker.stream();
+    /// let mut out = Vec::new();
+    /// assert_eq!(stream.pending(), 0);
+    /// stream.push(b"auth tok_4f", &mut out);
+    /// assert_eq!(out.len() + stream.pending(), 11);
+    /// assert!(stream.pending() > 0, "the start of the token is held back");
+    /// stream.finish(&mut out);
+    /// assert_eq!(out, b"auth tok_4f");
+    /// # Ok::<(), portcullis_mask::BuildError>(())
+    /// ```
+    pub fn pending(&self) -> usize {
+        self.offset().saturating_sub(self.core.released)
+    }
+
     fn advance(&mut self, eof: bool, out: &mut Vec<u8>) {
         let engine = &self.masker.engine;
         let (core, buf, base, found) = (&mut self.core, &self.buf, self.base, &mut self.found);
@@ -572,6 +605,33 @@ impl<'m> StreamMasker<'m> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_is_what_was_fed_and_not_yet_released() {
+        let masker = Masker::builder().build().unwrap();
+        let text = b"GET /items?page=3 status=200 user=alice took=3ms\n".repeat(400);
+        for size in [1, 7, 64, 1000, 8192, 70_000] {
+            let mut stream = masker.stream();
+            let mut out = Vec::new();
+            for chunk in text.chunks(size) {
+                stream.push(chunk, &mut out);
+                // Nothing is masked in this text: output is input released.
+                assert_eq!(out.len() + stream.pending(), stream.offset());
+                assert!(stream.pending() <= masker.holdback() + STREAM_PIECE);
+            }
+            stream.finish(&mut out);
+            assert_eq!(out, text);
+        }
+        // With a secret masked, pending still counts input bytes.
+        let mut stream = masker.stream();
+        let mut out = Vec::new();
+        stream.push(b"key AKIA2OGYBAH6J4PRX7QZ and more text", &mut out);
+        assert!(stream.pending() > 0);
+        let before = stream.pending();
+        stream.push(&[b' '; 8192], &mut out);
+        assert!(stream.pending() <= before + 8192);
+        assert!(out.starts_with(b"key [MASKED:"));
+    }
 
     #[test]
     fn stream_memory_is_bounded_by_the_holdback() {

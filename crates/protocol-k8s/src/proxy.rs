@@ -1226,11 +1226,16 @@ where
                         match tokio::time::timeout(flush_after, up_rx.next()).await {
                             Ok(next) => next,
                             Err(_) => {
-                                holding = [false; 2];
-                                for (ch, t) in [
+                                for ((ch, t), held) in [
                                     (channel::STDOUT, &mut plan.stdout),
                                     (channel::STDERR, &mut plan.stderr),
-                                ] {
+                                ]
+                                .into_iter()
+                                .zip(&mut holding)
+                                {
+                                    if !std::mem::take(held) {
+                                        continue;
+                                    }
                                     let frame = output_frame(ch, t.as_mut(), Step::Flush);
                                     unflushed |= emit_frame(
                                         hook, principal, request, &mut c_tx, frame, limit,
@@ -1271,10 +1276,12 @@ where
                     let step = if echoed && !*held {
                         Step::ChunkThenFlush(m.data)
                     } else {
-                        *held = true;
                         Step::Chunk(m.data)
                     };
                     let frame = output_frame(m.channel, t.as_mut(), step);
+                    // What the transform holds back now waits for the idle
+                    // timer (unknown counts as some).
+                    *held = matches!(step, Step::Chunk(_)) && t.pending() != Some(0);
                     unflushed |=
                         emit_frame(hook, principal, request, &mut c_tx, frame, limit).await?;
                 }

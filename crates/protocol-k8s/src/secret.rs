@@ -20,6 +20,13 @@ pub trait StreamTransform: Send {
     fn flush(&mut self, out: &mut Vec<u8>);
     /// The stream ended: append whatever is still held back.
     fn finish(&mut self, out: &mut Vec<u8>);
+    /// How many input bytes the transform holds back now (fed, not yet in
+    /// its output), if it can tell: `Some(0)` lets the relay skip the idle
+    /// flush and release a keystroke's echo at once. The default, `None`,
+    /// is read as "maybe some".
+    fn pending(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The transform that changes nothing.
@@ -32,6 +39,9 @@ impl StreamTransform for Identity {
     }
     fn flush(&mut self, _out: &mut Vec<u8>) {}
     fn finish(&mut self, _out: &mut Vec<u8>) {}
+    fn pending(&self) -> Option<usize> {
+        Some(0)
+    }
 }
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
