@@ -719,6 +719,11 @@ impl StreamTransform for MaskTransform {
             self.count(found.iter());
         }
     }
+
+    fn pending(&self) -> Option<usize> {
+        // No stream (finished) holds nothing back.
+        Some(self.stream.as_ref().map_or(0, StreamMasker::pending))
+    }
 }
 
 #[async_trait]
