@@ -207,12 +207,12 @@ fn backend_leg_over_verified_tls() {
     proxy.hook.set_backend(bound);
     let out = Client::psql(&proxy.dsn("postgres"))
         .unwrap()
-        .args(["-v", "VERBOSITY=verbose", "-tAc", "SELECT 1"])
+        .args(["-tAc", "SELECT 1"])
         .run()
         .unwrap();
     assert!(!out.success(), "{out:?}");
     assert!(
-        out.stderr.contains("08001") && out.stderr.contains("could not log in to the backend"),
+        out.stderr.contains("could not log in to the backend"),
         "{out:?}"
     );
 }
