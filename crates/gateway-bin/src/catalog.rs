@@ -535,9 +535,14 @@ mod tests {
         bound.allow.require_channel_binding = true;
         // PostgreSQL offers -PLUS over TLS; tokio-postgres, told to
         // require it, fails unless the stream gives the binding data.
-        let (set, _) = load_with(&bound, &patterns, Some(trusted.clone()), CatalogValues::Mask)
-            .await
-            .unwrap();
+        let (set, _) = load_with(
+            &bound,
+            &patterns,
+            Some(trusted.clone()),
+            CatalogValues::Mask,
+        )
+        .await
+        .unwrap();
         assert_eq!(set.len(), 1);
         // Without TLS there is nothing to bind to.
         let mut plain = bound.clone();

@@ -1818,8 +1818,18 @@ fn required_channel_binding_refuses_every_login_that_is_not_bound() {
             Some("does not offer SCRAM-SHA-256-PLUS"),
         ),
         (false, &[], auth(10, plus), Some("does not use TLS")),
-        (true, &ed25519, auth(10, plus), Some("allows no tls-server-end-point")),
-        (true, &cert, auth(0, b""), Some("without authentication (trust)")),
+        (
+            true,
+            &ed25519,
+            auth(10, plus),
+            Some("allows no tls-server-end-point"),
+        ),
+        (
+            true,
+            &cert,
+            auth(0, b""),
+            Some("without authentication (trust)"),
+        ),
         (true, &cert, auth(3, b""), Some("cleartext password")),
         (true, &cert, auth(5, b"salt"), Some("MD5 password hash")),
     ];
