@@ -1809,7 +1809,8 @@ fn required_channel_binding_refuses_every_login_that_is_not_bound() {
     let plus = &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..];
     // (TLS, certificate, the backend's request, the refusal's words or None
     // when the login goes on bound)
-    let cases: [(bool, &[u8], Vec<u8>, Option<&str>); 7] = [
+    type Case<'a> = (bool, &'a [u8], Vec<u8>, Option<&'a str>);
+    let cases: [Case<'_>; 7] = [
         (true, &cert, auth(10, plus), None),
         (
             true,
