@@ -1,5 +1,9 @@
 //! Masks arbitrary bytes whole and streamed in arbitrary chunks: never
 //! panics, and the streamed output and findings equal the whole-buffer ones.
+//!
+//! Seeds and crashers live in testdata/fuzz/mask/ and are replayed (with
+//! mutations) by `cargo test -p portcullis-mask --test fuzz_replay`, which decodes
+//! them into the same input structure; keep the two in step.
 #![no_main]
 
 use std::sync::OnceLock;

@@ -1,5 +1,9 @@
 //! Fuzzes the PostgreSQL proxy: frame readers, body readers and a whole
 //! session fed arbitrary client and backend bytes.
+//!
+//! Seeds and crashers live in testdata/fuzz/pg_codec/ and are replayed (with
+//! mutations) by `cargo test -p portcullis-pg --test fuzz_replay`, which decodes
+//! them into the same input structure; keep the two in step.
 #![no_main]
 
 use arbitrary::Arbitrary;

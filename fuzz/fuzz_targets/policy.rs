@@ -1,6 +1,10 @@
 //! Evaluates arbitrary SQL strings and Kubernetes requests: never panics, an
 //! unparsed command is never allowed, and appending `;` and anything to a
 //! denied statement never yields an allow.
+//!
+//! Seeds and crashers live in testdata/fuzz/policy/ and are replayed (with
+//! mutations) by `cargo test -p portcullis-policy --test fuzz_replay`, which decodes
+//! them into the same input structure; keep the two in step.
 #![no_main]
 
 use std::sync::OnceLock;

@@ -187,7 +187,12 @@ async fn connect_as(
             };
             config
                 .connect_timeout(TIMEOUT)
-                .ssl_mode(tokio_postgres::config::SslMode::Require);
+                .ssl_mode(tokio_postgres::config::SslMode::Require)
+                .channel_binding(if backend.allow.require_channel_binding {
+                    tokio_postgres::config::ChannelBinding::Require
+                } else {
+                    tokio_postgres::config::ChannelBinding::Prefer
+                });
             let tls = crate::catalog_tls::RustlsConnect::new(
                 match tls {
                     Some(t) => t,
@@ -196,9 +201,24 @@ async fn connect_as(
                 server_name,
             )
             .checking(backend.allow.clone());
-            let (client, connection) = config.connect(tls).await.map_err(fail)?;
+            let (client, connection) = config.connect(tls).await.map_err(|e| {
+                let e = fail(e);
+                if backend.allow.require_channel_binding {
+                    format!(
+                        "{e} (channel binding is required: the backend must offer \
+                         SCRAM-SHA-256-PLUS over TLS)"
+                    )
+                } else {
+                    e
+                }
+            })?;
             Ok((client, spawn(connection)))
         }
+        BackendTls::Disable if backend.allow.require_channel_binding => Err(
+            "connecting to the backend: channel binding is required, but the connection to the \
+             backend does not use TLS"
+                .to_owned(),
+        ),
         BackendTls::Disable => {
             // Dialled here, so the guard sits on the socket.
             let dial = async {
@@ -503,5 +523,48 @@ mod tests {
             .unwrap_or_else(|e| panic!("{method} allowed: {e}"));
             assert_eq!(set.len(), 1, "{method}");
         }
+    }
+
+    /// `channel_binding = "require"` holds the catalog connection too:
+    /// SCRAM-SHA-256-PLUS bound to the server's certificate, or no catalog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_catalog_connection_obeys_required_channel_binding() {
+        let (pg, trusted) = tls_cluster();
+        let patterns = vec!["api_key".to_owned()];
+        let mut bound = target(&pg, "localhost");
+        bound.allow.require_channel_binding = true;
+        // PostgreSQL offers -PLUS over TLS; tokio-postgres, told to
+        // require it, fails unless the stream gives the binding data.
+        let (set, _) = load_with(
+            &bound,
+            &patterns,
+            Some(trusted.clone()),
+            CatalogValues::Mask,
+        )
+        .await
+        .unwrap();
+        assert_eq!(set.len(), 1);
+        // Without TLS there is nothing to bind to.
+        let mut plain = bound.clone();
+        plain.tls = BackendTls::Disable;
+        let err = load_with(&plain, &patterns, None, CatalogValues::Mask)
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("channel binding is required") && err.contains("does not use TLS"),
+            "{err}"
+        );
+        // A server that asks for a cleartext password over TLS (allowed by
+        // the connection, but not bound) is refused.
+        pg.set_host_auth("password").unwrap();
+        let mut cleartext = bound.clone();
+        cleartext.allow.backend_cleartext = true;
+        let err = load_with(&cleartext, &patterns, Some(trusted), CatalogValues::Mask)
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("channel binding") && err.contains("SCRAM-SHA-256-PLUS"),
+            "{err}"
+        );
     }
 }

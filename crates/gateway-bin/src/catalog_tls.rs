@@ -73,17 +73,31 @@ where
             let tls = tokio_rustls::TlsConnector::from(self.config)
                 .connect(name, stream)
                 .await?;
-            Ok(RustlsStream(match &self.allow {
+            // The binding data of the certificate the handshake verified,
+            // as the sessions compute it.
+            let end_point = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| portcullis_pg::tls_server_end_point(cert));
+            let guard = match &self.allow {
                 Some(allow) => AuthGuard::new(tls, allow),
                 None => AuthGuard::passing(tls),
-            }))
+            };
+            Ok(RustlsStream { guard, end_point })
         })
     }
 }
 
 /// A TLS stream to the backend, its authentication held to what the
 /// connection allows.
-pub(crate) struct RustlsStream<S>(AuthGuard<tokio_rustls::client::TlsStream<S>>);
+pub(crate) struct RustlsStream<S> {
+    guard: AuthGuard<tokio_rustls::client::TlsStream<S>>,
+    /// The `tls-server-end-point` channel binding data of the server's
+    /// certificate (`None` when its algorithm has no hash).
+    end_point: Option<Vec<u8>>,
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
     fn poll_read(
@@ -91,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.guard).poll_read(cx, buf)
     }
 }
 
@@ -101,22 +115,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.guard).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.guard).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.guard).poll_shutdown(cx)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
-    /// SCRAM without channel binding, as the sessions' backend connections.
+    /// The server certificate's binding, as the sessions' backend
+    /// connections use it: SCRAM-SHA-256-PLUS when the backend offers it
+    /// (and only that under `channel_binding = "require"`, which the
+    /// catalog's connection configuration then says).
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        match &self.end_point {
+            Some(data) => ChannelBinding::tls_server_end_point(data.clone()),
+            None => ChannelBinding::none(),
+        }
     }
 }
 
@@ -130,7 +150,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
 /// (trust).
 ///
 /// Hand-written: tokio-postgres has no setting for it (its channel-binding
-/// `Require` also refuses SCRAM without `-PLUS`, which the sessions accept).
+/// `Require` also refuses SCRAM without `-PLUS`, which the sessions accept
+/// unless the connection says `channel_binding = "require"`; then the
+/// catalog's connection sets it too).
 pub(crate) struct AuthGuard<S> {
     inner: S,
     check: AuthCheck,

@@ -137,6 +137,20 @@ pub(crate) struct Connection {
     /// Backend authentication methods accepted besides SCRAM-SHA-256.
     #[serde(default)]
     pub(crate) allow_backend_auth: Vec<BackendAuthMethod>,
+    /// SCRAM-SHA-256-PLUS channel binding to the backend's TLS certificate.
+    #[serde(default, rename = "channel_binding")]
+    pub(crate) channel_binding_setting: Option<Spanned<ChannelBinding>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ChannelBinding {
+    /// Bind the login when the backend offers SCRAM-SHA-256-PLUS over TLS.
+    #[default]
+    Prefer,
+    /// Only a login bound to the backend's certificate (SCRAM-SHA-256-PLUS
+    /// over TLS); anything else ends the session (and the catalog load).
+    Require,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -206,6 +220,13 @@ fn default_write_timeout_secs() -> u64 {
 }
 
 impl Connection {
+    /// Channel binding towards this backend: as configured, else `prefer`.
+    pub(crate) fn channel_binding(&self) -> ChannelBinding {
+        self.channel_binding_setting
+            .as_ref()
+            .map_or(ChannelBinding::Prefer, |c| *c.get_ref())
+    }
+
     /// TLS towards this backend: as configured, else `verify-full` unless
     /// the host is a loopback address or `localhost`.
     pub(crate) fn tls(&self) -> BackendTls {
@@ -628,6 +649,27 @@ impl Config {
                         .to_owned(),
                 ));
             }
+            if let Some(cb) = &c.channel_binding_setting
+                && *cb.get_ref() == ChannelBinding::Require
+            {
+                if c.tls() == BackendTls::Disable {
+                    return Err((
+                        cb.span(),
+                        "channel_binding = \"require\" needs TLS to the backend (tls = \
+                         \"require\" or \"verify-full\"): channel binding is bound to the \
+                         server's certificate"
+                            .to_owned(),
+                    ));
+                }
+                if !c.allow_backend_auth.is_empty() {
+                    return Err((
+                        cb.span(),
+                        "channel_binding = \"require\" allows SCRAM-SHA-256-PLUS only: remove \
+                         allow_backend_auth"
+                            .to_owned(),
+                    ));
+                }
+            }
             if let Some(p) = &c.password
                 && !c.allow_inline_password
             {
@@ -834,6 +876,34 @@ address = "127.0.0.1:9090"
         let e =
             parse("[[masking.rule]]\nid = \"x\"\nliteral = \"y\"\nstyle = \"blur\"\n").unwrap_err();
         assert_eq!((e.line, e.column), (4, 9), "{e}");
+    }
+
+    #[test]
+    fn channel_binding_is_prefer_by_default_and_require_needs_tls_and_scram() {
+        let conn = "[[connection]]\nname = \"a\"\nkind = \"postgres\"\nhost = \"h\"\n\
+                    database = \"d\"\nuser = \"u\"\npassword_env = \"P\"\n";
+        let c = parse(conn).unwrap();
+        assert_eq!(c.connections[0].channel_binding(), ChannelBinding::Prefer);
+        let c = parse(&format!("{conn}channel_binding = \"require\"\n")).unwrap();
+        assert_eq!(c.connections[0].channel_binding(), ChannelBinding::Require);
+        let c = parse(&format!("{conn}channel_binding = \"prefer\"\n")).unwrap();
+        assert_eq!(c.connections[0].channel_binding(), ChannelBinding::Prefer);
+        // Without TLS (explicit, or a loopback host's default) there is
+        // nothing to bind to.
+        for plain in [
+            format!("{conn}tls = \"disable\"\nchannel_binding = \"require\"\n"),
+            format!("{conn}channel_binding = \"require\"\n").replace("\"h\"", "\"127.0.0.1\""),
+        ] {
+            let e = parse(&plain).unwrap_err();
+            assert!(e.message.contains("needs TLS to the backend"), "{e}");
+        }
+        let e = parse(&format!(
+            "{conn}channel_binding = \"require\"\nallow_backend_auth = [\"md5\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("SCRAM-SHA-256-PLUS only"), "{e}");
+        let e = parse(&format!("{conn}channel_binding = \"disable\"\n")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
     }
 
     #[test]

@@ -1368,8 +1368,9 @@ impl Hook for Gateway {
                 .count();
             if open >= self.max_sessions_per_principal {
                 drop(sessions);
-                return Err(Rejection::NotAuthorized(failed(format!(
-                    "too many sessions: {:?} already has {open} open (the limit is {})",
+                return Err(Rejection::TooManySessions(failed(format!(
+                    "too many sessions for one principal: {:?} already has {open} open, the \
+                     gateway's limit per principal (max_sessions_per_principal) is {}",
                     state.principal.id, self.max_sessions_per_principal
                 ))));
             }

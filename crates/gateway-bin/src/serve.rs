@@ -340,6 +340,7 @@ pub(crate) fn backend_target(
             config::BackendAuthMethod::Trust => allow.backend_trust = true,
         }
     }
+    allow.require_channel_binding = c.channel_binding() == config::ChannelBinding::Require;
     Ok(BackendTarget {
         allow,
         addr: BackendAddr::Tcp {

@@ -1360,36 +1360,101 @@ fn standard_conforming_strings_tricks_never_smuggle_a_delete_past_the_policy() {
     assert_eq!(orders(), "5");
 }
 
+/// Opens a session and runs `select 1` on it; the error's SQLSTATE and
+/// message when it is refused.
+async fn open_session(
+    gw: &Gateway,
+    token: &str,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), (String, String)> {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=shop dbname=postgres password={token}",
+        gw.port
+    );
+    let refused = |e: tokio_postgres::Error| {
+        let db = e
+            .as_db_error()
+            .unwrap_or_else(|| panic!("not a server error: {e}"));
+        (db.code().code().to_owned(), db.message().to_owned())
+    };
+    let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+        .await
+        .map_err(refused)?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.simple_query("select 1").await.map_err(refused)?;
+    Ok((client, task))
+}
+
 #[test]
-fn sessions_per_principal_are_capped_with_a_clear_error() {
+fn sessions_per_principal_are_capped_with_53300_naming_the_limit() {
     let gw = Gateway::start_full("", POLICY, "[limits]\nmax_sessions_per_principal = 1\n");
     let agent = gw.token("agent:ci-bot", "agents", "15m");
-    let dsn = gw.dsn(&agent);
-    // One session stays open (psql runs a shell command between two
-    // statements) while a second one tries to connect.
-    let first = std::thread::spawn(move || {
-        Client::psql(&dsn)
-            .unwrap()
-            .args(["-tA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .stdin("select 1;\n\\! sleep 4\nselect 2;\n")
-            .run()
-            .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    let out = gw.psql(&agent, "select 1");
-    assert!(!out.success(), "{out:?}");
-    assert!(out.stderr.contains("too many sessions"), "{}", out.stderr);
-    // Another principal is not affected.
     let other = gw.token("agent:other", "agents", "15m");
-    let out = gw.psql(&other, "select 1");
-    assert!(out.success(), "{out:?}");
-    let first = first.join().unwrap();
-    assert!(first.success(), "{first:?}");
-    assert_eq!(
-        first.stdout.split_whitespace().collect::<Vec<_>>(),
-        ["1", "2"]
-    );
-    // Once the first session ended, the principal may connect again.
-    let out = gw.psql(&agent, "select 1");
-    assert!(out.success(), "{out:?}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // One session open (it answered a query) while a second one tries.
+        let (first, task) = open_session(&gw, &agent).await.unwrap();
+        let (code, message) = open_session(&gw, &agent).await.err().unwrap();
+        assert_eq!(code, "53300", "{message}");
+        assert!(
+            message.contains("too many sessions for one principal")
+                && message.contains("\"agent:ci-bot\" already has 1 open")
+                && message.contains("max_sessions_per_principal")
+                && message.contains("is 1"),
+            "{message}"
+        );
+        // Another principal is not affected, and the first session still works.
+        let (second, _) = open_session(&gw, &other).await.unwrap();
+        second.simple_query("select 2").await.unwrap();
+        first.simple_query("select 2").await.unwrap();
+        // Once the first session ended, the principal may connect again.
+        drop(first);
+        task.await.unwrap();
+        let mut again = None;
+        for _ in 0..600 {
+            match open_session(&gw, &agent).await {
+                Ok(c) => {
+                    again = Some(c);
+                    break;
+                }
+                // The gateway notices the end of the first session a
+                // moment after its socket closed.
+                Err((code, _)) if code == "53300" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(again.is_some(), "the principal's slot was never freed");
+    });
+}
+
+#[test]
+fn sessions_in_total_are_capped_with_53300_naming_the_limit() {
+    let gw = Gateway::start_full("", POLICY, "[limits]\nmax_sessions = 1\n");
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let other = gw.token("agent:other", "agents", "15m");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (first, _task) = open_session(&gw, &agent).await.unwrap();
+        // Any principal is refused while the listener is full.
+        for token in [&agent, &other] {
+            let (code, message) = open_session(&gw, token).await.err().unwrap();
+            assert_eq!(code, "53300", "{message}");
+            assert!(
+                message.contains("too many clients already")
+                    && message.contains("limit of 1 sessions in total on this listener")
+                    && message.contains("max_sessions"),
+                "{message}"
+            );
+        }
+        first.simple_query("select 2").await.unwrap();
+    });
 }

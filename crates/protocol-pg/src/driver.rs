@@ -163,7 +163,8 @@ impl<H: Hook> Proxy<H> {
                             Ok(p) => Some(p),
                             Err(_) => {
                                 let timeout = self.inner.config.write_timeout;
-                                tasks.spawn(refuse_over_limit(tcp, timeout));
+                                let limit = self.inner.config.max_sessions.unwrap_or(0);
+                                tasks.spawn(refuse_over_limit(tcp, limit, timeout));
                                 continue;
                             }
                         },
@@ -188,11 +189,15 @@ impl<H: Hook> Proxy<H> {
     }
 }
 
-/// Tells a client over the session limit so, and closes its connection.
-async fn refuse_over_limit(mut tcp: TcpStream, timeout: Duration) {
+/// Tells a client over the session limit so (which limit, and its value),
+/// and closes its connection.
+async fn refuse_over_limit(mut tcp: TcpStream, limit: usize, timeout: Duration) {
     let msg = backend::fatal(
         "53300",
-        "sorry, too many clients already: the gateway's session limit is reached",
+        &format!(
+            "sorry, too many clients already: the gateway's limit of {limit} sessions in total \
+             on this listener (max_sessions) is reached"
+        ),
     );
     let _ = tokio::time::timeout(timeout, async {
         tcp.write_all(&msg).await?;

@@ -124,6 +124,13 @@ pub struct Allowances {
     /// The backend may accept the gateway without asking for any password
     /// (an AuthenticationOk before any exchange: `trust`).
     pub backend_trust: bool,
+    /// Not a relaxation but the reverse: the gateway's login to the backend
+    /// must be SCRAM-SHA-256-PLUS, bound to the backend's TLS certificate
+    /// (`tls-server-end-point`). A plain connection, a certificate that
+    /// allows no binding, a backend that does not offer `-PLUS`, and any
+    /// other method (even one allowed above) end the session. When false
+    /// (the default) the binding is used whenever it is on offer over TLS.
+    pub require_channel_binding: bool,
 }
 
 impl fmt::Debug for BackendTarget {
@@ -155,6 +162,9 @@ pub enum Rejection {
     InvalidCredential(String),
     /// The credential is valid but may not open this session (SQLSTATE 28000).
     NotAuthorized(String),
+    /// A session limit is reached (SQLSTATE 53300, too_many_connections);
+    /// the reason says which one.
+    TooManySessions(String),
 }
 
 /// The final decision on a held command.

@@ -135,6 +135,15 @@ pub use hook::{
 pub use messages::Limits;
 pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
 
+/// The `tls-server-end-point` channel binding data (RFC 5929) of a DER
+/// server certificate, as the sessions bind SCRAM-SHA-256-PLUS to it: the
+/// certificate's hash with the hash of its signature algorithm (SHA-256 for
+/// MD5 and SHA-1). `None` when the certificate does not parse or its
+/// algorithm has no hash (Ed25519, RSASSA-PSS).
+pub fn tls_server_end_point(certificate: &[u8]) -> Option<Vec<u8>> {
+    binding::server_end_point(certificate)
+}
+
 /// Entry points for the fuzz targets; not part of the supported API.
 #[doc(hidden)]
 pub mod internal {
@@ -359,6 +368,7 @@ pub mod internal {
                                     backend_md5: lenient,
                                     backend_cleartext: lenient,
                                     drop_unknown_startup_params: lenient,
+                                    require_channel_binding: choice & 16 != 0,
                                 };
                                 let backend = BackendTarget {
                                     addr: BackendAddr::Tcp {
@@ -373,6 +383,8 @@ pub mod internal {
                                 };
                                 let result = if choice % 5 == 1 {
                                     Err(Rejection::InvalidCredential(String::new()))
+                                } else if choice == 0xfe {
+                                    Err(Rejection::TooManySessions(String::new()))
                                 } else {
                                     Ok(Authenticated {
                                         principal: (),
@@ -429,7 +441,14 @@ pub mod internal {
                 4 => s.handle_client_closed(),
                 5 => s.handle_backend_closed(),
                 6 => s.handle_client_tls(now),
-                _ => s.handle_backend_connected(now),
+                _ => {
+                    // The payload after a choice with bit 6 set stands for
+                    // the backend's TLS certificate.
+                    if choice & 0x40 != 0 {
+                        s.handle_backend_tls(payload.get(1..).unwrap_or_default());
+                    }
+                    s.handle_backend_connected(now)
+                }
             }
             while s.poll_client_transmit().is_some() {}
             while let Some(b) = s.poll_backend_transmit() {

@@ -182,4 +182,37 @@ fn backend_leg_over_verified_tls() {
         out.stderr.contains("could not connect to the backend"),
         "{out:?}"
     );
+
+    // Channel binding required: PostgreSQL offers SCRAM-SHA-256-PLUS over
+    // TLS and the login is bound to its certificate (any unbound login
+    // would end the session).
+    let mut bound = proxy.hook.backend.clone();
+    bound.tls = BackendTls::Require {
+        server_name: "localhost".into(),
+    };
+    bound.allow.require_channel_binding = true;
+    proxy.hook.set_backend(bound.clone());
+    let out = Client::psql(&proxy.dsn("postgres"))
+        .unwrap()
+        .args([
+            "-tAc",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ])
+        .run()
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout.trim(), "t");
+    // The same server without TLS offers no -PLUS: refused, 08001.
+    bound.tls = BackendTls::Disable;
+    proxy.hook.set_backend(bound);
+    let out = Client::psql(&proxy.dsn("postgres"))
+        .unwrap()
+        .args(["-tAc", "SELECT 1"])
+        .run()
+        .unwrap();
+    assert!(!out.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("could not log in to the backend"),
+        "{out:?}"
+    );
 }

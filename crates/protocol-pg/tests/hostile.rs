@@ -1142,7 +1142,9 @@ fn sessions_over_the_limit_get_53300_and_a_freed_slot_is_reused() {
     let _ = s.read_to_end(&mut got);
     let text = String::from_utf8_lossy(&got);
     assert!(
-        text.contains("53300") && text.contains("too many clients"),
+        text.contains("53300")
+            && text.contains("too many clients")
+            && text.contains("limit of 2 sessions in total"),
         "{text}"
     );
     drop(a);

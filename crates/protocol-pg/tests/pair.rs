@@ -1836,6 +1836,92 @@ fn over_tls_the_scram_exchange_is_bound_to_the_backend_certificate() {
     }
 }
 
+#[test]
+fn required_channel_binding_refuses_every_login_that_is_not_bound() {
+    let cert = [
+        0x30, 0x13, 0x30, 0x03, 0x02, 0x01, 0x01, 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+        0x3d, 0x04, 0x03, 0x02, 0x03, 0x01, 0x00,
+    ];
+    // Ed25519 (1.3.101.112): no hash, so no tls-server-end-point binding.
+    let ed25519 = [
+        0x30, 0x0f, 0x30, 0x03, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03,
+        0x01, 0x00,
+    ];
+    let plus = &b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0"[..];
+    // (TLS, certificate, the backend's request, the refusal's words or None
+    // when the login goes on bound)
+    type Case<'a> = (bool, &'a [u8], Vec<u8>, Option<&'a str>);
+    let cases: [Case<'_>; 7] = [
+        (true, &cert, auth(10, plus), None),
+        (
+            true,
+            &cert,
+            auth(10, b"SCRAM-SHA-256\0\0"),
+            Some("does not offer SCRAM-SHA-256-PLUS"),
+        ),
+        (false, &[], auth(10, plus), Some("does not use TLS")),
+        (
+            true,
+            &ed25519,
+            auth(10, plus),
+            Some("allows no tls-server-end-point"),
+        ),
+        (
+            true,
+            &cert,
+            auth(0, b""),
+            Some("without authentication (trust)"),
+        ),
+        (true, &cert, auth(3, b""), Some("cleartext password")),
+        (true, &cert, auth(5, b"salt"), Some("MD5 password hash")),
+    ];
+    for (tls, certificate, request, refusal) in cases {
+        let mut allow = portcullis_pg::Allowances::default();
+        allow.require_channel_binding = true;
+        // Allowing the weaker methods does not let them in.
+        allow.backend_cleartext = true;
+        allow.backend_md5 = true;
+        allow.backend_trust = true;
+        let mut target = Pair::target_allowing(allow);
+        if tls {
+            target.tls = BackendTls::Require {
+                server_name: "db".into(),
+            };
+        }
+        let mut p = Pair::loopback();
+        login_with(&mut p, &[("user", "alice")], target);
+        if tls {
+            p.s.handle_backend_tls(certificate);
+        }
+        p.s.handle_backend_connected(p.now);
+        p.backend_out();
+        p.backend(&request);
+        let sent = p.backend_out();
+        let text = String::from_utf8_lossy(&sent);
+        match refusal {
+            None => {
+                assert!(text.contains("SCRAM-SHA-256-PLUS\0"), "{text:?}");
+                assert!(text.contains("p=tls-server-end-point,,"), "{text:?}");
+                assert!(!p.s.is_closed());
+            }
+            Some(what) => {
+                assert_eq!(codes(&p.client_out()), ["08001"], "{what}");
+                assert!(p.s.is_closed(), "{what}");
+                assert!(!tags(&sent).contains('p'), "{what}: nothing sent");
+                let ended = p.events().into_iter().find_map(|e| match e {
+                    Event::SessionEnded { error, .. } => error,
+                    _ => None,
+                });
+                let ended = ended.unwrap();
+                assert!(
+                    ended.contains("channel binding is required") && ended.contains(what),
+                    "{ended}"
+                );
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------- row limits
 
 /// A ready pair whose statements may return 2 rows, and a query of it

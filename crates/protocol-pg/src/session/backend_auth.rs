@@ -124,6 +124,23 @@ impl<H: Hook> Session<H> {
         };
         let state = std::mem::replace(&mut self.backend_auth, BackendAuth::Done);
         match (request, state) {
+            (
+                Some(
+                    Authentication::Ok
+                    | Authentication::CleartextPassword
+                    | Authentication::MD5Password(_),
+                ),
+                BackendAuth::Start,
+            ) if allow.require_channel_binding => {
+                let method = match code {
+                    0 => "accepted the gateway without authentication (trust)",
+                    3 => "asked for a cleartext password",
+                    _ => "asked for an MD5 password hash",
+                };
+                self.backend_auth_failed(format!(
+                    "channel binding is required (SCRAM-SHA-256-PLUS), but the backend {method}"
+                ));
+            }
             (Some(Authentication::Ok), BackendAuth::Start) if !allow.backend_trust => {
                 self.backend_auth_failed(
                     "the backend accepted the gateway without authentication (trust), which \
@@ -166,6 +183,28 @@ impl<H: Hook> Session<H> {
             (Some(Authentication::SASL(mechanisms)), BackendAuth::Start) => {
                 let offers_scram = mechanisms.iter().any(|m| m == "SCRAM-SHA-256");
                 let offers_plus = mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS");
+                if allow.require_channel_binding {
+                    let refusal = match (&self.channel_binding, offers_plus) {
+                        (Some(_), true) => None,
+                        (Some(_), false) => Some(
+                            "the backend does not offer SCRAM-SHA-256-PLUS (is it PostgreSQL 11 or \
+                             later, built with TLS support?)",
+                        ),
+                        (None, _) => Some(match self.target.as_ref().map(|t| &t.tls) {
+                            Some(crate::hook::BackendTls::Require { .. }) => {
+                                "the backend's certificate allows no tls-server-end-point \
+                                 binding (its signature algorithm has no hash, e.g. Ed25519)"
+                            }
+                            _ => "the connection to the backend does not use TLS",
+                        }),
+                    };
+                    if let Some(why) = refusal {
+                        self.backend_auth_failed(format!(
+                            "channel binding is required (SCRAM-SHA-256-PLUS), but {why}"
+                        ));
+                        return Ok(());
+                    }
+                }
                 let (mechanism, binding) = match (&self.channel_binding, offers_plus) {
                     (Some(data), true) => (
                         "SCRAM-SHA-256-PLUS",

@@ -83,6 +83,12 @@ impl<H: Hook> Session<H> {
                     Some(SessionError::Refused(reason)),
                 );
             }
+            Err(Rejection::TooManySessions(reason)) => {
+                self.close(
+                    Some(backend::fatal("53300", &reason)),
+                    Some(SessionError::Refused(reason)),
+                );
+            }
         }
     }
 
