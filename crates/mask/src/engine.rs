@@ -50,7 +50,8 @@ use std::fmt;
 use std::ops::Range;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind as AcMatchKind};
+use aho_corasick::MatchKind as AcMatchKind;
+use aho_corasick::automaton::Automaton as _;
 use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::nfa::thompson;
@@ -145,7 +146,7 @@ pub(crate) struct Scratch {
 pub(crate) struct Engine {
     pub(crate) dets: Vec<Det>,
     /// Keyword automaton, and for each keyword the detectors it serves.
-    ac: Option<AhoCorasick>,
+    ac: Option<aho_corasick::dfa::DFA>,
     kw_dets: Vec<Vec<u32>>,
     max_kw: usize,
     /// All patterns, one per detector (pattern id = detector index), for
@@ -354,10 +355,12 @@ impl Engine {
             None
         } else {
             Some(
-                AhoCorasick::builder()
+                // A DFA without prefilter: only match and dead states are
+                // special, so `scan_keywords` steps it in a tight loop.
+                aho_corasick::dfa::DFA::builder()
                     .ascii_case_insensitive(true)
                     .match_kind(AcMatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
+                    .prefilter(false)
                     .build(&keywords)
                     .map_err(automaton_error)?,
             )
@@ -656,6 +659,81 @@ impl Engine {
             cont: true,
         })
     }
+}
+
+/// How many walks of the keyword DFA `keyword_match_states` runs in step.
+const WALKS: usize = 4;
+
+/// Steps the keyword DFA from `start` over `bytes` and records in `events`
+/// every match state it enters, with the index of the byte that led to it,
+/// in order of that index. What an overlapping search reports, without its
+/// per-byte bookkeeping.
+///
+/// The DFA's transitions are a chain of dependent loads, so one walk waits
+/// on memory at every byte. Over a long input `WALKS` walks run in step,
+/// one per segment, each from `max_kw - 1` bytes before its segment (where
+/// its state has caught up with a walk from the start: a state is the
+/// longest keyword prefix ending at a byte, at most `max_kw` bytes long),
+/// each reporting only inside its segment.
+#[inline(never)]
+fn keyword_match_states(
+    ac: &aho_corasick::dfa::DFA,
+    start: aho_corasick::automaton::StateID,
+    bytes: &[u8],
+    max_kw: usize,
+    events: &mut Vec<(usize, aho_corasick::automaton::StateID)>,
+) {
+    use aho_corasick::Anchored::No;
+    let overlap = max_kw.saturating_sub(1);
+    let n = bytes.len();
+    // Segment length; every walk but the first starts `overlap` bytes early.
+    let seg = n / WALKS;
+    if seg < 2 * overlap + 256 {
+        let mut sid = start;
+        for (i, &b) in bytes.iter().enumerate() {
+            sid = ac.next_state(No, sid, b);
+            if ac.is_special(sid) && ac.is_match(sid) {
+                events.push((i, sid));
+            }
+        }
+        return;
+    }
+    // Walk `w` reads from `from[w]`; in step for `seg` bytes, then each
+    // finishes alone (the first has nothing left).
+    let from: [usize; WALKS] = std::array::from_fn(|w| (w * seg).saturating_sub(overlap));
+    let lanes: [&[u8]; WALKS] = from.map(|f| bytes.get(f..).unwrap_or_default());
+    // The walks' states stay in registers: one variable each.
+    let [l0, l1, l2, l3] = lanes.map(|l| l.get(..seg).unwrap_or_default());
+    let (mut s0, mut s1, mut s2, mut s3) = (start, start, start, start);
+    for (t, (((&b0, &b1), &b2), &b3)) in l0.iter().zip(l1).zip(l2).zip(l3).enumerate() {
+        s0 = ac.next_state(No, s0, b0);
+        s1 = ac.next_state(No, s1, b1);
+        s2 = ac.next_state(No, s2, b2);
+        s3 = ac.next_state(No, s3, b3);
+        if ac.is_special(s0) | ac.is_special(s1) | ac.is_special(s2) | ac.is_special(s3) {
+            for (w, sid) in [s0, s1, s2, s3].into_iter().enumerate() {
+                let at = from.get(w).copied().unwrap_or(0) + t;
+                if ac.is_match(sid) && at >= w * seg {
+                    events.push((at, sid));
+                }
+            }
+        }
+    }
+    let sids = [s0, s1, s2, s3];
+    for w in 1..WALKS {
+        let (Some(&lane), Some(mut sid)) = (lanes.get(w), sids.get(w).copied()) else {
+            continue;
+        };
+        let to = if w + 1 == WALKS { n } else { (w + 1) * seg };
+        let at0 = from.get(w).copied().unwrap_or(0);
+        for (at, &b) in (at0 + seg..).zip(lane.get(seg..to - at0).unwrap_or_default()) {
+            sid = ac.next_state(No, sid, b);
+            if ac.is_special(sid) && ac.is_match(sid) {
+                events.push((at, sid));
+            }
+        }
+    }
+    events.sort_unstable_by_key(|e| e.0);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1015,6 +1093,11 @@ pub(crate) struct Core {
     watermark: Vec<usize>,
     hits: Vec<Hit>,
     cands: Vec<Cand>,
+    /// Scratch of `scan_keywords`: match states of the keyword DFA by the
+    /// index of their last byte.
+    kw_events: Vec<(usize, aho_corasick::automaton::StateID)>,
+    /// Scratch of `free_walks`: match ends and their detectors.
+    free_found: Vec<(usize, u32)>,
     /// A capped match's continuation still to be masked: (detector, start).
     cont: Option<(u32, usize)>,
 }
@@ -1030,6 +1113,8 @@ impl Core {
             watermark: vec![0; engine.dets.len()],
             hits: Vec::new(),
             cands: Vec::new(),
+            kw_events: Vec::new(),
+            free_found: Vec::new(),
             cont: None,
         }
     }
@@ -1203,31 +1288,40 @@ impl Core {
         if from >= end {
             return;
         }
-        let input = aho_corasick::Input::new(hay).span(from - base..hay.len());
-        match ac.try_find_overlapping_iter(input) {
-            Ok(iter) => {
-                for m in iter {
-                    let (k, ke) = (base + m.start(), base + m.end());
-                    if ke <= self.ac_done {
-                        continue;
-                    }
-                    let Some(dets) = engine.kw_dets.get(m.pattern().as_usize()) else {
-                        continue;
-                    };
-                    for &det in dets {
-                        let l = engine.dets.get(det as usize).map_or(1, |d| d.kw_reach);
-                        self.hits.push(Hit {
-                            det,
-                            lo: ke.saturating_sub(l),
-                            hi: k,
-                        });
-                    }
+        // What an overlapping search reports (every keyword of every match
+        // state, in order of their ends), stepping the DFA in one loop.
+        let Ok(sid) = ac.start_state(aho_corasick::Anchored::No) else {
+            // Cannot happen (the DFA is built unanchored); fail closed.
+            self.probe_everything(engine, true, from, end);
+            self.ac_done = end;
+            return;
+        };
+        let bytes = hay.get(from - base..).unwrap_or_default();
+        let mut events = std::mem::take(&mut self.kw_events);
+        keyword_match_states(ac, sid, bytes, engine.max_kw, &mut events);
+        for &(i, sid) in &events {
+            let ke = from + i + 1;
+            if ke <= self.ac_done {
+                continue;
+            }
+            for n in 0..ac.match_len(sid) {
+                let pid = ac.match_pattern(sid, n);
+                let k = ke - ac.pattern_len(pid);
+                let Some(dets) = engine.kw_dets.get(pid.as_usize()) else {
+                    continue;
+                };
+                for &det in dets {
+                    let l = engine.dets.get(det as usize).map_or(1, |d| d.kw_reach);
+                    self.hits.push(Hit {
+                        det,
+                        lo: ke.saturating_sub(l),
+                        hi: k,
+                    });
                 }
             }
-            // Overlapping search with a standard automaton does not fail; if
-            // it did, probe every keyword detector everywhere (fail closed).
-            Err(_) => self.probe_everything(engine, true, from, end),
         }
+        events.clear();
+        self.kw_events = events;
         self.ac_done = end;
     }
 
@@ -1331,6 +1425,12 @@ impl Core {
         to: usize,
     ) -> Result<(), ()> {
         let (fs, ts) = (from - base, to - base);
+        // Over a long span, four walks in step (see `free_walks`).
+        let overlap = engine.lfree + 2;
+        let seg = (ts - fs) / 4;
+        if seg >= 2 * overlap + 256 && self.free_walks(engine, dfa, cache, hay, base, fs, ts)? {
+            return Ok(());
+        }
         let input = Input::new(hay).span(fs..ts);
         let mut sid = dfa.start_state_forward(cache, &input).map_err(|_| ())?;
         let bytes = hay.get(fs..ts).unwrap_or_default();
@@ -1380,6 +1480,163 @@ impl Core {
         Ok(())
     }
 
+    /// What `run_free_dfa` does over `hay[fs..ts]`, with four walks of the
+    /// DFA in step, one per quarter, so that their dependent transition
+    /// loads overlap. Each walk reports the match ends of its own quarter
+    /// only, and starts `lfree + 2` bytes before it (the look-behind before
+    /// its first byte is in its start state); the reports are then put in
+    /// the order of one walk. It sees every match of at most `lfree` bytes
+    /// that ends in its quarter, which is every match a probe can find (a
+    /// probe reads at most `max_len` bytes): a longer match that started
+    /// before the walk may go unreported, but a probe it would have caused
+    /// finds something only where a match of at most `max_len` bytes
+    /// starts, whose end the walk of that end's quarter reports; so the
+    /// candidates are those of one walk. Returns false, having recorded nothing, if the
+    /// lazy DFA's cache was cleared meanwhile (the other walks' states would
+    /// be stale): the caller then makes one walk.
+    #[allow(clippy::too_many_arguments)]
+    fn free_walks(
+        &mut self,
+        engine: &Engine,
+        dfa: &DFA,
+        cache: &mut Cache,
+        hay: &[u8],
+        base: usize,
+        fs: usize,
+        ts: usize,
+    ) -> Result<bool, ()> {
+        let overlap = engine.lfree + 2;
+        let seg = (ts - fs) / 4;
+        let clears = cache.clear_count();
+        // Walk `w` reads from `q[w]`: in step for `seg` bytes, then alone up
+        // to the end of its quarter (the first has nothing left).
+        let q: [usize; 4] = std::array::from_fn(|w| fs + (w * seg).saturating_sub(overlap));
+        let qtr: [usize; 4] = std::array::from_fn(|w| fs + w * seg);
+        let mut s = [LazyStateID::default(); 4];
+        for (sw, &qw) in s.iter_mut().zip(&q) {
+            let input = Input::new(hay).span(qw..ts);
+            *sw = dfa.start_state_forward(cache, &input).map_err(|_| ())?;
+        }
+        if cache.clear_count() != clears {
+            return Ok(false);
+        }
+        let mut found = std::mem::take(&mut self.free_found);
+        found.clear();
+        // One step of one walk; records the match ends of its quarter.
+        let step = |found: &mut Vec<(usize, u32)>,
+                    cache: &mut Cache,
+                    w: usize,
+                    sid: LazyStateID,
+                    at: usize,
+                    b: u8|
+         -> Result<Option<LazyStateID>, ()> {
+            let next = dfa.next_state(cache, sid, b).map_err(|_| ())?;
+            if cache.clear_count() != clears || next.is_dead() {
+                return Ok(None);
+            }
+            if next.is_quit() {
+                return Err(());
+            }
+            if next.is_match() && at >= qtr.get(w).copied().unwrap_or(0) {
+                for k in 0..dfa.match_len(cache, next) {
+                    let pid = dfa.match_pattern(cache, next, k);
+                    if let Some(&det) = engine.free_dets.get(pid.as_usize()) {
+                        found.push((at, det));
+                    }
+                }
+            }
+            Ok(Some(next))
+        };
+        let lane = |w: usize, len: usize| {
+            let from = q.get(w).copied().unwrap_or(0);
+            hay.get(from..from + len).unwrap_or_default()
+        };
+        let (l0, l1, l2, l3) = (lane(0, seg), lane(1, seg), lane(2, seg), lane(3, seg));
+        let [mut s0, mut s1, mut s2, mut s3] = s;
+        let [q0, q1, q2, q3] = q;
+        for (t, (((&b0, &b1), &b2), &b3)) in l0.iter().zip(l1).zip(l2).zip(l3).enumerate() {
+            if !(s0.is_tagged() | s1.is_tagged() | s2.is_tagged() | s3.is_tagged()) {
+                let n0 = dfa.next_state_untagged(cache, s0, b0);
+                let n1 = dfa.next_state_untagged(cache, s1, b1);
+                let n2 = dfa.next_state_untagged(cache, s2, b2);
+                let n3 = dfa.next_state_untagged(cache, s3, b3);
+                if !(n0.is_tagged() | n1.is_tagged() | n2.is_tagged() | n3.is_tagged()) {
+                    (s0, s1, s2, s3) = (n0, n1, n2, n3);
+                    continue;
+                }
+            }
+            // Some walk meets a tagged state: step each one checked.
+            let steps = [(s0, q0, b0), (s1, q1, b1), (s2, q2, b2), (s3, q3, b3)];
+            let mut next = [LazyStateID::default(); 4];
+            for (w, ((sid, qw, b), slot)) in steps.into_iter().zip(next.iter_mut()).enumerate() {
+                match step(&mut found, cache, w, sid, qw + t, b)? {
+                    Some(n) => *slot = n,
+                    None => {
+                        self.free_found = found;
+                        return Ok(false);
+                    }
+                }
+            }
+            [s0, s1, s2, s3] = next;
+        }
+        // The rest of each quarter, one walk at a time; then the last
+        // walk's end-of-span transition.
+        for (w, sid) in [(1, s1), (2, s2), (3, s3)] {
+            let (Some(&qw), Some(&end)) = (q.get(w), qtr.get(w + 1).or(Some(&ts))) else {
+                continue;
+            };
+            let mut sid = sid;
+            for (at, &b) in (qw + seg..).zip(hay.get(qw + seg..end).unwrap_or_default()) {
+                match step(&mut found, cache, w, sid, at, b)? {
+                    Some(n) => sid = n,
+                    None => {
+                        self.free_found = found;
+                        return Ok(false);
+                    }
+                }
+            }
+            if w == 3 {
+                let last = match hay.get(ts) {
+                    Some(&b) => dfa.next_state(cache, sid, b),
+                    None => dfa.next_eoi_state(cache, sid),
+                }
+                .map_err(|_| ())?;
+                if cache.clear_count() != clears {
+                    self.free_found = found;
+                    return Ok(false);
+                }
+                if last.is_quit() {
+                    return Err(());
+                }
+                if last.is_match() {
+                    for k in 0..dfa.match_len(cache, last) {
+                        let pid = dfa.match_pattern(cache, last, k);
+                        if let Some(&det) = engine.free_dets.get(pid.as_usize()) {
+                            found.push((ts, det));
+                        }
+                    }
+                }
+            }
+        }
+        // In the order of one walk: by end, then pattern (a stable sort).
+        found.sort_by_key(|&(at, _)| at);
+        for &(at, det) in &found {
+            let e = base + at;
+            if e <= self.free_done {
+                continue;
+            }
+            let l = engine.dets.get(det as usize).map_or(1, |d| d.max_len);
+            self.hits.push(Hit {
+                det,
+                lo: e.saturating_sub(l),
+                hi: e.saturating_sub(1),
+            });
+        }
+        found.clear();
+        self.free_found = found;
+        Ok(true)
+    }
+
     /// Records a hit for each pattern of match state `sid`, whose matches
     /// end at `e`.
     fn free_matches(
@@ -1425,6 +1682,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aho_corasick::AhoCorasick;
 
     fn source(id: &'static str, pattern: &'static str) -> Source {
         Source {
@@ -1459,8 +1717,9 @@ mod tests {
         assert_eq!(reach, [3, 8, 300, 8]);
     }
 
-    /// The keyword-less DFA loop reports what the library's overlapping
-    /// search reports, on inputs dense in digits, separators and matches.
+    /// The keyword-less DFA loop (one walk, or four in step over a long
+    /// span) reports what the library's overlapping search reports, on
+    /// inputs dense in digits, separators and matches.
     #[test]
     fn free_dfa_loop_reports_what_the_overlapping_search_reports() {
         use regex_automata::hybrid::dfa::OverlappingState;
@@ -1479,8 +1738,13 @@ mod tests {
         let mut cache = dfa.create_cache();
         let alphabet = b"0123456789012345678901234567 .-+mnxAZ\n";
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for round in 0..300 {
-            let len = 1 + round % 97;
+        for round in 0..330 {
+            // Short spans (one walk) and long ones (four walks in step).
+            let len = if round < 300 {
+                1 + round % 97
+            } else {
+                1500 + 211 * (round - 300)
+            };
             let hay: Vec<u8> = (0..len)
                 .map(|_| {
                     seed ^= seed << 13;
@@ -1509,6 +1773,76 @@ mod tests {
                 got,
                 expected,
                 "{:?} {from}..{to}",
+                String::from_utf8_lossy(&hay)
+            );
+        }
+    }
+
+    /// The keyword loop reports what aho-corasick's overlapping search
+    /// reports (every keyword occurrence, overlapping ones included, in
+    /// the order of their ends), whole and from any resume point.
+    #[test]
+    fn keyword_loop_reports_what_the_overlapping_search_reports() {
+        let kw = |id, pattern, kws: &[&'static str]| Source {
+            keywords: kws.iter().map(|k| Cow::Borrowed(*k)).collect(),
+            max_len: 20,
+            ..source(id, pattern)
+        };
+        let engine = Engine::new(
+            vec![
+                kw("a", r"ab[a-z]{2}", &["ab", "abab"]),
+                kw("b", r"b[a-z]{2}", &["ba", "b"]),
+                kw("c", r"(?i)key[0-9]", &["key", "ey"]),
+            ],
+            &[],
+        )
+        .unwrap();
+        let keywords = ["ab", "abab", "ba", "b", "key", "ey"];
+        assert_eq!(engine.kw_dets.len(), keywords.len());
+        let reference = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(AcMatchKind::Standard)
+            .build(keywords)
+            .unwrap();
+        let alphabet = b"abABkKeEyY1 ";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..340 {
+            // Short inputs (one walk) and long ones (several walks in step).
+            let len = if round < 300 {
+                1 + round % 61
+            } else {
+                1000 + 97 * (round - 300)
+            };
+            let hay: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let done = round % 7 % len;
+            let mut expected = Vec::new();
+            for m in reference.find_overlapping_iter(&hay[..]) {
+                if m.end() <= done {
+                    continue;
+                }
+                // The engine numbers its keywords in the same order.
+                let k = m.pattern().as_usize();
+                for &det in &engine.kw_dets[k] {
+                    let l = engine.dets[det as usize].kw_reach;
+                    expected.push((det, m.end().saturating_sub(l), m.start()));
+                }
+            }
+            let mut core = Core::new(&engine);
+            core.ac_done = done;
+            core.scan_keywords(&engine, &hay, 0, hay.len());
+            let got: Vec<(u32, usize, usize)> =
+                core.hits.iter().map(|h| (h.det, h.lo, h.hi)).collect();
+            assert_eq!(
+                got,
+                expected,
+                "{:?} from {done}",
                 String::from_utf8_lossy(&hay)
             );
         }
