@@ -188,6 +188,7 @@ mod k8s;
 mod model;
 mod policy;
 mod request;
+mod search_path;
 mod sql;
 
 pub use error::PolicyError;
@@ -195,12 +196,13 @@ pub use explain::{
     Explanation, ReplayChange, ReplayEntry, ReplayReport, RuleMatch, StatementExplanation, replay,
 };
 pub use facts::{
-    ColumnAccess, ColumnUse, CommandFacts, K8sFacts, K8sRisk, K8sVerb, Risk, StatementFacts,
-    StatementKind,
+    ColumnAccess, ColumnUse, CommandFacts, K8sFacts, K8sRisk, K8sVerb, Risk, SearchPathChange,
+    StatementFacts, StatementKind,
 };
 pub use k8s::analyze_k8s;
 pub use policy::{Decision, Effect, FieldRule, MaskDirectives, Policy, ReviewMode};
 pub use request::{Command, K8sRequest, Principal, PrincipalKind, Request, Resource, ResourceKind};
+pub use search_path::{Relations, SearchPath};
 pub use sql::lineage::{
     CatalogValues, CopyFormat, Lineage, LineageSchema, StatementLineage, lineage,
 };
