@@ -211,14 +211,23 @@ mod tests {
         // Another search path, or other relations, is another key.
         let path = SearchPath::Known(vec!["shop".into()]);
         let req = Request::sql(&p, &r, "SELECT 1").with_search_path(&path);
-        assert_eq!(c.get_or_insert("SELECT 1", &req, || d("three")).reason, "three");
+        assert_eq!(
+            c.get_or_insert("SELECT 1", &req, || d("three")).reason,
+            "three"
+        );
         assert_eq!(c.get_or_insert("SELECT 1", &req, || d("x")).reason, "three");
         let unknown = SearchPath::Unknown;
         let req = Request::sql(&p, &r, "SELECT 1").with_search_path(&unknown);
-        assert_eq!(c.get_or_insert("SELECT 1", &req, || d("four")).reason, "four");
+        assert_eq!(
+            c.get_or_insert("SELECT 1", &req, || d("four")).reason,
+            "four"
+        );
         let rel = crate::Relations::new();
         let req = req.with_relations(&rel);
-        assert_eq!(c.get_or_insert("SELECT 1", &req, || d("five")).reason, "five");
+        assert_eq!(
+            c.get_or_insert("SELECT 1", &req, || d("five")).reason,
+            "five"
+        );
         let risks = [Risk::MaskedColumnPredicate];
         let req = req.with_risks(&risks);
         assert_eq!(c.get_or_insert("SELECT 1", &req, || d("six")).reason, "six");

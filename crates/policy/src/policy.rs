@@ -1202,13 +1202,20 @@ impl Policy {
             add_risks(&mut facts, req.risks);
             let next = path.after(facts.search_path.as_ref());
             let (outcome, facts) = if facts.unqualified.is_empty() {
-                (self.decide_statement(principal, resource, &facts, &mut mask), facts)
+                (
+                    self.decide_statement(principal, resource, &facts, &mut mask),
+                    facts,
+                )
             } else {
+                let creates = std::iter::once(&facts.kind)
+                    .chain(&facts.nested_kinds)
+                    .any(|k| *k == StatementKind::Create);
                 match resolutions(
                     &facts.unqualified,
                     &path,
                     req.relations,
                     &default_schema,
+                    creates,
                 ) {
                     Err(why) => ((Effect::Deny, None, why), facts),
                     Ok(maps) => {

@@ -1,7 +1,7 @@
 //! The session's `search_path`: how relation names written without a schema
 //! are resolved when the policy matches `reads`, `writes` and `objects`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -100,6 +100,8 @@ fn next_id() -> u64 {
 #[derive(Debug, Clone)]
 pub struct Relations {
     by_name: HashMap<String, Vec<String>>,
+    /// Every schema holding a relation.
+    schemas: BTreeSet<String>,
     /// Unique per content (a change gives a new id): part of the decision
     /// cache's key.
     id: u64,
@@ -124,6 +126,7 @@ impl Relations {
     pub fn new() -> Self {
         Self {
             by_name: HashMap::new(),
+            schemas: BTreeSet::new(),
             id: next_id(),
         }
     }
@@ -133,6 +136,7 @@ impl Relations {
         let schemas = self.by_name.entry(name.into()).or_default();
         let schema = schema.into();
         if let Err(i) = schemas.binary_search(&schema) {
+            self.schemas.insert(schema.clone());
             schemas.insert(i, schema);
         }
         self.id = next_id();
@@ -179,12 +183,15 @@ impl<S: Into<String>, N: Into<String>> FromIterator<(S, N)> for Relations {
 pub(crate) const MAX_RESOLUTIONS: usize = 64;
 
 /// The schemas a bare relation name may resolve to, first the most likely;
-/// `Err` when they cannot be told at all.
+/// `Err` when they cannot be told at all. `creates`: the statement creates
+/// something, which goes to the first schema of the path that exists
+/// (whoever holds the name).
 pub(crate) fn candidates(
     name: &str,
     path: &SearchPath,
     relations: Option<&Relations>,
     default_schema: &str,
+    creates: bool,
 ) -> Result<Vec<String>, String> {
     let known = match path {
         SearchPath::Known(list) if !list.iter().any(|s| s == "$user") => Some(list),
@@ -197,6 +204,12 @@ pub(crate) fn candidates(
         }
     };
     match (known, relations) {
+        (Some(list), _) if creates => {
+            list.iter().for_each(|s| push(s));
+            if list.is_empty() {
+                push(default_schema);
+            }
+        }
         (Some(list), Some(rel)) => {
             let implicit_catalog = !list.iter().any(|s| s == "pg_catalog");
             let first = implicit_catalog
@@ -223,7 +236,12 @@ pub(crate) fn candidates(
         }
         (None, Some(rel)) => {
             push(default_schema);
-            rel.schemas_holding(name).iter().for_each(|s| push(s));
+            let holders = rel.schemas_holding(name);
+            holders.iter().for_each(|s| push(s));
+            if creates || holders.is_empty() {
+                // Whichever schema comes first in the path.
+                rel.schemas.iter().for_each(|s| push(s));
+            }
         }
         (None, None) => {
             return Err(format!(
@@ -243,11 +261,12 @@ pub(crate) fn resolutions(
     path: &SearchPath,
     relations: Option<&Relations>,
     default_schema: &str,
+    creates: bool,
 ) -> Result<Vec<BTreeMap<String, String>>, String> {
     let mut per_name = Vec::with_capacity(names.len());
     let mut total: usize = 1;
     for n in names {
-        let c = candidates(n, path, relations, default_schema)?;
+        let c = candidates(n, path, relations, default_schema, creates)?;
         total = total.saturating_mul(c.len().max(1));
         if total > MAX_RESOLUTIONS {
             return Err(format!(
@@ -293,7 +312,7 @@ mod tests {
         .into_iter()
         .collect();
         let p = known(&["shop", "public"]);
-        let c = |n: &str, p: &SearchPath| candidates(n, p, Some(&rel), "public").unwrap();
+        let c = |n: &str, p: &SearchPath| candidates(n, p, Some(&rel), "public", false).unwrap();
         assert_eq!(c("orders", &p), ["shop"]);
         assert_eq!(c("users", &p), ["public"]);
         // pg_catalog first unless listed.
@@ -303,33 +322,59 @@ mod tests {
         assert_eq!(c("fresh", &p), ["shop", "public"]);
         assert_eq!(c("fresh", &known(&[])), ["public"]);
         // `$user` makes the path unknown: default and every holder.
-        assert_eq!(c("orders", &known(&["$user", "public"])), ["public", "shop"]);
+        assert_eq!(
+            c("orders", &known(&["$user", "public"])),
+            ["public", "shop"]
+        );
         assert_eq!(c("orders", &SearchPath::Unknown), ["public", "shop"]);
-        assert_eq!(c("fresh", &SearchPath::Unknown), ["public"]);
+        // Nobody holds it and the path is unknown: any schema could be first.
+        assert_eq!(
+            c("fresh", &SearchPath::Unknown),
+            ["public", "pg_catalog", "shop"]
+        );
+        // A creation goes to the first schema of the path, whoever holds the name.
+        let create =
+            |n: &str, p: &SearchPath| candidates(n, p, Some(&rel), "public", true).unwrap();
+        assert_eq!(create("users", &p), ["shop", "public"]);
+        assert_eq!(
+            create("users", &SearchPath::Unknown),
+            ["public", "pg_catalog", "shop"]
+        );
     }
 
     #[test]
     fn without_relations() {
         let p = known(&["shop", "public"]);
         assert_eq!(
-            candidates("orders", &p, None, "public").unwrap(),
+            candidates("orders", &p, None, "public", false).unwrap(),
             ["shop", "public"]
         );
         assert_eq!(
-            candidates("pg_stat_activity", &p, None, "public").unwrap(),
+            candidates("pg_stat_activity", &p, None, "public", false).unwrap(),
             ["pg_catalog", "shop", "public"]
         );
-        assert!(candidates("orders", &SearchPath::Unknown, None, "public").is_err());
+        assert!(candidates("orders", &SearchPath::Unknown, None, "public", false).is_err());
     }
 
     #[test]
     fn combinations_are_bounded() {
         let p = known(&["a", "b", "c", "d"]);
         let names: Vec<String> = ["x", "y", "z"].iter().map(|s| (*s).to_owned()).collect();
-        assert_eq!(resolutions(&names, &p, None, "public").unwrap().len(), 64);
-        let four: Vec<String> = ["w", "x", "y", "z"].iter().map(|s| (*s).to_owned()).collect();
-        assert!(resolutions(&four, &p, None, "public").is_err());
-        assert_eq!(resolutions(&[], &p, None, "public").unwrap().len(), 1);
+        assert_eq!(
+            resolutions(&names, &p, None, "public", false)
+                .unwrap()
+                .len(),
+            64
+        );
+        let four: Vec<String> = ["w", "x", "y", "z"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert!(resolutions(&four, &p, None, "public", false).is_err());
+        assert_eq!(
+            resolutions(&[], &p, None, "public", false).unwrap().len(),
+            1
+        );
     }
 
     #[test]

@@ -110,20 +110,40 @@ fn a_known_path_closes_the_bypass() {
     let shop_first = path(&["shop", "public"]);
     assert!(decide_in(&policy, "DELETE FROM orders", &shop_first, Some(&rel)).is_deny());
     assert!(decide_in(&policy, "DELETE FROM \"orders\"", &shop_first, Some(&rel)).is_deny());
-    assert!(decide_in(&policy, "DELETE FROM public.orders", &shop_first, Some(&rel)).is_allow());
+    assert!(
+        decide_in(
+            &policy,
+            "DELETE FROM public.orders",
+            &shop_first,
+            Some(&rel)
+        )
+        .is_allow()
+    );
     // With the path the other way round, `orders` is public's.
     let public_first = path(&["public", "shop"]);
     assert!(decide_in(&policy, "DELETE FROM orders", &public_first, Some(&rel)).is_allow());
-    assert!(decide_in(&policy, "DELETE FROM shop.orders", &public_first, Some(&rel)).is_deny());
+    assert!(
+        decide_in(
+            &policy,
+            "DELETE FROM shop.orders",
+            &public_first,
+            Some(&rel)
+        )
+        .is_deny()
+    );
     // Without relations, a known path could mean any of its schemas.
     assert!(decide_in(&policy, "DELETE FROM orders", &public_first, None).is_deny());
     // The facts say where the name went.
     let p = Principal::new("agent", PrincipalKind::Agent);
     let db = Resource::new("shop", ResourceKind::Postgres);
     let d = policy.evaluate(
-        &Request::sql(&p, &db, "UPDATE orders SET paid = true FROM users WHERE users.id = 1")
-            .with_search_path(&shop_first)
-            .with_relations(&rel),
+        &Request::sql(
+            &p,
+            &db,
+            "UPDATE orders SET paid = true FROM users WHERE users.id = 1",
+        )
+        .with_search_path(&shop_first)
+        .with_relations(&rel),
     );
     let portcullis_policy::CommandFacts::Sql { statements } = &d.facts else {
         panic!()
@@ -166,7 +186,12 @@ fn an_allow_on_one_candidate_does_not_allow_the_others() {
     let known = path(&["public", "shop"]);
     assert!(decide_in(&policy, "DELETE FROM orders", &known, Some(&rel)).is_allow());
     // Unknown: shop.orders is held for review, which is stricter.
-    let e = decide_in(&policy, "DELETE FROM orders", &SearchPath::Unknown, Some(&rel));
+    let e = decide_in(
+        &policy,
+        "DELETE FROM orders",
+        &SearchPath::Unknown,
+        Some(&rel),
+    );
     assert_eq!(e.as_str(), "review");
     // A name only shop holds, with a path naming public first: shop's.
     let e = decide_in(&policy, "DELETE FROM customers", &known, Some(&rel));
@@ -186,7 +211,15 @@ fn catalog_relations_resolve_to_pg_catalog_first() {
     .unwrap();
     let mut rel = shop_relations();
     rel.add("shop", "pg_class");
-    assert!(decide_in(&policy, "SELECT * FROM pg_class", &path(&["shop"]), Some(&rel)).is_deny());
+    assert!(
+        decide_in(
+            &policy,
+            "SELECT * FROM pg_class",
+            &path(&["shop"]),
+            Some(&rel)
+        )
+        .is_deny()
+    );
     // Listed after shop: shop's own pg_class comes first.
     let listed = path(&["shop", "pg_catalog"]);
     assert!(decide_in(&policy, "SELECT * FROM pg_class", &listed, Some(&rel)).is_allow());
@@ -201,34 +234,65 @@ fn too_many_resolutions_are_denied() {
     // 4 names: 81 > 64, denied with the reason.
     let p = Principal::new("agent", PrincipalKind::Agent);
     let db = Resource::new("shop", ResourceKind::Postgres);
-    let d = policy.evaluate(
-        &Request::sql(&p, &db, "SELECT * FROM w, x, y, z").with_search_path(&wide),
-    );
+    let d =
+        policy.evaluate(&Request::sql(&p, &db, "SELECT * FROM w, x, y, z").with_search_path(&wide));
     assert!(d.effect.is_deny());
-    assert!(d.reason.contains("name them with their schema"), "{}", d.reason);
+    assert!(
+        d.reason.contains("name them with their schema"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
 fn statements_that_change_the_search_path_say_so() {
-    let set = |list: &[&str]| Some(SearchPathChange::Set(list.iter().map(|s| (*s).to_owned()).collect()));
+    let set = |list: &[&str]| {
+        Some(SearchPathChange::Set(
+            list.iter().map(|s| (*s).to_owned()).collect(),
+        ))
+    };
     for (sql, want) in [
         ("SET search_path = shop, public", set(&["shop", "public"])),
-        ("set SESSION search_path TO Shop, \"Public\", 'x y'", set(&["shop", "Public", "x y"])),
-        ("SET search_path = \"$user\", public", set(&["$user", "public"])),
+        (
+            "set SESSION search_path TO Shop, \"Public\", 'x y'",
+            set(&["shop", "Public", "x y"]),
+        ),
+        (
+            "SET search_path = \"$user\", public",
+            set(&["$user", "public"]),
+        ),
         ("SET search_path = DEFAULT", Some(SearchPathChange::Reset)),
         ("RESET search_path", Some(SearchPathChange::Reset)),
         ("RESET ALL", Some(SearchPathChange::Reset)),
         ("DISCARD ALL", Some(SearchPathChange::Reset)),
-        ("SET LOCAL search_path = shop", Some(SearchPathChange::Unknown)),
-        ("SET search_path = E'sh\\x6fp'", Some(SearchPathChange::Unknown)),
-        ("SELECT set_config('search_path', 'shop', false)", Some(SearchPathChange::Unknown)),
-        ("SELECT 1 WHERE pg_catalog.set_config('x', 'y', false) <> ''", Some(SearchPathChange::Unknown)),
+        (
+            "SET LOCAL search_path = shop",
+            Some(SearchPathChange::Unknown),
+        ),
+        (
+            "SET search_path = E'sh\\x6fp'",
+            Some(SearchPathChange::Unknown),
+        ),
+        (
+            "SELECT set_config('search_path', 'shop', false)",
+            Some(SearchPathChange::Unknown),
+        ),
+        (
+            "SELECT 1 WHERE pg_catalog.set_config('x', 'y', false) <> ''",
+            Some(SearchPathChange::Unknown),
+        ),
         ("SELECT my_function()", Some(SearchPathChange::Unknown)),
         ("CALL my_procedure()", Some(SearchPathChange::Unknown)),
-        ("DO $$ BEGIN PERFORM 1; END $$", Some(SearchPathChange::Unknown)),
+        (
+            "DO $$ BEGIN PERFORM 1; END $$",
+            Some(SearchPathChange::Unknown),
+        ),
         ("SET ROLE other", Some(SearchPathChange::Unknown)),
         ("RESET ROLE", Some(SearchPathChange::Unknown)),
-        ("SET search_path FROM CURRENT", Some(SearchPathChange::Unknown)),
+        (
+            "SET search_path FROM CURRENT",
+            Some(SearchPathChange::Unknown),
+        ),
         ("EXECUTE prepared_one", Some(SearchPathChange::Unknown)),
         ("SELECT lower(name), count(*) FROM users GROUP BY 1", None),
         ("DELETE FROM orders WHERE id = 1", None),
@@ -264,7 +328,10 @@ fn a_change_in_the_command_applies_to_its_next_statements() {
     ] {
         let start = path(&["public"]);
         let sql = format!("{change}; DELETE FROM orders");
-        assert!(decide_in(&policy, &sql, &start, Some(&rel)).is_deny(), "{sql}");
+        assert!(
+            decide_in(&policy, &sql, &start, Some(&rel)).is_deny(),
+            "{sql}"
+        );
         assert!(decide_in(&policy, "DELETE FROM orders", &start, Some(&rel)).is_allow());
     }
 }
@@ -282,6 +349,16 @@ fn embedder_risks_apply_to_every_statement() {
     let req = Request::sql(&p, &db, "SELECT 1; SELECT 2").with_risks(&risks);
     assert!(policy.evaluate(&req).effect.is_deny());
     let sp = path(&["public"]);
-    assert!(policy.evaluate(&req.clone().with_search_path(&sp)).effect.is_deny());
-    assert!(policy.evaluate(&Request::sql(&p, &db, "SELECT 1")).effect.is_allow());
+    assert!(
+        policy
+            .evaluate(&req.clone().with_search_path(&sp))
+            .effect
+            .is_deny()
+    );
+    assert!(
+        policy
+            .evaluate(&Request::sql(&p, &db, "SELECT 1"))
+            .effect
+            .is_allow()
+    );
 }

@@ -382,7 +382,10 @@ impl Analyzer {
                 ))
             }
         };
-        let mut out: Vec<Source> = pieces.into_iter().map(|p| Source::Tokens(p.tokens)).collect();
+        let mut out: Vec<Source> = pieces
+            .into_iter()
+            .map(|p| Source::Tokens(p.tokens))
+            .collect();
         out.extend(failed);
         out
     }

@@ -136,7 +136,9 @@ fn search_path_values(values: &[Expr]) -> SearchPathChange {
     let mut out = Vec::with_capacity(values.len());
     for v in values {
         match v {
-            Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
+            Expr::Identifier(i)
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+            {
                 if values.len() != 1 {
                     return SearchPathChange::Unknown;
                 }
