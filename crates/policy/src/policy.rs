@@ -1207,9 +1207,11 @@ impl Policy {
                     facts,
                 )
             } else {
+                // `CREATE …`, and `SELECT … INTO` (a select that writes).
                 let creates = std::iter::once(&facts.kind)
                     .chain(&facts.nested_kinds)
-                    .any(|k| *k == StatementKind::Create);
+                    .any(|k| *k == StatementKind::Create)
+                    || (facts.kind == StatementKind::Select && !facts.writes.is_empty());
                 match resolutions(
                     &facts.unqualified,
                     &path,

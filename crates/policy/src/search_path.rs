@@ -55,7 +55,9 @@ pub enum SearchPath {
     /// policy does not know which role it expands to).
     Known(Vec<String>),
     /// It could be anything: the strictest decision over every schema that
-    /// holds the name (and `default_schema`) is taken. Without
+    /// holds the name is taken (over every schema known, `default_schema`
+    /// included, when none holds it or the statement creates something:
+    /// it goes to whichever comes first in the path). Without
     /// [`Relations`], a statement naming a relation without a schema is
     /// denied.
     Unknown,
@@ -235,12 +237,16 @@ pub(crate) fn candidates(
             }
         }
         (None, Some(rel)) => {
-            push(default_schema);
             let holders = rel.schemas_holding(name);
-            holders.iter().for_each(|s| push(s));
             if creates || holders.is_empty() {
                 // Whichever schema comes first in the path.
+                push(default_schema);
+                holders.iter().for_each(|s| push(s));
                 rel.schemas.iter().for_each(|s| push(s));
+            } else {
+                // Only a schema holding it resolves it (elsewhere it is an
+                // error, which changes nothing).
+                holders.iter().for_each(|s| push(s));
             }
         }
         (None, None) => {
@@ -321,7 +327,7 @@ mod tests {
         // Nobody holds it: any schema of the path could get a new one.
         assert_eq!(c("fresh", &p), ["shop", "public"]);
         assert_eq!(c("fresh", &known(&[])), ["public"]);
-        // `$user` makes the path unknown: default and every holder.
+        // `$user` makes the path unknown: every holder.
         assert_eq!(
             c("orders", &known(&["$user", "public"])),
             ["public", "shop"]

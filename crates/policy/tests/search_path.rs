@@ -362,3 +362,37 @@ fn embedder_risks_apply_to_every_statement() {
             .is_allow()
     );
 }
+
+#[test]
+fn a_creation_may_go_to_any_schema_of_the_path() {
+    let policy = Policy::from_toml_str(
+        "default = \"allow\"\n[[rule]]\nid = \"public\"\neffect = \"deny\"\n\
+         when.sql.writes = [\"public.*\"]\n",
+    )
+    .unwrap();
+    let rel = shop_relations();
+    // `customers` is only shop's, but a new one goes to the first schema
+    // of the path, whichever holds the name.
+    for sql in [
+        "SELECT * INTO customers FROM shop.orders",
+        "CREATE TABLE customers (id int)",
+        "CREATE TABLE fresh AS SELECT 1",
+    ] {
+        let e = decide_in(&policy, sql, &SearchPath::Unknown, Some(&rel));
+        assert!(e.is_deny(), "{sql}");
+        let e = decide_in(&policy, sql, &path(&["shop", "public"]), Some(&rel));
+        assert!(e.is_deny(), "{sql}");
+        assert!(
+            decide_in(&policy, sql, &path(&["shop"]), Some(&rel)).is_allow(),
+            "{sql}"
+        );
+    }
+    // Not a creation: only the schemas holding it.
+    let e = decide_in(
+        &policy,
+        "DELETE FROM customers",
+        &SearchPath::Unknown,
+        Some(&rel),
+    );
+    assert!(e.is_allow());
+}
