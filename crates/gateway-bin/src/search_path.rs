@@ -31,6 +31,7 @@
 //! the session's own temporary tables (`pg_temp`, searched first) and
 //! triggers that change the path are not seen.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use portcullis_pg::BackendTarget;
@@ -137,7 +138,7 @@ impl SessionSearchPath {
                         s.default = Some(path);
                     }
                     if s.relations.as_deref() != Some(&relations) {
-                        s.relations = Some(Arc::new(relations));
+                        s.relations = Some(shared(backend, relations));
                         s.generation += 1;
                     }
                     s.relations_stale = false;
@@ -262,6 +263,30 @@ fn only_begins(sql: &str) -> bool {
     ["begin", "start", "savepoint", "release"]
         .iter()
         .any(|w| first.eq_ignore_ascii_case(w))
+}
+
+/// The same relations for every session of a backend while they do not
+/// change: the policy's decision cache is keyed by their identity, so
+/// sessions share its decisions.
+fn shared(backend: &BackendTarget, relations: Relations) -> Arc<Relations> {
+    static SHARED: std::sync::OnceLock<Mutex<HashMap<String, Arc<Relations>>>> =
+        std::sync::OnceLock::new();
+    let key = format!(
+        "{:?}\u{0}{}\u{0}{}",
+        backend.addr, backend.database, backend.user
+    );
+    let mut map = SHARED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    match map.get(&key) {
+        Some(known) if **known == relations => known.clone(),
+        _ => {
+            let new = Arc::new(relations);
+            map.insert(key, new.clone());
+            new
+        }
+    }
 }
 
 fn statements(facts: &CommandFacts) -> &[portcullis_policy::StatementFacts] {
@@ -406,6 +431,31 @@ mod tests {
             false,
         );
         assert_eq!(path(&sp), known(&["shop"]));
+    }
+
+    #[test]
+    fn sessions_of_a_backend_share_equal_relations() {
+        let backend = BackendTarget {
+            addr: portcullis_pg::BackendAddr::Tcp {
+                host: "sharing.test".to_owned(),
+                port: 1,
+            },
+            database: "db".to_owned(),
+            user: "u".to_owned(),
+            password: String::new(),
+            tls: portcullis_pg::BackendTls::Disable,
+            allow: Default::default(),
+        };
+        let rel = || -> Relations { [("shop", "orders")].into_iter().collect() };
+        let a = shared(&backend, rel());
+        let b = shared(&backend, rel());
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = shared(&backend, [("shop", "other")].into_iter().collect());
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert!(Arc::ptr_eq(
+            &c,
+            &shared(&backend, [("shop", "other")].into_iter().collect())
+        ));
     }
 
     #[test]
