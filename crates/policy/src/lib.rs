@@ -150,7 +150,8 @@
 //! `extra_read_only_functions`, `default_schema` (`public`),
 //! `max_command_bytes` and `decision_cache_entries` (4096; decisions on SQL
 //! strings up to 16 KiB are cached per loaded policy, keyed by the text, the
-//! principal and the resource, so a repeated statement skips the parse).
+//! principal, the resource, the search path, the relations and the added
+//! risks, so a repeated statement skips the parse).
 //!
 //! # Names without a schema
 //!
