@@ -80,9 +80,16 @@ impl DecisionCache {
         r.name.hash(&mut h);
         r.kind.hash(&mut h);
         r.labels.hash(&mut h);
-        req.search_path.hash(&mut h);
-        req.relations.map(|r| r.id()).hash(&mut h);
-        req.risks.hash(&mut h);
+        // Only when given (the common embedding gives none of them).
+        if let Some(path) = req.search_path {
+            path.hash(&mut h);
+        }
+        if let Some(r) = req.relations {
+            r.id().hash(&mut h);
+        }
+        if !req.risks.is_empty() {
+            req.risks.hash(&mut h);
+        }
         h.finish()
     }
 

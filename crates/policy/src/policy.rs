@@ -1025,8 +1025,13 @@ impl Policy {
                 statements: Vec::new(),
             };
         }
+        let mut analysed = self.analyzer.analyze(sql);
+        for st in &mut analysed {
+            // As in `evaluate` without a search path.
+            st.unqualified = Vec::new();
+        }
         let facts = CommandFacts::Sql {
-            statements: self.analyzer.analyze(sql),
+            statements: analysed,
         };
         let mut statements = Vec::new();
         for st in crate::explain::sql_statements(&facts) {
@@ -1189,6 +1194,8 @@ impl Policy {
             let mut statements = self.analyzer.analyze(sql);
             for st in &mut statements {
                 add_risks(st, req.risks);
+                // Nothing was resolved with a search path.
+                st.unqualified = Vec::new();
             }
             return self.decide_facts(principal, resource, CommandFacts::Sql { statements });
         };

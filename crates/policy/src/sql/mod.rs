@@ -261,10 +261,11 @@ impl Analyzer {
     pub(crate) fn schema_of(&self, bare: &str) -> &str {
         match &self.resolver {
             Some(r) => {
-                r.seen
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(bare.to_owned());
+                let mut seen = r.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if !seen.contains(bare) {
+                    seen.insert(bare.to_owned());
+                }
+                drop(seen);
                 r.map
                     .get(bare)
                     .map_or(self.options.default_schema.as_str(), String::as_str)
