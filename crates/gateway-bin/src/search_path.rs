@@ -301,10 +301,19 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// The facts of a decision with a search path (which lists the names
+    /// written without a schema).
     fn facts(sql: &str) -> CommandFacts {
-        CommandFacts::Sql {
-            statements: portcullis_policy::analyze(sql),
-        }
+        use portcullis_policy::{
+            Policy, Principal, PrincipalKind, Request, Resource, ResourceKind,
+        };
+        let policy = Policy::from_toml_str("default = \"allow\"").unwrap();
+        let who = Principal::new("a", PrincipalKind::Agent);
+        let db = Resource::new("db", ResourceKind::Postgres);
+        let path = SearchPath::Known(vec!["public".to_owned()]);
+        policy
+            .evaluate(&Request::sql(&who, &db, sql).with_search_path(&path))
+            .facts
     }
 
     fn started(path: &[&str]) -> SessionSearchPath {

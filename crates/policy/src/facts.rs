@@ -318,9 +318,8 @@ pub struct StatementFacts {
     /// ones the session's `search_path` resolves (see
     /// [`SearchPath`](crate::SearchPath)). In `reads`, `writes` and
     /// `columns` they are qualified with the schema they resolved to.
-    /// Listed by [`analyze`](crate::analyze) and in a decision on a request
-    /// with a search path; empty in a decision on one without (nothing was
-    /// resolved with a path then). Not serialized.
+    /// Listed in a decision on a request with a search path; empty
+    /// otherwise (nothing was resolved with a path then). Not serialized.
     #[serde(skip)]
     pub unqualified: Vec<String>,
 }

@@ -1025,13 +1025,8 @@ impl Policy {
                 statements: Vec::new(),
             };
         }
-        let mut analysed = self.analyzer.analyze(sql);
-        for st in &mut analysed {
-            // As in `evaluate` without a search path.
-            st.unqualified = Vec::new();
-        }
         let facts = CommandFacts::Sql {
-            statements: analysed,
+            statements: self.analyzer.analyze(sql),
         };
         let mut statements = Vec::new();
         for st in crate::explain::sql_statements(&facts) {
@@ -1194,8 +1189,6 @@ impl Policy {
             let mut statements = self.analyzer.analyze(sql);
             for st in &mut statements {
                 add_risks(st, req.risks);
-                // Nothing was resolved with a search path.
-                st.unqualified = Vec::new();
             }
             return self.decide_facts(principal, resource, CommandFacts::Sql { statements });
         };
@@ -1205,7 +1198,9 @@ impl Policy {
         let mut outcomes = Vec::new();
         let mut statements = Vec::new();
         for src in self.analyzer.sources(sql) {
-            let mut facts = self.analyzer.analyze_source(&src);
+            // First with the default schema, recording the bare names.
+            let probe = self.analyzer.with_resolver(Arc::new(Resolver::default()));
+            let mut facts = probe.analyze_source(&src);
             add_risks(&mut facts, req.risks);
             let next = path.after(facts.search_path.as_ref());
             let (outcome, facts) = if facts.unqualified.is_empty() {

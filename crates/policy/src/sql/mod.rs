@@ -395,24 +395,23 @@ impl Analyzer {
     pub(crate) fn analyze_source(&self, src: &Source) -> StatementFacts {
         match src {
             Source::Tokens(t) => self.analyze_owned(Source::Tokens(t.clone())),
-            Source::Partial(t, msg) => self.finish(classify::classify(self, t, msg.clone())),
+            Source::Partial(t, msg) => self.analyze_owned(Source::Partial(t.clone(), msg.clone())),
         }
     }
 
     fn analyze_owned(&self, src: Source) -> StatementFacts {
-        // Each analysis records the bare names it qualified.
-        let resolver = match &self.resolver {
-            Some(r) => r.clone(),
-            None => Arc::new(Resolver::default()),
-        };
-        let an = self.with_resolver(resolver.clone());
-        let _ = resolver.take_seen();
+        // With a resolver, the analysis records the bare names it qualified.
+        if let Some(r) = &self.resolver {
+            let _ = r.take_seen();
+        }
         let facts = match src {
-            Source::Tokens(t) => an.analyze_piece(t),
-            Source::Partial(t, msg) => classify::classify(&an, &t, msg),
+            Source::Tokens(t) => self.analyze_piece(t),
+            Source::Partial(t, msg) => classify::classify(self, &t, msg),
         };
-        let mut facts = an.finish(facts);
-        facts.unqualified = resolver.take_seen().into_iter().collect();
+        let mut facts = self.finish(facts);
+        if let Some(r) = &self.resolver {
+            facts.unqualified = r.take_seen().into_iter().collect();
+        }
         facts
     }
 
