@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use portcullis_pg::{BackendAddr, BackendTarget, BackendTls};
-use portcullis_policy::{CatalogValues, LineageSchema};
+use portcullis_policy::{CatalogValues, LineageSchema, Relations};
 
 /// The masked columns of one backend.
 #[derive(Debug, Default)]
@@ -156,6 +156,49 @@ pub(crate) async fn connect(backend: &BackendTarget) -> Result<tokio_postgres::C
     connect_as(backend, "portcullis-discover", None)
         .await
         .map(|(client, _)| client)
+}
+
+/// Relations a name in a statement can resolve to (tables, views,
+/// sequences, foreign tables), in every schema but TOAST's and other
+/// sessions' temporary ones.
+const RELATIONS: &str = "\
+SELECT n.nspname::text, c.relname::text \
+FROM pg_catalog.pg_class c \
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
+AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'";
+
+/// The backend role's effective search_path and which schemas hold which
+/// relations, read over a connection made as the sessions connect (same
+/// role, same database, same TLS and authentication settings), so the path
+/// is the one a new session starts with (`ALTER ROLE … SET search_path`,
+/// `ALTER DATABASE … SET`, the server's default): `current_schemas(false)`
+/// lists the schemas that exist and the role may use, `$user` expanded,
+/// without the implicit `pg_catalog`.
+pub(crate) async fn read_search_path(
+    backend: &BackendTarget,
+) -> Result<(Vec<String>, Relations), String> {
+    let (client, connection) = connect_as(backend, "portcullis-search-path", None)
+        .await
+        .map_err(|e| format!("reading the backend's search_path: {e}"))?;
+    let read = async {
+        let row = client
+            .query_one("SELECT pg_catalog.current_schemas(false)::text[]", &[])
+            .await?;
+        let path: Vec<String> = row.try_get(0)?;
+        let mut relations = Relations::new();
+        for row in client.query(RELATIONS, &[]).await? {
+            let schema: String = row.try_get(0)?;
+            let name: String = row.try_get(1)?;
+            relations.add(schema, name);
+        }
+        Ok::<_, tokio_postgres::Error>((path, relations))
+    }
+    .await
+    .map_err(|e| format!("reading the backend's search_path: {e}"));
+    drop(client);
+    let _ = connection.await;
+    read
 }
 
 /// Any stream the gateway reaches the backend over.

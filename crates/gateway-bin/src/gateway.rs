@@ -202,6 +202,8 @@ pub(crate) struct SessionState {
     budget: crate::budgets::Budget,
     /// Wakes the session's driver when it is killed.
     ended: tokio::sync::Notify,
+    /// The session's search_path, for the policy's names.
+    search_path: crate::search_path::SessionSearchPath,
 }
 
 /// How one result column is masked, decided at its RowDescription.
@@ -233,6 +235,8 @@ pub(crate) struct Decided {
     masking: crate::lineage::Masking,
     /// What the query budgets need of its facts.
     budget_facts: crate::budgets::StatementsFacts,
+    /// The search_path it was decided with, and what it does to it.
+    search_path: crate::search_path::Stamp,
 }
 
 #[derive(Debug, Clone)]
@@ -836,19 +840,17 @@ impl Gateway {
         }
         let resource = s.conn.resource.clone();
         let masking = s.conn.masked.masking(sql, !self.field_patterns.is_empty());
-        let mut decision = self.policy.evaluate(&policy::Request {
-            principal: &s.policy_principal,
-            resource: &resource,
-            command: policy::Command::Sql(sql),
-        });
-        crate::lineage::apply(
-            &self.policy,
-            &s.policy_principal,
-            &resource,
-            sql,
-            &masking,
-            &mut decision,
-        );
+        // Names without a schema resolve with the session's search_path.
+        let path = s.search_path.snapshot(&s.conn.backend).await;
+        let mut request =
+            policy::Request::sql(&s.policy_principal, &resource, sql).with_search_path(&path.path);
+        if let Some(relations) = &path.relations {
+            request = request.with_relations(relations);
+        }
+        let mut decision = self.policy.evaluate(&request);
+        crate::lineage::apply(&self.policy, &request, &masking, &mut decision);
+        let mut search_path = crate::search_path::SessionSearchPath::stamp(&path, &decision.facts);
+        search_path.changes_schema = changes_schema(&decision.facts);
         let effect = match decision.effect {
             Effect::Allow => audit::Effect::Allow,
             Effect::Deny => audit::Effect::Deny,
@@ -886,6 +888,7 @@ impl Gateway {
                 .collect(),
             masking,
             budget_facts: crate::budgets::StatementsFacts::of(&decision.facts),
+            search_path,
         });
         if let Some(refused) = self
             .check_budgets(s, command_id, &text, &decided, stage == Stage::Run)
@@ -913,6 +916,17 @@ impl Gateway {
         if changes_schema(&decision.facts) {
             s.conn.masked.mark_stale();
         }
+        s.search_path.after(
+            sql,
+            &decision.facts,
+            crate::search_path::Runs::of(
+                &decision.effect,
+                self.enforce,
+                stage == Stage::Parse,
+                params.is_none(),
+            ),
+            search_path.changes_schema,
+        );
         let plan = Plan::new(command_id, decided.clone());
         match decision.effect {
             Effect::Allow => Verdict::Forward(plan),
@@ -948,11 +962,29 @@ impl Gateway {
             return refused;
         }
         let decided = statement.decided.clone();
+        if self.enforce
+            && let Some(reason) = s.search_path.execution_refusal(&decided.search_path)
+        {
+            let _ = s
+                .record_durably(EventKind::Command {
+                    command_id,
+                    text: text.clone(),
+                    facts: decided.facts.clone(),
+                    effect: audit::Effect::Deny,
+                    rule_id: None,
+                    reason: reason.clone(),
+                })
+                .await;
+            return Verdict::Deny(reason);
+        }
         if let Some(refused) = self
             .check_budgets(s, command_id, &text, &decided, true)
             .await
         {
             return refused;
+        }
+        if !decided.denied || !self.enforce {
+            s.search_path.executed(&decided.search_path);
         }
         let effect = if decided.denied {
             audit::Effect::Deny
@@ -1356,6 +1388,7 @@ impl Hook for Gateway {
             killed: Mutex::new(None),
             budget,
             ended: tokio::sync::Notify::new(),
+            search_path: Default::default(),
         });
         {
             let mut sessions = self

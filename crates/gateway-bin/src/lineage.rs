@@ -111,9 +111,7 @@ impl Masking {
 ///   refused, whatever the policy says.
 pub(crate) fn apply(
     policy: &Policy,
-    principal: &policy::Principal,
-    resource: &policy::Resource,
-    sql: &str,
+    request: &policy::Request<'_>,
     masking: &Masking,
     decision: &mut policy::Decision,
 ) {
@@ -123,18 +121,9 @@ pub(crate) fn apply(
             .iter()
             .any(|s| s.has_risk(Risk::MaskedColumnPredicate))
     {
-        let mut statements = policy.analyze_sql(sql);
-        for s in &mut statements {
-            if !s.has_risk(Risk::MaskedColumnPredicate) {
-                s.risks.push(Risk::MaskedColumnPredicate);
-                s.risks.sort();
-            }
-        }
-        *decision = policy.evaluate_facts(
-            principal,
-            resource,
-            policy::CommandFacts::Sql { statements },
-        );
+        // Decided again as asked (same search_path), with the risk.
+        let risks = [Risk::MaskedColumnPredicate];
+        *decision = policy.evaluate(&request.clone().with_risks(&risks));
     }
     if masking.moves_masked && !matches!(decision.effect, Effect::Deny) {
         decision.effect = Effect::Deny;

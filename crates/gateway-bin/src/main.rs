@@ -23,6 +23,7 @@ mod k8s;
 mod lineage;
 mod metrics;
 mod policy_file;
+mod search_path;
 mod serve;
 mod tickets;
 mod trust;

@@ -1,7 +1,8 @@
 //! A bounded cache of SQL decisions, so a repeated statement skips the parse.
 //!
-//! Keyed by the statement text, the principal (id, kind, groups) and the
-//! resource (name, kind, labels); it lives inside one [`Policy`](crate::Policy)
+//! Keyed by the statement text, the principal (id, kind, groups), the
+//! resource (name, kind, labels), the session's search path (and which
+//! relations the catalog holds) and the risks the embedder added; it lives inside one [`Policy`](crate::Policy)
 //! value, so the policy version is part of the key by construction (a reloaded
 //! policy starts with an empty cache). Sharded `std::sync::Mutex`es, each
 //! shard a fixed number of slots evicted by CLOCK (second chance). The hash
@@ -12,8 +13,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 
+use crate::facts::Risk;
 use crate::policy::Decision;
-use crate::request::{Principal, Resource};
+use crate::request::{Principal, Request, Resource};
+use crate::search_path::SearchPath;
 
 const SHARDS: usize = 16;
 
@@ -26,6 +29,9 @@ struct Slot {
     sql: Box<str>,
     principal: Principal,
     resource: Resource,
+    search_path: Option<SearchPath>,
+    relations: Option<u64>,
+    risks: Vec<Risk>,
     decision: Decision,
     referenced: bool,
 }
@@ -64,8 +70,9 @@ impl DecisionCache {
         self.per_shard.saturating_mul(SHARDS)
     }
 
-    fn key_hash(&self, sql: &str, p: &Principal, r: &Resource) -> u64 {
+    fn key_hash(&self, sql: &str, req: &Request<'_>) -> u64 {
         let mut h = self.hasher.build_hasher();
+        let (p, r) = (req.principal, req.resource);
         sql.hash(&mut h);
         p.id.hash(&mut h);
         p.kind.hash(&mut h);
@@ -73,6 +80,16 @@ impl DecisionCache {
         r.name.hash(&mut h);
         r.kind.hash(&mut h);
         r.labels.hash(&mut h);
+        // Only when given (the common embedding gives none of them).
+        if let Some(path) = req.search_path {
+            path.hash(&mut h);
+        }
+        if let Some(r) = req.relations {
+            r.id().hash(&mut h);
+        }
+        if !req.risks.is_empty() {
+            req.risks.hash(&mut h);
+        }
         h.finish()
     }
 
@@ -87,20 +104,24 @@ impl DecisionCache {
     pub(crate) fn get_or_insert(
         &self,
         sql: &str,
-        p: &Principal,
-        r: &Resource,
+        req: &Request<'_>,
         decide: impl FnOnce() -> Decision,
     ) -> Decision {
         if self.per_shard == 0 || sql.len() > MAX_CACHED_BYTES {
             return decide();
         }
-        let hash = self.key_hash(sql, p, r);
+        let (p, r) = (req.principal, req.resource);
+        let relations = req.relations.map(|r| r.id());
+        let hash = self.key_hash(sql, req);
         if let Some(mut shard) = self.shard(hash)
             && let Some(&i) = shard.index.get(&hash)
             && let Some(slot) = shard.slots.get_mut(i)
             && &*slot.sql == sql
             && slot.principal == *p
             && slot.resource == *r
+            && slot.search_path.as_ref() == req.search_path
+            && slot.relations == relations
+            && slot.risks == req.risks
         {
             slot.referenced = true;
             return slot.decision.clone();
@@ -114,6 +135,9 @@ impl DecisionCache {
                     sql: sql.into(),
                     principal: p.clone(),
                     resource: r.clone(),
+                    search_path: req.search_path.cloned(),
+                    relations,
+                    risks: req.risks.to_vec(),
                     decision: decision.clone(),
                     referenced: false,
                 },
@@ -182,18 +206,43 @@ mod tests {
         let r = Resource::new("db", ResourceKind::Postgres);
         let mut calls = 0;
         for _ in 0..3 {
-            c.get_or_insert("SELECT 1", &p, &r, || {
+            c.get_or_insert("SELECT 1", &Request::sql(&p, &r, "SELECT 1"), || {
                 calls += 1;
                 d("one")
             });
         }
         assert_eq!(calls, 1, "repeated statements are decided once");
         // Another principal (groups differ) is another key.
-        let got = c.get_or_insert("SELECT 1", &q, &r, || d("two"));
+        let got = c.get_or_insert("SELECT 1", &Request::sql(&q, &r, "SELECT 1"), || d("two"));
         assert_eq!(got.reason, "two");
+        // Another search path, or other relations, is another key.
+        let path = SearchPath::Known(vec!["shop".into()]);
+        let req = Request::sql(&p, &r, "SELECT 1").with_search_path(&path);
+        assert_eq!(
+            c.get_or_insert("SELECT 1", &req, || d("three")).reason,
+            "three"
+        );
+        assert_eq!(c.get_or_insert("SELECT 1", &req, || d("x")).reason, "three");
+        let unknown = SearchPath::Unknown;
+        let req = Request::sql(&p, &r, "SELECT 1").with_search_path(&unknown);
+        assert_eq!(
+            c.get_or_insert("SELECT 1", &req, || d("four")).reason,
+            "four"
+        );
+        let rel = crate::Relations::new();
+        let req = req.with_relations(&rel);
+        assert_eq!(
+            c.get_or_insert("SELECT 1", &req, || d("five")).reason,
+            "five"
+        );
+        let risks = [Risk::MaskedColumnPredicate];
+        let req = req.with_risks(&risks);
+        assert_eq!(c.get_or_insert("SELECT 1", &req, || d("six")).reason, "six");
+        assert_eq!(c.get_or_insert("SELECT 1", &req, || d("x")).reason, "six");
         // Many distinct statements: the cache stays bounded.
         for i in 0..10_000 {
-            c.get_or_insert(&format!("SELECT {i}"), &p, &r, || d("x"));
+            let sql = format!("SELECT {i}");
+            c.get_or_insert(&sql, &Request::sql(&p, &r, &sql), || d("x"));
         }
         let total: usize = c.shards.iter().map(|s| s.lock().unwrap().slots.len()).sum();
         assert!(total <= 32, "{total} entries");
@@ -201,7 +250,7 @@ mod tests {
         let off = DecisionCache::new(0);
         let mut n = 0;
         for _ in 0..2 {
-            off.get_or_insert("SELECT 1", &p, &r, || {
+            off.get_or_insert("SELECT 1", &Request::sql(&p, &r, "SELECT 1"), || {
                 n += 1;
                 d("x")
             });

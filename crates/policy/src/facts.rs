@@ -306,6 +306,38 @@ pub struct StatementFacts {
     /// privileges, server files, server-wide state or other session (see
     /// the crate documentation for the exact rule). False whenever in doubt.
     pub read_only: bool,
+    /// Whether the statement changes the session's `search_path`, and to
+    /// what: a plain `SET search_path` list, back to the default (`RESET`,
+    /// `DISCARD ALL`), or to something the analysis cannot tell
+    /// (`set_config(…)`, `SET LOCAL`, `SET ROLE` (whose `$user` may be in
+    /// the path), a call of a function that is not a known read-only
+    /// built-in, opaque code, an unparsed `SET`). `None` when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_path: Option<SearchPathChange>,
+    /// The relation names written without a schema (folded, sorted): the
+    /// ones the session's `search_path` resolves (see
+    /// [`SearchPath`](crate::SearchPath)). In `reads`, `writes` and
+    /// `columns` they are qualified with the schema they resolved to.
+    /// Listed in a decision on a request with a search path; empty
+    /// otherwise (nothing was resolved with a path then). Not serialized.
+    #[serde(skip)]
+    pub unqualified: Vec<String>,
+}
+
+/// How a statement changes the session's `search_path`
+/// ([`StatementFacts::search_path`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchPathChange {
+    /// `SET [SESSION] search_path = a, "B", 'c'` (or `TO`): the new list, as
+    /// PostgreSQL reads it (unquoted names folded to lower case, quoted
+    /// names and strings as written).
+    Set(Vec<String>),
+    /// Back to the session's default: `RESET search_path`, `RESET ALL`,
+    /// `SET search_path = DEFAULT`, `DISCARD ALL`.
+    Reset,
+    /// Changed, or may have changed, to something the analysis cannot tell.
+    Unknown,
 }
 
 impl StatementFacts {

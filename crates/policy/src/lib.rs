@@ -130,7 +130,7 @@
 //! | `principal.id`, `principal.kind` (`human`, `agent`, `service`), `principal.groups` | the principal's |
 //! | `resource.name`, `resource.kind` (`postgres`, `kubernetes`), `resource.labels.<key>` | the resource's (a missing label has no value) |
 //! | `sql.kind` | the statement's [`StatementKind`] and the kinds nested in it (CTE DML, `EXPLAIN`, `PREPARE … AS`) |
-//! | `sql.reads`, `sql.writes`, `sql.objects` | schema-qualified, folded object names (`public.users`) |
+//! | `sql.reads`, `sql.writes`, `sql.objects` | schema-qualified, folded object names (`public.users`; see *Names without a schema*) |
 //! | `sql.functions` | folded function names as written (`pg_catalog.pg_read_file`) |
 //! | `sql.columns`, `sql.predicate_columns`, `sql.computed_columns` | `schema.table.column` (`?.column` when the table is unknown); all, those used in `WHERE`/`JOIN`/`ORDER BY`/`GROUP BY`/`HAVING`, those inside an expression or aggregate |
 //! | `sql.risk` | [`Risk`] names: `no_where`, `copy_program`, `copy_file`, `dangerous_function`, `changes_role_or_privilege`, `sets_unsafe_parameter`, `opaque_code`, `masked_column_predicate`, `catalog_values` |
@@ -150,7 +150,27 @@
 //! `extra_read_only_functions`, `default_schema` (`public`),
 //! `max_command_bytes` and `decision_cache_entries` (4096; decisions on SQL
 //! strings up to 16 KiB are cached per loaded policy, keyed by the text, the
-//! principal and the resource, so a repeated statement skips the parse).
+//! principal, the resource, the search path, the relations and the added
+//! risks, so a repeated statement skips the parse).
+//!
+//! # Names without a schema
+//!
+//! A table written without a schema (`DELETE FROM orders`) is qualified
+//! with the session's `search_path` when the request carries one
+//! ([`Request::with_search_path`], with [`Relations`] saying which schemas
+//! hold which relations): as PostgreSQL resolves it, the first schema of the
+//! path that holds it (`pg_catalog` first unless listed). Where that is not
+//! certain — an unknown path ([`SearchPath::Unknown`]), a name no schema of
+//! the path holds, a statement that creates something, no relations given —
+//! every possible resolution is decided and the strictest decision is
+//! taken (more than 64 combinations in one statement: deny). A statement
+//! that changes the path ([`StatementFacts::search_path`]) changes it for
+//! the statements after it in the same command. **Without a search path**
+//! in the request, the policy's `default_schema` (`public`) qualifies such
+//! names, as in earlier versions; an embedder that knows the session's path
+//! should give it, or a rule on `shop.orders` does not match
+//! `DELETE FROM orders` run with `search_path = shop, public`.
+//! [`Policy::explain`] and [`Policy::evaluate_facts`] use `default_schema`.
 //!
 //! [`Policy::explain`] says which rules matched each statement, and
 //! [`replay`] runs recorded statements against a candidate policy and counts
@@ -188,6 +208,7 @@ mod k8s;
 mod model;
 mod policy;
 mod request;
+mod search_path;
 mod sql;
 
 pub use error::PolicyError;
@@ -195,12 +216,13 @@ pub use explain::{
     Explanation, ReplayChange, ReplayEntry, ReplayReport, RuleMatch, StatementExplanation, replay,
 };
 pub use facts::{
-    ColumnAccess, ColumnUse, CommandFacts, K8sFacts, K8sRisk, K8sVerb, Risk, StatementFacts,
-    StatementKind,
+    ColumnAccess, ColumnUse, CommandFacts, K8sFacts, K8sRisk, K8sVerb, Risk, SearchPathChange,
+    StatementFacts, StatementKind,
 };
 pub use k8s::analyze_k8s;
 pub use policy::{Decision, Effect, FieldRule, MaskDirectives, Policy, ReviewMode};
 pub use request::{Command, K8sRequest, Principal, PrincipalKind, Request, Resource, ResourceKind};
+pub use search_path::{Relations, SearchPath};
 pub use sql::lineage::{
     CatalogValues, CopyFormat, Lineage, LineageSchema, StatementLineage, lineage,
 };

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Duration;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -18,7 +19,8 @@ use crate::facts::{
 use crate::k8s::{DEFAULT_MAX_BODY, analyze_k8s_limited};
 use crate::model::{DurationSpec, Patterns, PolicyDoc, ReviewSpec, RuleSpec};
 use crate::request::{Command, Principal, Request, Resource};
-use crate::sql::{Analyzer, SqlOptions};
+use crate::search_path::resolutions;
+use crate::sql::{Analyzer, Resolver, SqlOptions};
 
 /// How a held command is approved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -1166,12 +1168,7 @@ impl Policy {
                 }
                 return self
                     .cache
-                    .get_or_insert(sql, req.principal, req.resource, || {
-                        let facts = CommandFacts::Sql {
-                            statements: self.analyzer.analyze(sql),
-                        };
-                        self.decide_facts(req.principal, req.resource, facts)
-                    });
+                    .get_or_insert(sql, req, || self.decide_sql(req, sql));
             }
             Command::Kubernetes(k) => CommandFacts::Kubernetes(analyze_k8s_limited(
                 k,
@@ -1179,6 +1176,153 @@ impl Policy {
             )),
         };
         self.decide_facts(req.principal, req.resource, facts)
+    }
+
+    /// Decides on a SQL string: analysed with the policy's default schema
+    /// when the request has no search path; else statement by statement,
+    /// each bare relation name resolved with the path as it stands before
+    /// the statement (a statement may change it for the next), every
+    /// possible resolution decided and the strictest taken.
+    fn decide_sql(&self, req: &Request<'_>, sql: &str) -> Decision {
+        let (principal, resource) = (req.principal, req.resource);
+        let Some(start) = req.search_path else {
+            let mut statements = self.analyzer.analyze(sql);
+            for st in &mut statements {
+                add_risks(st, req.risks);
+            }
+            return self.decide_facts(principal, resource, CommandFacts::Sql { statements });
+        };
+        let default_schema = self.analyzer.default_schema().to_owned();
+        let mut path = start.clone();
+        let mut mask = MaskDirectives::default();
+        let mut outcomes = Vec::new();
+        let mut statements = Vec::new();
+        for src in self.analyzer.sources(sql) {
+            // First with the default schema, recording the bare names.
+            let probe = self.analyzer.with_resolver(Arc::new(Resolver::default()));
+            let mut facts = probe.analyze_source(&src);
+            add_risks(&mut facts, req.risks);
+            let next = path.after(facts.search_path.as_ref());
+            let (outcome, facts) = if facts.unqualified.is_empty() {
+                (
+                    self.decide_statement(principal, resource, &facts, &mut mask),
+                    facts,
+                )
+            } else {
+                // `CREATE …`, and `SELECT … INTO` (a select that writes).
+                let creates = std::iter::once(&facts.kind)
+                    .chain(&facts.nested_kinds)
+                    .any(|k| *k == StatementKind::Create)
+                    || (facts.kind == StatementKind::Select && !facts.writes.is_empty());
+                match resolutions(
+                    &facts.unqualified,
+                    &path,
+                    req.relations,
+                    &default_schema,
+                    creates,
+                ) {
+                    Err(why) => ((Effect::Deny, None, why), facts),
+                    Ok(maps) => {
+                        let mut best: Option<(Outcome, StatementFacts)> = None;
+                        for map in maps {
+                            let f = if map.values().all(|s| *s == default_schema) {
+                                facts.clone()
+                            } else {
+                                let resolver = Arc::new(Resolver::with_map(map));
+                                let mut f =
+                                    self.analyzer.with_resolver(resolver).analyze_source(&src);
+                                add_risks(&mut f, req.risks);
+                                f
+                            };
+                            let o = if f.unqualified == facts.unqualified {
+                                self.decide_statement(principal, resource, &f, &mut mask)
+                            } else {
+                                (
+                                    Effect::Deny,
+                                    None,
+                                    "the statement's relation names could not be resolved \
+                                     consistently; denied"
+                                        .to_owned(),
+                                )
+                            };
+                            if best.as_ref().is_none_or(|(b, _)| o.0.rank() > b.0.rank()) {
+                                best = Some((o, f));
+                            }
+                        }
+                        best.unwrap_or_else(|| {
+                            (
+                                (
+                                    Effect::Deny,
+                                    None,
+                                    "no resolution of the statement's relation names; denied"
+                                        .to_owned(),
+                                ),
+                                facts,
+                            )
+                        })
+                    }
+                }
+            };
+            path = next;
+            outcomes.push(outcome);
+            statements.push(facts);
+        }
+        let (effect, rule_id, reason) = self.combine(outcomes);
+        Decision {
+            effect,
+            rule_id,
+            reason,
+            facts: CommandFacts::Sql { statements },
+            mask,
+        }
+    }
+
+    /// One SQL statement's decision (its mask directives merged into `mask`).
+    fn decide_statement(
+        &self,
+        principal: &Principal,
+        resource: &Resource,
+        st: &StatementFacts,
+        mask: &mut MaskDirectives,
+    ) -> Outcome {
+        let view = SqlView::new(st);
+        self.decide(
+            principal,
+            resource,
+            &View::Sql(&view),
+            Unparsed::of_sql(st),
+            mask,
+            &mut |_| {},
+        )
+    }
+
+    /// The strictest of the statements' decisions (the first of equal
+    /// strictness), its reason naming the statement when there are several;
+    /// no statement: the policy's default.
+    fn combine(&self, outcomes: Vec<Outcome>) -> Outcome {
+        let many = outcomes.len() > 1;
+        let mut best: Option<Outcome> = None;
+        for (i, (effect, rule, mut reason)) in outcomes.into_iter().enumerate() {
+            if many {
+                reason = format!("statement {}: {reason}", i + 1);
+            }
+            if best
+                .as_ref()
+                .is_none_or(|(e, _, _)| effect.rank() > e.rank())
+            {
+                best = Some((effect, rule, reason));
+            }
+        }
+        best.unwrap_or_else(|| {
+            (
+                self.default.clone(),
+                None,
+                format!(
+                    "empty command; the policy default is {}",
+                    self.default.as_str()
+                ),
+            )
+        })
     }
 
     fn decide_facts(
@@ -1190,38 +1334,11 @@ impl Policy {
         let mut mask = MaskDirectives::default();
         let (effect, rule_id, reason) = match &facts {
             CommandFacts::Sql { statements } => {
-                let mut best: Option<(Effect, Option<String>, String)> = None;
-                let many = statements.len() > 1;
-                for (i, st) in statements.iter().enumerate() {
-                    let view = SqlView::new(st);
-                    let (effect, rule, mut reason) = self.decide(
-                        principal,
-                        resource,
-                        &View::Sql(&view),
-                        Unparsed::of_sql(st),
-                        &mut mask,
-                        &mut |_| {},
-                    );
-                    if many {
-                        reason = format!("statement {}: {reason}", i + 1);
-                    }
-                    if best
-                        .as_ref()
-                        .is_none_or(|(e, _, _)| effect.rank() > e.rank())
-                    {
-                        best = Some((effect, rule, reason));
-                    }
-                }
-                best.unwrap_or_else(|| {
-                    (
-                        self.default.clone(),
-                        None,
-                        format!(
-                            "empty command; the policy default is {}",
-                            self.default.as_str()
-                        ),
-                    )
-                })
+                let outcomes = statements
+                    .iter()
+                    .map(|st| self.decide_statement(principal, resource, st, &mut mask))
+                    .collect();
+                self.combine(outcomes)
             }
             CommandFacts::Kubernetes(k) => self.decide(
                 principal,
@@ -1302,6 +1419,21 @@ impl Policy {
             }
         }
         (effect, rule_id, reason)
+    }
+}
+
+/// A decision without its facts: the effect, the deciding rule, the reason.
+type Outcome = (Effect, Option<String>, String);
+
+/// Adds the embedder's risks to a statement's facts.
+fn add_risks(st: &mut StatementFacts, risks: &[Risk]) {
+    for r in risks {
+        if !st.risks.contains(r) {
+            st.risks.push(*r);
+        }
+    }
+    if !risks.is_empty() {
+        st.risks.sort();
     }
 }
 

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::facts::Risk;
+use crate::search_path::{Relations, SearchPath};
+
 /// What kind of principal is acting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,6 +195,16 @@ pub struct Request<'a> {
     pub resource: &'a Resource,
     /// What it is.
     pub command: Command<'a>,
+    /// The session's `search_path`, for SQL: how names written without a
+    /// schema resolve. `None`: they take the policy's `default_schema`.
+    pub search_path: Option<&'a SearchPath>,
+    /// Which schemas hold which relations, to resolve names with
+    /// `search_path`.
+    pub relations: Option<&'a Relations>,
+    /// Risks the embedder's own analysis found (the gateway's lineage finds
+    /// masked columns used in predicates through views), added to every SQL
+    /// statement's facts.
+    pub risks: &'a [Risk],
 }
 
 impl<'a> Request<'a> {
@@ -201,6 +214,9 @@ impl<'a> Request<'a> {
             principal,
             resource,
             command: Command::Sql(sql),
+            search_path: None,
+            relations: None,
+            risks: &[],
         }
     }
 
@@ -210,6 +226,46 @@ impl<'a> Request<'a> {
             principal,
             resource,
             command: Command::Kubernetes(req),
+            search_path: None,
+            relations: None,
+            risks: &[],
         }
+    }
+
+    /// This request with the session's `search_path` (see [`SearchPath`]).
+    pub fn with_search_path(mut self, search_path: &'a SearchPath) -> Self {
+        self.search_path = Some(search_path);
+        self
+    }
+
+    /// This request with what the catalog holds (see [`Relations`]).
+    pub fn with_relations(mut self, relations: &'a Relations) -> Self {
+        self.relations = Some(relations);
+        self
+    }
+
+    /// This request with `risks` added to every SQL statement's facts.
+    ///
+    /// # Example
+    /// ```
+    /// use portcullis_policy::{Policy, Principal, PrincipalKind, Request, Resource, ResourceKind, Risk};
+    /// let policy = Policy::from_toml_str(r#"
+    ///     default = "allow"
+    ///     [[rule]]
+    ///     id = "no-inference"
+    ///     effect = "deny"
+    ///     when.sql.risk = ["masked_column_predicate"]
+    /// "#)?;
+    /// let who = Principal::new("agent", PrincipalKind::Agent);
+    /// let db = Resource::new("shop", ResourceKind::Postgres);
+    /// let sql = "SELECT id FROM v WHERE k LIKE 'a%'";
+    /// assert!(policy.evaluate(&Request::sql(&who, &db, sql)).effect.is_allow());
+    /// let seen = [Risk::MaskedColumnPredicate];
+    /// assert!(policy.evaluate(&Request::sql(&who, &db, sql).with_risks(&seen)).effect.is_deny());
+    /// # Ok::<(), portcullis_policy::PolicyError>(())
+    /// ```
+    pub fn with_risks(mut self, risks: &'a [Risk]) -> Self {
+        self.risks = risks;
+        self
     }
 }

@@ -3,7 +3,8 @@
 //! fuzz/fuzz_targets/policy.rs (keep the two in step): evaluating any SQL
 //! or Kubernetes request never panics, an unparsed command is never
 //! allowed, and a denied statement followed by `;` and anything is never
-//! allowed.
+//! allowed; with a search_path the same, and an unknown path is never
+//! less strict than a known one.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,7 +16,8 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use portcullis_policy::{
-    K8sRequest, Policy, Principal, PrincipalKind, Request, Resource, ResourceKind,
+    Effect, K8sRequest, Policy, Principal, PrincipalKind, Relations, Request, Resource,
+    ResourceKind, SearchPath,
 };
 
 #[derive(Debug, Arbitrary)]
@@ -43,7 +45,69 @@ when.sql.risk = ["dangerous_function", "copy_program", "changes_role_or_privileg
 id = "exec"
 effect = "deny"
 when.k8s.verb = ["exec", "attach", "portforward"]
+[[rule]]
+id = "shop"
+effect = "review"
+when.sql.objects = ["shop.*"]
 "#;
+
+/// What the catalog holds, for resolving names with a search_path: every
+/// schema is on (or implicit in) the known paths below.
+fn relations() -> &'static Relations {
+    static R: OnceLock<Relations> = OnceLock::new();
+    R.get_or_init(|| {
+        [
+            ("shop", "orders"),
+            ("shop", "users"),
+            ("shop", "customers"),
+            ("public", "orders"),
+            ("public", "users"),
+            ("public", "notes"),
+            ("pg_catalog", "pg_class"),
+            ("pg_catalog", "pg_stat_activity"),
+        ]
+        .into_iter()
+        .collect()
+    })
+}
+
+fn rank(e: &Effect) -> u8 {
+    match e {
+        Effect::Allow => 0,
+        Effect::Review { .. } => 1,
+        Effect::Deny => 2,
+    }
+}
+
+/// The session's search_path (issue 16), picked by the SQL's length so the
+/// input format stays the same: the invariants hold with it, and an unknown
+/// path is at least as strict as a known one over the same schemas.
+fn check_search_path(policy: &Policy, p: &Principal, db: &Resource, sql: &str, chained: &str) {
+    let paths = [
+        SearchPath::Known(vec!["shop".into(), "public".into()]),
+        SearchPath::Known(vec!["public".into()]),
+        SearchPath::Known(vec!["public".into(), "pg_catalog".into(), "shop".into()]),
+    ];
+    let known = &paths[sql.len() % paths.len()];
+    let unknown = SearchPath::Unknown;
+    let ask = |text: &str, path: &SearchPath| {
+        policy.evaluate(
+            &Request::sql(p, db, text)
+                .with_search_path(path)
+                .with_relations(relations()),
+        )
+    };
+    let dk = ask(sql, known);
+    let du = ask(sql, &unknown);
+    if dk.facts.unparsed() {
+        assert!(!dk.effect.is_allow(), "unparsed but allowed: {sql:?}");
+    }
+    assert!(
+        rank(&du.effect) >= rank(&dk.effect),
+        "unknown path less strict than {known:?}: {sql:?}"
+    );
+    assert!(!ask(chained, known).effect.is_allow(), "{chained:?}");
+}
 
 fn policy() -> &'static Policy {
     static P: OnceLock<Policy> = OnceLock::new();
@@ -75,6 +139,7 @@ fn run(case: Case) {
             .is_allow(),
         "{chained:?}"
     );
+    check_search_path(policy, &p, &db, &case.sql, &chained);
 
     let mut req = K8sRequest::new(case.method, case.path).with_query(case.query);
     req.headers = case.headers;
@@ -126,6 +191,13 @@ fn hostile_cases_hold_the_invariants() {
         "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
         "SET standard_conforming_strings = off",
         "SELECT 1; SELECT 2",
+        "SELECT * FROM orders",
+        "DELETE FROM orders WHERE id = 1",
+        "SET search_path = shop; SELECT * FROM orders",
+        "SELECT set_config('search_path', 'shop', false); SELECT * FROM orders",
+        "CREATE TABLE fresh AS SELECT * FROM orders, users, notes",
+        "SELECT * FROM pg_class, pg_stat_activity, users, orders, notes, customers",
+        "RESET ALL; TABLE users",
         "\u{0}",
         "",
     ];

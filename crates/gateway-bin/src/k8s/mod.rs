@@ -783,11 +783,11 @@ impl Hook for KubeGateway {
     async fn decide(&self, call: &Arc<Call>, request: &K8sRequest) -> Verdict {
         call.lock().namespace = request.namespace.clone();
         let text = self.mask_text(&command_text(request));
-        let decision = self.gateway.policy.evaluate(&policy::Request {
-            principal: &call.policy_principal,
-            resource: &self.resource,
-            command: policy::Command::Kubernetes(policy_request(request)),
-        });
+        let decision = self.gateway.policy.evaluate(&policy::Request::kubernetes(
+            &call.policy_principal,
+            &self.resource,
+            policy_request(request),
+        ));
         let effect = match decision.effect {
             Effect::Allow => audit::Effect::Allow,
             Effect::Deny => audit::Effect::Deny,
@@ -1081,11 +1081,11 @@ mod tests {
         let cluster = policy::Resource::new("cluster", policy::ResourceKind::Kubernetes);
         let decide = |method: &str, target: &str, headers: &[(&str, &str)]| {
             let r = portcullis_k8s::classify(method, target, headers.iter().copied()).unwrap();
-            let d = policy.evaluate(&policy::Request {
-                principal: &agent,
-                resource: &cluster,
-                command: policy::Command::Kubernetes(policy_request(&r)),
-            });
+            let d = policy.evaluate(&policy::Request::kubernetes(
+                &agent,
+                &cluster,
+                policy_request(&r),
+            ));
             (d.effect.as_str(), d.rule_id.unwrap_or_default())
         };
         let cases = [

@@ -30,6 +30,8 @@ pub(crate) fn unparsed(msg: String) -> StatementFacts {
         risks: vec![Risk::OpaqueCode],
         parameters: Vec::new(),
         read_only: false,
+        search_path: Some(crate::facts::SearchPathChange::Unknown),
+        unqualified: Vec::new(),
     }
 }
 
@@ -61,6 +63,10 @@ pub(crate) fn classify(
         read_only: r.read_only && risks.is_empty(),
         risks: risks.into_iter().collect(),
         parameters: r.parameters.into_iter().collect(),
+        // Filled in by the analyzer, which knows what an unparsed
+        // statement may do to the search_path.
+        search_path: None,
+        unqualified: Vec::new(),
     }
 }
 
@@ -387,7 +393,7 @@ impl<'a> Reader<'a> {
 
     fn qualify(&self, parts: &[String]) -> String {
         match parts {
-            [one] => format!("{}.{one}", self.an.default_schema()),
+            [one] => format!("{}.{one}", self.an.schema_of(one)),
             _ => parts.join("."),
         }
     }

@@ -6,13 +6,16 @@ mod fold;
 pub(crate) mod lineage;
 mod walk;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
-use crate::facts::StatementFacts;
+use crate::facts::{SearchPathChange, StatementFacts, StatementKind};
 
 /// Functions that read or write server files, reach other servers, change
 /// server settings or stop other sessions: the default dangerous-function list.
@@ -165,15 +168,53 @@ impl std::fmt::Debug for MaskedColumnMatcher {
     }
 }
 
-/// The compiled form of [`SqlOptions`] used during analysis.
-#[derive(Debug)]
+/// How one analysis qualifies relation names written without a schema:
+/// the schema each bare name resolves to (the default schema for a name
+/// not listed), and the bare names it was asked about.
+#[derive(Debug, Default)]
+pub(crate) struct Resolver {
+    map: BTreeMap<String, String>,
+    seen: Mutex<BTreeSet<String>>,
+}
+
+impl Resolver {
+    /// A resolver giving `name` the schema `map[name]`.
+    pub(crate) fn with_map(map: BTreeMap<String, String>) -> Self {
+        Self {
+            map,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// The bare names asked about so far (and forgets them).
+    pub(crate) fn take_seen(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The compiled form of [`SqlOptions`] used during analysis. Cheap to
+/// clone (its compiled parts are shared).
+#[derive(Debug, Clone)]
 pub(crate) struct Analyzer {
-    options: SqlOptions,
-    dangerous: globset::GlobSet,
-    masked: globset::GlobSet,
+    options: Arc<SqlOptions>,
+    dangerous: Arc<globset::GlobSet>,
+    masked: Arc<globset::GlobSet>,
     /// The embedder's own matcher for masked columns (the gateway's field
     /// patterns), used instead of `masked` when set.
     masked_matcher: Option<MaskedColumnMatcher>,
+    /// How bare relation names are qualified (the default schema when
+    /// `None`).
+    resolver: Option<Arc<Resolver>>,
+}
+
+/// One statement's source, kept so it can be analysed again with another
+/// resolution of its bare names.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A whole statement's tokens.
+    Tokens(Vec<TokenWithSpan>),
+    /// The tokens the tokenizer saw of a statement before it failed, and why.
+    Partial(Vec<TokenWithSpan>, String),
 }
 
 impl Analyzer {
@@ -200,11 +241,37 @@ impl Analyzer {
         }
         let masked = m.build().map_err(|e| e.to_string())?;
         Ok(Self {
-            options,
-            dangerous,
-            masked,
+            options: Arc::new(options),
+            dangerous: Arc::new(dangerous),
+            masked: Arc::new(masked),
             masked_matcher: None,
+            resolver: None,
         })
+    }
+
+    /// This analyzer, qualifying bare relation names with `resolver`.
+    pub(crate) fn with_resolver(&self, resolver: Arc<Resolver>) -> Self {
+        Self {
+            resolver: Some(resolver),
+            ..self.clone()
+        }
+    }
+
+    /// The schema a relation name written without one is qualified with.
+    pub(crate) fn schema_of(&self, bare: &str) -> &str {
+        match &self.resolver {
+            Some(r) => {
+                let mut seen = r.seen.lock().unwrap_or_else(PoisonError::into_inner);
+                if !seen.contains(bare) {
+                    seen.insert(bare.to_owned());
+                }
+                drop(seen);
+                r.map
+                    .get(bare)
+                    .map_or(self.options.default_schema.as_str(), String::as_str)
+            }
+            None => &self.options.default_schema,
+        }
     }
 
     /// Adds [`Risk::MaskedColumnPredicate`] when a masked column is used in
@@ -288,6 +355,14 @@ impl Analyzer {
 
     /// Analyses `sql` into one [`StatementFacts`] per statement.
     pub(crate) fn analyze(&self, sql: &str) -> Vec<StatementFacts> {
+        self.sources(sql)
+            .into_iter()
+            .map(|src| self.analyze_owned(src))
+            .collect()
+    }
+
+    /// Splits `sql` into its statements' sources.
+    pub(crate) fn sources(&self, sql: &str) -> Vec<Source> {
         let dialect = PostgreSqlDialect {};
         let mut tokens = Vec::new();
         let tok_result = Tokenizer::new(&dialect, sql).tokenize_with_location_into_buf(&mut tokens);
@@ -302,22 +377,84 @@ impl Analyzer {
                     Some(p) if !p.terminated => pieces.pop().map(|p| p.tokens).unwrap_or_default(),
                     _ => Vec::new(),
                 };
-                Some((partial, format!("could not tokenize: {}", e.message)))
+                Some(Source::Partial(
+                    partial,
+                    format!("could not tokenize: {}", e.message),
+                ))
             }
         };
-        let mut out: Vec<StatementFacts> = pieces
+        let mut out: Vec<Source> = pieces
             .into_iter()
-            .map(|p| {
-                let mut facts = self.analyze_piece(p.tokens);
-                self.masked_predicate(&mut facts);
-                catalog_values(&mut facts);
-                facts
-            })
+            .map(|p| Source::Tokens(p.tokens))
             .collect();
-        if let Some((partial, msg)) = failed {
-            out.push(classify::classify(self, &partial, msg));
-        }
+        out.extend(failed);
         out
+    }
+
+    /// Analyses one statement's source (kept for another analysis).
+    pub(crate) fn analyze_source(&self, src: &Source) -> StatementFacts {
+        match src {
+            Source::Tokens(t) => self.analyze_owned(Source::Tokens(t.clone())),
+            Source::Partial(t, msg) => self.analyze_owned(Source::Partial(t.clone(), msg.clone())),
+        }
+    }
+
+    fn analyze_owned(&self, src: Source) -> StatementFacts {
+        // With a resolver, the analysis records the bare names it qualified.
+        if let Some(r) = &self.resolver {
+            let _ = r.take_seen();
+        }
+        let facts = match src {
+            Source::Tokens(t) => self.analyze_piece(t),
+            Source::Partial(t, msg) => classify::classify(self, &t, msg),
+        };
+        let mut facts = self.finish(facts);
+        if let Some(r) = &self.resolver {
+            facts.unqualified = r.take_seen().into_iter().collect();
+        }
+        facts
+    }
+
+    /// The facts every statement gets after its walk.
+    fn finish(&self, mut facts: StatementFacts) -> StatementFacts {
+        self.masked_predicate(&mut facts);
+        catalog_values(&mut facts);
+        if facts.search_path.is_none() && self.may_change_search_path(&facts) {
+            facts.search_path = Some(SearchPathChange::Unknown);
+        }
+        facts
+    }
+
+    /// True when a statement may change the session's search_path in a way
+    /// its `SET`/`RESET`/`DISCARD` (already recorded) does not say: an
+    /// unparsed `SET`/`RESET`/`DISCARD` or unknown statement, a change of
+    /// role (`$user` may be in the path), opaque code, or a call of a
+    /// function that is not a known read-only built-in (`set_config`, a
+    /// user function that calls it).
+    fn may_change_search_path(&self, facts: &StatementFacts) -> bool {
+        let kinds = || std::iter::once(&facts.kind).chain(&facts.nested_kinds);
+        (facts.unparsed
+            && kinds().any(|k| {
+                matches!(
+                    k,
+                    StatementKind::Set
+                        | StatementKind::Reset
+                        | StatementKind::Discard
+                        | StatementKind::Other
+                )
+            }))
+            || facts.parameters.iter().any(|p| {
+                let last = p.rsplit('.').next().unwrap_or(p);
+                matches!(
+                    last,
+                    "search_path" | "all" | "role" | "session_authorization" | "session_param"
+                )
+            })
+            || facts.has_risk(crate::Risk::OpaqueCode)
+            || facts
+                .functions
+                .iter()
+                .any(|f| !self.is_read_only_function(f))
     }
 
     /// Parses each statement of `sql` on its own, with the same limits as

@@ -20,7 +20,9 @@ use sqlparser::ast::{
 
 use super::Analyzer;
 use super::classify::fold;
-use crate::facts::{ColumnAccess, ColumnUse, Risk, StatementFacts, StatementKind};
+use crate::facts::{
+    ColumnAccess, ColumnUse, Risk, SearchPathChange, StatementFacts, StatementKind,
+};
 
 /// Analyses one parsed statement.
 pub(crate) fn walk_statement(analyzer: &Analyzer, stmt: &Statement) -> StatementFacts {
@@ -39,6 +41,7 @@ pub(crate) fn walk_statement(analyzer: &Analyzer, stmt: &Statement) -> Statement
         not_read_only: false,
         explain_analyze: false,
         harmless_session_op: false,
+        search_path: None,
     };
     let _ = stmt.visit(&mut g);
     if g.kind == StatementKind::Other {
@@ -80,6 +83,8 @@ pub(crate) fn walk_statement(analyzer: &Analyzer, stmt: &Statement) -> Statement
         risks: g.risks.into_iter().collect(),
         parameters: g.parameters.into_iter().collect(),
         read_only,
+        search_path: g.search_path,
+        unqualified: Vec::new(),
     }
 }
 
@@ -103,16 +108,56 @@ fn plain_name(n: &ObjectName) -> String {
 }
 
 /// A folded, schema-qualified relation name (unqualified names get the
-/// default schema; `db.schema.table` keeps all three parts).
+/// schema the analyzer resolves them to, the default schema unless a
+/// search_path says otherwise; `db.schema.table` keeps all three parts).
 fn qualified(an: &Analyzer, parts: &[String]) -> String {
     match parts {
-        [one] => format!("{}.{one}", an.default_schema()),
+        [one] => format!("{}.{one}", an.schema_of(one)),
         _ => parts.join("."),
     }
 }
 
 fn qualified_name(an: &Analyzer, n: &ObjectName) -> String {
     qualified(an, &name_parts(n))
+}
+
+/// True when a `SET`/`RESET` names `search_path` (as its last part: a
+/// qualified name is not the real parameter, but is not trusted either).
+fn names_search_path(n: &ObjectName) -> bool {
+    name_parts(n)
+        .last()
+        .is_some_and(|p| p.eq_ignore_ascii_case("search_path"))
+}
+
+/// The list a `SET search_path = …` sets, as PostgreSQL reads it: unquoted
+/// names folded, quoted names and plain strings as written; `DEFAULT`
+/// alone resets. Anything else (escapes, numbers, expressions) is unknown.
+fn search_path_values(values: &[Expr]) -> SearchPathChange {
+    let mut out = Vec::with_capacity(values.len());
+    for v in values {
+        match v {
+            Expr::Identifier(i)
+                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+            {
+                if values.len() != 1 {
+                    return SearchPathChange::Unknown;
+                }
+                return SearchPathChange::Reset;
+            }
+            Expr::Identifier(i) if matches!(i.quote_style, None | Some('"')) => {
+                out.push(ident_fold(i));
+            }
+            Expr::Value(v) => match &v.value {
+                sqlparser::ast::Value::SingleQuotedString(s) => out.push(s.clone()),
+                _ => return SearchPathChange::Unknown,
+            },
+            _ => return SearchPathChange::Unknown,
+        }
+    }
+    if out.is_empty() || out.iter().any(String::is_empty) {
+        return SearchPathChange::Unknown;
+    }
+    SearchPathChange::Set(out)
 }
 
 fn statement_kind(s: &Statement) -> StatementKind {
@@ -225,6 +270,9 @@ struct Generic<'a> {
     /// A cursor `FETCH`/`MOVE`/`CLOSE`, `DISCARD PLANS`, `COPY … TO STDOUT`:
     /// touches only the session's own state or its output.
     harmless_session_op: bool,
+    /// What the statement does to the session's search_path, as far as
+    /// `SET`, `RESET` and `DISCARD` say.
+    search_path: Option<SearchPathChange>,
 }
 
 impl Generic<'_> {
@@ -296,6 +344,15 @@ impl Generic<'_> {
     fn read(&mut self, n: &ObjectName) {
         let q = qualified_name(self.an, n);
         *self.relations.entry(q).or_default() += 1;
+    }
+
+    /// Records a change of the search_path; two in one statement (or a
+    /// nested one) make it unknown.
+    fn note_search_path(&mut self, change: SearchPathChange) {
+        self.search_path = Some(match self.search_path.take() {
+            None => change,
+            Some(_) => SearchPathChange::Unknown,
+        });
     }
 
     fn set_param(&mut self, name: &str) {
@@ -520,15 +577,40 @@ impl Generic<'_> {
                 }
             }
             Statement::Set(set) => match set {
-                Set::SingleAssignment { variable, .. } => self.set_param_name(variable),
+                Set::SingleAssignment {
+                    scope,
+                    hivevar,
+                    variable,
+                    values,
+                } => {
+                    self.set_param_name(variable);
+                    if names_search_path(variable) {
+                        let change = if *hivevar
+                            || matches!(scope, Some(sqlparser::ast::ContextModifier::Local))
+                            || variable.0.len() != 1
+                        {
+                            // `SET LOCAL` lasts until the transaction ends.
+                            SearchPathChange::Unknown
+                        } else {
+                            search_path_values(values)
+                        };
+                        self.note_search_path(change);
+                    }
+                }
                 Set::ParenthesizedAssignments { variables, .. } => {
                     for v in variables {
                         self.set_param_name(v);
+                        if names_search_path(v) {
+                            self.note_search_path(SearchPathChange::Unknown);
+                        }
                     }
                 }
                 Set::MultipleAssignments { assignments } => {
                     for a in assignments {
                         self.set_param_name(&a.name);
+                        if names_search_path(&a.name) {
+                            self.note_search_path(SearchPathChange::Unknown);
+                        }
                     }
                 }
                 Set::SetSessionAuthorization(_) => self.set_param("session_authorization"),
@@ -545,9 +627,19 @@ impl Generic<'_> {
                 Reset::ALL => {
                     self.risks.insert(Risk::SetsUnsafeParameter);
                     self.parameters.insert("all".into());
+                    self.note_search_path(SearchPathChange::Reset);
                 }
                 Reset::SessionAuthorization => self.set_param("session_authorization"),
-                Reset::ConfigurationParameter(n) => self.set_param_name(n),
+                Reset::ConfigurationParameter(n) => {
+                    self.set_param_name(n);
+                    if names_search_path(n) {
+                        self.note_search_path(if n.0.len() == 1 {
+                            SearchPathChange::Reset
+                        } else {
+                            SearchPathChange::Unknown
+                        });
+                    }
+                }
             },
             Statement::Call(f) => self.function(&f.name),
             Statement::Vacuum(v) => {
@@ -579,11 +671,13 @@ impl Generic<'_> {
             Statement::Fetch { .. } | Statement::Close { .. } => {
                 self.harmless_session_op = true;
             }
-            Statement::Discard { object_type } => {
-                if matches!(object_type, sqlparser::ast::DiscardObject::PLANS) {
-                    self.harmless_session_op = true;
+            Statement::Discard { object_type } => match object_type {
+                sqlparser::ast::DiscardObject::PLANS => self.harmless_session_op = true,
+                sqlparser::ast::DiscardObject::ALL => {
+                    self.note_search_path(SearchPathChange::Reset);
                 }
-            }
+                _ => {}
+            },
             Statement::StartTransaction { modes, .. } => self.transaction_modes(modes),
             Statement::Lock(l) => {
                 for t in &l.tables {
