@@ -33,7 +33,8 @@ use portcullis_benches::corpus;
 use portcullis_mask::Masker;
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, FieldValue,
-    Hook, Rejection, Session, SessionConfig, SessionId, StartupParams, Verdict, async_trait,
+    Hook, Rejection, Session, SessionConfig, SessionId, StartupParams, Transform, Verdict,
+    async_trait,
 };
 use portcullis_policy::{
     Decision, Policy, Principal, PrincipalKind, Request, Resource, ResourceKind,
@@ -258,22 +259,11 @@ struct Bench {
     transform: bool,
 }
 
-#[async_trait]
-impl Hook for Bench {
+impl Transform for Bench {
     type Principal = ();
     type Plan = ();
     type ColumnPlan = ();
-    async fn authenticate(
-        &self,
-        _: SessionId,
-        _: &StartupParams,
-        _: &str,
-    ) -> Result<Authenticated<()>, Rejection> {
-        Err(Rejection::InvalidCredential(String::new()))
-    }
-    async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-        Verdict::Forward(())
-    }
+
     fn on_row_description(
         &self,
         _: &Context<'_, ()>,
@@ -290,6 +280,7 @@ impl Hook for Bench {
             Vec::new()
         }
     }
+
     fn transform_field(
         &self,
         _: &Context<'_, ()>,
@@ -299,6 +290,22 @@ impl Hook for Bench {
         value: &[u8],
     ) -> FieldValue {
         FieldValue::Replace(value.to_ascii_uppercase())
+    }
+}
+
+#[async_trait]
+impl Hook for Bench {
+    async fn authenticate(
+        &self,
+        _: SessionId,
+        _: &StartupParams,
+        _: &str,
+    ) -> Result<Authenticated<()>, Rejection> {
+        Err(Rejection::InvalidCredential(String::new()))
+    }
+
+    async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
+        Verdict::Forward(())
     }
 }
 

@@ -9,11 +9,13 @@
 //! - [`Session`] is the sans-IO core: client bytes, backend bytes and hook
 //!   answers go in; bytes for each side, [`HookRequest`]s, [`Event`]s and
 //!   the next deadline come out. It reads no clock and opens no socket.
-//! - [`Hook`] is the contract with the gateway: `authenticate` (token to a
+//! - The contract with the gateway has two sides. [`Transform`] is the
+//!   synchronous one the session calls itself: `on_row_description`,
+//!   `transform_field`, `transform_copy`, `transform_text`, `row_limit`,
+//!   `session_settings` and `on_event`. [`Hook`] (a [`Transform`]) is the
+//!   asynchronous one only the driver awaits: `authenticate` (token to a
 //!   principal and a [`BackendTarget`]), `on_query`, `on_parse`,
-//!   `on_execute` (forward, deny or hold), and the synchronous transforms
-//!   `on_row_description`, `transform_field`, `transform_copy`,
-//!   `transform_text`, plus `on_event`.
+//!   `on_execute` (forward, deny or hold) and `ended`.
 //! - [`Proxy`] (feature `tokio`) listens, runs one task per connection that
 //!   pumps a session, handles TLS with rustls, cancel requests, timeouts and
 //!   graceful shutdown.
@@ -58,16 +60,25 @@
 //! use std::sync::Arc;
 //! use portcullis_pg::{async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls,
 //!     Column, Context, FieldValue, Hook, Proxy, ProxyConfig, Rejection, SessionId,
-//!     StartupParams, Verdict};
+//!     StartupParams, Transform, Verdict};
 //!
 //! /// Refuses DROP; every value of a statement that mentions `ssn` becomes NULL.
 //! struct Guard { backend: BackendTarget }
 //!
-//! #[async_trait]
-//! impl Hook for Guard {
+//! impl Transform for Guard { // the session calls these, synchronously
 //!     type Principal = String; // the connected user
 //!     type Plan = bool; // per statement (kept with its prepared statement): mask it?
 //!     type ColumnPlan = ();
+//!     fn on_row_description(&self, _: &Context<'_, String>, mask: &bool, columns: &[Column])
+//!         -> Vec<(usize, ())> {
+//!         columns.iter().filter(|_| *mask).map(|c| (c.index, ())).collect()
+//!     }
+//!     fn transform_field(&self, _: &Context<'_, String>, _: &bool, _: &Column, _: &(), _: &[u8])
+//!         -> FieldValue { FieldValue::Null }
+//! }
+//!
+//! #[async_trait]
+//! impl Hook for Guard { // the driver awaits these
 //!     async fn authenticate(&self, _: SessionId, startup: &StartupParams, token: &str)
 //!         -> Result<Authenticated<String>, Rejection> {
 //!         if token != "let-me-in" { return Err(Rejection::InvalidCredential("bad token".into())) }
@@ -78,12 +89,6 @@
 //!         if sql.contains("drop ") { return Verdict::Deny("no DROP through this proxy".into()) }
 //!         Verdict::Forward(sql.contains("ssn"))
 //!     }
-//!     fn on_row_description(&self, _: &Context<'_, String>, mask: &bool, columns: &[Column])
-//!         -> Vec<(usize, ())> {
-//!         columns.iter().filter(|_| *mask).map(|c| (c.index, ())).collect()
-//!     }
-//!     fn transform_field(&self, _: &Context<'_, String>, _: &bool, _: &Column, _: &(), _: &[u8])
-//!         -> FieldValue { FieldValue::Null }
 //! }
 //!
 //! #[tokio::main]
@@ -130,7 +135,7 @@ pub use error::{CodecError, SessionError};
 pub use hook::{
     Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context,
     Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit,
-    SessionId, StartupParams, TextKind, Verdict,
+    SessionId, StartupParams, TextKind, Transform, Verdict,
 };
 pub use messages::Limits;
 pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
@@ -152,8 +157,7 @@ pub mod internal {
 
     use crate::{
         Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context,
-        FieldValue, Hook, Output, Rejection, Session, SessionConfig, SessionId, StartupParams,
-        Verdict,
+        FieldValue, Output, Rejection, Session, SessionConfig, SessionId, Transform, Verdict,
     };
 
     /// Runs the frame readers and every body reader on arbitrary bytes.
@@ -214,22 +218,10 @@ pub mod internal {
 
     struct FuzzHook;
 
-    #[async_trait::async_trait]
-    impl Hook for FuzzHook {
+    impl Transform for FuzzHook {
         type Principal = ();
         type Plan = ();
         type ColumnPlan = ();
-        async fn authenticate(
-            &self,
-            _: SessionId,
-            _: &StartupParams,
-            _: &str,
-        ) -> Result<Authenticated<()>, Rejection> {
-            Err(Rejection::InvalidCredential(String::new()))
-        }
-        async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-            Verdict::Forward(())
-        }
         fn on_row_description(
             &self,
             _: &Context<'_, ()>,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, Decision,
     Event, FieldValue, Hold, Hook, HookRequest, Output, ParseVerdict, Rejection, RowLimit, Session,
-    SessionConfig, SessionId, StartupParams, TextKind, Verdict, async_trait,
+    SessionConfig, SessionId, StartupParams, TextKind, Transform, Verdict, async_trait,
 };
 use proptest::prelude::*;
 
@@ -27,24 +27,11 @@ thread_local! {
     static ROW_LIMIT: std::cell::Cell<Option<(u64, bool)>> = const { std::cell::Cell::new(None) };
 }
 
-#[async_trait]
-impl Hook for PairHook {
+impl Transform for PairHook {
     type Principal = String;
     type Plan = ();
     type ColumnPlan = ();
-    async fn authenticate(
-        &self,
-        _: SessionId,
-        _: &StartupParams,
-        _: &str,
-    ) -> Result<Authenticated<String>, Rejection> {
-        Err(Rejection::InvalidCredential(
-            "the pair answers itself".into(),
-        ))
-    }
-    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict<()> {
-        Verdict::Forward(())
-    }
+
     fn on_row_description(
         &self,
         _: &Context<'_, String>,
@@ -57,6 +44,7 @@ impl Hook for PairHook {
             .map(|c| (c.index, ()))
             .collect()
     }
+
     fn transform_field(
         &self,
         _: &Context<'_, String>,
@@ -71,14 +59,17 @@ impl Hook for PairHook {
             FieldValue::Replace(value.to_ascii_uppercase())
         }
     }
+
     fn transform_copy(&self, _: &Context<'_, String>, _: &(), data: &[u8]) -> Option<Vec<u8>> {
         Some(data.to_ascii_uppercase())
     }
+
     fn row_limit(&self, _: &Context<'_, String>, _: &()) -> Option<RowLimit> {
         ROW_LIMIT.get().map(|(n, ro)| {
             RowLimit::new(n, format!("row budget exceeded: add LIMIT {n}")).read_only(ro)
         })
     }
+
     fn transform_text(
         &self,
         _: &Context<'_, String>,
@@ -87,6 +78,24 @@ impl Hook for PairHook {
         text: &str,
     ) -> Option<String> {
         text.contains("hush").then(|| text.replace("hush", "****"))
+    }
+}
+
+#[async_trait]
+impl Hook for PairHook {
+    async fn authenticate(
+        &self,
+        _: SessionId,
+        _: &StartupParams,
+        _: &str,
+    ) -> Result<Authenticated<String>, Rejection> {
+        Err(Rejection::InvalidCredential(
+            "the pair answers itself".into(),
+        ))
+    }
+
+    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict<()> {
+        Verdict::Forward(())
     }
 }
 

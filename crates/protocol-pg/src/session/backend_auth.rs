@@ -23,7 +23,7 @@ impl std::fmt::Debug for BackendAuth {
     }
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     /// The backend connection is open (TLS done if asked).
     pub fn handle_backend_connected(&mut self, _now: Instant) {
         if self.phase != Phase::ConnectingBackend || self.closing {

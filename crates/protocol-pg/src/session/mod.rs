@@ -24,8 +24,8 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
 use crate::error::{CodecError, SessionError};
 use crate::hook::{
-    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Hook,
-    ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
+    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue,
+    ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Transform, Verdict,
 };
 use crate::messages::{self, Frame, Limits, backend, encode, frontend, lossy};
 use crate::startup;
@@ -95,24 +95,25 @@ impl CancelKey {
     }
 }
 
-/// An asynchronous question for the hook; answer it with the matching
-/// `handle_*` method of [`Session`]. Its `Debug` output redacts the credential.
+/// An asynchronous question for the decision side of the hook
+/// ([`Hook`](crate::Hook)); answer it with the matching `handle_*` method of
+/// [`Session`]. Its `Debug` output redacts the credential.
 pub enum HookRequest<P> {
-    /// Call [`Hook::authenticate`], then [`Session::handle_authenticated`].
+    /// Call [`Hook::authenticate`](crate::Hook::authenticate), then [`Session::handle_authenticated`].
     Authenticate {
         /// The client's startup parameters.
         startup: StartupParams,
         /// The password the client sent (its bearer token).
         credential: String,
     },
-    /// Call [`Hook::on_query`], then [`Session::handle_verdict`].
+    /// Call [`Hook::on_query`](crate::Hook::on_query), then [`Session::handle_verdict`].
     Query {
         /// The command.
         command: CommandId,
         /// The query text.
         sql: String,
     },
-    /// Call [`Hook::on_parse`], then [`Session::handle_parse_verdict`].
+    /// Call [`Hook::on_parse`](crate::Hook::on_parse), then [`Session::handle_parse_verdict`].
     Parse {
         /// The command.
         command: CommandId,
@@ -121,7 +122,7 @@ pub enum HookRequest<P> {
         /// The statement text.
         sql: String,
     },
-    /// Call [`Hook::on_execute`], then [`Session::handle_verdict`].
+    /// Call [`Hook::on_execute`](crate::Hook::on_execute), then [`Session::handle_verdict`].
     Execute {
         /// The command (this one execution).
         command: CommandId,
@@ -198,7 +199,7 @@ impl<P> HookRequest<P> {
 pub enum Output<P> {
     /// Ask the hook; answer with the matching `handle_*` method.
     Request(HookRequest<P>),
-    /// Pass to [`Hook::on_event`], with the plan of the command it is about.
+    /// Pass to [`Transform::on_event`], with the plan of the command it is about.
     Event(Event, Option<Arc<P>>),
     /// After writing the pending client bytes, run a TLS handshake with the
     /// client, then call [`Session::handle_client_tls`].
@@ -279,24 +280,14 @@ impl Phase {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Instant;
-/// use portcullis_pg::{
-///     async_trait, Authenticated, CancelKey, Context, Hook, Rejection, Session, SessionConfig,
-///     SessionId, StartupParams, Verdict,
-/// };
+/// use portcullis_pg::{CancelKey, Session, SessionConfig, SessionId, Transform};
 ///
+/// /// The session needs only the synchronous side of a hook.
 /// struct Nobody;
-/// #[async_trait]
-/// impl Hook for Nobody {
+/// impl Transform for Nobody {
 ///     type Principal = ();
 ///     type Plan = ();
 ///     type ColumnPlan = ();
-///     async fn authenticate(&self, _: SessionId, _: &StartupParams, _: &str)
-///         -> Result<Authenticated<()>, Rejection> {
-///         Err(Rejection::InvalidCredential("no one gets in".into()))
-///     }
-///     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-///         Verdict::Forward(())
-///     }
 /// }
 ///
 /// let config = SessionConfig { loopback: true, ..SessionConfig::default() };
@@ -306,7 +297,7 @@ impl Phase {
 /// session.handle_client_data(Instant::now(), &[0, 0, 0, 8, 4, 210, 22, 48]);
 /// assert_eq!(session.poll_client_transmit().as_deref(), Some(&b"N"[..]));
 /// ```
-pub struct Session<H: Hook> {
+pub struct Session<H: Transform> {
     id: SessionId,
     cfg: SessionConfig,
     hook: Arc<H>,
@@ -363,7 +354,7 @@ pub struct Session<H: Hook> {
     ended: bool,
 }
 
-impl<H: Hook> std::fmt::Debug for Session<H> {
+impl<H: Transform> std::fmt::Debug for Session<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.id)
@@ -374,7 +365,7 @@ impl<H: Hook> std::fmt::Debug for Session<H> {
     }
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     /// A new session for a freshly accepted client connection.
     /// `gateway_key`'s secret is the cancel secret the client will be given;
     /// the process id it is given is the backend's real one (so that
@@ -611,7 +602,7 @@ impl<H: Hook> Session<H> {
         }
     }
 
-    /// The gateway ended this session (see [`Hook::ended`]): the client is
+    /// The gateway ended this session (see [`Hook::ended`](crate::Hook::ended)): the client is
     /// told why and both connections close, whatever was in flight.
     pub fn handle_ended(&mut self, reason: &str) {
         if !self.closing {

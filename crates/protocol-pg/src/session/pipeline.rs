@@ -208,7 +208,7 @@ pub(super) fn statement_text(frame: &Frame) -> Result<(Option<String>, String), 
     }
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     /// The hook's answer to [`HookRequest::Query`] or [`HookRequest::Execute`].
     /// For a hold, the notice goes to the client and the decision future is
     /// returned: await it and pass its output to [`Session::handle_decision`],
