@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::hook::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Execution, Hook,
-    ParseVerdict, Rejection, SessionId, Verdict,
+    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Execution, HoldId,
+    Hook, ParseVerdict, Rejection, SessionId, Verdict,
 };
 use crate::messages::{backend, encode, frontend};
 use crate::session::{CancelKey, HookRequest, Output, Session, SessionConfig};
@@ -111,7 +111,10 @@ enum Answer<P, Q> {
     Auth(Result<Authenticated<P>, Rejection>),
     Verdict(Verdict<Q>),
     Parse(ParseVerdict<Q>),
-    Decision(Decision),
+    /// The decision on a hold, kept here (never in the session) under its id.
+    Decision(HoldId, Decision),
+    /// The hook could not be asked: refuse the command.
+    Refuse(String),
 }
 
 impl<H: Hook> Proxy<H> {
@@ -376,9 +379,7 @@ impl<H: Hook> Inner<H> {
                 } => Answer::Auth(hook.authenticate(id, &startup, &credential).await),
                 other => {
                     let Some(p) = principal else {
-                        return Answer::Decision(Decision::Deny(
-                            "no authenticated principal".into(),
-                        ));
+                        return Answer::Refuse("no authenticated principal".into());
                     };
                     let cx = Context {
                         session: id,
@@ -409,9 +410,7 @@ impl<H: Hook> Inner<H> {
                             };
                             Answer::Verdict(hook.on_execute(&cx, execution).await)
                         }
-                        HookRequest::Authenticate { .. } => {
-                            Answer::Decision(Decision::Deny("unreachable".into()))
-                        }
+                        HookRequest::Authenticate { .. } => Answer::Refuse("unreachable".into()),
                     }
                 }
             }
@@ -487,6 +486,7 @@ impl<H: Hook> Inner<H> {
         let mut backend: Option<BoxStream> = None;
         let mut backend_addr: Option<BackendAddr> = None;
         let mut hook_future: Option<HookFuture<H::Principal, H::Plan>> = None;
+        let mut holds = 0u64;
         let mut cbuf = vec![0u8; 16 * 1024];
         let mut bbuf = vec![0u8; 64 * 1024];
         let mut stopping = false;
@@ -619,16 +619,21 @@ impl<H: Hook> Inner<H> {
                     match answer {
                         Answer::Auth(r) => session.handle_authenticated(now, r),
                         Answer::Verdict(v) => {
-                            if let Some(decision) = session.handle_verdict(now, v) {
-                                hook_future = Some(Box::pin(async move { Answer::Decision(decision.await) }));
+                            holds += 1;
+                            let id = HoldId(holds);
+                            let (verdict, decision) = v.detach(id);
+                            session.handle_verdict(now, verdict);
+                            if let Some(decision) = decision {
+                                hook_future = Some(Box::pin(async move { Answer::Decision(id, decision.await) }));
                             }
                         }
                         Answer::Parse(v) => session.handle_parse_verdict(now, v),
-                        Answer::Decision(d) => session.handle_decision(now, d),
+                        Answer::Decision(id, d) => session.handle_hold_resolved(now, id, d),
+                        Answer::Refuse(reason) => session.handle_verdict(now, Verdict::Deny(reason)),
                     }
                 }
                 Some(()) = cancel_rx.recv() => {
-                    if session.is_holding() {
+                    if session.holding().is_some() {
                         hook_future = None;
                         session.handle_hold_abandoned(Instant::now(), true);
                     } else if let (Some(key), Some(addr)) = (session.backend_key(), backend_addr.clone()) {

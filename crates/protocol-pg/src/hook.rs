@@ -176,14 +176,18 @@ pub enum Decision {
     Deny(String),
 }
 
+/// A future resolving to the decision on a held command.
+pub type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send + 'static>>;
+
 /// A command waiting for approval: a notice for the client now, and the
-/// decision later. Dropping the future (on a cancel or a disconnect) abandons
-/// the hold; the hook is told through [`Event::HoldAbandoned`].
+/// decision later. The driver keeps the decision future (the session sees
+/// the hold only as a [`Held`]); dropping it (on a cancel or a disconnect)
+/// abandons the hold, and the hook is told through [`Event::HoldAbandoned`].
 pub struct Hold {
     /// Sent to the client at once as a NoticeResponse, e.g. "held for approval: 42".
     pub notice: String,
     /// Resolves to the decision.
-    pub decision: Pin<Box<dyn Future<Output = Decision> + Send + 'static>>,
+    pub decision: DecisionFuture,
 }
 
 impl fmt::Debug for Hold {
@@ -192,6 +196,29 @@ impl fmt::Debug for Hold {
             .field("notice", &self.notice)
             .finish_non_exhaustive()
     }
+}
+
+/// Names one hold of a session. The driver chooses it when it takes the
+/// hold's decision future out of a verdict ([`Verdict::detach`]) and
+/// passes it back with the decision
+/// ([`Session::handle_hold_resolved`](crate::Session::handle_hold_resolved)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HoldId(pub u64);
+
+impl fmt::Display for HoldId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "h{}", self.0)
+    }
+}
+
+/// A hold as the session sees it: its id and the notice for the client; the
+/// decision future stays with the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The hold's id.
+    pub id: HoldId,
+    /// Sent to the client at once as a NoticeResponse.
+    pub notice: String,
 }
 
 /// The hook's answer to a command: what to do with it and, when it runs,
@@ -205,8 +232,12 @@ impl fmt::Debug for Hold {
 /// [`Transform::transform_text`]) and reports it with the events of that
 /// statement ([`Transform::on_event`]). Nothing about "the current command" is
 /// kept anywhere else.
+///
+/// The hook answers a `Verdict<P>`, whose hold carries its decision future
+/// ([`Hold`]); the session is given a `Verdict<P, Held>`, the same verdict
+/// with the future taken out by the driver ([`Verdict::detach`]).
 #[derive(Debug)]
-pub enum Verdict<P> {
+pub enum Verdict<P, H = Hold> {
     /// Send it to the backend, with its plan.
     Forward(P),
     /// Refuse it with this reason: the client gets SQLSTATE 42501.
@@ -217,12 +248,50 @@ pub enum Verdict<P> {
     /// which budget, its limit and what to do.
     Exceeded(String),
     /// Hold it until the decision resolves; if forwarded then, it runs with this plan.
-    Hold(Hold, P),
+    Hold(H, P),
     /// End the session: the command never reaches the backend, the client
     /// gets a FATAL error (SQLSTATE 57P01) with this reason, and both
     /// connections close. For a session that may go on no longer (its token
     /// expired or was revoked, or an operator killed it).
     Terminate(String),
+}
+
+impl<P> Verdict<P> {
+    /// Takes a hold's decision future out, for the driver to await under
+    /// `id`, and leaves the verdict the session is given. Any other verdict
+    /// comes back unchanged, with no future.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis_pg::{Decision, Hold, HoldId, Verdict};
+    ///
+    /// let hold = Hold {
+    ///     notice: "held for approval: 7".into(),
+    ///     decision: Box::pin(async { Decision::Forward }),
+    /// };
+    /// let (verdict, decision) = Verdict::Hold(hold, ()).detach(HoldId(1));
+    /// assert!(matches!(verdict, Verdict::Hold(held, ()) if held.id == HoldId(1)));
+    /// assert!(decision.is_some());
+    /// ```
+    pub fn detach(self, id: HoldId) -> (Verdict<P, Held>, Option<DecisionFuture>) {
+        match self {
+            Verdict::Forward(plan) => (Verdict::Forward(plan), None),
+            Verdict::Deny(reason) => (Verdict::Deny(reason), None),
+            Verdict::Exceeded(reason) => (Verdict::Exceeded(reason), None),
+            Verdict::Terminate(reason) => (Verdict::Terminate(reason), None),
+            Verdict::Hold(hold, plan) => (
+                Verdict::Hold(
+                    Held {
+                        id,
+                        notice: hold.notice,
+                    },
+                    plan,
+                ),
+                Some(hold.decision),
+            ),
+        }
+    }
 }
 
 /// The hook's answer to an extended-protocol Parse.

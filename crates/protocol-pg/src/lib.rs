@@ -134,11 +134,11 @@ pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
 pub use hook::{
     Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context,
-    Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit,
-    SessionId, StartupParams, TextKind, Transform, Verdict,
+    Decision, DecisionFuture, Event, Execution, FieldValue, Format, Held, Hold, HoldId, Hook,
+    ParseVerdict, Rejection, RowLimit, SessionId, StartupParams, TextKind, Transform, Verdict,
 };
 pub use messages::Limits;
-pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
+pub use session::{CancelKey, HookRequest, Output, Session, SessionConfig};
 
 /// The `tls-server-end-point` channel binding data (RFC 5929) of a DER
 /// server certificate, as the sessions bind SCRAM-SHA-256-PLUS to it: the
@@ -287,7 +287,7 @@ pub mod internal {
             while let Some(out) = s.poll() {
                 if let Output::Request(_) = out {
                     answered = true;
-                    let _ = s.handle_verdict(now, Verdict::Forward(()));
+                    s.handle_verdict(now, Verdict::Forward(()));
                     s.handle_parse_verdict(now, crate::ParseVerdict::Forward(()));
                 }
             }
@@ -310,7 +310,7 @@ pub mod internal {
     /// |---|---|
     /// | 0 | client bytes |
     /// | 1 | backend bytes |
-    /// | 2 | answer every pending hook request (`payload[0]` picks allow, deny, hold then allow, hold then deny, terminate; its bit 3 picks the backend allowances) |
+    /// | 2 | answer every pending hook request (`payload[0]` picks allow, deny, hold then allow, hold then deny, terminate; its bit 3 picks the backend allowances; its bit 7 first resolves a hold id that is not the session's) |
     /// | 3 | advance time by `payload[0]` seconds and check deadlines |
     /// | 4 | the client closes |
     /// | 5 | the backend closes |
@@ -322,7 +322,7 @@ pub mod internal {
     /// that once the session is closed nothing but a Terminate is sent to
     /// the backend.
     pub fn fuzz_session_script(script: &[u8]) {
-        use crate::hook::{Decision, Hold};
+        use crate::hook::{Decision, Hold, HoldId};
         let mut now = Instant::now();
         let config = SessionConfig {
             loopback: true,
@@ -333,6 +333,7 @@ pub mod internal {
         let mut s = Session::new(SessionId(1), config, Arc::new(FuzzHook), key, now);
         let mut requests = Vec::new();
         let mut allowed: Vec<String> = Vec::new();
+        let mut holds = 0u64;
         let mut rest = script;
         let mut steps = 0;
         while let [op, hi, lo, tail @ ..] = rest {
@@ -402,6 +403,8 @@ pub mod internal {
                                 {
                                     allowed.push(sql);
                                 }
+                                holds += 1;
+                                let id = HoldId(holds);
                                 let verdict = match choice % 5 {
                                     0 => Verdict::Forward(()),
                                     1 => Verdict::Deny("no".into()),
@@ -414,13 +417,23 @@ pub mod internal {
                                         (),
                                     ),
                                 };
-                                if s.handle_verdict(now, verdict).is_some() {
+                                let (verdict, decision) = verdict.detach(id);
+                                s.handle_verdict(now, verdict);
+                                if decision.is_some() {
+                                    if choice & 0x80 != 0 {
+                                        // A stale or foreign hold id is ignored.
+                                        s.handle_hold_resolved(
+                                            now,
+                                            HoldId(holds + 1),
+                                            Decision::Forward,
+                                        );
+                                    }
                                     let decision = if choice % 5 == 2 {
                                         Decision::Forward
                                     } else {
                                         Decision::Deny("no".into())
                                     };
-                                    s.handle_decision(now, decision);
+                                    s.handle_hold_resolved(now, id, decision);
                                 }
                             }
                         }

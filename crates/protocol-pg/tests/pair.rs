@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, Decision,
-    Event, FieldValue, Hold, Hook, HookRequest, Output, ParseVerdict, Rejection, RowLimit, Session,
-    SessionConfig, SessionId, StartupParams, TextKind, Transform, Verdict, async_trait,
+    Event, FieldValue, Held, HoldId, HookRequest, Output, ParseVerdict, Rejection, RowLimit,
+    Session, SessionConfig, SessionId, TextKind, Transform, Verdict,
 };
 use proptest::prelude::*;
 
@@ -78,24 +78,6 @@ impl Transform for PairHook {
         text: &str,
     ) -> Option<String> {
         text.contains("hush").then(|| text.replace("hush", "****"))
-    }
-}
-
-#[async_trait]
-impl Hook for PairHook {
-    async fn authenticate(
-        &self,
-        _: SessionId,
-        _: &StartupParams,
-        _: &str,
-    ) -> Result<Authenticated<String>, Rejection> {
-        Err(Rejection::InvalidCredential(
-            "the pair answers itself".into(),
-        ))
-    }
-
-    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict<()> {
-        Verdict::Forward(())
     }
 }
 
@@ -481,10 +463,9 @@ impl Pair {
         p
     }
 
-    fn answer_query(&mut self, verdict: Verdict<()>) -> Option<portcullis_pg::DecisionFuture> {
-        let f = self.s.handle_verdict(self.now, verdict);
+    fn answer_query(&mut self, verdict: Verdict<(), Held>) {
+        self.s.handle_verdict(self.now, verdict);
         self.collect();
-        f
     }
 }
 
@@ -815,22 +796,25 @@ fn held_query_sends_the_notice_at_once_and_waits() {
     let frame = q("delete from t");
     p.client(&frame);
     p.take_request();
-    let fut = p.answer_query(Verdict::Hold(
-        Hold {
+    p.answer_query(Verdict::Hold(
+        Held {
+            id: HoldId(9),
             notice: "held for approval: 9".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));
-    assert!(fut.is_some());
-    assert!(p.s.is_holding());
+    assert_eq!(p.s.holding(), Some(HoldId(9)));
     let out = p.client_out();
     assert_eq!(tags(&out), "N");
     assert!(String::from_utf8_lossy(&out).contains("held for approval: 9"));
     assert!(p.backend_out().is_empty());
-    p.s.handle_decision(p.now, Decision::Forward);
+    // A decision on another hold (an abandoned one, a forged id) is ignored.
+    p.s.handle_hold_resolved(p.now, HoldId(8), Decision::Forward);
+    assert!(p.backend_out().is_empty());
+    assert_eq!(p.s.holding(), Some(HoldId(9)));
+    p.s.handle_hold_resolved(p.now, HoldId(9), Decision::Forward);
     assert_eq!(p.backend_out(), frame);
-    assert!(!p.s.is_holding());
+    assert_eq!(p.s.holding(), None);
 }
 
 #[test]
@@ -839,9 +823,9 @@ fn held_query_cancelled_gets_57014() {
     p.client(&q("delete from t"));
     p.take_request();
     p.answer_query(Verdict::Hold(
-        Hold {
+        Held {
+            id: HoldId(1),
             notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));
@@ -1091,9 +1075,9 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
             other => panic!("{other:?}"),
         }
         p.answer_query(Verdict::Hold(
-            Hold {
+            Held {
+                id: HoldId(1),
                 notice: "held".into(),
-                decision: Box::pin(std::future::pending()),
             },
             (),
         ));
@@ -1101,7 +1085,7 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
             p.backend_out().is_empty(),
             "Sync waits behind the held Execute"
         );
-        p.s.handle_decision(p.now, Decision::Forward);
+        p.s.handle_hold_resolved(p.now, HoldId(1), Decision::Forward);
         assert_eq!(tags(&p.backend_out()), "DES");
         p.backend(
             &[
@@ -1136,9 +1120,9 @@ fn a_hold_notice_follows_the_replies_owed_before_it() {
     assert_eq!(tags(&p.backend_out()), "QB");
     p.take_request();
     p.answer_query(Verdict::Hold(
-        Hold {
+        Held {
+            id: HoldId(1),
             notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));
@@ -1148,7 +1132,7 @@ fn a_hold_notice_follows_the_replies_owed_before_it() {
     );
     p.backend(&[complete("SELECT 0"), ready(b'I')].concat());
     assert_eq!(tags(&p.client_out()), "CZN");
-    p.s.handle_decision(p.now, Decision::Forward);
+    p.s.handle_hold_resolved(p.now, HoldId(1), Decision::Forward);
     assert_eq!(tags(&p.backend_out()), "DES");
     p.backend(
         &[
@@ -1374,9 +1358,9 @@ fn shutdown_and_disconnects_end_the_session() {
     p.client(&q("delete from t"));
     p.take_request();
     p.answer_query(Verdict::Hold(
-        Hold {
+        Held {
+            id: HoldId(1),
             notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));

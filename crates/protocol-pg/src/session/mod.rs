@@ -13,8 +13,6 @@
 //! - [`budget`]: cutting a result at its row limit.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +22,8 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
 use crate::error::{CodecError, SessionError};
 use crate::hook::{
-    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue,
-    ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Transform, Verdict,
+    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Held,
+    HoldId, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Transform, Verdict,
 };
 use crate::messages::{self, Frame, Limits, backend, encode, frontend, lossy};
 use crate::startup;
@@ -236,9 +234,6 @@ impl<P> std::fmt::Debug for Output<P> {
     }
 }
 
-/// A future resolving to the decision on a held command.
-pub type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send + 'static>>;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Startup,
@@ -448,12 +443,13 @@ impl<H: Transform> Session<H> {
         })
     }
 
-    /// Whether a hold is in progress (a decision future is being awaited).
-    pub fn is_holding(&self) -> bool {
-        matches!(
-            self.pending,
-            Some(Pending::HeldQuery { .. } | Pending::HeldExecute { .. })
-        )
+    /// The hold in progress, if any: the driver awaits its decision and
+    /// answers with [`Session::handle_hold_resolved`].
+    pub fn holding(&self) -> Option<HoldId> {
+        match self.pending {
+            Some(Pending::HeldQuery { hold, .. } | Pending::HeldExecute { hold, .. }) => Some(hold),
+            _ => None,
+        }
     }
 
     /// Whether the session is waiting for any hook answer.

@@ -29,11 +29,13 @@ pub(super) enum Pending<P> {
     },
     HeldQuery {
         cmd: CommandId,
+        hold: HoldId,
         frame: Bytes,
         plan: Arc<P>,
     },
     HeldExecute {
         cmd: CommandId,
+        hold: HoldId,
         frame: Bytes,
         portal: String,
         described: bool,
@@ -209,15 +211,12 @@ pub(super) fn statement_text(frame: &Frame) -> Result<(Option<String>, String), 
 }
 
 impl<H: Transform> Session<H> {
-    /// The hook's answer to [`HookRequest::Query`] or [`HookRequest::Execute`].
-    /// For a hold, the notice goes to the client and the decision future is
-    /// returned: await it and pass its output to [`Session::handle_decision`],
-    /// or call [`Session::handle_hold_abandoned`] if it is dropped.
-    pub fn handle_verdict(
-        &mut self,
-        now: Instant,
-        verdict: Verdict<H::Plan>,
-    ) -> Option<DecisionFuture> {
+    /// The hook's answer to [`HookRequest::Query`] or [`HookRequest::Execute`],
+    /// with a hold's decision future taken out by the driver
+    /// ([`Verdict::detach`]). For a hold, the notice goes to the client and
+    /// the command waits for [`Session::handle_hold_resolved`] with the
+    /// hold's id, or [`Session::handle_hold_abandoned`].
+    pub fn handle_verdict(&mut self, now: Instant, verdict: Verdict<H::Plan, Held>) {
         match verdict {
             Verdict::Forward(plan) => {
                 self.last_activity = now;
@@ -234,11 +233,9 @@ impl<H: Transform> Session<H> {
                     other => self.pending = other,
                 }
                 self.process_client();
-                None
             }
             Verdict::Deny(reason) => {
                 self.decide(now, Decision::Deny(reason));
-                None
             }
             Verdict::Exceeded(reason) => {
                 self.last_activity = now;
@@ -251,11 +248,9 @@ impl<H: Transform> Session<H> {
                 }
                 self.refuse_pending("53400", reason);
                 self.process_client();
-                None
             }
             Verdict::Terminate(reason) => {
                 self.terminate(reason);
-                None
             }
             Verdict::Hold(hold, plan) => {
                 let plan = Arc::new(plan);
@@ -264,6 +259,7 @@ impl<H: Transform> Session<H> {
                         cmd,
                         Pending::HeldQuery {
                             cmd,
+                            hold: hold.id,
                             frame,
                             plan: plan.clone(),
                         },
@@ -277,6 +273,7 @@ impl<H: Transform> Session<H> {
                         cmd,
                         Pending::HeldExecute {
                             cmd,
+                            hold: hold.id,
                             frame,
                             portal,
                             described,
@@ -285,7 +282,7 @@ impl<H: Transform> Session<H> {
                     ),
                     other => {
                         self.pending = other;
-                        return None;
+                        return;
                     }
                 };
                 self.pending = Some(held);
@@ -300,19 +297,23 @@ impl<H: Transform> Session<H> {
                     },
                     Some(plan),
                 );
-                Some(hold.decision)
             }
         }
     }
 
-    /// The decision on a held command: forwarded with the plan its hold
-    /// carried, or refused.
-    pub fn handle_decision(&mut self, now: Instant, decision: Decision) {
-        self.decide(now, decision);
+    /// The decision on the hold `id`: its command is forwarded with the
+    /// plan its hold carried, or refused. A decision on any other hold than
+    /// the one in progress ([`Session::holding`]) is ignored: that hold was
+    /// abandoned, or never existed.
+    pub fn handle_hold_resolved(&mut self, now: Instant, id: HoldId, decision: Decision) {
+        if self.holding() == Some(id) {
+            self.decide(now, decision);
+        }
     }
 
-    /// A hold ended without a decision: `cancelled` when the client sent a
-    /// CancelRequest (it gets SQLSTATE 57014, like a cancelled statement).
+    /// The hold in progress ended without a decision (the driver dropped its
+    /// future): `cancelled` when the client sent a CancelRequest (it gets
+    /// SQLSTATE 57014, like a cancelled statement).
     pub fn handle_hold_abandoned(&mut self, now: Instant, cancelled: bool) {
         let cmd = match &self.pending {
             Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) => *cmd,
@@ -391,15 +392,16 @@ impl<H: Transform> Session<H> {
         self.last_activity = now;
         match decision {
             Decision::Forward => match self.pending.take() {
-                Some(Pending::HeldQuery { cmd, frame, plan }) => {
-                    self.forward_query(cmd, frame, plan)
-                }
+                Some(Pending::HeldQuery {
+                    cmd, frame, plan, ..
+                }) => self.forward_query(cmd, frame, plan),
                 Some(Pending::HeldExecute {
                     cmd,
                     frame,
                     portal,
                     described,
                     plan,
+                    ..
                 }) => self.forward_execute(cmd, frame, &portal, described, plan),
                 Some(p @ (Pending::Query { .. } | Pending::Execute { .. })) => {
                     // A decision without a verdict carries no plan: refuse.
