@@ -310,12 +310,12 @@ pub mod internal {
     /// |---|---|
     /// | 0 | client bytes |
     /// | 1 | backend bytes |
-    /// | 2 | answer every pending hook request (`payload[0]` picks allow, deny, hold then allow, hold then deny, terminate; its bit 3 picks the backend allowances; its bit 7 first resolves a hold id that is not the session's) |
+    /// | 2 | answer every pending hook request (`payload[0]` picks allow, deny, hold then allow, hold then deny, terminate; its bit 3 picks the backend allowances, its bit 5 backend TLS; its bit 7 first resolves a hold id that is not the session's) |
     /// | 3 | advance time by `payload[0]` seconds and check deadlines |
     /// | 4 | the client closes |
     /// | 5 | the backend closes |
     /// | 6 | the client TLS handshake completed |
-    /// | 7 | the backend connection opened |
+    /// | 7 | the backend connection opened (with `payload[0]` bit 6: its TLS handshake completed, the rest of the payload standing for its certificate) |
     ///
     /// It checks that nothing panics, that a Query or Parse reaches the
     /// backend only with a text the hook allowed (or the gateway's own), and
@@ -363,6 +363,13 @@ pub mod internal {
                                     drop_unknown_startup_params: lenient,
                                     require_channel_binding: choice & 16 != 0,
                                 };
+                                let tls = if choice & 32 != 0 {
+                                    BackendTls::Require {
+                                        server_name: "db".into(),
+                                    }
+                                } else {
+                                    BackendTls::Disable
+                                };
                                 let backend = BackendTarget {
                                     addr: BackendAddr::Tcp {
                                         host: String::new(),
@@ -371,7 +378,7 @@ pub mod internal {
                                     database: "d".into(),
                                     user: "u".into(),
                                     password: "p".into(),
-                                    tls: BackendTls::Disable,
+                                    tls,
                                     allow,
                                 };
                                 let result = if choice % 5 == 1 {

@@ -19,6 +19,9 @@ use proptest::prelude::*;
 
 const BACKEND_PASSWORD: &str = "backend-secret-pw";
 
+/// An SSLRequest, as the session sends it to a backend that must use TLS.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
+
 struct PairHook;
 
 thread_local! {
@@ -1883,10 +1886,16 @@ fn required_channel_binding_refuses_every_login_that_is_not_bound() {
         }
         let mut p = Pair::loopback();
         login_with(&mut p, &[("user", "alice")], target);
+        p.s.handle_backend_connected(p.now);
         if tls {
+            // The session negotiates TLS; the driver runs the handshake.
+            assert_eq!(p.backend_out(), SSL_REQUEST);
+            p.backend(b"S");
+            assert!(p.outputs.iter().any(
+                |o| matches!(o, Output::StartBackendTls { server_name } if server_name == "db")
+            ));
             p.s.handle_backend_tls(certificate);
         }
-        p.s.handle_backend_connected(p.now);
         p.backend_out();
         p.backend(&request);
         let sent = p.backend_out();
@@ -2063,4 +2072,72 @@ fn more_statements_of_the_query_after_the_cut_one_end_the_session() {
     assert_eq!(tags(&out), "TDDEE");
     assert!(!String::from_utf8_lossy(&out).contains("\0x\0"));
     assert!(p.s.is_closed());
+}
+
+// ------------------------------------------------- bytes the session writes
+
+/// The session, not the driver, negotiates TLS with the backend: an
+/// SSLRequest, the one-byte answer, then the handshake the driver is asked
+/// to run; the login starts only after it.
+#[test]
+fn backend_tls_is_negotiated_by_the_session() {
+    let mut target = Pair::target();
+    target.tls = BackendTls::Require {
+        server_name: "db.internal".into(),
+    };
+    let mut p = Pair::loopback();
+    login_with(&mut p, &[("user", "alice")], target);
+    p.s.handle_backend_connected(p.now);
+    assert_eq!(p.backend_out(), SSL_REQUEST);
+    p.backend(b"S");
+    assert!(p.outputs.iter().any(|o| matches!(o,
+            Output::StartBackendTls { server_name } if server_name == "db.internal")));
+    assert!(p.backend_out().is_empty(), "nothing before the handshake");
+    p.s.handle_backend_tls(&[]);
+    let sent = p.backend_out();
+    let text = String::from_utf8_lossy(&sent);
+    assert!(text.contains("user\0app\0"), "{text:?}");
+    assert!(!p.s.is_closed());
+}
+
+/// A backend that refuses TLS, or that sends anything after its `S` (bytes
+/// that would be read as if they had come over TLS), ends the session
+/// before the login.
+#[test]
+fn a_backend_that_refuses_tls_or_sends_early_bytes_ends_the_session() {
+    for answer in [&b"N"[..], &b"E"[..], &b"SR\0\0\0\x08\0\0\0\0"[..]] {
+        let mut target = Pair::target();
+        target.tls = BackendTls::Require {
+            server_name: "db".into(),
+        };
+        let mut p = Pair::loopback();
+        login_with(&mut p, &[("user", "alice")], target);
+        p.s.handle_backend_connected(p.now);
+        assert_eq!(p.backend_out(), SSL_REQUEST);
+        p.backend(answer);
+        assert_eq!(codes(&p.client_out()), ["08001"], "{answer:?}");
+        assert!(p.s.is_closed());
+        assert!(p.backend_out().is_empty(), "{answer:?}: no login");
+        assert!(
+            !p.outputs
+                .iter()
+                .any(|o| matches!(o, Output::StartBackendTls { .. }))
+        );
+    }
+}
+
+/// When the client goes away, the session says goodbye to its backend with
+/// one Terminate; before the backend login there is nothing to say.
+#[test]
+fn the_session_terminates_the_backend_when_the_client_leaves() {
+    let mut p = Pair::ready();
+    p.s.handle_client_closed();
+    assert_eq!(p.backend_out(), b"X\0\0\0\x04");
+    p.s.handle_client_closed();
+    assert!(p.backend_out().is_empty(), "once");
+
+    let mut p = Pair::loopback();
+    login_with(&mut p, &[("user", "alice")], Pair::target());
+    p.s.handle_client_closed();
+    assert!(p.backend_out().is_empty(), "no backend connection yet");
 }

@@ -93,6 +93,19 @@ impl CancelKey {
     }
 }
 
+/// What a connection over the listener's session limit is told before it
+/// is closed (FATAL 53300, naming the limit and its value). No session is
+/// started for it.
+pub(crate) fn over_session_limit(limit: usize) -> Bytes {
+    backend::fatal(
+        "53300",
+        &format!(
+            "sorry, too many clients already: the gateway's limit of {limit} sessions in total \
+             on this listener (max_sessions) is reached"
+        ),
+    )
+}
+
 /// An asynchronous question for the decision side of the hook
 /// ([`Hook`](crate::Hook)); answer it with the matching `handle_*` method of
 /// [`Session`]. Its `Debug` output redacts the credential.
@@ -202,9 +215,20 @@ pub enum Output<P> {
     /// After writing the pending client bytes, run a TLS handshake with the
     /// client, then call [`Session::handle_client_tls`].
     StartClientTls,
-    /// Connect to this backend, then call [`Session::handle_backend_connected`]
-    /// (or [`Session::handle_backend_connect_failed`]).
+    /// Connect to this backend (a plain connection: when its target asks
+    /// for TLS, the session negotiates it), then call
+    /// [`Session::handle_backend_connected`] (or
+    /// [`Session::handle_backend_connect_failed`]).
     ConnectBackend(BackendTarget),
+    /// The backend accepted the session's SSLRequest: after writing the
+    /// pending backend bytes, run a TLS handshake with the backend, checking
+    /// its certificate against `server_name`, then call
+    /// [`Session::handle_backend_tls`] with the certificate (or
+    /// [`Session::handle_backend_connect_failed`]).
+    StartBackendTls {
+        /// The name the backend's certificate must carry.
+        server_name: String,
+    },
     /// The client sent a CancelRequest with this gateway-issued key; the
     /// session is over. Find the session that issued it.
     Cancel(CancelKey),
@@ -228,6 +252,10 @@ impl<P> std::fmt::Debug for Output<P> {
                 .finish(),
             Output::StartClientTls => f.write_str("StartClientTls"),
             Output::ConnectBackend(t) => f.debug_tuple("ConnectBackend").field(t).finish(),
+            Output::StartBackendTls { server_name } => f
+                .debug_struct("StartBackendTls")
+                .field("server_name", server_name)
+                .finish(),
             Output::Cancel(k) => f.debug_tuple("Cancel").field(k).finish(),
             Output::CancelBackend => f.write_str("CancelBackend"),
         }
@@ -241,6 +269,10 @@ enum Phase {
     Password,
     Authenticating,
     ConnectingBackend,
+    /// The backend was sent an SSLRequest; its one-byte answer is awaited.
+    BackendTlsRequest,
+    /// The backend accepted TLS; the driver runs the handshake.
+    BackendTlsHandshake,
     BackendAuth,
     BackendStartup,
     Ready,
@@ -254,6 +286,7 @@ impl Phase {
             Phase::Password => "client authentication",
             Phase::Authenticating => "client authentication",
             Phase::ConnectingBackend => "backend connection",
+            Phase::BackendTlsRequest | Phase::BackendTlsHandshake => "backend tls negotiation",
             Phase::BackendAuth => "backend authentication",
             Phase::BackendStartup => "backend startup",
             Phase::Ready => "query processing",
@@ -566,8 +599,18 @@ impl<H: Transform> Session<H> {
         self.process_backend();
     }
 
-    /// The client closed its connection.
+    /// The client closed its connection. A logged-in backend connection is
+    /// sent a Terminate: write the pending backend bytes before closing it.
     pub fn handle_client_closed(&mut self) {
+        if !self.closing
+            && matches!(
+                self.phase,
+                Phase::BackendAuth | Phase::BackendStartup | Phase::Ready
+            )
+        {
+            self.to_backend
+                .push_back(encode(&frontend::Terminate::new()));
+        }
         if let Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) =
             self.pending
         {
@@ -726,6 +769,7 @@ impl<H: Transform> Session<H> {
     fn process_backend(&mut self) {
         while !self.closing {
             match self.phase {
+                Phase::BackendTlsRequest => return self.on_backend_tls_answer(),
                 Phase::BackendAuth | Phase::BackendStartup | Phase::Ready => {}
                 _ => return,
             }
