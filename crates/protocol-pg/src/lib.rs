@@ -7,8 +7,10 @@
 //! masking or audit: the gateway implements the hook.
 //!
 //! - [`Session`] is the sans-IO core: client bytes, backend bytes and hook
-//!   answers go in; bytes for each side, [`HookRequest`]s, [`Event`]s and
-//!   the next deadline come out. It reads no clock and opens no socket.
+//!   answers go in; bytes for each side (every protocol byte is written
+//!   here), [`HookRequest`]s, [`Event`]s and the next deadline come out. It
+//!   reads no clock, opens no socket and awaits nothing: a held command is
+//!   known to it by a [`HoldId`], its decision future stays with the driver.
 //! - The contract with the gateway has two sides. [`Transform`] is the
 //!   synchronous one the session calls itself: `on_row_description`,
 //!   `transform_field`, `transform_copy`, `transform_text`, `row_limit`,
