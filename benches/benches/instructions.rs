@@ -7,7 +7,8 @@
 //!   `benches/policy.rs` for the pgbench select and the 3-table join, with the
 //!   decision cache off (parse + analysis + evaluation) and on (a cache hit);
 //! - `pg`: a ready `portcullis_pg::Session` fed a 10,000-row result in 64 KiB
-//!   reads with one column transformed (`benches/pg.rs` transform-one-column).
+//!   reads, every row forwarded untouched and with one column transformed
+//!   (`benches/pg.rs` forward-untouched and transform-one-column).
 //!
 //! Setup (building the masker and warming its lazy DFAs, parsing the policy,
 //! logging the session in, generating the input) and teardown (dropping all
@@ -390,7 +391,14 @@ fn pg_setup() -> (Session<Bench>, Vec<u8>) {
     (ready_session(true), result_bytes())
 }
 
+/// A ready session whose hook chooses no column (every row forwarded
+/// untouched) and the result bytes.
+fn pg_setup_untouched() -> (Session<Bench>, Vec<u8>) {
+    (ready_session(false), result_bytes())
+}
+
 #[library_benchmark]
+#[bench::forward_untouched(setup = pg_setup_untouched, teardown = drop_after)]
 #[bench::transform_one_column(setup = pg_setup, teardown = drop_after)]
 fn session_10k_rows((mut s, result): (Session<Bench>, Vec<u8>)) -> (Session<Bench>, Vec<u8>) {
     let now = Instant::now();

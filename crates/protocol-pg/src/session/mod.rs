@@ -352,6 +352,10 @@ pub struct Session<H: Transform> {
     target: Option<BackendTarget>,
     backend_auth: BackendAuth,
     pending: Option<Pending<H::Plan>>,
+    /// The id of the latest hold: the one in progress while `pending` is a
+    /// held command. (Kept out of [`Pending`], whose layout the check of
+    /// every backend message reads.)
+    hold: HoldId,
     expect: VecDeque<Expect<H::Plan>>,
     /// Prepared statements the backend confirmed.
     statements: HashMap<String, Arc<Stmt<H::Plan>>>,
@@ -429,6 +433,7 @@ impl<H: Transform> Session<H> {
             target: None,
             backend_auth: BackendAuth::Start,
             pending: None,
+            hold: HoldId(0),
             expect: VecDeque::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
@@ -480,7 +485,7 @@ impl<H: Transform> Session<H> {
     /// answers with [`Session::handle_hold_resolved`].
     pub fn holding(&self) -> Option<HoldId> {
         match self.pending {
-            Some(Pending::HeldQuery { hold, .. } | Pending::HeldExecute { hold, .. }) => Some(hold),
+            Some(Pending::HeldQuery { .. } | Pending::HeldExecute { .. }) => Some(self.hold),
             _ => None,
         }
     }
@@ -767,9 +772,14 @@ impl<H: Transform> Session<H> {
     }
 
     fn process_backend(&mut self) {
+        if self.phase == Phase::BackendTlsRequest {
+            // One byte, before any frame: nothing else is read in this
+            // phase (checked once per read, not per frame).
+            self.on_backend_tls_answer();
+            return;
+        }
         while !self.closing {
             match self.phase {
-                Phase::BackendTlsRequest => return self.on_backend_tls_answer(),
                 Phase::BackendAuth | Phase::BackendStartup | Phase::Ready => {}
                 _ => return,
             }

@@ -29,13 +29,11 @@ pub(super) enum Pending<P> {
     },
     HeldQuery {
         cmd: CommandId,
-        hold: HoldId,
         frame: Bytes,
         plan: Arc<P>,
     },
     HeldExecute {
         cmd: CommandId,
-        hold: HoldId,
         frame: Bytes,
         portal: String,
         described: bool,
@@ -259,7 +257,6 @@ impl<H: Transform> Session<H> {
                         cmd,
                         Pending::HeldQuery {
                             cmd,
-                            hold: hold.id,
                             frame,
                             plan: plan.clone(),
                         },
@@ -273,7 +270,6 @@ impl<H: Transform> Session<H> {
                         cmd,
                         Pending::HeldExecute {
                             cmd,
-                            hold: hold.id,
                             frame,
                             portal,
                             described,
@@ -286,6 +282,7 @@ impl<H: Transform> Session<H> {
                     }
                 };
                 self.pending = Some(held);
+                self.hold = hold.id;
                 // The notice is about this Execute (or query): it never
                 // overtakes the replies owed for an earlier Sync or Query.
                 self.synthetic_after_synced(backend::notice(&hold.notice));
@@ -392,16 +389,15 @@ impl<H: Transform> Session<H> {
         self.last_activity = now;
         match decision {
             Decision::Forward => match self.pending.take() {
-                Some(Pending::HeldQuery {
-                    cmd, frame, plan, ..
-                }) => self.forward_query(cmd, frame, plan),
+                Some(Pending::HeldQuery { cmd, frame, plan }) => {
+                    self.forward_query(cmd, frame, plan)
+                }
                 Some(Pending::HeldExecute {
                     cmd,
                     frame,
                     portal,
                     described,
                     plan,
-                    ..
                 }) => self.forward_execute(cmd, frame, &portal, described, plan),
                 Some(p @ (Pending::Query { .. } | Pending::Execute { .. })) => {
                     // A decision without a verdict carries no plan: refuse.
