@@ -7,7 +7,8 @@
 //!   `benches/policy.rs` for the pgbench select and the 3-table join, with the
 //!   decision cache off (parse + analysis + evaluation) and on (a cache hit);
 //! - `pg`: a ready `portcullis_pg::Session` fed a 10,000-row result in 64 KiB
-//!   reads with one column transformed (`benches/pg.rs` transform-one-column).
+//!   reads, every row forwarded untouched and with one column transformed
+//!   (`benches/pg.rs` forward-untouched and transform-one-column).
 //!
 //! Setup (building the masker and warming its lazy DFAs, parsing the policy,
 //! logging the session in, generating the input) and teardown (dropping all
@@ -33,7 +34,7 @@ use portcullis_benches::corpus;
 use portcullis_mask::Masker;
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, FieldValue,
-    Hook, Rejection, Session, SessionConfig, SessionId, StartupParams, Verdict, async_trait,
+    Session, SessionConfig, SessionId, Transform, Verdict,
 };
 use portcullis_policy::{
     Decision, Policy, Principal, PrincipalKind, Request, Resource, ResourceKind,
@@ -258,22 +259,11 @@ struct Bench {
     transform: bool,
 }
 
-#[async_trait]
-impl Hook for Bench {
+impl Transform for Bench {
     type Principal = ();
     type Plan = ();
     type ColumnPlan = ();
-    async fn authenticate(
-        &self,
-        _: SessionId,
-        _: &StartupParams,
-        _: &str,
-    ) -> Result<Authenticated<()>, Rejection> {
-        Err(Rejection::InvalidCredential(String::new()))
-    }
-    async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-        Verdict::Forward(())
-    }
+
     fn on_row_description(
         &self,
         _: &Context<'_, ()>,
@@ -290,6 +280,7 @@ impl Hook for Bench {
             Vec::new()
         }
     }
+
     fn transform_field(
         &self,
         _: &Context<'_, ()>,
@@ -378,7 +369,7 @@ fn ready_session(transform: bool) -> Session<Bench> {
     s.handle_backend_connected(now);
     s.handle_backend_data(now, b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I");
     s.handle_client_data(now, &frame(b'Q', b"select * from t\0"));
-    let _ = s.handle_verdict(now, Verdict::Forward(()));
+    s.handle_verdict(now, Verdict::Forward(()));
     while s.poll().is_some() {}
     while s.poll_client_transmit().is_some() {}
     while s.poll_backend_transmit().is_some() {}
@@ -400,7 +391,14 @@ fn pg_setup() -> (Session<Bench>, Vec<u8>) {
     (ready_session(true), result_bytes())
 }
 
+/// A ready session whose hook chooses no column (every row forwarded
+/// untouched) and the result bytes.
+fn pg_setup_untouched() -> (Session<Bench>, Vec<u8>) {
+    (ready_session(false), result_bytes())
+}
+
 #[library_benchmark]
+#[bench::forward_untouched(setup = pg_setup_untouched, teardown = drop_after)]
 #[bench::transform_one_column(setup = pg_setup, teardown = drop_after)]
 fn session_10k_rows((mut s, result): (Session<Bench>, Vec<u8>)) -> (Session<Bench>, Vec<u8>) {
     let now = Instant::now();

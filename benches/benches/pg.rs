@@ -20,29 +20,18 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, FieldValue,
-    Hook, Rejection, Session, SessionConfig, SessionId, StartupParams, Verdict, async_trait,
+    Session, SessionConfig, SessionId, Transform, Verdict,
 };
 
 struct Bench {
     transform: bool,
 }
 
-#[async_trait]
-impl Hook for Bench {
+impl Transform for Bench {
     type Principal = ();
     type Plan = ();
     type ColumnPlan = ();
-    async fn authenticate(
-        &self,
-        _: SessionId,
-        _: &StartupParams,
-        _: &str,
-    ) -> Result<Authenticated<()>, Rejection> {
-        Err(Rejection::InvalidCredential(String::new()))
-    }
-    async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-        Verdict::Forward(())
-    }
+
     fn on_row_description(
         &self,
         _: &Context<'_, ()>,
@@ -59,6 +48,7 @@ impl Hook for Bench {
             Vec::new()
         }
     }
+
     fn transform_field(
         &self,
         _: &Context<'_, ()>,
@@ -147,7 +137,7 @@ fn ready_session(transform: bool) -> Session<Bench> {
     s.handle_backend_connected(now);
     s.handle_backend_data(now, b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I");
     s.handle_client_data(now, &frame(b'Q', b"select * from t\0"));
-    let _ = s.handle_verdict(now, Verdict::Forward(()));
+    s.handle_verdict(now, Verdict::Forward(()));
     while s.poll().is_some() {}
     while s.poll_client_transmit().is_some() {}
     while s.poll_backend_transmit().is_some() {}

@@ -35,7 +35,7 @@ use portcullis_mask::Masker;
 use portcullis_pg::{
     Authenticated, BackendTarget, Column, Context, Decision as PgDecision, Event, Execution,
     FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit, SessionId, StartupParams,
-    TextKind, Verdict, async_trait,
+    TextKind, Transform, Verdict, async_trait,
 };
 use portcullis_policy::{self as policy, Effect, Policy};
 
@@ -1305,10 +1305,6 @@ impl Gateway {
 
 #[async_trait]
 impl Hook for Gateway {
-    type Principal = Arc<SessionState>;
-    type Plan = Plan;
-    type ColumnPlan = ColumnPlan;
-
     async fn authenticate(
         &self,
         session: SessionId,
@@ -1455,18 +1451,6 @@ impl Hook for Gateway {
         }
     }
 
-    fn session_settings(&self, principal: &Arc<SessionState>) -> Vec<(String, String)> {
-        principal.budget.session_settings()
-    }
-
-    fn row_limit(&self, cx: &Context<'_, Arc<SessionState>>, plan: &Plan) -> Option<RowLimit> {
-        let max_rows = cx.principal.budget.max_rows?;
-        Some(
-            RowLimit::new(max_rows, crate::budgets::Budget::rows_message(max_rows))
-                .read_only(plan.decided.budget_facts.read_only),
-        )
-    }
-
     /// Every Execute: the statement's decision is reused; the session is
     /// checked and the execution written to the trail with its parameters.
     /// A statement no Parse announced (SQL `PREPARE`) is decided as
@@ -1486,6 +1470,24 @@ impl Hook for Gateway {
                     .await
             }
         }
+    }
+}
+
+impl Transform for Gateway {
+    type Principal = Arc<SessionState>;
+    type Plan = Plan;
+    type ColumnPlan = ColumnPlan;
+
+    fn session_settings(&self, principal: &Arc<SessionState>) -> Vec<(String, String)> {
+        principal.budget.session_settings()
+    }
+
+    fn row_limit(&self, cx: &Context<'_, Arc<SessionState>>, plan: &Plan) -> Option<RowLimit> {
+        let max_rows = cx.principal.budget.max_rows?;
+        Some(
+            RowLimit::new(max_rows, crate::budgets::Budget::rows_message(max_rows))
+                .read_only(plan.decided.budget_facts.read_only),
+        )
     }
 
     fn on_row_description(

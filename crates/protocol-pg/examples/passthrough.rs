@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Event, Hook, Proxy,
-    ProxyConfig, Rejection, SessionId, StartupParams, Verdict, async_trait,
+    ProxyConfig, Rejection, SessionId, StartupParams, Transform, Verdict, async_trait,
 };
 
 struct AllowAll {
@@ -23,12 +23,18 @@ struct AllowAll {
     backend: BackendTarget,
 }
 
-#[async_trait]
-impl Hook for AllowAll {
+impl Transform for AllowAll {
     type Principal = String;
     type Plan = ();
     type ColumnPlan = ();
 
+    fn on_event(&self, event: &Event, _plan: Option<&()>) {
+        eprintln!("{event:?}");
+    }
+}
+
+#[async_trait]
+impl Hook for AllowAll {
     async fn authenticate(
         &self,
         _session: SessionId,
@@ -46,10 +52,6 @@ impl Hook for AllowAll {
 
     async fn on_query(&self, _cx: &Context<'_, String>, _sql: &str) -> Verdict<()> {
         Verdict::Forward(())
-    }
-
-    fn on_event(&self, event: &Event, _plan: Option<&()>) {
-        eprintln!("{event:?}");
     }
 }
 

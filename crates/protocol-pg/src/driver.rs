@@ -14,10 +14,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::hook::{
-    Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Decision, Execution, Hook,
+    Authenticated, BackendAddr, BackendTls, Context, Decision, Execution, HoldId, Hook,
     ParseVerdict, Rejection, SessionId, Verdict,
 };
-use crate::messages::{backend, encode, frontend};
 use crate::session::{CancelKey, HookRequest, Output, Session, SessionConfig};
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -111,7 +110,10 @@ enum Answer<P, Q> {
     Auth(Result<Authenticated<P>, Rejection>),
     Verdict(Verdict<Q>),
     Parse(ParseVerdict<Q>),
-    Decision(Decision),
+    /// The decision on a hold, kept here (never in the session) under its id.
+    Decision(HoldId, Decision),
+    /// The hook could not be asked: refuse the command.
+    Refuse(String),
 }
 
 impl<H: Hook> Proxy<H> {
@@ -192,13 +194,7 @@ impl<H: Hook> Proxy<H> {
 /// Tells a client over the session limit so (which limit, and its value),
 /// and closes its connection.
 async fn refuse_over_limit(mut tcp: TcpStream, limit: usize, timeout: Duration) {
-    let msg = backend::fatal(
-        "53300",
-        &format!(
-            "sorry, too many clients already: the gateway's limit of {limit} sessions in total \
-             on this listener (max_sessions) is reached"
-        ),
-    );
+    let msg = crate::session::over_session_limit(limit);
     let _ = tokio::time::timeout(timeout, async {
         tcp.write_all(&msg).await?;
         tcp.shutdown().await
@@ -289,67 +285,55 @@ async fn write_out(
     s.flush().await
 }
 
-/// The stream, and the server's certificate (DER) when it is TLS.
-async fn connect_backend(
-    target: &BackendTarget,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-) -> io::Result<(BoxStream, Option<Vec<u8>>)> {
-    let mut stream: BoxStream = match &target.addr {
+/// A plain connection to the backend; the session negotiates TLS on it
+/// when its target asks ([`Output::StartBackendTls`]).
+async fn connect_backend(addr: &BackendAddr) -> io::Result<BoxStream> {
+    match addr {
         BackendAddr::Tcp { host, port } => {
             let tcp = TcpStream::connect((host.as_str(), *port)).await?;
             let _ = tcp.set_nodelay(true);
-            Box::new(tcp)
+            Ok(Box::new(tcp))
         }
         #[cfg(unix)]
-        BackendAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        BackendAddr::Unix(path) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
         #[cfg(not(unix))]
-        BackendAddr::Unix(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "unix sockets are not available here",
-            ));
-        }
-    };
-    if let BackendTls::Require { server_name } = &target.tls {
-        let Some(config) = tls else {
-            return Err(io::Error::other(
-                "backend TLS is required but the proxy has no client TLS configuration",
-            ));
-        };
-        stream
-            .write_all(&encode(&frontend::SslRequest::new()))
-            .await?;
-        let mut answer = [0u8; 1];
-        stream.read_exact(&mut answer).await?;
-        if answer[..] != encode(&backend::SslResponse::Accept)[..] {
-            return Err(io::Error::other("the backend does not accept TLS"));
-        }
-        let name = rustls::pki_types::ServerName::try_from(server_name.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let tls = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(name, stream)
-            .await?;
-        let certificate = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec());
-        return Ok((Box::new(tls), certificate));
+        BackendAddr::Unix(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "unix sockets are not available here",
+        )),
     }
-    Ok((stream, None))
+}
+
+/// The TLS handshake with the backend, once it accepted the session's
+/// SSLRequest: the stream, and the server's certificate (DER, empty when
+/// it sent none).
+async fn backend_tls(
+    stream: BoxStream,
+    server_name: String,
+    config: Option<&Arc<rustls::ClientConfig>>,
+) -> io::Result<(BoxStream, Vec<u8>)> {
+    let Some(config) = config else {
+        return Err(io::Error::other(
+            "backend TLS is required but the proxy has no client TLS configuration",
+        ));
+    };
+    let name = rustls::pki_types::ServerName::try_from(server_name)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await?;
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
+    Ok((Box::new(tls), certificate))
 }
 
 async fn send_cancel(addr: BackendAddr, key: CancelKey) -> io::Result<()> {
-    let target = BackendTarget {
-        addr,
-        database: String::new(),
-        user: String::new(),
-        password: String::new(),
-        tls: BackendTls::Disable,
-        allow: Default::default(),
-    };
-    let (mut s, _) = connect_backend(&target, None).await?;
+    let mut s = connect_backend(&addr).await?;
     s.write_all(&key.to_request()).await?;
     s.flush().await?;
     // The server closes the connection once it has read the request.
@@ -376,9 +360,7 @@ impl<H: Hook> Inner<H> {
                 } => Answer::Auth(hook.authenticate(id, &startup, &credential).await),
                 other => {
                     let Some(p) = principal else {
-                        return Answer::Decision(Decision::Deny(
-                            "no authenticated principal".into(),
-                        ));
+                        return Answer::Refuse("no authenticated principal".into());
                     };
                     let cx = Context {
                         session: id,
@@ -409,9 +391,7 @@ impl<H: Hook> Inner<H> {
                             };
                             Answer::Verdict(hook.on_execute(&cx, execution).await)
                         }
-                        HookRequest::Authenticate { .. } => {
-                            Answer::Decision(Decision::Deny("unreachable".into()))
-                        }
+                        HookRequest::Authenticate { .. } => Answer::Refuse("unreachable".into()),
                     }
                 }
             }
@@ -487,6 +467,7 @@ impl<H: Hook> Inner<H> {
         let mut backend: Option<BoxStream> = None;
         let mut backend_addr: Option<BackendAddr> = None;
         let mut hook_future: Option<HookFuture<H::Principal, H::Plan>> = None;
+        let mut holds = 0u64;
         let mut cbuf = vec![0u8; 16 * 1024];
         let mut bbuf = vec![0u8; 64 * 1024];
         let mut stopping = false;
@@ -516,18 +497,43 @@ impl<H: Hook> Inner<H> {
                         session.handle_client_tls(Instant::now());
                     }
                     Output::ConnectBackend(target) => {
-                        let connect = connect_backend(&target, self.config.backend_tls.as_ref());
+                        let wants_tls = matches!(target.tls, BackendTls::Require { .. });
+                        if wants_tls && self.config.backend_tls.is_none() {
+                            session.handle_backend_connect_failed(
+                                "backend TLS is required but the proxy has no client TLS configuration",
+                            );
+                            continue;
+                        }
+                        let connect = connect_backend(&target.addr);
                         match tokio::time::timeout(self.config.connect_timeout, connect).await {
-                            Ok(Ok((s, certificate))) => {
-                                if let Some(cert) = certificate {
-                                    session.handle_backend_tls(&cert);
-                                }
+                            Ok(Ok(s)) => {
                                 backend = Some(s);
                                 backend_addr = Some(target.addr.clone());
                                 session.handle_backend_connected(Instant::now());
                             }
                             Ok(Err(e)) => session.handle_backend_connect_failed(&e.to_string()),
                             Err(_) => session.handle_backend_connect_failed("connect timeout"),
+                        }
+                    }
+                    Output::StartBackendTls { server_name } => {
+                        let Some(mut b) = backend.take() else {
+                            session.handle_backend_connect_failed("no backend connection");
+                            continue;
+                        };
+                        write_bounded(&mut b, self.config.write_timeout, || {
+                            session.poll_backend_transmit()
+                        })
+                        .await?;
+                        let handshake =
+                            backend_tls(b, server_name, self.config.backend_tls.as_ref());
+                        match tokio::time::timeout(self.config.connect_timeout, handshake).await {
+                            Ok(Ok((s, certificate))) => {
+                                backend = Some(s);
+                                session.handle_backend_tls(&certificate);
+                            }
+                            Ok(Err(e)) => session.handle_backend_connect_failed(&e.to_string()),
+                            Err(_) => session
+                                .handle_backend_connect_failed("backend tls handshake timeout"),
                         }
                     }
                     Output::CancelBackend => {
@@ -599,8 +605,10 @@ impl<H: Hook> Inner<H> {
                 r = read_some(&mut client, &mut cbuf), if want_client => {
                     match r {
                         Ok(0) | Err(_) => {
+                            // The session says goodbye to the backend.
+                            session.handle_client_closed();
                             if let Some(b) = backend.as_mut() {
-                                let _ = b.write_all(&encode(&frontend::Terminate::new())).await;
+                                let _ = write_bounded(b, timeout, || session.poll_backend_transmit()).await;
                             }
                             return Ok(());
                         }
@@ -619,16 +627,21 @@ impl<H: Hook> Inner<H> {
                     match answer {
                         Answer::Auth(r) => session.handle_authenticated(now, r),
                         Answer::Verdict(v) => {
-                            if let Some(decision) = session.handle_verdict(now, v) {
-                                hook_future = Some(Box::pin(async move { Answer::Decision(decision.await) }));
+                            holds += 1;
+                            let id = HoldId(holds);
+                            let (verdict, decision) = v.detach(id);
+                            session.handle_verdict(now, verdict);
+                            if let Some(decision) = decision {
+                                hook_future = Some(Box::pin(async move { Answer::Decision(id, decision.await) }));
                             }
                         }
                         Answer::Parse(v) => session.handle_parse_verdict(now, v),
-                        Answer::Decision(d) => session.handle_decision(now, d),
+                        Answer::Decision(id, d) => session.handle_hold_resolved(now, id, d),
+                        Answer::Refuse(reason) => session.handle_verdict(now, Verdict::Deny(reason)),
                     }
                 }
                 Some(()) = cancel_rx.recv() => {
-                    if session.is_holding() {
+                    if session.holding().is_some() {
                         hook_future = None;
                         session.handle_hold_abandoned(Instant::now(), true);
                     } else if let (Some(key), Some(addr)) = (session.backend_key(), backend_addr.clone()) {

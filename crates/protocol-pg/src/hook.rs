@@ -176,14 +176,18 @@ pub enum Decision {
     Deny(String),
 }
 
+/// A future resolving to the decision on a held command.
+pub type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send + 'static>>;
+
 /// A command waiting for approval: a notice for the client now, and the
-/// decision later. Dropping the future (on a cancel or a disconnect) abandons
-/// the hold; the hook is told through [`Event::HoldAbandoned`].
+/// decision later. The driver keeps the decision future (the session sees
+/// the hold only as a [`Held`]); dropping it (on a cancel or a disconnect)
+/// abandons the hold, and the hook is told through [`Event::HoldAbandoned`].
 pub struct Hold {
     /// Sent to the client at once as a NoticeResponse, e.g. "held for approval: 42".
     pub notice: String,
     /// Resolves to the decision.
-    pub decision: Pin<Box<dyn Future<Output = Decision> + Send + 'static>>,
+    pub decision: DecisionFuture,
 }
 
 impl fmt::Debug for Hold {
@@ -194,19 +198,46 @@ impl fmt::Debug for Hold {
     }
 }
 
+/// Names one hold of a session. The driver chooses it when it takes the
+/// hold's decision future out of a verdict ([`Verdict::detach`]) and
+/// passes it back with the decision
+/// ([`Session::handle_hold_resolved`](crate::Session::handle_hold_resolved)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HoldId(pub u64);
+
+impl fmt::Display for HoldId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "h{}", self.0)
+    }
+}
+
+/// A hold as the session sees it: its id and the notice for the client; the
+/// decision future stays with the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The hold's id.
+    pub id: HoldId,
+    /// Sent to the client at once as a NoticeResponse.
+    pub notice: String,
+}
+
 /// The hook's answer to a command: what to do with it and, when it runs,
 /// its plan.
 ///
 /// The plan belongs to this one statement (a simple query, a prepared
 /// statement, one execution): the session stores it with the prepared
 /// statement, portal or expected reply it belongs to, hands it back to the
-/// transforms of that statement's results ([`Hook::on_row_description`],
-/// [`Hook::transform_field`], [`Hook::transform_copy`],
-/// [`Hook::transform_text`]) and reports it with the events of that
-/// statement ([`Hook::on_event`]). Nothing about "the current command" is
+/// transforms of that statement's results ([`Transform::on_row_description`],
+/// [`Transform::transform_field`], [`Transform::transform_copy`],
+/// [`Transform::transform_text`]) and reports it with the events of that
+/// statement ([`Transform::on_event`]). Nothing about "the current command" is
 /// kept anywhere else.
+///
+/// The hook answers a `Verdict<P>`, whose hold carries its decision future
+/// ([`Hold`]); the session is given a `Verdict<P, Held>`, the same verdict
+/// with the future taken out by the driver ([`Verdict::detach`]).
 #[derive(Debug)]
-pub enum Verdict<P> {
+pub enum Verdict<P, H = Hold> {
     /// Send it to the backend, with its plan.
     Forward(P),
     /// Refuse it with this reason: the client gets SQLSTATE 42501.
@@ -217,12 +248,50 @@ pub enum Verdict<P> {
     /// which budget, its limit and what to do.
     Exceeded(String),
     /// Hold it until the decision resolves; if forwarded then, it runs with this plan.
-    Hold(Hold, P),
+    Hold(H, P),
     /// End the session: the command never reaches the backend, the client
     /// gets a FATAL error (SQLSTATE 57P01) with this reason, and both
     /// connections close. For a session that may go on no longer (its token
     /// expired or was revoked, or an operator killed it).
     Terminate(String),
+}
+
+impl<P> Verdict<P> {
+    /// Takes a hold's decision future out, for the driver to await under
+    /// `id`, and leaves the verdict the session is given. Any other verdict
+    /// comes back unchanged, with no future.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis_pg::{Decision, Hold, HoldId, Verdict};
+    ///
+    /// let hold = Hold {
+    ///     notice: "held for approval: 7".into(),
+    ///     decision: Box::pin(async { Decision::Forward }),
+    /// };
+    /// let (verdict, decision) = Verdict::Hold(hold, ()).detach(HoldId(1));
+    /// assert!(matches!(verdict, Verdict::Hold(held, ()) if held.id == HoldId(1)));
+    /// assert!(decision.is_some());
+    /// ```
+    pub fn detach(self, id: HoldId) -> (Verdict<P, Held>, Option<DecisionFuture>) {
+        match self {
+            Verdict::Forward(plan) => (Verdict::Forward(plan), None),
+            Verdict::Deny(reason) => (Verdict::Deny(reason), None),
+            Verdict::Exceeded(reason) => (Verdict::Exceeded(reason), None),
+            Verdict::Terminate(reason) => (Verdict::Terminate(reason), None),
+            Verdict::Hold(hold, plan) => (
+                Verdict::Hold(
+                    Held {
+                        id,
+                        notice: hold.notice,
+                    },
+                    plan,
+                ),
+                Some(hold.decision),
+            ),
+        }
+    }
 }
 
 /// The hook's answer to an extended-protocol Parse.
@@ -295,7 +364,7 @@ pub enum FieldValue {
 }
 
 /// A cap on the rows one statement may return to the client, from
-/// [`Hook::row_limit`].
+/// [`Transform::row_limit`].
 ///
 /// When a result reaches `max_rows` and another row arrives, that row and
 /// every later one are dropped, the backend is asked to cancel the
@@ -345,7 +414,7 @@ impl RowLimit {
     }
 }
 
-/// Which text a [`Hook::transform_text`] call is about.
+/// Which text a [`Transform::transform_text`] call is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TextKind {
@@ -441,7 +510,7 @@ pub enum Event {
         /// Bytes of those rows sent to the client.
         bytes: u64,
     },
-    /// The backend reported an error (after [`Hook::transform_text`]).
+    /// The backend reported an error (after [`Transform::transform_text`]).
     Error {
         /// The session.
         session: SessionId,
@@ -490,70 +559,42 @@ pub enum Event {
     },
 }
 
-/// The gateway's side of a proxied PostgreSQL session.
+/// The synchronous side of the gateway's hook: what the session state
+/// machine itself calls while it runs.
 ///
-/// Decisions are async (they may consult a policy service or wait for an
-/// audit write); transforms are synchronous because they run on every result
-/// row and never wait. Every call carries the session id and, for commands,
-/// the command id ([`Context`]).
+/// Transforms run on every result row and never wait, so they are plain
+/// functions; the [`Session`](crate::Session) is generic over this trait
+/// alone and needs no runtime. The decisions that may wait (authentication,
+/// a verdict on a command, a hold) are the [`Hook`] trait's, which only the
+/// driver awaits.
 ///
 /// # Who calls what
 ///
-/// - A simple Query: [`Hook::on_query`] → [`Verdict`] with a plan; its
-///   results are transformed with that plan.
-/// - A Parse: [`Hook::on_parse`] → [`ParseVerdict`] with a plan, stored with
-///   the statement when the backend confirms it.
-/// - Every Execute (a command of its own, with its own [`CommandId`]):
-///   [`Hook::on_execute`] with the statement's plan and the bound
-///   parameters → [`Verdict`] with the plan of this one execution, which its
-///   rows are transformed with.
-/// - A result: [`Hook::on_row_description`] once per result with the plan,
-///   then [`Hook::transform_field`] per chosen value with the plan and the
-///   column's [`Hook::ColumnPlan`].
-/// - [`Hook::on_event`] with the plan of the command the event is about.
+/// - A result: [`Transform::on_row_description`] once per result with the
+///   plan of the statement that produced it, then
+///   [`Transform::transform_field`] per chosen value with the plan and the
+///   column's [`Transform::ColumnPlan`]; [`Transform::row_limit`] once per
+///   result.
+/// - A COPY TO STDOUT: [`Transform::transform_copy`] per data message.
+/// - Error and notice fields, notifications, column names and
+///   ParameterStatus values: [`Transform::transform_text`].
+/// - [`Transform::session_settings`] once, when the backend session is
+///   opened; [`Transform::on_event`] with the plan of the command the event
+///   is about.
 ///
 /// # Example
 ///
 /// ```
-/// use portcullis_pg::{
-///     async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context,
-///     FieldValue, Hook, Rejection, SessionId, StartupParams, Verdict,
-/// };
+/// use portcullis_pg::{Column, Context, FieldValue, Transform};
 ///
-/// /// Allows everything; masks the columns named in each statement's plan.
+/// /// Masks the columns named in each statement's plan.
 /// struct MaskByName;
 ///
-/// #[async_trait]
-/// impl Hook for MaskByName {
+/// impl Transform for MaskByName {
 ///     type Principal = String;
 ///     /// Per statement: the column names to mask.
 ///     type Plan = Vec<String>;
 ///     type ColumnPlan = ();
-///     async fn authenticate(
-///         &self,
-///         _session: SessionId,
-///         startup: &StartupParams,
-///         credential: &str,
-///     ) -> Result<Authenticated<String>, Rejection> {
-///         if credential != "token" {
-///             return Err(Rejection::InvalidCredential("bad token".into()));
-///         }
-///         Ok(Authenticated {
-///             principal: startup.user().to_string(),
-///             backend: BackendTarget {
-///                 addr: BackendAddr::Tcp { host: "127.0.0.1".into(), port: 5432 },
-///                 database: startup.database().to_string(),
-///                 user: "app".into(),
-///                 password: "secret".into(),
-///                 tls: BackendTls::Disable,
-///                 allow: Default::default(),
-///             },
-///         })
-///     }
-///     async fn on_query(&self, _cx: &Context<'_, String>, sql: &str) -> Verdict<Vec<String>> {
-///         let masked = if sql.contains("api_key") { vec!["api_key".into()] } else { vec![] };
-///         Verdict::Forward(masked)
-///     }
 ///     fn on_row_description(
 ///         &self,
 ///         _cx: &Context<'_, String>,
@@ -574,8 +615,7 @@ pub enum Event {
 ///     }
 /// }
 /// ```
-#[async_trait::async_trait]
-pub trait Hook: Send + Sync + 'static {
+pub trait Transform: Send + Sync + 'static {
     /// Who a client is, as the gateway understands it; this crate does not look inside.
     type Principal: Send + Sync + 'static;
 
@@ -587,52 +627,10 @@ pub trait Hook: Send + Sync + 'static {
     /// RowDescription; handed back with each of the column's values.
     type ColumnPlan: Send + Sync + 'static;
 
-    /// Checks the client's credential (the bearer token sent as its password)
-    /// and chooses the backend.
-    async fn authenticate(
-        &self,
-        session: SessionId,
-        startup: &StartupParams,
-        credential: &str,
-    ) -> Result<Authenticated<Self::Principal>, Rejection>;
-
-    /// Decides on a simple-protocol query (`Q`), which may hold several statements.
-    async fn on_query(&self, cx: &Context<'_, Self::Principal>, sql: &str) -> Verdict<Self::Plan>;
-
-    /// Decides on an extended-protocol Parse. The default asks
-    /// [`Hook::on_query`] (a hold it returns is dropped unused: the default
-    /// [`Hook::on_execute`] asks again at each execution).
-    async fn on_parse(
-        &self,
-        cx: &Context<'_, Self::Principal>,
-        statement: &str,
-        sql: &str,
-    ) -> ParseVerdict<Self::Plan> {
-        let _ = statement;
-        match self.on_query(cx, sql).await {
-            Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
-            Verdict::Deny(reason) | Verdict::Exceeded(reason) => ParseVerdict::Deny(reason),
-            Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
-        }
-    }
-
-    /// Decides on one Execute: every execution of every statement is asked,
-    /// before it is forwarded. The default asks [`Hook::on_query`] with the
-    /// statement's text; a gateway reuses the decision in
-    /// [`Execution::plan`] and checks only what may have changed since
-    /// (the identity, the session).
-    async fn on_execute(
-        &self,
-        cx: &Context<'_, Self::Principal>,
-        execution: Execution<'_, Self::Plan>,
-    ) -> Verdict<Self::Plan> {
-        self.on_query(cx, execution.sql).await
-    }
-
     /// Sees a result's columns once, with the plan of the statement that
     /// produced it, and returns the columns whose values go through
-    /// [`Hook::transform_field`] (by index, with a per-column plan). Others
-    /// cost nothing.
+    /// [`Transform::transform_field`] (by index, with a per-column plan).
+    /// Others cost nothing.
     fn on_row_description(
         &self,
         cx: &Context<'_, Self::Principal>,
@@ -709,6 +707,117 @@ pub trait Hook: Send + Sync + 'static {
     /// Called in order, from the session's task.
     fn on_event(&self, event: &Event, plan: Option<&Self::Plan>) {
         let _ = (event, plan);
+    }
+}
+
+/// The asynchronous side of the gateway's hook: the decisions, which only
+/// the driver ([`Proxy`](crate::Proxy)) awaits.
+///
+/// Decisions may consult a policy service, wait for an audit write or for
+/// an approval. Every call carries the session id and, for commands, the
+/// command id ([`Context`]). The synchronous side, which the session calls
+/// itself, is the supertrait [`Transform`].
+///
+/// # Who calls what
+///
+/// - A simple Query: [`Hook::on_query`] → [`Verdict`] with a plan; its
+///   results are transformed with that plan.
+/// - A Parse: [`Hook::on_parse`] → [`ParseVerdict`] with a plan, stored with
+///   the statement when the backend confirms it.
+/// - Every Execute (a command of its own, with its own [`CommandId`]):
+///   [`Hook::on_execute`] with the statement's plan and the bound
+///   parameters → [`Verdict`] with the plan of this one execution, which its
+///   rows are transformed with.
+/// - A [`Verdict::Hold`]: the driver keeps its decision future and awaits
+///   it; the session only knows the hold by its [`HoldId`].
+///
+/// # Example
+///
+/// ```
+/// use portcullis_pg::{
+///     async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls, Context, Hook,
+///     Rejection, SessionId, StartupParams, Transform, Verdict,
+/// };
+///
+/// /// Lets in the holder of one token; forwards every statement unchanged.
+/// struct Allow;
+///
+/// impl Transform for Allow {
+///     type Principal = String;
+///     type Plan = ();
+///     type ColumnPlan = ();
+/// }
+///
+/// #[async_trait]
+/// impl Hook for Allow {
+///     async fn authenticate(
+///         &self,
+///         _session: SessionId,
+///         startup: &StartupParams,
+///         credential: &str,
+///     ) -> Result<Authenticated<String>, Rejection> {
+///         if credential != "token" {
+///             return Err(Rejection::InvalidCredential("bad token".into()));
+///         }
+///         Ok(Authenticated {
+///             principal: startup.user().to_string(),
+///             backend: BackendTarget {
+///                 addr: BackendAddr::Tcp { host: "127.0.0.1".into(), port: 5432 },
+///                 database: startup.database().to_string(),
+///                 user: "app".into(),
+///                 password: "secret".into(),
+///                 tls: BackendTls::Disable,
+///                 allow: Default::default(),
+///             },
+///         })
+///     }
+///     async fn on_query(&self, _cx: &Context<'_, String>, _sql: &str) -> Verdict<()> {
+///         Verdict::Forward(())
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait Hook: Transform {
+    /// Checks the client's credential (the bearer token sent as its password)
+    /// and chooses the backend.
+    async fn authenticate(
+        &self,
+        session: SessionId,
+        startup: &StartupParams,
+        credential: &str,
+    ) -> Result<Authenticated<Self::Principal>, Rejection>;
+
+    /// Decides on a simple-protocol query (`Q`), which may hold several statements.
+    async fn on_query(&self, cx: &Context<'_, Self::Principal>, sql: &str) -> Verdict<Self::Plan>;
+
+    /// Decides on an extended-protocol Parse. The default asks
+    /// [`Hook::on_query`] (a hold it returns is dropped unused: the default
+    /// [`Hook::on_execute`] asks again at each execution).
+    async fn on_parse(
+        &self,
+        cx: &Context<'_, Self::Principal>,
+        statement: &str,
+        sql: &str,
+    ) -> ParseVerdict<Self::Plan> {
+        let _ = statement;
+        match self.on_query(cx, sql).await {
+            Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
+            Verdict::Deny(reason) | Verdict::Exceeded(reason) => ParseVerdict::Deny(reason),
+            Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
+        }
+    }
+
+    /// Decides on one Execute: every execution of every statement is asked,
+    /// before it is forwarded. The default asks [`Hook::on_query`] with the
+    /// statement's text; a gateway reuses the decision in
+    /// [`Execution::plan`] and checks only what may have changed since
+    /// (the identity, the session).
+    async fn on_execute(
+        &self,
+        cx: &Context<'_, Self::Principal>,
+        execution: Execution<'_, Self::Plan>,
+    ) -> Verdict<Self::Plan> {
+        self.on_query(cx, execution.sql).await
     }
 
     /// Resolves, with the reason to tell the client, when the gateway wants

@@ -7,13 +7,17 @@
 //! masking or audit: the gateway implements the hook.
 //!
 //! - [`Session`] is the sans-IO core: client bytes, backend bytes and hook
-//!   answers go in; bytes for each side, [`HookRequest`]s, [`Event`]s and
-//!   the next deadline come out. It reads no clock and opens no socket.
-//! - [`Hook`] is the contract with the gateway: `authenticate` (token to a
+//!   answers go in; bytes for each side (every protocol byte is written
+//!   here), [`HookRequest`]s, [`Event`]s and the next deadline come out. It
+//!   reads no clock, opens no socket and awaits nothing: a held command is
+//!   known to it by a [`HoldId`], its decision future stays with the driver.
+//! - The contract with the gateway has two sides. [`Transform`] is the
+//!   synchronous one the session calls itself: `on_row_description`,
+//!   `transform_field`, `transform_copy`, `transform_text`, `row_limit`,
+//!   `session_settings` and `on_event`. [`Hook`] (a [`Transform`]) is the
+//!   asynchronous one only the driver awaits: `authenticate` (token to a
 //!   principal and a [`BackendTarget`]), `on_query`, `on_parse`,
-//!   `on_execute` (forward, deny or hold), and the synchronous transforms
-//!   `on_row_description`, `transform_field`, `transform_copy`,
-//!   `transform_text`, plus `on_event`.
+//!   `on_execute` (forward, deny or hold) and `ended`.
 //! - [`Proxy`] (feature `tokio`) listens, runs one task per connection that
 //!   pumps a session, handles TLS with rustls, cancel requests, timeouts and
 //!   graceful shutdown.
@@ -58,16 +62,25 @@
 //! use std::sync::Arc;
 //! use portcullis_pg::{async_trait, Authenticated, BackendAddr, BackendTarget, BackendTls,
 //!     Column, Context, FieldValue, Hook, Proxy, ProxyConfig, Rejection, SessionId,
-//!     StartupParams, Verdict};
+//!     StartupParams, Transform, Verdict};
 //!
 //! /// Refuses DROP; every value of a statement that mentions `ssn` becomes NULL.
 //! struct Guard { backend: BackendTarget }
 //!
-//! #[async_trait]
-//! impl Hook for Guard {
+//! impl Transform for Guard { // the session calls these, synchronously
 //!     type Principal = String; // the connected user
 //!     type Plan = bool; // per statement (kept with its prepared statement): mask it?
 //!     type ColumnPlan = ();
+//!     fn on_row_description(&self, _: &Context<'_, String>, mask: &bool, columns: &[Column])
+//!         -> Vec<(usize, ())> {
+//!         columns.iter().filter(|_| *mask).map(|c| (c.index, ())).collect()
+//!     }
+//!     fn transform_field(&self, _: &Context<'_, String>, _: &bool, _: &Column, _: &(), _: &[u8])
+//!         -> FieldValue { FieldValue::Null }
+//! }
+//!
+//! #[async_trait]
+//! impl Hook for Guard { // the driver awaits these
 //!     async fn authenticate(&self, _: SessionId, startup: &StartupParams, token: &str)
 //!         -> Result<Authenticated<String>, Rejection> {
 //!         if token != "let-me-in" { return Err(Rejection::InvalidCredential("bad token".into())) }
@@ -78,12 +91,6 @@
 //!         if sql.contains("drop ") { return Verdict::Deny("no DROP through this proxy".into()) }
 //!         Verdict::Forward(sql.contains("ssn"))
 //!     }
-//!     fn on_row_description(&self, _: &Context<'_, String>, mask: &bool, columns: &[Column])
-//!         -> Vec<(usize, ())> {
-//!         columns.iter().filter(|_| *mask).map(|c| (c.index, ())).collect()
-//!     }
-//!     fn transform_field(&self, _: &Context<'_, String>, _: &bool, _: &Column, _: &(), _: &[u8])
-//!         -> FieldValue { FieldValue::Null }
 //! }
 //!
 //! #[tokio::main]
@@ -129,11 +136,11 @@ pub use driver::{Proxy, ProxyConfig};
 pub use error::{CodecError, SessionError};
 pub use hook::{
     Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context,
-    Decision, Event, Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit,
-    SessionId, StartupParams, TextKind, Verdict,
+    Decision, DecisionFuture, Event, Execution, FieldValue, Format, Held, Hold, HoldId, Hook,
+    ParseVerdict, Rejection, RowLimit, SessionId, StartupParams, TextKind, Transform, Verdict,
 };
 pub use messages::Limits;
-pub use session::{CancelKey, DecisionFuture, HookRequest, Output, Session, SessionConfig};
+pub use session::{CancelKey, HookRequest, Output, Session, SessionConfig};
 
 /// The `tls-server-end-point` channel binding data (RFC 5929) of a DER
 /// server certificate, as the sessions bind SCRAM-SHA-256-PLUS to it: the
@@ -152,8 +159,7 @@ pub mod internal {
 
     use crate::{
         Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context,
-        FieldValue, Hook, Output, Rejection, Session, SessionConfig, SessionId, StartupParams,
-        Verdict,
+        FieldValue, Output, Rejection, Session, SessionConfig, SessionId, Transform, Verdict,
     };
 
     /// Runs the frame readers and every body reader on arbitrary bytes.
@@ -214,22 +220,10 @@ pub mod internal {
 
     struct FuzzHook;
 
-    #[async_trait::async_trait]
-    impl Hook for FuzzHook {
+    impl Transform for FuzzHook {
         type Principal = ();
         type Plan = ();
         type ColumnPlan = ();
-        async fn authenticate(
-            &self,
-            _: SessionId,
-            _: &StartupParams,
-            _: &str,
-        ) -> Result<Authenticated<()>, Rejection> {
-            Err(Rejection::InvalidCredential(String::new()))
-        }
-        async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-            Verdict::Forward(())
-        }
         fn on_row_description(
             &self,
             _: &Context<'_, ()>,
@@ -295,7 +289,7 @@ pub mod internal {
             while let Some(out) = s.poll() {
                 if let Output::Request(_) = out {
                     answered = true;
-                    let _ = s.handle_verdict(now, Verdict::Forward(()));
+                    s.handle_verdict(now, Verdict::Forward(()));
                     s.handle_parse_verdict(now, crate::ParseVerdict::Forward(()));
                 }
             }
@@ -318,19 +312,19 @@ pub mod internal {
     /// |---|---|
     /// | 0 | client bytes |
     /// | 1 | backend bytes |
-    /// | 2 | answer every pending hook request (`payload[0]` picks allow, deny, hold then allow, hold then deny, terminate; its bit 3 picks the backend allowances) |
+    /// | 2 | answer every pending hook request (`payload[0]` picks allow, deny, hold then allow, hold then deny, terminate; its bit 3 picks the backend allowances, its bit 5 backend TLS; its bit 7 first resolves a hold id that is not the session's) |
     /// | 3 | advance time by `payload[0]` seconds and check deadlines |
     /// | 4 | the client closes |
     /// | 5 | the backend closes |
     /// | 6 | the client TLS handshake completed |
-    /// | 7 | the backend connection opened |
+    /// | 7 | the backend connection opened (with `payload[0]` bit 6: its TLS handshake completed, the rest of the payload standing for its certificate) |
     ///
     /// It checks that nothing panics, that a Query or Parse reaches the
     /// backend only with a text the hook allowed (or the gateway's own), and
     /// that once the session is closed nothing but a Terminate is sent to
     /// the backend.
     pub fn fuzz_session_script(script: &[u8]) {
-        use crate::hook::{Decision, Hold};
+        use crate::hook::{Decision, Hold, HoldId};
         let mut now = Instant::now();
         let config = SessionConfig {
             loopback: true,
@@ -341,6 +335,7 @@ pub mod internal {
         let mut s = Session::new(SessionId(1), config, Arc::new(FuzzHook), key, now);
         let mut requests = Vec::new();
         let mut allowed: Vec<String> = Vec::new();
+        let mut holds = 0u64;
         let mut rest = script;
         let mut steps = 0;
         while let [op, hi, lo, tail @ ..] = rest {
@@ -370,6 +365,13 @@ pub mod internal {
                                     drop_unknown_startup_params: lenient,
                                     require_channel_binding: choice & 16 != 0,
                                 };
+                                let tls = if choice & 32 != 0 {
+                                    BackendTls::Require {
+                                        server_name: "db".into(),
+                                    }
+                                } else {
+                                    BackendTls::Disable
+                                };
                                 let backend = BackendTarget {
                                     addr: BackendAddr::Tcp {
                                         host: String::new(),
@@ -378,7 +380,7 @@ pub mod internal {
                                     database: "d".into(),
                                     user: "u".into(),
                                     password: "p".into(),
-                                    tls: BackendTls::Disable,
+                                    tls,
                                     allow,
                                 };
                                 let result = if choice % 5 == 1 {
@@ -410,6 +412,8 @@ pub mod internal {
                                 {
                                     allowed.push(sql);
                                 }
+                                holds += 1;
+                                let id = HoldId(holds);
                                 let verdict = match choice % 5 {
                                     0 => Verdict::Forward(()),
                                     1 => Verdict::Deny("no".into()),
@@ -422,13 +426,23 @@ pub mod internal {
                                         (),
                                     ),
                                 };
-                                if s.handle_verdict(now, verdict).is_some() {
+                                let (verdict, decision) = verdict.detach(id);
+                                s.handle_verdict(now, verdict);
+                                if decision.is_some() {
+                                    if choice & 0x80 != 0 {
+                                        // A stale or foreign hold id is ignored.
+                                        s.handle_hold_resolved(
+                                            now,
+                                            HoldId(holds + 1),
+                                            Decision::Forward,
+                                        );
+                                    }
                                     let decision = if choice % 5 == 2 {
                                         Decision::Forward
                                     } else {
                                         Decision::Deny("no".into())
                                     };
-                                    s.handle_decision(now, decision);
+                                    s.handle_hold_resolved(now, id, decision);
                                 }
                             }
                         }

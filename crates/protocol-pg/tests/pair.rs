@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, Decision,
-    Event, FieldValue, Hold, Hook, HookRequest, Output, ParseVerdict, Rejection, RowLimit, Session,
-    SessionConfig, SessionId, StartupParams, TextKind, Verdict, async_trait,
+    Event, FieldValue, Held, HoldId, HookRequest, Output, ParseVerdict, Rejection, RowLimit,
+    Session, SessionConfig, SessionId, TextKind, Transform, Verdict,
 };
 use proptest::prelude::*;
 
 const BACKEND_PASSWORD: &str = "backend-secret-pw";
+
+/// An SSLRequest, as the session sends it to a backend that must use TLS.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
 
 struct PairHook;
 
@@ -27,24 +30,11 @@ thread_local! {
     static ROW_LIMIT: std::cell::Cell<Option<(u64, bool)>> = const { std::cell::Cell::new(None) };
 }
 
-#[async_trait]
-impl Hook for PairHook {
+impl Transform for PairHook {
     type Principal = String;
     type Plan = ();
     type ColumnPlan = ();
-    async fn authenticate(
-        &self,
-        _: SessionId,
-        _: &StartupParams,
-        _: &str,
-    ) -> Result<Authenticated<String>, Rejection> {
-        Err(Rejection::InvalidCredential(
-            "the pair answers itself".into(),
-        ))
-    }
-    async fn on_query(&self, _: &Context<'_, String>, _: &str) -> Verdict<()> {
-        Verdict::Forward(())
-    }
+
     fn on_row_description(
         &self,
         _: &Context<'_, String>,
@@ -57,6 +47,7 @@ impl Hook for PairHook {
             .map(|c| (c.index, ()))
             .collect()
     }
+
     fn transform_field(
         &self,
         _: &Context<'_, String>,
@@ -71,14 +62,17 @@ impl Hook for PairHook {
             FieldValue::Replace(value.to_ascii_uppercase())
         }
     }
+
     fn transform_copy(&self, _: &Context<'_, String>, _: &(), data: &[u8]) -> Option<Vec<u8>> {
         Some(data.to_ascii_uppercase())
     }
+
     fn row_limit(&self, _: &Context<'_, String>, _: &()) -> Option<RowLimit> {
         ROW_LIMIT.get().map(|(n, ro)| {
             RowLimit::new(n, format!("row budget exceeded: add LIMIT {n}")).read_only(ro)
         })
     }
+
     fn transform_text(
         &self,
         _: &Context<'_, String>,
@@ -472,10 +466,9 @@ impl Pair {
         p
     }
 
-    fn answer_query(&mut self, verdict: Verdict<()>) -> Option<portcullis_pg::DecisionFuture> {
-        let f = self.s.handle_verdict(self.now, verdict);
+    fn answer_query(&mut self, verdict: Verdict<(), Held>) {
+        self.s.handle_verdict(self.now, verdict);
         self.collect();
-        f
     }
 }
 
@@ -806,22 +799,25 @@ fn held_query_sends_the_notice_at_once_and_waits() {
     let frame = q("delete from t");
     p.client(&frame);
     p.take_request();
-    let fut = p.answer_query(Verdict::Hold(
-        Hold {
+    p.answer_query(Verdict::Hold(
+        Held {
+            id: HoldId(9),
             notice: "held for approval: 9".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));
-    assert!(fut.is_some());
-    assert!(p.s.is_holding());
+    assert_eq!(p.s.holding(), Some(HoldId(9)));
     let out = p.client_out();
     assert_eq!(tags(&out), "N");
     assert!(String::from_utf8_lossy(&out).contains("held for approval: 9"));
     assert!(p.backend_out().is_empty());
-    p.s.handle_decision(p.now, Decision::Forward);
+    // A decision on another hold (an abandoned one, a forged id) is ignored.
+    p.s.handle_hold_resolved(p.now, HoldId(8), Decision::Forward);
+    assert!(p.backend_out().is_empty());
+    assert_eq!(p.s.holding(), Some(HoldId(9)));
+    p.s.handle_hold_resolved(p.now, HoldId(9), Decision::Forward);
     assert_eq!(p.backend_out(), frame);
-    assert!(!p.s.is_holding());
+    assert_eq!(p.s.holding(), None);
 }
 
 #[test]
@@ -830,9 +826,9 @@ fn held_query_cancelled_gets_57014() {
     p.client(&q("delete from t"));
     p.take_request();
     p.answer_query(Verdict::Hold(
-        Hold {
+        Held {
+            id: HoldId(1),
             notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));
@@ -1082,9 +1078,9 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
             other => panic!("{other:?}"),
         }
         p.answer_query(Verdict::Hold(
-            Hold {
+            Held {
+                id: HoldId(1),
                 notice: "held".into(),
-                decision: Box::pin(std::future::pending()),
             },
             (),
         ));
@@ -1092,7 +1088,7 @@ fn extended_hold_at_execute_sees_parameters_and_releases_one_execution() {
             p.backend_out().is_empty(),
             "Sync waits behind the held Execute"
         );
-        p.s.handle_decision(p.now, Decision::Forward);
+        p.s.handle_hold_resolved(p.now, HoldId(1), Decision::Forward);
         assert_eq!(tags(&p.backend_out()), "DES");
         p.backend(
             &[
@@ -1127,9 +1123,9 @@ fn a_hold_notice_follows_the_replies_owed_before_it() {
     assert_eq!(tags(&p.backend_out()), "QB");
     p.take_request();
     p.answer_query(Verdict::Hold(
-        Hold {
+        Held {
+            id: HoldId(1),
             notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));
@@ -1139,7 +1135,7 @@ fn a_hold_notice_follows_the_replies_owed_before_it() {
     );
     p.backend(&[complete("SELECT 0"), ready(b'I')].concat());
     assert_eq!(tags(&p.client_out()), "CZN");
-    p.s.handle_decision(p.now, Decision::Forward);
+    p.s.handle_hold_resolved(p.now, HoldId(1), Decision::Forward);
     assert_eq!(tags(&p.backend_out()), "DES");
     p.backend(
         &[
@@ -1365,9 +1361,9 @@ fn shutdown_and_disconnects_end_the_session() {
     p.client(&q("delete from t"));
     p.take_request();
     p.answer_query(Verdict::Hold(
-        Hold {
+        Held {
+            id: HoldId(1),
             notice: "held".into(),
-            decision: Box::pin(std::future::pending()),
         },
         (),
     ));
@@ -1890,10 +1886,16 @@ fn required_channel_binding_refuses_every_login_that_is_not_bound() {
         }
         let mut p = Pair::loopback();
         login_with(&mut p, &[("user", "alice")], target);
+        p.s.handle_backend_connected(p.now);
         if tls {
+            // The session negotiates TLS; the driver runs the handshake.
+            assert_eq!(p.backend_out(), SSL_REQUEST);
+            p.backend(b"S");
+            assert!(p.outputs.iter().any(
+                |o| matches!(o, Output::StartBackendTls { server_name } if server_name == "db")
+            ));
             p.s.handle_backend_tls(certificate);
         }
-        p.s.handle_backend_connected(p.now);
         p.backend_out();
         p.backend(&request);
         let sent = p.backend_out();
@@ -2070,4 +2072,72 @@ fn more_statements_of_the_query_after_the_cut_one_end_the_session() {
     assert_eq!(tags(&out), "TDDEE");
     assert!(!String::from_utf8_lossy(&out).contains("\0x\0"));
     assert!(p.s.is_closed());
+}
+
+// ------------------------------------------------- bytes the session writes
+
+/// The session, not the driver, negotiates TLS with the backend: an
+/// SSLRequest, the one-byte answer, then the handshake the driver is asked
+/// to run; the login starts only after it.
+#[test]
+fn backend_tls_is_negotiated_by_the_session() {
+    let mut target = Pair::target();
+    target.tls = BackendTls::Require {
+        server_name: "db.internal".into(),
+    };
+    let mut p = Pair::loopback();
+    login_with(&mut p, &[("user", "alice")], target);
+    p.s.handle_backend_connected(p.now);
+    assert_eq!(p.backend_out(), SSL_REQUEST);
+    p.backend(b"S");
+    assert!(p.outputs.iter().any(|o| matches!(o,
+            Output::StartBackendTls { server_name } if server_name == "db.internal")));
+    assert!(p.backend_out().is_empty(), "nothing before the handshake");
+    p.s.handle_backend_tls(&[]);
+    let sent = p.backend_out();
+    let text = String::from_utf8_lossy(&sent);
+    assert!(text.contains("user\0app\0"), "{text:?}");
+    assert!(!p.s.is_closed());
+}
+
+/// A backend that refuses TLS, or that sends anything after its `S` (bytes
+/// that would be read as if they had come over TLS), ends the session
+/// before the login.
+#[test]
+fn a_backend_that_refuses_tls_or_sends_early_bytes_ends_the_session() {
+    for answer in [&b"N"[..], &b"E"[..], &b"SR\0\0\0\x08\0\0\0\0"[..]] {
+        let mut target = Pair::target();
+        target.tls = BackendTls::Require {
+            server_name: "db".into(),
+        };
+        let mut p = Pair::loopback();
+        login_with(&mut p, &[("user", "alice")], target);
+        p.s.handle_backend_connected(p.now);
+        assert_eq!(p.backend_out(), SSL_REQUEST);
+        p.backend(answer);
+        assert_eq!(codes(&p.client_out()), ["08001"], "{answer:?}");
+        assert!(p.s.is_closed());
+        assert!(p.backend_out().is_empty(), "{answer:?}: no login");
+        assert!(
+            !p.outputs
+                .iter()
+                .any(|o| matches!(o, Output::StartBackendTls { .. }))
+        );
+    }
+}
+
+/// When the client goes away, the session says goodbye to its backend with
+/// one Terminate; before the backend login there is nothing to say.
+#[test]
+fn the_session_terminates_the_backend_when_the_client_leaves() {
+    let mut p = Pair::ready();
+    p.s.handle_client_closed();
+    assert_eq!(p.backend_out(), b"X\0\0\0\x04");
+    p.s.handle_client_closed();
+    assert!(p.backend_out().is_empty(), "once");
+
+    let mut p = Pair::loopback();
+    login_with(&mut p, &[("user", "alice")], Pair::target());
+    p.s.handle_client_closed();
+    assert!(p.backend_out().is_empty(), "no backend connection yet");
 }

@@ -23,12 +23,27 @@ impl std::fmt::Debug for BackendAuth {
     }
 }
 
-impl<H: Hook> Session<H> {
-    /// The backend connection is open (TLS done if asked).
+impl<H: Transform> Session<H> {
+    /// The backend connection is open. When the target asks for TLS the
+    /// session sends an SSLRequest and, once the backend accepts, asks for
+    /// the handshake ([`Output::StartBackendTls`]); otherwise the login
+    /// begins.
     pub fn handle_backend_connected(&mut self, _now: Instant) {
         if self.phase != Phase::ConnectingBackend || self.closing {
             return;
         }
+        let Some(target) = &self.target else { return };
+        if let crate::hook::BackendTls::Require { .. } = target.tls {
+            self.to_backend
+                .push_back(encode(&frontend::SslRequest::new()));
+            self.phase = Phase::BackendTlsRequest;
+            self.process_backend();
+            return;
+        }
+        self.send_backend_startup();
+    }
+
+    fn send_backend_startup(&mut self) {
         let Some(target) = &self.target else { return };
         let mut startup = frontend::Startup::new();
         startup.parameters = self.backend_params.clone();
@@ -43,13 +58,43 @@ impl<H: Hook> Session<H> {
         self.process_backend();
     }
 
+    /// The backend's one-byte answer to the SSLRequest: `S` and nothing
+    /// after it (bytes sent before the handshake would be read as if they
+    /// came over TLS), or the session ends.
+    pub(super) fn on_backend_tls_answer(&mut self) {
+        let Some(&answer) = self.backend_in.first() else {
+            return;
+        };
+        let server_name = match &self.target {
+            Some(BackendTarget {
+                tls: crate::hook::BackendTls::Require { server_name },
+                ..
+            }) => server_name.clone(),
+            _ => String::new(),
+        };
+        if answer != b'S' {
+            self.handle_backend_connect_failed("the backend does not accept TLS");
+        } else if self.backend_in.len() > 1 {
+            self.handle_backend_connect_failed("the backend sent data before the TLS handshake");
+        } else {
+            self.backend_in.clear();
+            self.phase = Phase::BackendTlsHandshake;
+            self.outputs
+                .push_back(Output::StartBackendTls { server_name });
+        }
+    }
+
     /// The backend connection is TLS and this is the server's certificate
-    /// (DER); call it before [`Session::handle_backend_connected`]. When the
-    /// backend offers SCRAM-SHA-256-PLUS, the gateway binds its SCRAM
-    /// exchange to this certificate (`tls-server-end-point`), so a man in
-    /// the middle holding another certificate cannot relay the login.
+    /// (DER; empty when it sent none). After [`Output::StartBackendTls`] it
+    /// completes the handshake and the login begins. When the backend
+    /// offers SCRAM-SHA-256-PLUS, the gateway binds its SCRAM exchange to
+    /// this certificate (`tls-server-end-point`), so a man in the middle
+    /// holding another certificate cannot relay the login.
     pub fn handle_backend_tls(&mut self, certificate: &[u8]) {
         self.channel_binding = crate::binding::server_end_point(certificate);
+        if self.phase == Phase::BackendTlsHandshake && !self.closing {
+            self.send_backend_startup();
+        }
     }
 
     /// The backend could not be reached.

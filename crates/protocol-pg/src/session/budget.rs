@@ -35,7 +35,7 @@ pub(super) enum Cut {
     Completed(RowLimit),
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     /// The row cap of a statement's result, asked of the hook.
     pub(super) fn row_limit_of(
         &self,

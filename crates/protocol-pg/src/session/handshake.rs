@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     /// The TLS handshake with the client completed.
     pub fn handle_client_tls(&mut self, _now: Instant) {
         if self.phase == Phase::TlsHandshake {

@@ -13,8 +13,6 @@
 //! - [`budget`]: cutting a result at its row limit.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +22,8 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 
 use crate::error::{CodecError, SessionError};
 use crate::hook::{
-    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Hook,
-    ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Verdict,
+    Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Held,
+    HoldId, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Transform, Verdict,
 };
 use crate::messages::{self, Frame, Limits, backend, encode, frontend, lossy};
 use crate::startup;
@@ -95,24 +93,38 @@ impl CancelKey {
     }
 }
 
-/// An asynchronous question for the hook; answer it with the matching
-/// `handle_*` method of [`Session`]. Its `Debug` output redacts the credential.
+/// What a connection over the listener's session limit is told before it
+/// is closed (FATAL 53300, naming the limit and its value). No session is
+/// started for it.
+pub(crate) fn over_session_limit(limit: usize) -> Bytes {
+    backend::fatal(
+        "53300",
+        &format!(
+            "sorry, too many clients already: the gateway's limit of {limit} sessions in total \
+             on this listener (max_sessions) is reached"
+        ),
+    )
+}
+
+/// An asynchronous question for the decision side of the hook
+/// ([`Hook`](crate::Hook)); answer it with the matching `handle_*` method of
+/// [`Session`]. Its `Debug` output redacts the credential.
 pub enum HookRequest<P> {
-    /// Call [`Hook::authenticate`], then [`Session::handle_authenticated`].
+    /// Call [`Hook::authenticate`](crate::Hook::authenticate), then [`Session::handle_authenticated`].
     Authenticate {
         /// The client's startup parameters.
         startup: StartupParams,
         /// The password the client sent (its bearer token).
         credential: String,
     },
-    /// Call [`Hook::on_query`], then [`Session::handle_verdict`].
+    /// Call [`Hook::on_query`](crate::Hook::on_query), then [`Session::handle_verdict`].
     Query {
         /// The command.
         command: CommandId,
         /// The query text.
         sql: String,
     },
-    /// Call [`Hook::on_parse`], then [`Session::handle_parse_verdict`].
+    /// Call [`Hook::on_parse`](crate::Hook::on_parse), then [`Session::handle_parse_verdict`].
     Parse {
         /// The command.
         command: CommandId,
@@ -121,7 +133,7 @@ pub enum HookRequest<P> {
         /// The statement text.
         sql: String,
     },
-    /// Call [`Hook::on_execute`], then [`Session::handle_verdict`].
+    /// Call [`Hook::on_execute`](crate::Hook::on_execute), then [`Session::handle_verdict`].
     Execute {
         /// The command (this one execution).
         command: CommandId,
@@ -198,14 +210,25 @@ impl<P> HookRequest<P> {
 pub enum Output<P> {
     /// Ask the hook; answer with the matching `handle_*` method.
     Request(HookRequest<P>),
-    /// Pass to [`Hook::on_event`], with the plan of the command it is about.
+    /// Pass to [`Transform::on_event`], with the plan of the command it is about.
     Event(Event, Option<Arc<P>>),
     /// After writing the pending client bytes, run a TLS handshake with the
     /// client, then call [`Session::handle_client_tls`].
     StartClientTls,
-    /// Connect to this backend, then call [`Session::handle_backend_connected`]
-    /// (or [`Session::handle_backend_connect_failed`]).
+    /// Connect to this backend (a plain connection: when its target asks
+    /// for TLS, the session negotiates it), then call
+    /// [`Session::handle_backend_connected`] (or
+    /// [`Session::handle_backend_connect_failed`]).
     ConnectBackend(BackendTarget),
+    /// The backend accepted the session's SSLRequest: after writing the
+    /// pending backend bytes, run a TLS handshake with the backend, checking
+    /// its certificate against `server_name`, then call
+    /// [`Session::handle_backend_tls`] with the certificate (or
+    /// [`Session::handle_backend_connect_failed`]).
+    StartBackendTls {
+        /// The name the backend's certificate must carry.
+        server_name: String,
+    },
     /// The client sent a CancelRequest with this gateway-issued key; the
     /// session is over. Find the session that issued it.
     Cancel(CancelKey),
@@ -229,14 +252,15 @@ impl<P> std::fmt::Debug for Output<P> {
                 .finish(),
             Output::StartClientTls => f.write_str("StartClientTls"),
             Output::ConnectBackend(t) => f.debug_tuple("ConnectBackend").field(t).finish(),
+            Output::StartBackendTls { server_name } => f
+                .debug_struct("StartBackendTls")
+                .field("server_name", server_name)
+                .finish(),
             Output::Cancel(k) => f.debug_tuple("Cancel").field(k).finish(),
             Output::CancelBackend => f.write_str("CancelBackend"),
         }
     }
 }
-
-/// A future resolving to the decision on a held command.
-pub type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send + 'static>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -245,6 +269,10 @@ enum Phase {
     Password,
     Authenticating,
     ConnectingBackend,
+    /// The backend was sent an SSLRequest; its one-byte answer is awaited.
+    BackendTlsRequest,
+    /// The backend accepted TLS; the driver runs the handshake.
+    BackendTlsHandshake,
     BackendAuth,
     BackendStartup,
     Ready,
@@ -258,6 +286,7 @@ impl Phase {
             Phase::Password => "client authentication",
             Phase::Authenticating => "client authentication",
             Phase::ConnectingBackend => "backend connection",
+            Phase::BackendTlsRequest | Phase::BackendTlsHandshake => "backend tls negotiation",
             Phase::BackendAuth => "backend authentication",
             Phase::BackendStartup => "backend startup",
             Phase::Ready => "query processing",
@@ -279,24 +308,14 @@ impl Phase {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Instant;
-/// use portcullis_pg::{
-///     async_trait, Authenticated, CancelKey, Context, Hook, Rejection, Session, SessionConfig,
-///     SessionId, StartupParams, Verdict,
-/// };
+/// use portcullis_pg::{CancelKey, Session, SessionConfig, SessionId, Transform};
 ///
+/// /// The session needs only the synchronous side of a hook.
 /// struct Nobody;
-/// #[async_trait]
-/// impl Hook for Nobody {
+/// impl Transform for Nobody {
 ///     type Principal = ();
 ///     type Plan = ();
 ///     type ColumnPlan = ();
-///     async fn authenticate(&self, _: SessionId, _: &StartupParams, _: &str)
-///         -> Result<Authenticated<()>, Rejection> {
-///         Err(Rejection::InvalidCredential("no one gets in".into()))
-///     }
-///     async fn on_query(&self, _: &Context<'_, ()>, _: &str) -> Verdict<()> {
-///         Verdict::Forward(())
-///     }
 /// }
 ///
 /// let config = SessionConfig { loopback: true, ..SessionConfig::default() };
@@ -306,7 +325,7 @@ impl Phase {
 /// session.handle_client_data(Instant::now(), &[0, 0, 0, 8, 4, 210, 22, 48]);
 /// assert_eq!(session.poll_client_transmit().as_deref(), Some(&b"N"[..]));
 /// ```
-pub struct Session<H: Hook> {
+pub struct Session<H: Transform> {
     id: SessionId,
     cfg: SessionConfig,
     hook: Arc<H>,
@@ -333,6 +352,10 @@ pub struct Session<H: Hook> {
     target: Option<BackendTarget>,
     backend_auth: BackendAuth,
     pending: Option<Pending<H::Plan>>,
+    /// The id of the latest hold: the one in progress while `pending` is a
+    /// held command. (Kept out of [`Pending`], whose layout the check of
+    /// every backend message reads.)
+    hold: HoldId,
     expect: VecDeque<Expect<H::Plan>>,
     /// Prepared statements the backend confirmed.
     statements: HashMap<String, Arc<Stmt<H::Plan>>>,
@@ -363,7 +386,7 @@ pub struct Session<H: Hook> {
     ended: bool,
 }
 
-impl<H: Hook> std::fmt::Debug for Session<H> {
+impl<H: Transform> std::fmt::Debug for Session<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.id)
@@ -374,7 +397,7 @@ impl<H: Hook> std::fmt::Debug for Session<H> {
     }
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     /// A new session for a freshly accepted client connection.
     /// `gateway_key`'s secret is the cancel secret the client will be given;
     /// the process id it is given is the backend's real one (so that
@@ -410,6 +433,7 @@ impl<H: Hook> Session<H> {
             target: None,
             backend_auth: BackendAuth::Start,
             pending: None,
+            hold: HoldId(0),
             expect: VecDeque::new(),
             statements: HashMap::new(),
             portals: HashMap::new(),
@@ -457,12 +481,13 @@ impl<H: Hook> Session<H> {
         })
     }
 
-    /// Whether a hold is in progress (a decision future is being awaited).
-    pub fn is_holding(&self) -> bool {
-        matches!(
-            self.pending,
-            Some(Pending::HeldQuery { .. } | Pending::HeldExecute { .. })
-        )
+    /// The hold in progress, if any: the driver awaits its decision and
+    /// answers with [`Session::handle_hold_resolved`].
+    pub fn holding(&self) -> Option<HoldId> {
+        match self.pending {
+            Some(Pending::HeldQuery { .. } | Pending::HeldExecute { .. }) => Some(self.hold),
+            _ => None,
+        }
     }
 
     /// Whether the session is waiting for any hook answer.
@@ -579,8 +604,18 @@ impl<H: Hook> Session<H> {
         self.process_backend();
     }
 
-    /// The client closed its connection.
+    /// The client closed its connection. A logged-in backend connection is
+    /// sent a Terminate: write the pending backend bytes before closing it.
     pub fn handle_client_closed(&mut self) {
+        if !self.closing
+            && matches!(
+                self.phase,
+                Phase::BackendAuth | Phase::BackendStartup | Phase::Ready
+            )
+        {
+            self.to_backend
+                .push_back(encode(&frontend::Terminate::new()));
+        }
         if let Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) =
             self.pending
         {
@@ -611,7 +646,7 @@ impl<H: Hook> Session<H> {
         }
     }
 
-    /// The gateway ended this session (see [`Hook::ended`]): the client is
+    /// The gateway ended this session (see [`Hook::ended`](crate::Hook::ended)): the client is
     /// told why and both connections close, whatever was in flight.
     pub fn handle_ended(&mut self, reason: &str) {
         if !self.closing {
@@ -737,6 +772,12 @@ impl<H: Hook> Session<H> {
     }
 
     fn process_backend(&mut self) {
+        if self.phase == Phase::BackendTlsRequest {
+            // One byte, before any frame: nothing else is read in this
+            // phase (checked once per read, not per frame).
+            self.on_backend_tls_answer();
+            return;
+        }
         while !self.closing {
             match self.phase {
                 Phase::BackendAuth | Phase::BackendStartup | Phase::Ready => {}

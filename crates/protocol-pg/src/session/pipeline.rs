@@ -208,16 +208,13 @@ pub(super) fn statement_text(frame: &Frame) -> Result<(Option<String>, String), 
     }
 }
 
-impl<H: Hook> Session<H> {
-    /// The hook's answer to [`HookRequest::Query`] or [`HookRequest::Execute`].
-    /// For a hold, the notice goes to the client and the decision future is
-    /// returned: await it and pass its output to [`Session::handle_decision`],
-    /// or call [`Session::handle_hold_abandoned`] if it is dropped.
-    pub fn handle_verdict(
-        &mut self,
-        now: Instant,
-        verdict: Verdict<H::Plan>,
-    ) -> Option<DecisionFuture> {
+impl<H: Transform> Session<H> {
+    /// The hook's answer to [`HookRequest::Query`] or [`HookRequest::Execute`],
+    /// with a hold's decision future taken out by the driver
+    /// ([`Verdict::detach`]). For a hold, the notice goes to the client and
+    /// the command waits for [`Session::handle_hold_resolved`] with the
+    /// hold's id, or [`Session::handle_hold_abandoned`].
+    pub fn handle_verdict(&mut self, now: Instant, verdict: Verdict<H::Plan, Held>) {
         match verdict {
             Verdict::Forward(plan) => {
                 self.last_activity = now;
@@ -234,11 +231,9 @@ impl<H: Hook> Session<H> {
                     other => self.pending = other,
                 }
                 self.process_client();
-                None
             }
             Verdict::Deny(reason) => {
                 self.decide(now, Decision::Deny(reason));
-                None
             }
             Verdict::Exceeded(reason) => {
                 self.last_activity = now;
@@ -251,11 +246,9 @@ impl<H: Hook> Session<H> {
                 }
                 self.refuse_pending("53400", reason);
                 self.process_client();
-                None
             }
             Verdict::Terminate(reason) => {
                 self.terminate(reason);
-                None
             }
             Verdict::Hold(hold, plan) => {
                 let plan = Arc::new(plan);
@@ -285,10 +278,11 @@ impl<H: Hook> Session<H> {
                     ),
                     other => {
                         self.pending = other;
-                        return None;
+                        return;
                     }
                 };
                 self.pending = Some(held);
+                self.hold = hold.id;
                 // The notice is about this Execute (or query): it never
                 // overtakes the replies owed for an earlier Sync or Query.
                 self.synthetic_after_synced(backend::notice(&hold.notice));
@@ -300,19 +294,23 @@ impl<H: Hook> Session<H> {
                     },
                     Some(plan),
                 );
-                Some(hold.decision)
             }
         }
     }
 
-    /// The decision on a held command: forwarded with the plan its hold
-    /// carried, or refused.
-    pub fn handle_decision(&mut self, now: Instant, decision: Decision) {
-        self.decide(now, decision);
+    /// The decision on the hold `id`: its command is forwarded with the
+    /// plan its hold carried, or refused. A decision on any other hold than
+    /// the one in progress ([`Session::holding`]) is ignored: that hold was
+    /// abandoned, or never existed.
+    pub fn handle_hold_resolved(&mut self, now: Instant, id: HoldId, decision: Decision) {
+        if self.holding() == Some(id) {
+            self.decide(now, decision);
+        }
     }
 
-    /// A hold ended without a decision: `cancelled` when the client sent a
-    /// CancelRequest (it gets SQLSTATE 57014, like a cancelled statement).
+    /// The hold in progress ended without a decision (the driver dropped its
+    /// future): `cancelled` when the client sent a CancelRequest (it gets
+    /// SQLSTATE 57014, like a cancelled statement).
     pub fn handle_hold_abandoned(&mut self, now: Instant, cancelled: bool) {
         let cmd = match &self.pending {
             Some(Pending::HeldQuery { cmd, .. } | Pending::HeldExecute { cmd, .. }) => *cmd,

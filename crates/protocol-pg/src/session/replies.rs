@@ -24,7 +24,7 @@ fn check_body(frame: &Frame) -> Result<(), SessionError> {
     checked.map_err(SessionError::Backend)
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     pub(super) fn head(&self) -> Option<&Reply<H::Plan>> {
         match self.expect.front() {
             Some(Expect::Backend(r)) => Some(r),

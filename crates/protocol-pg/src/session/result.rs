@@ -7,11 +7,11 @@ pub(super) struct ResultState<P, C> {
     pub(super) columns: Arc<Vec<Column>>,
     pub(super) chosen: Vec<(usize, C)>,
     pub(super) plan: Option<Arc<P>>,
-    /// The statement's row cap, from [`Hook::row_limit`].
+    /// The statement's row cap, from [`Transform::row_limit`].
     pub(super) limit: Option<crate::hook::RowLimit>,
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     pub(super) fn begin_result(
         &mut self,
         columns: Arc<Vec<Column>>,
@@ -231,9 +231,9 @@ impl<H: Hook> Session<H> {
     }
 }
 
-impl<H: Hook> Session<H> {
+impl<H: Transform> Session<H> {
     /// A RowDescription as the client sees it: each field name through
-    /// [`Hook::transform_text`] ([`TextKind::ColumnName`]), re-encoded with
+    /// [`Transform::transform_text`] ([`TextKind::ColumnName`]), re-encoded with
     /// every other byte of its fields unchanged when a name changed. Once
     /// per result, never per row; the columns the session and the hook
     /// work with keep the backend's names.
@@ -277,7 +277,7 @@ impl<H: Hook> Session<H> {
     }
 
     /// A checked ParameterStatus as the client sees it: its value through
-    /// [`Hook::transform_text`] ([`TextKind::ParameterStatus`]).
+    /// [`Transform::transform_text`] ([`TextKind::ParameterStatus`]).
     pub(super) fn transform_parameter_status(
         &self,
         frame: Frame,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use portcullis_pg::{
     Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, Context, Decision,
     Event, Execution, FieldValue, Hold, Hook, ParseVerdict, Proxy, ProxyConfig, Rejection,
-    SessionId, StartupParams, Verdict, async_trait,
+    SessionId, StartupParams, Transform, Verdict, async_trait,
 };
 use portcullis_testkit::PgCluster;
 
@@ -85,12 +85,59 @@ fn has_word(sql: &str, word: &str) -> bool {
     })
 }
 
-#[async_trait]
-impl Hook for TestHook {
+impl Transform for TestHook {
     type Principal = String;
     type Plan = Plan;
     type ColumnPlan = ();
 
+    fn on_row_description(
+        &self,
+        _cx: &Context<'_, String>,
+        plan: &Plan,
+        columns: &[Column],
+    ) -> Vec<(usize, ())> {
+        columns
+            .iter()
+            .filter(|c| plan.mask_all || c.name == "secret")
+            .map(|c| (c.index, ()))
+            .collect()
+    }
+
+    fn transform_field(
+        &self,
+        _cx: &Context<'_, String>,
+        plan: &Plan,
+        _column: &Column,
+        _column_plan: &(),
+        value: &[u8],
+    ) -> FieldValue {
+        if plan.mask_all {
+            FieldValue::Replace(MASK_MARK.as_bytes().to_vec())
+        } else {
+            FieldValue::Replace(value.to_ascii_uppercase())
+        }
+    }
+
+    fn transform_copy(
+        &self,
+        _cx: &Context<'_, String>,
+        _plan: &Plan,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        let text = String::from_utf8_lossy(data);
+        text.contains("s3cr3t")
+            .then(|| text.replace("s3cr3t", "[MASKED]").into_bytes())
+    }
+
+    fn on_event(&self, event: &Event, _plan: Option<&Plan>) {
+        if self.record_events.load(Ordering::SeqCst) {
+            self.events.lock().unwrap().push(event.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl Hook for TestHook {
     async fn authenticate(
         &self,
         _session: SessionId,
@@ -185,51 +232,6 @@ impl Hook for TestHook {
         }
         let sql = execution.plan.map_or(execution.sql, |p| p.sql.as_str());
         self.on_query(cx, sql).await
-    }
-
-    fn on_row_description(
-        &self,
-        _cx: &Context<'_, String>,
-        plan: &Plan,
-        columns: &[Column],
-    ) -> Vec<(usize, ())> {
-        columns
-            .iter()
-            .filter(|c| plan.mask_all || c.name == "secret")
-            .map(|c| (c.index, ()))
-            .collect()
-    }
-
-    fn transform_field(
-        &self,
-        _cx: &Context<'_, String>,
-        plan: &Plan,
-        _column: &Column,
-        _column_plan: &(),
-        value: &[u8],
-    ) -> FieldValue {
-        if plan.mask_all {
-            FieldValue::Replace(MASK_MARK.as_bytes().to_vec())
-        } else {
-            FieldValue::Replace(value.to_ascii_uppercase())
-        }
-    }
-
-    fn transform_copy(
-        &self,
-        _cx: &Context<'_, String>,
-        _plan: &Plan,
-        data: &[u8],
-    ) -> Option<Vec<u8>> {
-        let text = String::from_utf8_lossy(data);
-        text.contains("s3cr3t")
-            .then(|| text.replace("s3cr3t", "[MASKED]").into_bytes())
-    }
-
-    fn on_event(&self, event: &Event, _plan: Option<&Plan>) {
-        if self.record_events.load(Ordering::SeqCst) {
-            self.events.lock().unwrap().push(event.clone());
-        }
     }
 }
 
