@@ -14,6 +14,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -115,8 +116,8 @@ fn flush() -> Vec<u8> {
 // ------------------------------------------------------------------ client
 
 /// A client speaking raw protocol messages; keeps every byte it received.
-struct Raw {
-    s: TcpStream,
+struct Raw<S = TcpStream> {
+    s: S,
     buf: Vec<u8>,
     all: Vec<u8>,
     closed: bool,
@@ -130,13 +131,18 @@ struct Msg {
 
 impl Msg {
     fn sqlstate(&self) -> String {
+        self.field(b'C')
+    }
+
+    /// A field of an error or notice.
+    fn field(&self, want: u8) -> String {
         let mut rest = &self.body[..];
         while let Some((&code, tail)) = rest.split_first() {
             if code == 0 {
                 break;
             }
             let end = tail.iter().position(|&b| b == 0).unwrap();
-            if code == b'C' {
+            if code == want {
                 return String::from_utf8_lossy(&tail[..end]).into_owned();
             }
             rest = &tail[end + 1..];
@@ -175,7 +181,7 @@ fn tags(msgs: &[Msg]) -> String {
     msgs.iter().map(|m| m.tag as char).collect()
 }
 
-impl Raw {
+impl Raw<TcpStream> {
     /// Startup with extra parameters and the token; returns the client and
     /// everything up to ReadyForQuery or the connection's end.
     fn login_with(proxy: &Running, params: &[(&str, &str)]) -> (Raw, Vec<Msg>) {
@@ -233,7 +239,9 @@ impl Raw {
         assert!(tags(&login).starts_with('R'), "{}", tags(&login));
         raw
     }
+}
 
+impl<S: Read + Write> Raw<S> {
     fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).unwrap();
     }
@@ -953,6 +961,178 @@ fn smuggled_text_after_an_execute_in_an_open_pipeline_is_refused() {
         let got = raw.ready(1);
         assert_eq!(data_values(&got), vec![vec![Some("on".to_owned())]]);
     }
+}
+
+// ------------------------------------------- text not in the client encoding
+
+impl Raw<UnixStream> {
+    /// A session straight to PostgreSQL on its socket (local trust), as the
+    /// cluster's superuser: what PostgreSQL itself answers.
+    fn direct(cluster: &PgCluster) -> Raw<UnixStream> {
+        let path = cluster
+            .socket_dir()
+            .join(format!(".s.PGSQL.{}", cluster.port()));
+        let s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut raw = Raw {
+            s,
+            buf: Vec::new(),
+            all: Vec::new(),
+            closed: false,
+        };
+        let mut startup = vec![0, 0, 0, 0, 0, 3, 0, 0];
+        for (k, v) in [
+            ("user", cluster.superuser()),
+            ("database", "postgres"),
+            ("client_encoding", "UTF8"),
+        ] {
+            startup.extend(cstr(k));
+            startup.extend(cstr(v));
+        }
+        startup.push(0);
+        let len = (startup.len() as u32).to_be_bytes();
+        startup[..4].copy_from_slice(&len);
+        raw.send(&startup);
+        let login = raw.until(|m| m.tag == b'Z');
+        assert!(!tags(&login).contains('E'), "{}", tags(&login));
+        raw
+    }
+}
+
+/// Messages as both sides can be compared: the tag, an error's SQLSTATE
+/// (and for 22021 its message), ReadyForQuery's status.
+fn shape(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| match m.tag {
+            b'E' if m.sqlstate() == "22021" => format!("E22021 {}", m.field(b'M')),
+            b'E' => format!("E{}", m.sqlstate()),
+            b'Z' => format!("Z{}", m.body[0] as char),
+            t => (t as char).to_string(),
+        })
+        .collect()
+}
+
+/// Statement texts and names that are not UTF-8, simple and extended, in
+/// and out of a transaction block, each exchange followed by a normal
+/// statement; with the number of ReadyForQuery each one gets.
+fn invalid_text_exchanges() -> Vec<(Vec<u8>, usize)> {
+    let bad_parse = |name: &[u8], sql: &[u8]| m(b'P', &[name, b"\0", sql, b"\0\0\0"].concat());
+    vec![
+        (m(b'Q', b"SELECT '\xff' AS x\0"), 1),
+        (q("SELECT 1"), 1),
+        (m(b'Q', b"SELECT 'caf\xc3' AS x\0"), 1),
+        (m(b'Q', b"SELECT 'a\xe2\x28\xa1b', '\xed\xa0\x80'\0"), 1),
+        (q("BEGIN"), 1),
+        (m(b'Q', b"SELECT '\xc0\xaf'\0"), 1),
+        (q("SELECT 1"), 1),
+        (q("ROLLBACK"), 1),
+        (
+            [
+                parse("", "SELECT 2"),
+                bind("", "", &[]),
+                execute(""),
+                sync(),
+            ]
+            .concat(),
+            1,
+        ),
+        (
+            [
+                bad_parse(b"", b"SELECT '\xff'"),
+                bind("", "", &[]),
+                execute(""),
+                q("SELECT 3"),
+                sync(),
+            ]
+            .concat(),
+            1,
+        ),
+        // The unnamed statement PostgreSQL had before the refused Parse
+        // (index 10, see below).
+        ([bind("", "", &[]), execute(""), sync()].concat(), 1),
+        (
+            [
+                bad_parse(b"s\xff", b"SELECT 4"),
+                describe(b'S', "s\u{ff}"),
+                sync(),
+            ]
+            .concat(),
+            1,
+        ),
+        (q("BEGIN"), 1),
+        (
+            [bad_parse(b"t", b"SELECT '\xf8\x88\x80\x80\x80'"), sync()].concat(),
+            1,
+        ),
+        (q("SELECT 5"), 1),
+        (q("ROLLBACK"), 1),
+        (
+            [
+                parse("u", "SELECT 6"),
+                bind("", "u", &[]),
+                execute(""),
+                sync(),
+            ]
+            .concat(),
+            1,
+        ),
+    ]
+}
+
+/// Text that is not valid UTF-8 gets what PostgreSQL answers (22021, and
+/// the session goes on, the extended protocol ignoring messages up to
+/// Sync), without the gateway forwarding it; other sessions' data intact.
+#[test]
+fn text_not_in_the_client_encoding_gets_what_postgresql_answers() {
+    let (cluster, proxy) = setup();
+    let mut direct = Raw::direct(&cluster);
+    let mut want = Vec::new();
+    for (bytes, n) in invalid_text_exchanges() {
+        direct.send(&bytes);
+        want.push(shape(&direct.ready(n)));
+    }
+    assert_eq!(
+        want[0],
+        [
+            "E22021 invalid byte sequence for encoding \"UTF8\": 0xff",
+            "ZI"
+        ]
+    );
+    let mut raw = Raw::connect(&proxy);
+    let mut got = Vec::new();
+    for (bytes, n) in invalid_text_exchanges() {
+        raw.send(&bytes);
+        got.push(shape(&raw.ready(n)));
+    }
+    // PostgreSQL fails the Parse while reading it and keeps its unnamed
+    // statement. The gateway, as after any message it refuses in a
+    // pipeline, makes the pipeline's transaction fail at Sync with a
+    // statement of its own in the unnamed slot, so the unnamed statement
+    // is gone (fail closed: it runs the gateway's failing statement).
+    assert_eq!(want[10], ["2", "D", "C", "ZI"]);
+    assert_eq!(got[10], ["2", "E42501", "ZI"]);
+    want.remove(10);
+    got.remove(10);
+    assert_eq!(got, want);
+    assert!(!raw.closed);
+    let events = proxy.hook.events();
+    let denied = events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::CommandDenied { reason, .. }
+                if reason.starts_with("invalid byte sequence for encoding \"UTF8\""))
+        })
+        .count();
+    assert_eq!(denied, 7);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::CommandReceived { sql, .. }
+            if sql.contains('\u{fffd}'))),
+        "lossy text reached an event"
+    );
+    assert_eq!(rows_left(&cluster), "2");
 }
 
 // ------------------------------------------------------ backend authentication

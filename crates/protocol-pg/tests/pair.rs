@@ -1020,6 +1020,86 @@ fn extended_denied_parse_discards_until_sync_and_fails_at_sync() {
     assert_eq!(tags(&p.client_out()), "Z");
 }
 
+/// A Query whose text is not UTF-8 gets PostgreSQL's 22021 and
+/// ReadyForQuery; nothing reaches the backend or the hook, the session goes on.
+#[test]
+fn query_text_not_utf8_gets_22021_and_the_session_goes_on() {
+    let mut p = Pair::ready();
+    p.client(&m(b'Q', b"select 'caf\xc3'\0"));
+    let out = p.client_out();
+    assert_eq!(tags(&out), "EZ");
+    assert_eq!(codes(&out), ["22021"]);
+    assert!(
+        String::from_utf8_lossy(&out)
+            .contains("invalid byte sequence for encoding \"UTF8\": 0xc3 0x27")
+    );
+    assert!(p.backend_out().is_empty());
+    assert!(!p.outputs.iter().any(|o| matches!(o, Output::Request(_))));
+    assert!(p.events().iter().any(|e| matches!(e,
+        Event::CommandDenied { reason, .. } if reason.contains("0xc3 0x27"))));
+    p.client(&q("select 1"));
+    assert!(matches!(p.take_request(), HookRequest::Query { sql, .. } if sql == "select 1"));
+    assert!(!p.s.is_closed());
+}
+
+/// A Parse whose text is not UTF-8: PostgreSQL's 22021, every message up to
+/// Sync ignored (a Query included), the pipeline's transaction failed at
+/// Sync as for any refusal; then the session goes on normally.
+#[test]
+fn extended_parse_text_not_utf8_gets_22021_and_discards_until_sync() {
+    let mut p = Pair::ready();
+    p.client(
+        &[
+            m(b'P', b"\0select '\xff'\0\0\0"),
+            bind("", "", &[]),
+            describe(b'P', ""),
+            execute(""),
+            q("select 1"),
+            sync(),
+        ]
+        .concat(),
+    );
+    assert!(!p.outputs.iter().any(|o| matches!(o, Output::Request(_))));
+    let sent = p.backend_out();
+    // Only the failing statement and the Sync: nothing of the client's pipeline.
+    assert_eq!(tags(&sent), "PBES");
+    assert!(String::from_utf8_lossy(&sent).contains("RAISE EXCEPTION"));
+    assert!(!sent.contains(&0xff));
+    let out = p.client_out();
+    assert_eq!(codes(&out), ["22021"]);
+    assert!(
+        String::from_utf8_lossy(&out).contains("invalid byte sequence for encoding \"UTF8\": 0xff")
+    );
+    let events = p.events();
+    assert!(events.iter().any(|e| matches!(e,
+        Event::CommandDenied { reason, .. } if reason.ends_with("\"UTF8\": 0xff"))));
+    assert!(!events.iter().any(|e| matches!(e,
+        Event::CommandReceived { sql, .. } if sql.contains('\u{fffd}'))));
+    p.backend(
+        &[
+            m(b'1', &[]),
+            m(b'2', &[]),
+            be_error("42501", "denied"),
+            ready(b'I'),
+        ]
+        .concat(),
+    );
+    assert_eq!(tags(&p.client_out()), "Z");
+    p.client(
+        &[
+            parse("", "select 2"),
+            bind("", "", &[]),
+            execute(""),
+            sync(),
+        ]
+        .concat(),
+    );
+    assert!(matches!(p.take_request(), HookRequest::Parse { sql, .. } if sql == "select 2"));
+    p.s.handle_parse_verdict(p.now, ParseVerdict::Forward(()));
+    assert_eq!(tags(&p.backend_out()), "PB");
+    assert!(!p.s.is_closed());
+}
+
 #[test]
 fn extended_forward_injects_describe_and_transforms_rows() {
     let mut p = Pair::ready();
@@ -1288,14 +1368,18 @@ fn malformed_backend_messages_close_with_08p01() {
 }
 
 /// What the messages module refuses that the old readers let through: a
-/// body that is not exactly its message (text that is not UTF-8, a body on
-/// a message that has none, a status byte the protocol does not define).
+/// body that is not exactly its message (a name that is not UTF-8, a body
+/// on a message that has none, a status byte the protocol does not define;
+/// statement text that is not UTF-8 in a frame malformed otherwise).
 /// Nothing of it reaches the other side.
 #[test]
 fn bodies_that_are_not_exactly_their_message_are_refused() {
     let client: Vec<Vec<u8>> = vec![
-        m(b'Q', b"select '\xff'\0"),
-        m(b'P', b"s\0select '\xfe'\0\0\0"),
+        m(b'Q', b"select '\xff'\0x"),
+        m(b'Q', b"select '\xff'"),
+        m(b'P', b"s\0select '\xfe'\0\0"),
+        m(b'P', b"s\xff\0select\0\0\x01"),
+        m(b'P', b"s\0select '\xfe'\0\0\0x"),
         [m(b'B', b"\xff\0\0\0\0\0\0\0\0"), sync()].concat(),
         m(b'S', b"x"),
         m(b'H', b"x"),

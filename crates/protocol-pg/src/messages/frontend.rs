@@ -132,6 +132,62 @@ impl Decode for Parse {
     }
 }
 
+/// PostgreSQL's refusal of a Query or Parse whose text is well framed but
+/// not valid UTF-8 (its statement name, then its text): the message of its
+/// error 22021, or `None` for a frame that is valid or that is malformed in
+/// any other way (the decoders refuse it, and the session ends with 08P01).
+///
+/// PostgreSQL checks text in the client encoding as it reads a message,
+/// before acting on any of it, and answers `invalid byte sequence for
+/// encoding "UTF8"`; the session goes on. The gateway reads only UTF-8 and
+/// SQL_ASCII clients, and under either PostgreSQL (its database in UTF8)
+/// checks the bytes as UTF-8, so UTF-8 is the check for both; a database in
+/// SQL_ASCII with a SQL_ASCII client checks nothing, where the gateway
+/// still refuses (its analysis reads text only as UTF-8).
+pub(crate) fn invalid_statement_text(tag: u8, body: &[u8]) -> Option<String> {
+    let mut r = Reader::new(body);
+    let texts = match tag {
+        b'Q' => vec![r.cstr()?],
+        b'P' => {
+            let name = r.cstr()?;
+            let sql = r.cstr()?;
+            let n = r.count(4)?;
+            for _ in 0..n {
+                r.u32()?;
+            }
+            vec![name, sql]
+        }
+        _ => return None,
+    };
+    if !r.done() {
+        return None;
+    }
+    texts.into_iter().find_map(invalid_utf8)
+}
+
+/// PostgreSQL's message for bytes that are not UTF-8: from the first
+/// invalid sequence, as many bytes as its lead byte announces (one for a
+/// byte that leads nothing), at most to the end of the text.
+fn invalid_utf8(text: &[u8]) -> Option<String> {
+    let e = std::str::from_utf8(text).err()?;
+    let rest = text.get(e.valid_up_to()..)?;
+    let len = match rest.first()? {
+        b if b & 0xe0 == 0xc0 => 2,
+        b if b & 0xf0 == 0xe0 => 3,
+        b if b & 0xf8 == 0xf0 => 4,
+        _ => 1,
+    };
+    let bytes: Vec<String> = rest
+        .iter()
+        .take(len)
+        .map(|b| format!("0x{b:02x}"))
+        .collect();
+    Some(format!(
+        "invalid byte sequence for encoding \"UTF8\": {}",
+        bytes.join(" ")
+    ))
+}
+
 /// Counts are read as the protocol's i16 (pgwire reads u16) and each is
 /// checked against what remains before anything is reserved.
 impl Decode for Bind {

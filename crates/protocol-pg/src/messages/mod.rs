@@ -21,6 +21,9 @@
 //! The decoders here check every length against what remains, refuse
 //! trailing bytes, and read text as UTF-8 or refuse it, so what they accept
 //! pgwire encodes back to exactly the bytes read (also a property test).
+//! A Query or Parse refused only for text that is not UTF-8 is told apart
+//! by [`frontend::invalid_statement_text`]: the session answers it as
+//! PostgreSQL does (22021) instead of ending.
 //!
 //! A few shapes stay raw bytes on purpose, each said where it is: the
 //! DataRow hot path, and the error, notice, notification, parameter and

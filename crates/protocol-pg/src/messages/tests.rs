@@ -15,6 +15,37 @@ use super::backend::*;
 use super::frontend::*;
 use super::*;
 
+/// The bytes PostgreSQL names for text that is not UTF-8 (its
+/// `report_invalid_encoding`): as many as the lead byte announces, at most
+/// to the end; the statement name before the text; nothing for a frame
+/// that is valid or malformed otherwise.
+#[test]
+fn invalid_statement_text_names_the_bytes_postgresql_names() {
+    let msg = |b: &str| format!("invalid byte sequence for encoding \"UTF8\": {b}");
+    let q = |t: &[u8]| invalid_statement_text(b'Q', &[t, b"\0"].concat());
+    assert_eq!(q(b"select '\xff'"), Some(msg("0xff")));
+    assert_eq!(q(b"'caf\xc3'"), Some(msg("0xc3 0x27")));
+    assert_eq!(q(b"a\xe2\x28\xa1b"), Some(msg("0xe2 0x28 0xa1")));
+    assert_eq!(q(b"\xed\xa0\x80"), Some(msg("0xed 0xa0 0x80")));
+    assert_eq!(q(b"\xc0\xaf"), Some(msg("0xc0 0xaf")));
+    assert_eq!(q(b"a\xf0\x90"), Some(msg("0xf0 0x90")));
+    assert_eq!(q(b"\xf8\x88\x80"), Some(msg("0xf8")));
+    assert_eq!(q("caf\u{e9} \u{1f600}".as_bytes()), None);
+    assert_eq!(invalid_statement_text(b'Q', b"\xff"), None);
+    assert_eq!(invalid_statement_text(b'Q', b"\xff\0x"), None);
+    assert_eq!(
+        invalid_statement_text(b'P', b"s\xfe\0\xff\0\0\x01\0\0\0\x17"),
+        Some(msg("0xfe"))
+    );
+    assert_eq!(
+        invalid_statement_text(b'P', b"s\0\xff\0\0\0"),
+        Some(msg("0xff"))
+    );
+    assert_eq!(invalid_statement_text(b'P', b"s\0\xff\0\0\x01"), None);
+    assert_eq!(invalid_statement_text(b'P', b"s\0\xff\0\0\0x"), None);
+    assert_eq!(invalid_statement_text(b'B', b"\xff\0\0\0\0\0\0\0\0"), None);
+}
+
 #[test]
 fn frame_needs_more_then_completes() {
     let mut buf = BytesMut::from(&b"Q\0\0\0\x09sel"[..]);

@@ -715,6 +715,10 @@ impl<H: Transform> Session<H> {
         }
         let mut text = None;
         if matches!(tag, b'Q' | b'P') {
+            if let Some(message) = frontend::invalid_statement_text(tag, frame.body()) {
+                self.refuse_invalid_text(tag, &message);
+                return Ok(());
+            }
             let (name, sql) = statement_text(&frame)?;
             match self.settings_barrier(sql.as_bytes()) {
                 Barrier::Go => {}
@@ -948,6 +952,31 @@ impl<H: Transform> Session<H> {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a Query or Parse whose text is not valid UTF-8 as PostgreSQL
+    /// does (error 22021, and the session goes on: after a Parse, messages
+    /// are ignored up to Sync). Nothing of it reaches the backend or the
+    /// hook; the events carry no lossy text, the reason names the bytes.
+    /// PostgreSQL fails while reading the message, before it would drop the
+    /// unnamed statement, so no Close is sent for it.
+    pub(super) fn refuse_invalid_text(&mut self, tag: u8, message: &str) {
+        let cmd = self.new_command();
+        self.event(Event::CommandReceived {
+            session: self.id,
+            command: cmd,
+            sql: String::new(),
+        });
+        self.event(Event::CommandDenied {
+            session: self.id,
+            command: cmd,
+            reason: message.to_owned(),
+        });
+        if tag == b'Q' {
+            self.deny_simple("22021", message);
+        } else {
+            self.deny_extended("22021", message);
+        }
     }
 
     /// Refuses statement text that could be read differently after the
