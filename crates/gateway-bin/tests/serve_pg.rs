@@ -1458,3 +1458,32 @@ fn sessions_in_total_are_capped_with_53300_naming_the_limit() {
         first.simple_query("select 2").await.unwrap();
     });
 }
+
+/// A refusal by the protocol layer itself (here text that is not UTF-8,
+/// which PostgreSQL answers with 22021) is in the trail once, and a
+/// refusal by the policy is not written a second time.
+#[test]
+fn the_protocol_layers_own_refusals_are_in_the_trail() {
+    let gw = Gateway::start();
+    let agent = gw.token("agent:ci-bot", "agents", "15m");
+    let out = Client::psql(&gw.dsn(&agent))
+        .unwrap()
+        .args(["-v", "VERBOSITY=verbose", "-tA"])
+        .stdin(b"SELECT 'caf\xff';\nDROP TABLE shop.orders;\nSELECT 7;\n".to_vec())
+        .run()
+        .unwrap();
+    assert!(out.stderr.contains("22021"), "{}", out.stderr);
+    assert!(out.stderr.contains("42501"), "{}", out.stderr);
+    // The session went on after both refusals.
+    assert_eq!(out.stdout.trim(), "7", "{}", out.stderr);
+    let trail = gw.trail_text();
+    let own: Vec<&str> = trail
+        .lines()
+        .filter(|l| l.contains("protocol layer"))
+        .collect();
+    assert_eq!(own.len(), 1, "{trail}");
+    assert!(own[0].contains("invalid byte sequence"), "{}", own[0]);
+    assert!(own[0].contains("\"deny\""), "{}", own[0]);
+    let report = portcullis_audit::verify(&gw.trail());
+    assert!(report.is_intact(), "{report:?}");
+}
