@@ -739,13 +739,21 @@ impl Hook for KubeGateway {
                 let reason = e.to_string();
                 metrics::counter!("portcullis_auth_failures_total").increment(1);
                 tracing::warn!(call = %id, connection = %self.connection, %reason, "kubernetes authentication refused");
-                self.trail.record(
-                    AuditEvent::new(EventKind::AuthFailed {
-                        method: "token".to_owned(),
-                        reason: reason.clone(),
-                    })
-                    .with_session(id),
-                );
+                // Written before the refusal is answered, so the client's
+                // error never comes before the trail's record of it.
+                let written = self
+                    .trail
+                    .record_durably(
+                        AuditEvent::new(EventKind::AuthFailed {
+                            method: "token".to_owned(),
+                            reason: reason.clone(),
+                        })
+                        .with_session(id),
+                    )
+                    .await;
+                if let Err(e) = written {
+                    tracing::error!(error = %e, "the refused authentication could not be recorded");
+                }
                 return Err(Refusal {
                     message: format!("portcullis: {reason}"),
                 });
