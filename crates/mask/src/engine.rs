@@ -448,7 +448,7 @@ impl Engine {
 
     /// How many bytes before the undecided frontier a stream must keep.
     fn keep_before(&self) -> usize {
-        self.ctx.max(self.max_token) + 1
+        self.ctx + self.max_token + 1
     }
 
     /// The most input a stream holds back between pushes (decision lag plus
@@ -512,8 +512,10 @@ impl Engine {
         if !capped {
             let whole = hay.get(rs..e - base).unwrap_or_default();
             let masked = hay.get(ms - base..me - base).unwrap_or_default();
+            // The context window, and a token length ahead of it to tell a
+            // `[MASKED:<id>]` token straddling the window's start.
             let before = hay
-                .get(s.saturating_sub(self.ctx).max(base) - base..rs)
+                .get(s.saturating_sub(self.ctx + self.max_token).max(base) - base..rs)
                 .unwrap_or_default();
             if !det
                 .validators

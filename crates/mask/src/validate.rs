@@ -6,7 +6,8 @@ use crate::spec::Validator;
 
 /// Whether a candidate passes `v`. `whole` is the whole match, `masked` the
 /// part that would be masked (the `m` group, or the whole match), `before` up
-/// to the largest `ContextBefore` window of bytes immediately before the match.
+/// to the largest `ContextBefore` window plus the longest `[MASKED:<id>]`
+/// token of bytes immediately before the match.
 pub(crate) fn validate(v: &Validator, whole: &[u8], masked: &[u8], before: &[u8]) -> bool {
     let _ = whole;
     match *v {
@@ -294,24 +295,49 @@ fn shannon_entropy(s: &[u8]) -> f64 {
 
 /// Whether one of `words` occurs in the last `window` bytes of `before`,
 /// case-insensitively, and not as part of a longer run of letters (`ssn`
-/// counts in `SSN:` and `user_ssn=`, not in `lessn`).
+/// counts in `SSN:` and `user_ssn=`, not in `lessn`), nor inside a
+/// `[MASKED:<id>]` token that closes before the match: a masker's own
+/// replacement (`[MASKED:us-ssn]`) is not context, so masking masked output
+/// changes nothing further. Bytes of `before` ahead of the window only serve
+/// to recognise a token that straddles the window's start.
 fn context_before(words: &[&str], window: usize, before: &[u8]) -> bool {
     let start = before.len().saturating_sub(window);
-    let hay = before.get(start..).unwrap_or(before);
     words.iter().any(|w| {
         let w = w.as_bytes();
-        if w.is_empty() || w.len() > hay.len() {
+        if w.is_empty() || w.len() > before.len() - start {
             return false;
         }
-        hay.windows(w.len()).enumerate().any(|(i, cand)| {
-            cand.eq_ignore_ascii_case(w)
+        (start..=before.len() - w.len()).any(|i| {
+            before
+                .get(i..i + w.len())
+                .is_some_and(|cand| cand.eq_ignore_ascii_case(w))
                 && !i
                     .checked_sub(1)
-                    .and_then(|j| hay.get(j))
+                    .and_then(|j| before.get(j))
                     .is_some_and(u8::is_ascii_alphabetic)
-                && !hay.get(i + w.len()).is_some_and(u8::is_ascii_alphabetic)
+                && !before.get(i + w.len()).is_some_and(u8::is_ascii_alphabetic)
+                && !inside_redaction_token(before, i, i + w.len())
         })
     })
+}
+
+/// Whether `[from, to)` of `hay` lies inside a `[MASKED:<id>]` token: the
+/// run of bytes other than whitespace and `]` around it holds `[MASKED:`
+/// before it and is closed by `]` after it, within `hay`.
+fn inside_redaction_token(hay: &[u8], from: usize, to: usize) -> bool {
+    const OPEN: &[u8] = b"[MASKED:";
+    let id_byte = |b: &u8| *b != b']' && !b.is_ascii_whitespace();
+    let head = hay.get(..from).unwrap_or_default();
+    let run = head
+        .get(head.iter().rposition(|b| !id_byte(b)).map_or(0, |p| p + 1)..)
+        .unwrap_or_default();
+    run.windows(OPEN.len()).any(|x| x == OPEN)
+        && hay
+            .get(to..)
+            .unwrap_or_default()
+            .iter()
+            .find(|b| !id_byte(b))
+            == Some(&b']')
 }
 
 /// Whether `masked` is not a placeholder: not one of `list`
@@ -551,6 +577,15 @@ mod catalogue_validator_tests {
         assert!(validate(&v, b"", b"", b"user_ssn="));
         assert!(validate(&v, b"", b"", b"Social Security no. "));
         assert!(!validate(&v, b"", b"", b"lessn "));
+        // A masker's own replacement is not context (masking is idempotent),
+        // also when the window starts inside the token; a context word after
+        // a token still counts.
+        assert!(!validate(&v, b"", b"", b"[MASKED:us-ssn], born "));
+        let straddle = b"x [MASKED:us-ssn], born on the day ";
+        assert_eq!(straddle.len() - 24, 11, "the window starts at `s-ssn]`");
+        assert!(!validate(&v, b"", b"", straddle));
+        assert!(validate(&v, b"", b"", b"[MASKED:us-ssn] ssn "));
+        assert!(validate(&v, b"", b"", b"[ssn] "));
         assert!(!validate(&v, b"", b"", b"phone: "));
         // Outside the window.
         assert!(!validate(&v, b"", b"", b"ssn .........................."));
