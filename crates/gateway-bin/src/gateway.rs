@@ -23,7 +23,7 @@
 //! cannot carry a `[MASKED:…]` text; text types get the marker in either
 //! format, their binary form being their text.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -34,8 +34,8 @@ use portcullis_audit::{self as audit, AuditError, AuditEvent, AuditSink, EventKi
 use portcullis_mask::Masker;
 use portcullis_pg::{
     Authenticated, BackendTarget, Column, CommandId, Context, Decision as PgDecision, Event,
-    Execution, FieldValue, Format, Hold, Hook, ParseVerdict, Rejection, RowLimit, SessionId,
-    StartupParams, TextKind, Transform, Verdict, async_trait,
+    Execution, FieldValue, Format, Hold, Hook, ParseVerdict, RefusedBy, Rejection, RowLimit,
+    SessionId, StartupParams, TextKind, Transform, Verdict, async_trait,
 };
 use portcullis_policy::{self as policy, Effect, Policy};
 
@@ -303,18 +303,9 @@ impl Plan {
 struct SessionInner {
     /// Approval requests of held commands, to withdraw them if abandoned.
     approvals: HashMap<u64, String>,
-    /// Commands the gateway itself refused (and wrote to the trail), until
-    /// the session reports the refusal; a refusal the session reports
-    /// that is not here was the protocol layer's own (see
-    /// [`Gateway::refused_by_the_session`]).
-    refused: HashSet<u64>,
     rows: u64,
     bytes_out: u64,
 }
-
-/// Bounds [`SessionInner::refused`]: a refusal the session never reports
-/// must not grow it for ever (forgetting one costs at most a second record).
-const MAX_REFUSED: usize = 1024;
 
 impl SessionState {
     fn killed(&self) -> Option<String> {
@@ -615,15 +606,12 @@ impl Gateway {
         v
     }
 
-    /// A refusal the session reports: written to the trail unless the
-    /// gateway refused the command itself (and wrote it then). What is
-    /// left are the protocol layer's own refusals: text not in the client
-    /// encoding (22021), a setting the analysis depends on, the fast-path
-    /// interface, an unknown portal.
+    /// A refusal of the protocol layer's own ([`RefusedBy::Session`]: text
+    /// not in the client encoding (22021), a setting the analysis depends
+    /// on, the fast-path interface, an unknown portal), written to the
+    /// trail as a deny record. The gateway's own refusals were written when
+    /// it decided them.
     fn refused_by_the_session(&self, s: &SessionState, command: CommandId, reason: &str) {
-        if s.lock().refused.remove(&command.0) {
-            return;
-        }
         metrics::counter!("portcullis_commands_total", "effect" => "deny").increment(1);
         s.record(EventKind::Command {
             command_id: command.0,
@@ -1464,8 +1452,7 @@ impl Hook for Gateway {
     }
 
     async fn on_query(&self, cx: &Context<'_, Arc<SessionState>>, sql: &str) -> Verdict<Plan> {
-        let verdict = self.decide(cx, sql, None, Stage::Run).await;
-        note_refusal(cx, verdict)
+        self.decide(cx, sql, None, Stage::Run).await
     }
 
     /// Extended protocol: decided when the statement is prepared. A statement
@@ -1477,7 +1464,7 @@ impl Hook for Gateway {
         _statement: &str,
         sql: &str,
     ) -> ParseVerdict<Plan> {
-        match note_refusal(cx, self.decide(cx, sql, None, Stage::Parse).await) {
+        match self.decide(cx, sql, None, Stage::Parse).await {
             Verdict::Forward(plan) | Verdict::Hold(_, plan) => ParseVerdict::Forward(plan),
             Verdict::Deny(reason) | Verdict::Exceeded(reason) => ParseVerdict::Deny(reason),
             Verdict::Terminate(reason) => ParseVerdict::Terminate(reason),
@@ -1493,7 +1480,7 @@ impl Hook for Gateway {
         cx: &Context<'_, Arc<SessionState>>,
         execution: Execution<'_, Plan>,
     ) -> Verdict<Plan> {
-        let verdict = match execution.plan {
+        match execution.plan {
             Some(statement) => {
                 self.execute(cx, statement, execution.sql, execution.params)
                     .await
@@ -1502,48 +1489,7 @@ impl Hook for Gateway {
                 self.decide(cx, execution.sql, Some(execution.params), Stage::Run)
                     .await
             }
-        };
-        note_refusal(cx, verdict)
-    }
-}
-
-/// Notes a command the gateway refuses, now or when its hold is decided,
-/// so that the session's report of the refusal is not written twice.
-fn note_refusal(cx: &Context<'_, Arc<SessionState>>, verdict: Verdict<Plan>) -> Verdict<Plan> {
-    let Some(command) = cx.command else {
-        return verdict;
-    };
-    let id = command.0;
-    let note = move |state: &SessionState| {
-        let mut inner = state.lock();
-        if inner.refused.len() >= MAX_REFUSED {
-            inner.refused.clear();
         }
-        inner.refused.insert(id);
-    };
-    match verdict {
-        Verdict::Deny(_) | Verdict::Exceeded(_) | Verdict::Terminate(_) => {
-            note(cx.principal);
-            verdict
-        }
-        Verdict::Hold(hold, plan) => {
-            let state = cx.principal.clone();
-            let decision = hold.decision;
-            Verdict::Hold(
-                Hold {
-                    notice: hold.notice,
-                    decision: Box::pin(async move {
-                        let decision = decision.await;
-                        if matches!(decision, PgDecision::Deny(_)) {
-                            note(&state);
-                        }
-                        decision
-                    }),
-                },
-                plan,
-            )
-        }
-        Verdict::Forward(plan) => Verdict::Forward(plan),
     }
 }
 
@@ -1834,7 +1780,10 @@ impl Transform for Gateway {
                 });
             }
             Event::CommandDenied {
-                command, reason, ..
+                command,
+                reason,
+                by: RefusedBy::Session,
+                ..
             } => self.refused_by_the_session(&s, *command, reason),
             Event::HoldAbandoned { command, .. } => {
                 if let Some(id) = s.lock().approvals.remove(&command.0) {

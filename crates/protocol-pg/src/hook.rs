@@ -445,6 +445,20 @@ pub struct Context<'a, P> {
     pub principal: &'a P,
 }
 
+/// Who refused a command ([`Event::CommandDenied`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// The hook: its verdict (deny, budget exceeded, terminate) or a held
+    /// command's decision. The hook knows why, and has recorded it if it
+    /// records.
+    Hook,
+    /// The session itself, without asking the hook: statement text not in
+    /// the client encoding (22021), text the analysis cannot read until the
+    /// backend reports its settings, the fast-path interface, a portal the
+    /// gateway did not bind. Only this event tells of it.
+    Session,
+}
+
 /// Something that happened in a session, for the gateway to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -480,6 +494,8 @@ pub enum Event {
         command: CommandId,
         /// The reason given to the client.
         reason: String,
+        /// Who refused it: the hook's verdict, or the session itself.
+        by: RefusedBy,
     },
     /// A command is held; the notice was sent to the client.
     CommandHeld {

@@ -140,7 +140,8 @@ pub use error::{CodecError, SessionError};
 pub use hook::{
     Allowances, Authenticated, BackendAddr, BackendTarget, BackendTls, Column, CommandId, Context,
     Decision, DecisionFuture, Event, Execution, FieldValue, Format, Held, Hold, HoldId, Hook,
-    ParseVerdict, Rejection, RowLimit, SessionId, StartupParams, TextKind, Transform, Verdict,
+    ParseVerdict, RefusedBy, Rejection, RowLimit, SessionId, StartupParams, TextKind, Transform,
+    Verdict,
 };
 pub use messages::Limits;
 pub use session::{CancelKey, HookRequest, Output, Session, SessionConfig};

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Running;
-use portcullis_pg::{Event, ProxyConfig, SessionConfig};
+use portcullis_pg::{Event, ProxyConfig, RefusedBy, SessionConfig};
 use portcullis_testkit::{Client, PgCluster};
 use tokio_postgres::NoTls;
 
@@ -111,7 +111,7 @@ fn extended_protocol_transforms_denies_and_holds() {
     });
     let events = proxy.hook.events();
     assert!(events.iter().any(
-        |e| matches!(e, Event::CommandDenied { reason, .. } if reason == "DROP is not allowed")
+        |e| matches!(e, Event::CommandDenied { reason, by: RefusedBy::Hook, .. } if reason == "DROP is not allowed")
     ));
     assert!(
         events.iter().any(

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use portcullis_pg::{
     Authenticated, BackendAddr, BackendTarget, BackendTls, CancelKey, Column, Context, Decision,
-    Event, FieldValue, Held, HoldId, HookRequest, Output, ParseVerdict, Rejection, RowLimit,
-    Session, SessionConfig, SessionId, TextKind, Transform, Verdict,
+    Event, FieldValue, Held, HoldId, HookRequest, Output, ParseVerdict, RefusedBy, Rejection,
+    RowLimit, Session, SessionConfig, SessionId, TextKind, Transform, Verdict,
 };
 use proptest::prelude::*;
 
@@ -1036,7 +1036,7 @@ fn query_text_not_utf8_gets_22021_and_the_session_goes_on() {
     assert!(p.backend_out().is_empty());
     assert!(!p.outputs.iter().any(|o| matches!(o, Output::Request(_))));
     assert!(p.events().iter().any(|e| matches!(e,
-        Event::CommandDenied { reason, .. } if reason.contains("0xc3 0x27"))));
+        Event::CommandDenied { reason, by: RefusedBy::Session, .. } if reason.contains("0xc3 0x27"))));
     p.client(&q("select 1"));
     assert!(matches!(p.take_request(), HookRequest::Query { sql, .. } if sql == "select 1"));
     assert!(!p.s.is_closed());
@@ -1850,7 +1850,7 @@ fn text_after_an_execute_in_an_open_pipeline_is_refused() {
     assert!(
         p.events()
             .iter()
-            .any(|e| matches!(e, Event::CommandDenied { reason, .. } if reason.contains("Sync")))
+            .any(|e| matches!(e, Event::CommandDenied { reason, by: RefusedBy::Session, .. } if reason.contains("Sync")))
     );
 }
 

@@ -23,7 +23,8 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use crate::error::{CodecError, SessionError};
 use crate::hook::{
     Authenticated, BackendTarget, Column, CommandId, Context, Decision, Event, FieldValue, Held,
-    HoldId, ParseVerdict, Rejection, SessionId, StartupParams, TextKind, Transform, Verdict,
+    HoldId, ParseVerdict, RefusedBy, Rejection, SessionId, StartupParams, TextKind, Transform,
+    Verdict,
 };
 use crate::messages::{self, Frame, Limits, backend, encode, frontend, lossy};
 use crate::startup;
@@ -705,6 +706,7 @@ impl<H: Transform> Session<H> {
                 session: self.id,
                 command: cmd,
                 reason: reason.clone(),
+                by: RefusedBy::Hook,
             });
         }
         self.close(

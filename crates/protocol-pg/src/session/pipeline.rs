@@ -242,6 +242,7 @@ impl<H: Transform> Session<H> {
                         session: self.id,
                         command: cmd,
                         reason: reason.clone(),
+                        by: RefusedBy::Hook,
                     });
                 }
                 self.refuse_pending("53400", reason);
@@ -367,6 +368,7 @@ impl<H: Transform> Session<H> {
                     session: self.id,
                     command: cmd,
                     reason: reason.clone(),
+                    by: RefusedBy::Hook,
                 });
                 self.deny_extended("42501", &reason);
                 if statement.is_empty() {
@@ -415,6 +417,7 @@ impl<H: Transform> Session<H> {
                         session: self.id,
                         command: cmd,
                         reason: reason.clone(),
+                        by: RefusedBy::Hook,
                     });
                 }
                 self.refuse_pending("42501", reason);
@@ -835,6 +838,7 @@ impl<H: Transform> Session<H> {
                         session: self.id,
                         command: cmd,
                         reason: reason.clone(),
+                        by: RefusedBy::Session,
                     });
                     self.deny_extended("34000", &reason);
                     return Ok(());
@@ -925,6 +929,7 @@ impl<H: Transform> Session<H> {
                     session: self.id,
                     command: cmd,
                     reason: reason.into(),
+                    by: RefusedBy::Session,
                 });
                 self.deny_simple("0A000", reason);
             }
@@ -971,6 +976,7 @@ impl<H: Transform> Session<H> {
             session: self.id,
             command: cmd,
             reason: message.to_owned(),
+            by: RefusedBy::Session,
         });
         if tag == b'Q' {
             self.deny_simple("22021", message);
@@ -995,6 +1001,7 @@ impl<H: Transform> Session<H> {
             session: self.id,
             command: cmd,
             reason: reason.into(),
+            by: RefusedBy::Session,
         });
         if tag == b'Q' {
             self.deny_simple("0A000", reason);
