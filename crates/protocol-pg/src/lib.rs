@@ -118,9 +118,9 @@
 //! accept trailing bytes and read text lossily, so they never see untrusted
 //! bytes) and encoded by pgwire. A body that is not exactly one well-formed
 //! message is an error, never a panic; text and names that are not UTF-8
-//! are refused: a Query's or Parse's in an otherwise well-formed frame with
-//! PostgreSQL's own answer (22021, the session goes on), any other frame
-//! with 08P01 (the session ends). Frames forwarded unchanged go out byte for
+//! are refused: in an otherwise well-formed Query, Parse, Bind, Describe,
+//! Close or Execute with PostgreSQL's own answer (22021, the session goes
+//! on), any other frame with 08P01 (the session ends). Frames forwarded unchanged go out byte for
 //! byte.
 #![deny(missing_docs)]
 

@@ -1077,7 +1077,35 @@ fn invalid_text_exchanges() -> Vec<(Vec<u8>, usize)> {
             .concat(),
             1,
         ),
+        // Names that are not UTF-8 in Bind, Describe, Close and Execute:
+        // PostgreSQL reads each name in the client encoding before acting.
+        (
+            [
+                parse("v", "SELECT 7"),
+                bad_bind(b"p\xff", b"v"),
+                execute(""),
+                sync(),
+            ]
+            .concat(),
+            1,
+        ),
+        ([bad_bind(b"", b"v\xc3"), sync()].concat(), 1),
+        ([m(b'D', b"Sv\xff\0"), sync()].concat(), 1),
+        (q("BEGIN"), 1),
+        ([m(b'C', b"P\xe2\x28\0"), sync()].concat(), 1),
+        (q("SELECT 8"), 1),
+        (q("ROLLBACK"), 1),
+        ([m(b'E', b"\xc0\0\0\0\0\0"), sync()].concat(), 1),
+        ([bind("", "v", &[]), execute(""), sync()].concat(), 1),
     ]
+}
+
+/// A Bind with no formats, parameters or result formats, its names as bytes.
+fn bad_bind(portal: &[u8], statement: &[u8]) -> Vec<u8> {
+    m(
+        b'B',
+        &[portal, b"\0", statement, b"\0\0\0\0\0\0\0"].concat(),
+    )
 }
 
 /// Text that is not valid UTF-8 gets what PostgreSQL answers (22021, and
@@ -1124,7 +1152,7 @@ fn text_not_in_the_client_encoding_gets_what_postgresql_answers() {
                 if reason.starts_with("invalid byte sequence for encoding \"UTF8\""))
         })
         .count();
-    assert_eq!(denied, 7);
+    assert_eq!(denied, 12);
     assert!(
         !events
             .iter()

@@ -1368,9 +1368,10 @@ fn malformed_backend_messages_close_with_08p01() {
 }
 
 /// What the messages module refuses that the old readers let through: a
-/// body that is not exactly its message (a name that is not UTF-8, a body
-/// on a message that has none, a status byte the protocol does not define;
-/// statement text that is not UTF-8 in a frame malformed otherwise).
+/// body that is not exactly its message (a body on a message that has none,
+/// a status byte the protocol does not define; text or a name that is not
+/// UTF-8 in a frame malformed otherwise, which in a well-formed frame would
+/// get PostgreSQL's 22021).
 /// Nothing of it reaches the other side.
 #[test]
 fn bodies_that_are_not_exactly_their_message_are_refused() {
@@ -1380,7 +1381,8 @@ fn bodies_that_are_not_exactly_their_message_are_refused() {
         m(b'P', b"s\0select '\xfe'\0\0"),
         m(b'P', b"s\xff\0select\0\0\x01"),
         m(b'P', b"s\0select '\xfe'\0\0\0x"),
-        [m(b'B', b"\xff\0\0\0\0\0\0\0\0"), sync()].concat(),
+        [m(b'B', b"\xff\0\0\0\0\0\0\0"), sync()].concat(),
+        [m(b'D', b"X\xff\0"), sync()].concat(),
         m(b'S', b"x"),
         m(b'H', b"x"),
         m(b'X', b"x"),

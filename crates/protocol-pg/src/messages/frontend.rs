@@ -132,10 +132,12 @@ impl Decode for Parse {
     }
 }
 
-/// PostgreSQL's refusal of a Query or Parse whose text is well framed but
-/// not valid UTF-8 (its statement name, then its text): the message of its
-/// error 22021, or `None` for a frame that is valid or that is malformed in
-/// any other way (the decoders refuse it, and the session ends with 08P01).
+/// PostgreSQL's refusal of a message whose text is well framed but not
+/// valid UTF-8: a Query's text, a Parse's statement name or text, a Bind's
+/// portal or statement name, the name in a Describe, Close or Execute. The
+/// message of its error 22021, or `None` for a frame that is valid or that
+/// is malformed in any other way (the decoders refuse it, and the session
+/// ends with 08P01).
 ///
 /// PostgreSQL checks text in the client encoding as it reads a message,
 /// before acting on any of it, and answers `invalid byte sequence for
@@ -143,7 +145,9 @@ impl Decode for Parse {
 /// SQL_ASCII clients, and under either PostgreSQL (its database in UTF8)
 /// checks the bytes as UTF-8, so UTF-8 is the check for both; a database in
 /// SQL_ASCII with a SQL_ASCII client checks nothing, where the gateway
-/// still refuses (its analysis reads text only as UTF-8).
+/// still refuses (its analysis reads text only as UTF-8). A Bind's
+/// parameter values are not text here: they are forwarded as bytes, and
+/// PostgreSQL checks those in text format itself.
 pub(crate) fn invalid_statement_text(tag: u8, body: &[u8]) -> Option<String> {
     let mut r = Reader::new(body);
     let texts = match tag {
@@ -156,6 +160,26 @@ pub(crate) fn invalid_statement_text(tag: u8, body: &[u8]) -> Option<String> {
                 r.u32()?;
             }
             vec![name, sql]
+        }
+        b'B' => {
+            let portal = r.cstr()?;
+            let statement = r.cstr()?;
+            r.i16s()?;
+            let n = r.count(4)?;
+            for _ in 0..n {
+                r.value()?;
+            }
+            r.i16s()?;
+            vec![portal, statement]
+        }
+        b'D' | b'C' => {
+            target(&mut r)?;
+            vec![r.cstr()?]
+        }
+        b'E' => {
+            let portal = r.cstr()?;
+            r.i32()?;
+            vec![portal]
         }
         _ => return None,
     };

@@ -43,7 +43,26 @@ fn invalid_statement_text_names_the_bytes_postgresql_names() {
     );
     assert_eq!(invalid_statement_text(b'P', b"s\0\xff\0\0\x01"), None);
     assert_eq!(invalid_statement_text(b'P', b"s\0\xff\0\0\0x"), None);
-    assert_eq!(invalid_statement_text(b'B', b"\xff\0\0\0\0\0\0\0\0"), None);
+    // Names in Bind, Describe, Close and Execute; a frame malformed
+    // otherwise (a short Bind, an unknown target) is not this refusal.
+    assert_eq!(
+        invalid_statement_text(b'B', b"\xff\0\0\0\0\0\0\0\0"),
+        Some(msg("0xff"))
+    );
+    assert_eq!(
+        invalid_statement_text(b'B', b"p\0s\xc3\0\0\0\0\0\0\0"),
+        Some(msg("0xc3"))
+    );
+    assert_eq!(invalid_statement_text(b'B', b"\xff\0\0\0\0\0\0\0"), None);
+    assert_eq!(invalid_statement_text(b'D', b"S\xff\0"), Some(msg("0xff")));
+    assert_eq!(invalid_statement_text(b'C', b"P\xff\0"), Some(msg("0xff")));
+    assert_eq!(invalid_statement_text(b'C', b"X\xff\0"), None);
+    assert_eq!(
+        invalid_statement_text(b'E', b"\xff\0\0\0\0\0"),
+        Some(msg("0xff"))
+    );
+    assert_eq!(invalid_statement_text(b'E', b"\xff\0\0\0"), None);
+    assert_eq!(invalid_statement_text(b'D', b"Sok\0"), None);
 }
 
 #[test]

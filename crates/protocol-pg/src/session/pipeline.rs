@@ -716,12 +716,14 @@ impl<H: Transform> Session<H> {
             self.pending = Some(Pending::Blocked(frame));
             return Ok(());
         }
+        if matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'C' | b'E')
+            && let Some(message) = frontend::invalid_statement_text(tag, frame.body())
+        {
+            self.refuse_invalid_text(tag, &message);
+            return Ok(());
+        }
         let mut text = None;
         if matches!(tag, b'Q' | b'P') {
-            if let Some(message) = frontend::invalid_statement_text(tag, frame.body()) {
-                self.refuse_invalid_text(tag, &message);
-                return Ok(());
-            }
             let (name, sql) = statement_text(&frame)?;
             match self.settings_barrier(sql.as_bytes()) {
                 Barrier::Go => {}
@@ -959,9 +961,9 @@ impl<H: Transform> Session<H> {
         Ok(())
     }
 
-    /// Refuses a Query or Parse whose text is not valid UTF-8 as PostgreSQL
-    /// does (error 22021, and the session goes on: after a Parse, messages
-    /// are ignored up to Sync). Nothing of it reaches the backend or the
+    /// Refuses a message whose text or name is not valid UTF-8 as
+    /// PostgreSQL does (error 22021, and the session goes on: after an
+    /// extended-protocol message, messages are ignored up to Sync). Nothing of it reaches the backend or the
     /// hook; the events carry no lossy text, the reason names the bytes.
     /// PostgreSQL fails while reading the message, before it would drop the
     /// unnamed statement, so no Close is sent for it.
